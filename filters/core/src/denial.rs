@@ -1,0 +1,399 @@
+//! Every refusal the guard can give, and the one place that maps it to HTTP:
+//! status, `WWW-Authenticate` (RFC 6750 §3, RFC 9449 §7.1), FHIR `OperationOutcome` body,
+//! and the stable reason code used in logs and stats. Never carries token content.
+
+use crate::jose::Alg;
+
+/// How a denial is answered. The class decides status and the `error` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// No credentials at all: 401 with the challenge and no `error` attribute (RFC 6750 §3.1).
+    NoCredentials,
+    /// 400 `invalid_request` (RFC 6750 §3.1): malformed request, token in query, repeated header.
+    InvalidRequest,
+    /// 401 `invalid_token` (RFC 6750 §3.1).
+    InvalidToken,
+    /// 401 `invalid_dpop_proof` (RFC 9449 §7.1).
+    InvalidDpopProof,
+    /// 401 `use_dpop_nonce` plus a `DPoP-Nonce` header (RFC 9449 §9).
+    UseDpopNonce,
+    /// 403 `insufficient_scope` with `scope="..."` (RFC 6750 §3.1).
+    InsufficientScope,
+    /// 403 without a challenge: the token is fine but this object is not the caller's.
+    Forbidden,
+    /// 404: the policy prefers not to reveal that a foreign resource exists.
+    NotFound,
+    /// 400 with an OperationOutcome: the FHIR request itself cannot be understood.
+    BadFhirRequest,
+    /// 503: the guard cannot decide now (keys never loaded, replay cache full). Fail closed.
+    Unavailable,
+}
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident => $code:literal, $class:ident; )*) => {
+        /// A stable, space-free reason code per refusal (logs, stats, `OperationOutcome`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason { $( $(#[$doc])* $variant, )* }
+        impl Reason {
+            /// Stable code, e.g. `bad_signature`.
+            pub fn code(self) -> &'static str { match self { $( Reason::$variant => $code, )* } }
+            /// How the refusal is answered.
+            pub fn class(self) -> Class { match self { $( Reason::$variant => Class::$class, )* } }
+            /// Every reason, for registering stats counters up front.
+            pub const ALL: &'static [Reason] = &[ $( Reason::$variant, )* ];
+        }
+    };
+}
+
+reasons! {
+    // ---- §1 access token ----
+    /// No `Authorization` header.
+    MissingToken => "missing_token", NoCredentials;
+    /// More than one `Authorization` header (RFC 6750 §3.1).
+    MultipleAuthorization => "multiple_authorization", InvalidRequest;
+    /// `access_token` in the query string (RFC 6750 §2.3 is not allowed; FAPI 2.0 §5.3.4).
+    TokenInQuery => "token_in_query", InvalidRequest;
+    /// Scheme other than the ones the policy allows (e.g. `Bearer` on a DPoP-only API, `Basic`).
+    SchemeNotAllowed => "scheme_not_allowed", InvalidToken;
+    /// Not a compact JWS, bad base64url, header/payload not JSON objects.
+    MalformedToken => "malformed_token", InvalidToken;
+    /// `typ` is not `at+jwt` (RFC 9068 §2.1).
+    BadTyp => "bad_typ", InvalidToken;
+    /// `alg` not on the allow-list, `none` or HMAC (RFC 8725 §3.1).
+    AlgNotAllowed => "alg_not_allowed", InvalidToken;
+    /// `crit` names an extension the guard does not implement (RFC 7515 §4.1.11).
+    UnsupportedCrit => "unsupported_crit", InvalidToken;
+    /// `iss` is not a configured issuer (RFC 9068 §4).
+    UnknownIssuer => "unknown_issuer", InvalidToken;
+    /// No key in the issuer's JWKS matches `kid`/`alg`.
+    UnknownKey => "unknown_key", InvalidToken;
+    /// Key type does not fit `alg`, or RSA shorter than 2048 bits (FAPI 2.0 §5.4).
+    WeakOrMismatchedKey => "weak_or_mismatched_key", InvalidToken;
+    /// Signature does not verify.
+    BadSignature => "bad_signature", InvalidToken;
+    /// `exp` has passed (beyond skew).
+    Expired => "expired", InvalidToken;
+    /// `nbf` is in the future (beyond skew).
+    NotYetValid => "not_yet_valid", InvalidToken;
+    /// `iat` is in the future (beyond skew).
+    IssuedInFuture => "iat_in_future", InvalidToken;
+    /// An RFC 9068 §2.2 required claim is missing or of the wrong type.
+    MissingClaim => "missing_claim", InvalidToken;
+    /// `aud` does not contain this API's audience (RFC 9068 §4).
+    WrongAudience => "wrong_audience", InvalidToken;
+    /// The policy wants this API as the only audience (HelseID practice).
+    AudienceNotSole => "audience_not_sole", InvalidToken;
+    /// The issuer's keys have never been loaded: cannot decide, fail closed.
+    KeysUnavailable => "jwks_unavailable", Unavailable;
+    /// A filter after the token filter found no verified token for a route that needs one.
+    NoVerifiedToken => "no_verified_token", InvalidToken;
+
+    // ---- §2 DPoP / sender constraint ----
+    /// §2.14 / RFC 9449 §7.2: a DPoP-bound token (`cnf.jkt`) presented as `Bearer`.
+    BearerDowngrade => "bearer_downgrade", InvalidToken;
+    /// Policy demands DPoP but the token has no `cnf.jkt`.
+    TokenNotDpopBound => "token_not_dpop_bound", InvalidToken;
+    /// §2.1: no `DPoP` header.
+    DpopMissing => "dpop_missing", InvalidDpopProof;
+    /// §2.1: more than one `DPoP` header.
+    DpopMultiple => "dpop_multiple", InvalidDpopProof;
+    /// §2.1: not a well-formed compact JWS.
+    DpopMalformed => "dpop_malformed", InvalidDpopProof;
+    /// §2.2: a required header member or claim is missing.
+    DpopMissingMember => "dpop_missing_member", InvalidDpopProof;
+    /// §2.3: `typ` is not `dpop+jwt`.
+    DpopBadTyp => "dpop_bad_typ", InvalidDpopProof;
+    /// §2.4: `alg` not asymmetric / not allowed.
+    DpopAlgNotAllowed => "dpop_alg_not_allowed", InvalidDpopProof;
+    /// §2.5: `jwk` carries private members.
+    DpopPrivateKey => "dpop_private_key", InvalidDpopProof;
+    /// §2.5: `jwk` is not a usable public key, or does not fit `alg`.
+    DpopBadJwk => "dpop_bad_jwk", InvalidDpopProof;
+    /// §2.6: signature does not verify.
+    DpopBadSignature => "dpop_bad_signature", InvalidDpopProof;
+    /// §2.7: `htm` differs from the request method.
+    DpopHtmMismatch => "dpop_htm_mismatch", InvalidDpopProof;
+    /// §2.8: `htu` differs from the request URI.
+    DpopHtuMismatch => "dpop_htu_mismatch", InvalidDpopProof;
+    /// §2.9: `iat` outside the acceptance window.
+    DpopIatOutOfWindow => "dpop_iat_window", InvalidDpopProof;
+    /// §2.10: `jti` seen before within the window.
+    DpopReplay => "dpop_replay", InvalidDpopProof;
+    /// §2.10: the replay cache is full of live entries; refusing beats accepting replays.
+    DpopReplayCacheFull => "dpop_replay_cache_full", Unavailable;
+    /// §2.11: `ath` does not match the access token.
+    DpopAthMismatch => "dpop_ath_mismatch", InvalidDpopProof;
+    /// §2.12: the proof key's thumbprint differs from `cnf.jkt`.
+    DpopJktMismatch => "dpop_jkt_mismatch", InvalidToken;
+    /// §2.13: no nonce, or not a current one.
+    DpopNonceRequired => "use_dpop_nonce", UseDpopNonce;
+    /// RFC 8705 §3: `cnf.x5t#S256` but no client certificate on the connection.
+    MtlsCertMissing => "mtls_cert_missing", InvalidToken;
+    /// RFC 8705 §3: the client certificate's thumbprint differs from `cnf.x5t#S256`.
+    MtlsThumbprintMismatch => "mtls_x5t_mismatch", InvalidToken;
+
+    // ---- §3 SMART scopes / FHIR ----
+    /// The granted scopes do not allow this interaction on this type.
+    InsufficientScope => "insufficient_scope", InsufficientScope;
+    /// A `patient/` grant but the token has no patient claim.
+    PatientContextMissing => "patient_context_missing", InsufficientScope;
+    /// The request targets another patient's compartment.
+    CompartmentEscape => "compartment_escape", Forbidden;
+    /// A search the guard cannot confine (chained, `_has`, `_include` out of the compartment, OR-lists).
+    UnsafeSearch => "unsafe_search", Forbidden;
+    /// A query-constrained scope's parameters are missing from the search.
+    QueryConstraintMissing => "query_constraint_missing", InsufficientScope;
+    /// The response resource does not belong to the patient / match the constraint.
+    ResponseOutsideGrant => "response_outside_grant", Forbidden;
+    /// Same as above, answered 404 where the policy hides existence.
+    ResponseOutsideGrantHidden => "response_outside_grant", NotFound;
+    /// The response to check is larger than the policy's buffer limit.
+    ResponseTooLarge => "response_too_large", Forbidden;
+    /// A batch/transaction entry is not allowed; the whole bundle is refused.
+    BundleEntryForbidden => "bundle_entry_forbidden", Forbidden;
+    /// A written resource does not reference the context patient.
+    WriteOutsideCompartment => "write_outside_compartment", Forbidden;
+    /// Unknown or malformed FHIR path, or a body the guard must read but cannot parse.
+    UnknownFhirRequest => "unknown_fhir_request", BadFhirRequest;
+    /// Request body over the policy's limit where the body must be read.
+    RequestTooLarge => "request_too_large", BadFhirRequest;
+}
+
+/// The auth scheme the challenge uses: DPoP when the request used it or the API requires it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Dpop,
+    Bearer,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Dpop => "DPoP",
+            Scheme::Bearer => "Bearer",
+        }
+    }
+}
+
+/// What a denial needs besides its reason to render a reply.
+#[derive(Debug, Clone, Default)]
+pub struct ChallengeContext<'a> {
+    /// Challenge schemes, in order (an API may accept both).
+    pub schemes: &'a [Scheme],
+    /// `algs` attribute for DPoP challenges (RFC 9449 §7.1).
+    pub dpop_algs: &'a [Alg],
+    /// A fresh server nonce to send as `DPoP-Nonce`.
+    pub dpop_nonce: Option<String>,
+    /// `scope` attribute for `insufficient_scope`.
+    pub required_scope: Option<String>,
+    /// Human-readable detail for the OperationOutcome (no token content, no patient data).
+    pub detail: Option<String>,
+}
+
+/// A complete HTTP reply for the host to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+fn quote(s: &str) -> String {
+    // RFC 7235 quoted-string: escape `"` and `\`; our values never contain control chars.
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+impl Reason {
+    pub fn status(self) -> u32 {
+        match self.class() {
+            Class::NoCredentials
+            | Class::InvalidToken
+            | Class::InvalidDpopProof
+            | Class::UseDpopNonce => 401,
+            Class::InvalidRequest | Class::BadFhirRequest => 400,
+            Class::InsufficientScope | Class::Forbidden => 403,
+            Class::NotFound => 404,
+            Class::Unavailable => 503,
+        }
+    }
+
+    fn error_attr(self) -> Option<&'static str> {
+        match self.class() {
+            Class::NoCredentials => None,
+            Class::InvalidRequest => Some("invalid_request"),
+            Class::InvalidToken | Class::Unavailable => Some("invalid_token"),
+            Class::InvalidDpopProof => Some("invalid_dpop_proof"),
+            Class::UseDpopNonce => Some("use_dpop_nonce"),
+            Class::InsufficientScope => Some("insufficient_scope"),
+            Class::Forbidden | Class::NotFound | Class::BadFhirRequest => None,
+        }
+    }
+
+    /// Whether the reply carries a `WWW-Authenticate` challenge.
+    fn challenges(self) -> bool {
+        !matches!(
+            self.class(),
+            Class::Forbidden | Class::NotFound | Class::BadFhirRequest
+        )
+    }
+
+    /// FHIR `OperationOutcome.issue.code` (FHIR R4 IssueType).
+    fn issue_code(self) -> &'static str {
+        match self.class() {
+            Class::NoCredentials
+            | Class::InvalidToken
+            | Class::InvalidDpopProof
+            | Class::UseDpopNonce => "login",
+            Class::InvalidRequest | Class::BadFhirRequest => "invalid",
+            Class::InsufficientScope | Class::Forbidden => "forbidden",
+            Class::NotFound => "not-found",
+            Class::Unavailable => "transient",
+        }
+    }
+
+    /// Renders the reply. The single place that decides status, challenge and body.
+    pub fn reply(self, ctx: &ChallengeContext<'_>) -> Reply {
+        let mut headers = Vec::new();
+        if self.challenges() {
+            let schemes: &[Scheme] = if ctx.schemes.is_empty() {
+                &[Scheme::Bearer]
+            } else {
+                ctx.schemes
+            };
+            for scheme in schemes {
+                let mut attrs: Vec<String> = Vec::new();
+                if let Some(err) = self.error_attr() {
+                    attrs.push(format!("error=\"{err}\""));
+                }
+                if let (Some(scope), Class::InsufficientScope) = (&ctx.required_scope, self.class())
+                {
+                    attrs.push(format!("scope=\"{}\"", quote(scope)));
+                }
+                if *scheme == Scheme::Dpop && !ctx.dpop_algs.is_empty() {
+                    let algs: Vec<&str> = ctx.dpop_algs.iter().map(|a| a.name()).collect();
+                    attrs.push(format!("algs=\"{}\"", algs.join(" ")));
+                }
+                let value = if attrs.is_empty() {
+                    scheme.name().to_string()
+                } else {
+                    format!("{} {}", scheme.name(), attrs.join(", "))
+                };
+                headers.push(("www-authenticate".to_string(), value));
+            }
+        }
+        if let Some(nonce) = &ctx.dpop_nonce {
+            headers.push(("dpop-nonce".to_string(), nonce.clone()));
+        }
+        headers.push((
+            "content-type".to_string(),
+            "application/fhir+json".to_string(),
+        ));
+        headers.push(("cache-control".to_string(), "no-store".to_string()));
+        let diagnostics = match &ctx.detail {
+            Some(d) => format!("{}: {}", self.code(), d),
+            None => self.code().to_string(),
+        };
+        let body = serde_json::json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{
+                "severity": "error",
+                "code": self.issue_code(),
+                "details": { "coding": [{ "system": "urn:fapi-guard:reason", "code": self.code() }] },
+                "diagnostics": diagnostics,
+            }]
+        });
+        Reply {
+            status: self.status(),
+            headers,
+            body: body.to_string().into_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a Reply, name: &str) -> Vec<&'a str> {
+        r.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn codes_are_unique_per_class_and_space_free() {
+        let mut seen = std::collections::HashMap::new();
+        for r in Reason::ALL {
+            assert!(!r.code().contains(' '), "{r:?}");
+            if let Some(prev) = seen.insert(r.code(), r.class()) {
+                // Only the 403/404 twin of response_outside_grant shares a code.
+                assert_eq!(
+                    r.code(),
+                    "response_outside_grant",
+                    "duplicate code {}",
+                    r.code()
+                );
+                assert_ne!(prev, r.class());
+            }
+        }
+    }
+
+    #[test]
+    fn no_token_challenge_has_no_error_attribute() {
+        let ctx = ChallengeContext {
+            schemes: &[Scheme::Dpop],
+            dpop_algs: &Alg::FAPI_DEFAULT,
+            ..Default::default()
+        };
+        let r = Reason::MissingToken.reply(&ctx);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            vec!["DPoP algs=\"PS256 ES256 EdDSA\""]
+        );
+    }
+
+    #[test]
+    fn invalid_token_and_dpop_proof_and_scope() {
+        let ctx = ChallengeContext {
+            schemes: &[Scheme::Dpop],
+            dpop_algs: &[Alg::ES256],
+            required_scope: Some("patient/Observation.rs".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            header(&Reason::Expired.reply(&ctx), "www-authenticate"),
+            vec!["DPoP error=\"invalid_token\", algs=\"ES256\""]
+        );
+        assert_eq!(
+            header(&Reason::DpopReplay.reply(&ctx), "www-authenticate"),
+            vec!["DPoP error=\"invalid_dpop_proof\", algs=\"ES256\""]
+        );
+        let r = Reason::InsufficientScope.reply(&ctx);
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            vec!["DPoP error=\"insufficient_scope\", scope=\"patient/Observation.rs\", algs=\"ES256\""]
+        );
+    }
+
+    #[test]
+    fn body_is_operation_outcome_with_reason() {
+        let r = Reason::BadSignature.reply(&ChallengeContext {
+            schemes: &[Scheme::Bearer],
+            ..Default::default()
+        });
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            vec!["Bearer error=\"invalid_token\""]
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(v["resourceType"], "OperationOutcome");
+        assert_eq!(
+            v["issue"][0]["details"]["coding"][0]["code"],
+            "bad_signature"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Decision logic of the FAPI 2.0 resource-server filters.
+//!
+//! Every check is a pure function of (compiled policy, request view, now) and returns a
+//! decision; the proxy-wasm crates only translate host calls. Spec references point at
+//! `RESOURCE-SERVER-CHECKS.md` (§1 token, §2 DPoP, §3 SMART scopes) and the RFCs it cites.
+
+pub mod b64;
+pub mod cache;
+pub mod claims;
+pub mod denial;
+pub mod dpop;
+pub mod fhir;
+pub mod jose;
+pub mod jwks_store;
+pub mod policy;
+pub mod routes;
+pub mod token;

@@ -1,0 +1,402 @@
+//! An API's policy: the JSON document under `policies/` (schema: `policies/schema/`).
+//! Parsed strictly (unknown fields refused, errors name the field) and compiled once at
+//! filter load into the validated [`Policy`] the decisions use. A policy that fails here
+//! makes the filter refuse its configuration, so the proxy does not serve with it.
+
+use serde::Deserialize;
+
+use crate::jose::{Alg, Jwks};
+use crate::routes::{RouteDoc, RouteTable};
+
+/// A policy problem, naming the field (`issuers[0].jwks_uri`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub field: String,
+    pub message: String,
+}
+
+impl PolicyError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PolicyError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "policy: {}", self.message)
+        } else {
+            write!(f, "policy field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+// ---------- the document, as written ----------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    pub api: ApiDoc,
+    pub issuers: Vec<IssuerDoc>,
+    #[serde(default)]
+    pub token: TokenDoc,
+    #[serde(default)]
+    pub routes: Option<Vec<RouteDoc>>,
+    #[serde(default)]
+    pub dpop: Option<crate::dpop::policy::DpopDoc>,
+    #[serde(default)]
+    pub fhir: Option<crate::fhir::policy::FhirDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiDoc {
+    /// Short name, used in logs and stats.
+    pub name: String,
+    /// The audience this API's tokens must carry (HelseID: the API's short name).
+    pub audience: String,
+    /// HelseID practice: this audience should be the token's only one.
+    #[serde(default)]
+    pub sole_audience: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerDoc {
+    /// Exact `iss` value (RFC 9068 §4).
+    pub issuer: String,
+    /// An inline JWKS document.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Where to fetch the JWKS (through `jwks_cluster`).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// The Envoy cluster that reaches `jwks_uri`'s host.
+    #[serde(default)]
+    pub jwks_cluster: Option<String>,
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// Least time between fetches triggered by an unknown `kid`.
+    #[serde(default = "default_min_refetch")]
+    pub jwks_min_refetch_seconds: u64,
+    #[serde(default = "default_fetch_timeout")]
+    pub jwks_fetch_timeout_ms: u64,
+}
+
+fn default_refresh() -> u64 {
+    300
+}
+fn default_min_refetch() -> u64 {
+    30
+}
+fn default_fetch_timeout() -> u64 {
+    2000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SchemeDoc {
+    DPoP,
+    Bearer,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenDoc {
+    /// Accepted `Authorization` schemes (checklist §1.1). Default: DPoP only.
+    #[serde(default = "default_schemes")]
+    pub schemes: Vec<SchemeDoc>,
+    /// JWS `alg` allow-list (checklist §1.3). Default PS256, ES256, EdDSA.
+    #[serde(default = "default_algs")]
+    pub allowed_algs: Vec<String>,
+    /// Also accept `typ: JWT` (HelseID historic tokens; checklist §1.2 choice).
+    #[serde(default)]
+    pub allow_typ_jwt: bool,
+    /// Clock skew for `exp`/`nbf`/`iat` (checklist §1.7). Default 10 s.
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    /// Verified-token cache size per worker.
+    #[serde(default = "default_cache")]
+    pub cache_max_entries: usize,
+}
+
+fn default_schemes() -> Vec<SchemeDoc> {
+    vec![SchemeDoc::DPoP]
+}
+fn default_algs() -> Vec<String> {
+    Alg::FAPI_DEFAULT
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect()
+}
+fn default_skew() -> u64 {
+    10
+}
+fn default_cache() -> usize {
+    10_000
+}
+
+impl Default for TokenDoc {
+    fn default() -> Self {
+        TokenDoc {
+            schemes: default_schemes(),
+            allowed_algs: default_algs(),
+            allow_typ_jwt: false,
+            clock_skew_seconds: default_skew(),
+            cache_max_entries: default_cache(),
+        }
+    }
+}
+
+// ---------- the compiled policy ----------
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Inline(Jwks),
+    Remote(RemoteJwks),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub uri: String,
+    pub cluster: String,
+    /// `:authority` for the fetch, from the URI.
+    pub authority: String,
+    /// `:path` for the fetch, from the URI.
+    pub path: String,
+    pub refresh_seconds: u64,
+    pub min_refetch_seconds: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    pub issuer: String,
+    pub keys: KeySource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    pub allow_dpop: bool,
+    pub allow_bearer: bool,
+    pub algs: Vec<Alg>,
+    pub allow_typ_jwt: bool,
+    pub skew_seconds: u64,
+    pub cache_max_entries: usize,
+}
+
+/// A validated policy. Built only by [`Policy::from_json`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub api_name: String,
+    pub audience: String,
+    pub sole_audience: bool,
+    pub issuers: Vec<Issuer>,
+    pub token: TokenRules,
+    pub routes: RouteTable,
+    pub dpop: Option<crate::dpop::policy::DpopPolicy>,
+    pub fhir: Option<crate::fhir::policy::FhirPolicy>,
+}
+
+impl Policy {
+    /// Parses and validates a policy document. Errors name the offending field.
+    pub fn from_json(bytes: &[u8]) -> Result<Policy, PolicyError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let doc: PolicyDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            PolicyError::new(field, e.inner().to_string())
+        })?;
+        Policy::compile(doc)
+    }
+
+    fn compile(doc: PolicyDoc) -> Result<Policy, PolicyError> {
+        if doc.api.name.trim().is_empty() {
+            return Err(PolicyError::new("api.name", "must not be empty"));
+        }
+        if doc.api.audience.trim().is_empty() {
+            return Err(PolicyError::new("api.audience", "must not be empty"));
+        }
+        if doc.issuers.is_empty() {
+            return Err(PolicyError::new(
+                "issuers",
+                "at least one issuer is required",
+            ));
+        }
+        let mut issuers = Vec::new();
+        for (i, d) in doc.issuers.iter().enumerate() {
+            issuers.push(compile_issuer(i, d)?);
+        }
+        for (i, a) in issuers.iter().enumerate() {
+            if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
+                return Err(PolicyError::new(
+                    format!("issuers[{i}].issuer"),
+                    "issuer listed twice",
+                ));
+            }
+        }
+        let token = compile_token(&doc.token)?;
+        let routes = RouteTable::compile(doc.routes.as_deref())?;
+        let dpop = match &doc.dpop {
+            Some(d) => Some(d.compile()?),
+            None => None,
+        };
+        let fhir = match &doc.fhir {
+            Some(f) => Some(f.compile()?),
+            None => None,
+        };
+        Ok(Policy {
+            api_name: doc.api.name,
+            audience: doc.api.audience,
+            sole_audience: doc.api.sole_audience,
+            issuers,
+            token,
+            routes,
+            dpop,
+            fhir,
+        })
+    }
+
+    pub fn issuer(&self, iss: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.issuer == iss)
+    }
+}
+
+fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
+    let field = |name: &str| format!("issuers[{i}].{name}");
+    if d.issuer.is_empty() {
+        return Err(PolicyError::new(field("issuer"), "must not be empty"));
+    }
+    let keys = match (&d.jwks, &d.jwks_uri) {
+        (Some(_), Some(_)) => {
+            return Err(PolicyError::new(
+                field("jwks"),
+                "give either `jwks` or `jwks_uri`, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(PolicyError::new(
+                field("jwks_uri"),
+                "one of `jwks` or `jwks_uri` is required",
+            ))
+        }
+        (Some(v), None) => {
+            let bytes = serde_json::to_vec(v)
+                .map_err(|e| PolicyError::new(field("jwks"), e.to_string()))?;
+            let jwks = Jwks::parse(&bytes)
+                .map_err(|e| PolicyError::new(field("jwks"), format!("not a JWKS: {e:?}")))?;
+            if jwks.keys.is_empty() {
+                return Err(PolicyError::new(
+                    field("jwks"),
+                    "no usable public signing key",
+                ));
+            }
+            KeySource::Inline(jwks)
+        }
+        (None, Some(uri)) => {
+            let cluster = d
+                .jwks_cluster
+                .clone()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    PolicyError::new(field("jwks_cluster"), "required with `jwks_uri`")
+                })?;
+            let (authority, path) = split_http_uri(uri).ok_or_else(|| {
+                PolicyError::new(field("jwks_uri"), "must be an absolute http(s) URI")
+            })?;
+            if d.jwks_refresh_seconds == 0 {
+                return Err(PolicyError::new(
+                    field("jwks_refresh_seconds"),
+                    "must be at least 1",
+                ));
+            }
+            if d.jwks_fetch_timeout_ms == 0 {
+                return Err(PolicyError::new(
+                    field("jwks_fetch_timeout_ms"),
+                    "must be at least 1",
+                ));
+            }
+            KeySource::Remote(RemoteJwks {
+                uri: uri.clone(),
+                cluster,
+                authority,
+                path,
+                refresh_seconds: d.jwks_refresh_seconds,
+                min_refetch_seconds: d.jwks_min_refetch_seconds,
+                timeout_ms: d.jwks_fetch_timeout_ms,
+            })
+        }
+    };
+    if d.jwks.is_some() && d.jwks_cluster.is_some() {
+        return Err(PolicyError::new(
+            field("jwks_cluster"),
+            "only used with `jwks_uri`",
+        ));
+    }
+    Ok(Issuer {
+        issuer: d.issuer.clone(),
+        keys,
+    })
+}
+
+/// `https://host:port/path?q` → (`host:port`, `/path?q`).
+fn split_http_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some((authority.to_string(), path.to_string()))
+}
+
+fn compile_token(d: &TokenDoc) -> Result<TokenRules, PolicyError> {
+    if d.schemes.is_empty() {
+        return Err(PolicyError::new(
+            "token.schemes",
+            "at least one scheme is required",
+        ));
+    }
+    let mut algs = Vec::new();
+    for (i, name) in d.allowed_algs.iter().enumerate() {
+        // RFC 8725 §3.1–3.2: `none` and HMAC can never be allowed, whatever the policy says.
+        let alg = Alg::parse(name).filter(|_| name != "Ed25519").ok_or_else(|| {
+            PolicyError::new(format!("token.allowed_algs[{i}]"), format!("`{name}` is not an allowed asymmetric JWS algorithm (use PS256, ES256, EdDSA or RS256)"))
+        })?;
+        if !algs.contains(&alg) {
+            algs.push(alg);
+        }
+    }
+    if algs.is_empty() {
+        return Err(PolicyError::new("token.allowed_algs", "must not be empty"));
+    }
+    if d.clock_skew_seconds > 300 {
+        return Err(PolicyError::new(
+            "token.clock_skew_seconds",
+            "must be at most 300",
+        ));
+    }
+    if d.cache_max_entries > 1_000_000 {
+        return Err(PolicyError::new(
+            "token.cache_max_entries",
+            "must be at most 1000000",
+        ));
+    }
+    Ok(TokenRules {
+        allow_dpop: d.schemes.contains(&SchemeDoc::DPoP),
+        allow_bearer: d.schemes.contains(&SchemeDoc::Bearer),
+        algs,
+        allow_typ_jwt: d.allow_typ_jwt,
+        skew_seconds: d.clock_skew_seconds,
+        cache_max_entries: d.cache_max_entries,
+    })
+}
