@@ -241,6 +241,13 @@ impl TokenFilter {
             Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => {
                 // Rotation: a new kid (or keys not loaded yet) triggers a rate-limited refetch;
                 // the request waits for it instead of failing straight away.
+                // First: another worker may already have fetched newer keys.
+                let generation = w.ring.borrow().generation;
+                w.sync_shared();
+                if w.ring.borrow().generation != generation {
+                    self.retry_token = Some((scheme, token_str));
+                    return self.check(allow_refetch);
+                }
                 match issuer_index(&w.policy, &token_str) {
                     Some(i) => {
                         let permitted = match (w.remote(i), w.ring.borrow().issuers.get(i)) {
