@@ -50,7 +50,10 @@ impl Origin {
             }
         };
         let host_ok = if host.starts_with('[') {
-            host.len() > 2 && host[1..host.len() - 1].bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            host.len() > 2
+                && host[1..host.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         } else {
             !host.is_empty() && host.bytes().all(reg_name_byte)
         };
@@ -338,7 +341,10 @@ mod tests {
     #[test]
     fn normalises_per_rfc3986_6_2() {
         let cases = [
-            ("HTTPS://Resource.Example.ORG:443/a", "https://resource.example.org/a"),
+            (
+                "HTTPS://Resource.Example.ORG:443/a",
+                "https://resource.example.org/a",
+            ),
             ("http://x.org:80", "http://x.org/"),
             ("https://x.org:", "https://x.org/"),
             ("https://x.org:8443/a/%7euser", "https://x.org:8443/a/~user"),

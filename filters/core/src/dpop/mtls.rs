@@ -81,7 +81,11 @@ pub fn xfcc_first_hash(xfcc: &str) -> Option<[u8; 32]> {
 }
 
 /// RFC 8705 §3: checks `cnf.x5t#S256` against the certificate the policy says to trust.
-pub fn check_binding(x5t_s256: &str, source: CertSource, cert: &ClientCert<'_>) -> Result<(), Reason> {
+pub fn check_binding(
+    x5t_s256: &str,
+    source: CertSource,
+    cert: &ClientCert<'_>,
+) -> Result<(), Reason> {
     let digest = match source {
         CertSource::Connection => cert.connection_sha256_hex.filter(|h| !h.is_empty()),
         CertSource::Xfcc => cert.xfcc.filter(|h| !h.is_empty()),
@@ -114,8 +118,16 @@ mod tests {
     #[test]
     fn xfcc_first_element_hash() {
         let cases = [
-            (format!("By=spiffe://a;Hash={HEX};Subject=\"/C=US/CN=Test, Client;x\";URI=spiffe://c"), true),
-            (format!("Hash={HEX},By=spiffe://b;Hash=00{}", &HEX[2..]), true),
+            (
+                format!(
+                    "By=spiffe://a;Hash={HEX};Subject=\"/C=US/CN=Test, Client;x\";URI=spiffe://c"
+                ),
+                true,
+            ),
+            (
+                format!("Hash={HEX},By=spiffe://b;Hash=00{}", &HEX[2..]),
+                true,
+            ),
             (format!("By=x;Subject=\"a,Hash=00\",Hash={HEX}"), false),
             (format!("HASH={}", HEX.to_uppercase()), true),
             ("By=x;URI=y".to_string(), false),

@@ -107,8 +107,17 @@ mod tests {
         let mut tampered = n.clone().into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert!(!verify(&cfg(7), std::str::from_utf8(&tampered).unwrap(), 1_000));
-        for g in ["", "x", "eyJ7S_zG.eyJH0-Z.HX4w-7v", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        assert!(!verify(
+            &cfg(7),
+            std::str::from_utf8(&tampered).unwrap(),
+            1_000
+        ));
+        for g in [
+            "",
+            "x",
+            "eyJ7S_zG.eyJH0-Z.HX4w-7v",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert!(!verify(&cfg(7), g, 1_000), "{g}");
         }
     }

@@ -246,9 +246,8 @@ impl DpopDoc {
         }
         let mut public_origins = Vec::new();
         for (i, o) in self.public_origins.iter().enumerate() {
-            let origin = Origin::parse_config(o).map_err(|msg| {
-                PolicyError::new(format!("dpop.public_origins[{i}]"), msg)
-            })?;
+            let origin = Origin::parse_config(o)
+                .map_err(|msg| PolicyError::new(format!("dpop.public_origins[{i}]"), msg))?;
             if !public_origins.contains(&origin) {
                 public_origins.push(origin);
             }
