@@ -719,6 +719,14 @@ fn nonces_off_means_no_nonce_offered_and_nonce_claim_ignored() {
     assert_eq!(got, Ok(Outcome::Accepted { nonce: None }));
 }
 
+type MtlsCase<'a> = (
+    &'a str,
+    Value,
+    Option<&'a str>,
+    Option<&'a str>,
+    Result<(), Reason>,
+);
+
 #[test]
 fn mtls_bound_tokens() {
     // RFC 8705 §3: cnf.x5t#S256 vs the certificate digest the proxy saw.
@@ -736,7 +744,8 @@ fn mtls_bound_tokens() {
     tok.cnf_x5t_s256 = Some(x5t.clone());
     let connection = json!({"required": false});
     let xfcc = json!({"required": false, "mtls": {"client_cert_source": "xfcc"}});
-    let cases: Vec<(&str, Value, Option<&str>, Option<&str>, Result<(), Reason>)> = vec![
+    let upper = hex.to_uppercase();
+    let cases: Vec<MtlsCase> = vec![
         (
             "connection cert matches",
             connection.clone(),
@@ -747,7 +756,7 @@ fn mtls_bound_tokens() {
         (
             "connection cert upper-case hex",
             connection.clone(),
-            Some(&*Box::leak(hex.to_uppercase().into_boxed_str())),
+            Some(&upper),
             None,
             Ok(()),
         ),

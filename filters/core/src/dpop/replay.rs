@@ -169,9 +169,12 @@ pub fn ensure_slot(store: &dyn SharedStore, namespace: &str, slot: u32) -> bool 
 }
 
 /// An in-memory [`SharedStore`] with Envoy's CAS semantics, for tests and native tools.
+/// Keys to (value, version), and the last version handed out.
+type Versioned = (std::collections::HashMap<String, (Vec<u8>, u32)>, u32);
+
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: std::sync::Mutex<(std::collections::HashMap<String, (Vec<u8>, u32)>, u32)>,
+    inner: std::sync::Mutex<Versioned>,
 }
 
 impl MemoryStore {
