@@ -638,3 +638,21 @@ def test_forwarded_headers_used_only_when_the_policy_trusts_them(upstream, issue
             assert r.status_code == want, (name, r.text)
             if want == 401:
                 assert reason(r) == "dpop_htu_mismatch", name
+
+
+def test_full_replay_cache_fails_closed(upstream, issuer):
+    # A deliberately tiny cache (1 slot x 2 entries): the third live proof is refused with 503
+    # rather than accepted unrecorded; replays of the recorded ones stay refused.
+    p = make_policy(issuer, {"replay_cache": {"slots": 1, "entries_per_slot": 2}}, name="dpop-full-e2e")
+    client = JoseProofs("ES256")
+    token = bound_token(issuer, client.jkt)
+    with Envoy(p, upstream.port, filters=["token", "dpop"], concurrency=2) as e:
+        url = e.url + "/fhir/Patient/3"
+        proofs = [client.proof("GET", url, token) for _ in range(3)]
+        assert e.get("/fhir/Patient/3", dpop_headers(token, proofs[0])).status_code == 200
+        assert e.get("/fhir/Patient/3", dpop_headers(token, proofs[1])).status_code == 200
+        r = e.get("/fhir/Patient/3", dpop_headers(token, proofs[2]))
+        assert r.status_code == 503, r.text
+        assert reason(r) == "dpop_replay_cache_full"
+        assert_denied(e.get("/fhir/Patient/3", dpop_headers(token, proofs[0])), "dpop_replay")
+        assert e.counter("dpop.denied.dpop_replay_cache_full") == 1
