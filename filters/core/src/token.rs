@@ -27,7 +27,9 @@ pub fn extract<'a>(policy: &Policy, authorization: &'a [String], path: &str) -> 
     }
     let value = match authorization {
         [] => return Err(Reason::MissingToken),
-        [one] => one.as_str(),
+        // Envoy folds a repeated `Authorization` into one value joined by `,`, which a
+        // token68 never contains.
+        [one] if !one.contains(',') => one.as_str(),
         _ => return Err(Reason::MultipleAuthorization),
     };
     let (scheme_name, rest) = value.split_once(' ').unwrap_or((value, ""));
