@@ -14,7 +14,13 @@ impl HostVerifier {
 }
 
 impl SignatureVerifier for HostVerifier {
-    fn verify(&self, alg: Alg, key: &PublicKey, signing_input: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+    fn verify(
+        &self,
+        alg: Alg,
+        key: &PublicKey,
+        signing_input: &[u8],
+        signature: &[u8],
+    ) -> Result<(), VerifyError> {
         SoftwareVerifier.verify(alg, key, signing_input, signature)
     }
 }
