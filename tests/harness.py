@@ -291,6 +291,19 @@ class Issuer:
         return jwt.encode(h, self.claims(**claims), key, algorithms=[alg])
 
 
+def sign_es256(header: dict, payload: dict, key) -> str:
+    """Signs any header/payload with an ES256 joserfc key via `cryptography` directly
+    (for headers joserfc refuses to produce, such as an unknown `crit`)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    unsigned = raw_jws(header, payload).rsplit(".", 1)[0]
+    der = key.private_key.sign(unsigned.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return raw_jws(header, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
 def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
     """A hand-made compact JWS (for tokens no library will sign: alg none, HS256, ...)."""
     import base64
