@@ -81,3 +81,24 @@ def test_parity_check_sees_a_wrong_order():
     cfg = render.render(plugins[1]["spec"]["pluginConfig"], ["token", "dpop", "fhir_scope"], "/w", 1, 2, 3)
     envoy, _ = envoy_chain(cfg)
     assert [{k: v for k, v in p.items() if k != "filter"} for p in istio] != envoy
+
+
+DEPLOYED_POLICIES = sorted(
+    p
+    for root in (REPO_ROOT / "policies", REPO_ROOT / "kind-cluster" / "policies")
+    for p in root.glob("*.json")
+    if (root / "deploy" / p.name).is_file()
+)
+
+
+@pytest.mark.parametrize("policy_path", DEPLOYED_POLICIES, ids=[p.stem for p in DEPLOYED_POLICIES])
+def test_every_deployed_policy_loads_in_the_real_token_filter(policy_path: Path, tmp_path):
+    """`envoy --mode validate` loads the token filter with the policy: a policy the filter refuses
+    would make Istio's fail-closed WasmPlugin reject every request."""
+    from harness import build_wasm, validate_config
+
+    cfg = render.render(json.loads(policy_path.read_text()), ["token"], str(build_wasm()), 10000, 8080, 9901)
+    out = tmp_path / "envoy.json"
+    out.write_text(json.dumps(cfg))
+    r = validate_config(out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
