@@ -315,7 +315,7 @@ def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
     return f"{b64(json.dumps(header).encode())}.{b64(body)}.{b64(signature)}"
 
 
-class TestPki:
+class Pki:
     """A throwaway CA with a server certificate (127.0.0.1, api.example.test) and a client
     certificate, written as PEM files; `client_x5t_s256` is the RFC 8705 §3.1 thumbprint."""
 
