@@ -16,7 +16,12 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> TokenCache {
-        TokenCache { max_entries, entries: HashMap::new(), order: VecDeque::new(), keys_generation: 0 }
+        TokenCache {
+            max_entries,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            keys_generation: 0,
+        }
     }
 
     /// Drops everything when the key set changed (a removed key must stop validating).
@@ -30,7 +35,9 @@ impl TokenCache {
 
     /// A cached verified token by digest, if still before `exp + skew`.
     pub fn get(&self, digest: &str, now: i64, skew: i64) -> Option<&VerifiedToken> {
-        self.entries.get(digest).filter(|t| now < t.exp.saturating_add(skew))
+        self.entries
+            .get(digest)
+            .filter(|t| now < t.exp.saturating_add(skew))
     }
 
     pub fn insert(&mut self, digest: String, token: VerifiedToken, now: i64, skew: i64) {

@@ -75,7 +75,9 @@ impl IssuerKeys {
             None => FetchOutcome::KeptLastGood("no_answer"),
         };
         match outcome {
-            FetchOutcome::KeptLastGood(_) => self.consecutive_failures = self.consecutive_failures.saturating_add(1),
+            FetchOutcome::KeptLastGood(_) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1)
+            }
             _ => self.consecutive_failures = 0,
         }
         outcome
@@ -114,16 +116,24 @@ impl KeyRing {
             .issuers
             .iter()
             .map(|i| match &i.keys {
-                KeySource::Inline(jwks) => IssuerKeys { jwks: Some(jwks.clone()), ..Default::default() },
+                KeySource::Inline(jwks) => IssuerKeys {
+                    jwks: Some(jwks.clone()),
+                    ..Default::default()
+                },
                 KeySource::Remote(_) => IssuerKeys::default(),
             })
             .collect();
-        KeyRing { issuers, generation: 1 }
+        KeyRing {
+            issuers,
+            generation: 1,
+        }
     }
 
     /// Installs a shared document for issuer `index`; returns true when keys changed.
     pub fn install_shared(&mut self, index: usize, body: &[u8], fetched_at: i64) -> bool {
-        let Some(keys) = self.issuers.get_mut(index) else { return false };
+        let Some(keys) = self.issuers.get_mut(index) else {
+            return false;
+        };
         let changed = keys.install(body, fetched_at) == FetchOutcome::Updated;
         if changed {
             self.generation += 1;
@@ -132,7 +142,13 @@ impl KeyRing {
     }
 
     /// Applies a fetch this worker made; returns the outcome.
-    pub fn apply_fetch(&mut self, index: usize, now: i64, status: Option<u32>, body: &[u8]) -> Option<FetchOutcome> {
+    pub fn apply_fetch(
+        &mut self,
+        index: usize,
+        now: i64,
+        status: Option<u32>,
+        body: &[u8],
+    ) -> Option<FetchOutcome> {
         let keys = self.issuers.get_mut(index)?;
         let outcome = keys.apply_fetch(now, status, body);
         if outcome == FetchOutcome::Updated {
@@ -188,10 +204,16 @@ mod tests {
         let r = remote();
         let mut k = IssuerKeys::default();
         assert!(k.fetch_due(0, &r), "first fetch at start");
-        assert_eq!(k.apply_fetch(0, None, b""), FetchOutcome::KeptLastGood("no_answer"));
+        assert_eq!(
+            k.apply_fetch(0, None, b""),
+            FetchOutcome::KeptLastGood("no_answer")
+        );
         assert!(!k.fetch_due(0, &r), "backoff after a failure");
         assert!(k.fetch_due(1, &r));
-        assert_eq!(k.apply_fetch(1, Some(500), b""), FetchOutcome::KeptLastGood("http_status"));
+        assert_eq!(
+            k.apply_fetch(1, Some(500), b""),
+            FetchOutcome::KeptLastGood("http_status")
+        );
         assert!(!k.fetch_due(2, &r));
         assert!(k.fetch_due(3, &r), "2 s backoff after two failures");
         assert!(!k.kid_refetch_allowed(10, &r));

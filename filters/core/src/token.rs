@@ -21,13 +21,19 @@ pub struct Presented<'a> {
 /// §1.1: the token comes only from one `Authorization` header, with a scheme the policy
 /// allows (RFC 6750 §2.1; FAPI 2.0 §5.3.4); never from the query string (RFC 6750 §2.3).
 /// `path` is the request `:path` (query included).
-pub fn extract<'a>(policy: &Policy, authorization: &'a [String], path: &str) -> Result<Presented<'a>, Reason> {
+pub fn extract<'a>(
+    policy: &Policy,
+    authorization: &'a [String],
+    path: &str,
+) -> Result<Presented<'a>, Reason> {
     if query_has_access_token(path) {
         return Err(Reason::TokenInQuery);
     }
     let value = match authorization {
         [] => return Err(Reason::MissingToken),
-        [one] => one.as_str(),
+        // Envoy folds a repeated `Authorization` into one value joined by `,`, which a
+        // token68 never contains.
+        [one] if !one.contains(',') => one.as_str(),
         _ => return Err(Reason::MultipleAuthorization),
     };
     let (scheme_name, rest) = value.split_once(' ').unwrap_or((value, ""));
@@ -48,14 +54,20 @@ pub fn extract<'a>(policy: &Policy, authorization: &'a [String], path: &str) -> 
     }
     let token = rest.trim_matches(' ');
     // RFC 6750 §2.1 token68 (b64token) characters only; a JWS also has exactly two dots.
-    if token.is_empty() || !token.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c)) {
+    if token.is_empty()
+        || !token
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c))
+    {
         return Err(Reason::MalformedToken);
     }
     Ok(Presented { scheme, token })
 }
 
 fn query_has_access_token(path: &str) -> bool {
-    let Some((_, query)) = path.split_once('?') else { return false };
+    let Some((_, query)) = path.split_once('?') else {
+        return false;
+    };
     let query = query.split('#').next().unwrap_or("");
     query.split('&').any(|pair| {
         let name = pair.split('=').next().unwrap_or("");
@@ -109,7 +121,11 @@ pub fn validate(
     }
     // §1.5: issuer exact. Looked up before the key: the key set is per issuer.
     let iss = claim_str(&jws, "iss").ok_or(Reason::MissingClaim)?;
-    let issuer_index = policy.issuers.iter().position(|i| i.issuer == iss).ok_or(Reason::UnknownIssuer)?;
+    let issuer_index = policy
+        .issuers
+        .iter()
+        .position(|i| i.issuer == iss)
+        .ok_or(Reason::UnknownIssuer)?;
     // §1.4: key by kid from the issuer's JWKS only; jku/x5u/jwk/x5c are never consulted.
     let jwk = match keys.lookup(issuer_index, jws.header_str("kid"), jws.alg) {
         KeyLookup::Found(k) => k,
@@ -117,7 +133,12 @@ pub fn validate(
         KeyLookup::NotLoaded => return Err(Reason::KeysUnavailable),
     };
     verifier
-        .verify(jws.alg, &jwk.key, jws.signing_input.as_bytes(), &jws.signature)
+        .verify(
+            jws.alg,
+            &jwk.key,
+            jws.signing_input.as_bytes(),
+            &jws.signature,
+        )
         .map_err(|e| match e {
             VerifyError::KeyMismatch => Reason::WeakOrMismatchedKey,
             VerifyError::BadSignature | VerifyError::Unsupported => Reason::BadSignature,
@@ -126,7 +147,12 @@ pub fn validate(
 }
 
 /// §1.5–§1.9 on a token whose signature has been verified.
-fn check_claims(policy: &Policy, jws: &CompactJws<'_>, presented: Presented<'_>, now: i64) -> Result<VerifiedToken, Reason> {
+fn check_claims(
+    policy: &Policy,
+    jws: &CompactJws<'_>,
+    presented: Presented<'_>,
+    now: i64,
+) -> Result<VerifiedToken, Reason> {
     // §1.8, RFC 9068 §2.2: required claims with their types.
     let iss = claim_str(jws, "iss").ok_or(Reason::MissingClaim)?;
     let sub = claim_str(jws, "sub").ok_or(Reason::MissingClaim)?;
@@ -135,11 +161,20 @@ fn check_claims(policy: &Policy, jws: &CompactJws<'_>, presented: Presented<'_>,
     let exp = claim_int(jws, "exp").ok_or(Reason::MissingClaim)?;
     let iat = claim_int(jws, "iat").ok_or(Reason::MissingClaim)?;
     let aud = jws.payload.get("aud").ok_or(Reason::MissingClaim)?;
-    check_times(policy.token.skew_seconds as i64, now, exp, claim_nbf(jws)?, iat)?;
+    check_times(
+        policy.token.skew_seconds as i64,
+        now,
+        exp,
+        claim_nbf(jws)?,
+        iat,
+    )?;
     // §1.6: aud (string or array of strings) contains this API's audience.
     let auds: Vec<&str> = match aud {
         serde_json::Value::String(s) => vec![s.as_str()],
-        serde_json::Value::Array(a) => a.iter().map(|v| v.as_str().ok_or(Reason::MissingClaim)).collect::<Result<_, _>>()?,
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().ok_or(Reason::MissingClaim))
+            .collect::<Result<_, _>>()?,
         _ => return Err(Reason::MissingClaim),
     };
     if !auds.contains(&policy.audience.as_str()) {
@@ -149,8 +184,14 @@ fn check_claims(policy: &Policy, jws: &CompactJws<'_>, presented: Presented<'_>,
         return Err(Reason::AudienceNotSole);
     }
     let cnf = jws.payload.get("cnf").and_then(|c| c.as_object());
-    let cnf_jkt = cnf.and_then(|c| c.get("jkt")).and_then(|v| v.as_str()).map(str::to_string);
-    let cnf_x5t_s256 = cnf.and_then(|c| c.get("x5t#S256")).and_then(|v| v.as_str()).map(str::to_string);
+    let cnf_jkt = cnf
+        .and_then(|c| c.get("jkt"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let cnf_x5t_s256 = cnf
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let verified = VerifiedToken {
         dpop_scheme: presented.scheme == Scheme::Dpop,
         token_sha256: token_sha256(presented.token),
@@ -168,7 +209,13 @@ fn check_claims(policy: &Policy, jws: &CompactJws<'_>, presented: Presented<'_>,
 }
 
 /// §1.7: exp in the future, nbf passed, iat not in the future, each with `skew`.
-pub fn check_times(skew: i64, now: i64, exp: i64, nbf: Option<i64>, iat: i64) -> Result<(), Reason> {
+pub fn check_times(
+    skew: i64,
+    now: i64,
+    exp: i64,
+    nbf: Option<i64>,
+    iat: i64,
+) -> Result<(), Reason> {
     if now >= exp.saturating_add(skew) {
         return Err(Reason::Expired);
     }
@@ -199,7 +246,8 @@ fn claim_str<'j>(jws: &'j CompactJws<'_>, name: &str) -> Option<&'j str> {
 /// NumericDate (RFC 7519 §2): a JSON number; fractions are truncated.
 fn claim_int(jws: &CompactJws<'_>, name: &str) -> Option<i64> {
     let v = jws.payload.get(name)?;
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
 fn claim_nbf(jws: &CompactJws<'_>) -> Result<Option<i64>, Reason> {
@@ -212,11 +260,23 @@ fn claim_nbf(jws: &CompactJws<'_>) -> Result<Option<i64>, Reason> {
 /// §1.9: `scope` (space-delimited string) or `scp` (array of strings).
 fn scopes(jws: &CompactJws<'_>) -> Vec<String> {
     if let Some(s) = jws.payload.get("scope").and_then(|v| v.as_str()) {
-        return s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        return s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
     }
     match jws.payload.get("scp") {
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).map(str::to_string).collect(),
-        Some(serde_json::Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str())
+            .map(str::to_string)
+            .collect(),
+        Some(serde_json::Value::String(s)) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         _ => Vec::new(),
     }
 }

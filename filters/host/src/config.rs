@@ -10,14 +10,20 @@ use proxy_wasm::types::LogLevel;
 /// Parses the plugin configuration as a policy, logging why not.
 pub fn load_policy(filter: &str, configuration: Option<Vec<u8>>) -> Option<Rc<Policy>> {
     let Some(bytes) = configuration else {
-        log(filter, "no policy configured (plugin configuration is empty)");
+        log(
+            filter,
+            "no policy configured (plugin configuration is empty)",
+        );
         return None;
     };
     match Policy::from_json(&bytes) {
         Ok(p) => {
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Info,
-                &format!("fapi_guard.{filter}: policy for api `{}` loaded", p.api_name),
+                &format!(
+                    "fapi_guard.{filter}: policy for api `{}` loaded",
+                    p.api_name
+                ),
             );
             Some(Rc::new(p))
         }

@@ -6,7 +6,8 @@ use fapi_guard_core::claims::{VerifiedToken, VERIFIED_TOKEN_PROPERTY};
 
 /// Stores the verified token for this stream. Returns false if the host refused.
 pub fn store_verified_token(token: &VerifiedToken) -> bool {
-    proxy_wasm::hostcalls::set_property(vec![VERIFIED_TOKEN_PROPERTY], Some(&token.to_bytes())).is_ok()
+    proxy_wasm::hostcalls::set_property(vec![VERIFIED_TOKEN_PROPERTY], Some(&token.to_bytes()))
+        .is_ok()
 }
 
 /// The verified token of this stream, if the token filter stored one.

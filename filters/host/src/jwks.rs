@@ -21,7 +21,12 @@ fn lease_key(remote: &RemoteJwks) -> String {
 }
 
 /// Picks up a document another worker stored. Returns the new CAS if it changed.
-pub fn sync_from_shared(ring: &mut KeyRing, index: usize, remote: &RemoteJwks, seen_cas: Option<u32>) -> Option<u32> {
+pub fn sync_from_shared(
+    ring: &mut KeyRing,
+    index: usize,
+    remote: &RemoteJwks,
+    seen_cas: Option<u32>,
+) -> Option<u32> {
     let (bytes, cas) = proxy_wasm::hostcalls::get_shared_data(&doc_key(remote)).ok()?;
     if cas == seen_cas {
         return None;
@@ -39,7 +44,10 @@ pub fn take_lease(remote: &RemoteJwks, now: i64, hold_seconds: i64) -> bool {
         Ok(v) => v,
         Err(_) => return false,
     };
-    let held_until: i64 = current.and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let held_until: i64 = current
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     if held_until > now {
         return false;
     }
@@ -50,7 +58,11 @@ pub fn take_lease(remote: &RemoteJwks, now: i64, hold_seconds: i64) -> bool {
 
 /// Extends (or shortens) the lease after a result, e.g. to hold back during backoff.
 pub fn set_lease(remote: &RemoteJwks, until: i64) {
-    let _ = proxy_wasm::hostcalls::set_shared_data(&lease_key(remote), Some(until.to_string().as_bytes()), None);
+    let _ = proxy_wasm::hostcalls::set_shared_data(
+        &lease_key(remote),
+        Some(until.to_string().as_bytes()),
+        None,
+    );
 }
 
 /// Sends the GET for `remote`; returns the call token.
@@ -72,7 +84,10 @@ pub fn dispatch(remote: &RemoteJwks) -> Option<u32> {
         Err(e) => {
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Warn,
-                &format!("fapi_guard.token: jwks fetch could not be sent (cluster `{}`): {e:?}", remote.cluster),
+                &format!(
+                    "fapi_guard.token: jwks fetch could not be sent (cluster `{}`): {e:?}",
+                    remote.cluster
+                ),
             );
             None
         }
@@ -81,35 +96,59 @@ pub fn dispatch(remote: &RemoteJwks) -> Option<u32> {
 
 /// Reads the answer of a finished call (in `on_http_call_response`).
 pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
-    let status = proxy_wasm::hostcalls::get_map_value(proxy_wasm::types::MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok());
-    let body = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let status = proxy_wasm::hostcalls::get_map_value(
+        proxy_wasm::types::MapType::HttpCallResponseHeaders,
+        ":status",
+    )
+    .ok()
+    .flatten()
+    .and_then(|s| s.parse().ok());
+    let body = proxy_wasm::hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::HttpCallResponseBody,
+        0,
+        body_size,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
     (status, body)
 }
 
 /// Applies an answer to the ring, shares good documents, and sets the lease for backoff.
 /// `status` None means the call failed or timed out.
-pub fn apply_answer(ring: &mut KeyRing, index: usize, remote: &RemoteJwks, now: i64, status: Option<u32>, body: &[u8]) -> Option<FetchOutcome> {
+pub fn apply_answer(
+    ring: &mut KeyRing,
+    index: usize,
+    remote: &RemoteJwks,
+    now: i64,
+    status: Option<u32>,
+    body: &[u8],
+) -> Option<FetchOutcome> {
     let outcome = ring.apply_fetch(index, now, status, body)?;
     match &outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
-            let _ = proxy_wasm::hostcalls::set_shared_data(&doc_key(remote), Some(&encode_shared(now, body)), None);
+            let _ = proxy_wasm::hostcalls::set_shared_data(
+                &doc_key(remote),
+                Some(&encode_shared(now, body)),
+                None,
+            );
             set_lease(remote, now);
             crate::stats::FilterStats::bump("token", "jwks.fetch_ok");
         }
         FetchOutcome::KeptLastGood(why) => {
-            let failures = ring.issuers.get(index).map_or(1, |k| k.consecutive_failures);
+            let failures = ring
+                .issuers
+                .get(index)
+                .map_or(1, |k| k.consecutive_failures);
             let backoff = 1i64 << failures.clamp(1, 20).saturating_sub(1);
             set_lease(remote, now + backoff.min(remote.refresh_seconds as i64));
             crate::stats::FilterStats::bump("token", "jwks.fetch_failed");
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Warn,
-                &format!("fapi_guard.token: jwks fetch from `{}` failed ({why}); keeping last good keys", remote.uri),
+                &format!(
+                    "fapi_guard.token: jwks fetch from `{}` failed ({why}); keeping last good keys",
+                    remote.uri
+                ),
             );
         }
     }

@@ -11,13 +11,21 @@ pub fn deny(filter: &str, stats: &FilterStats, reason: Reason, ctx: &ChallengeCo
     stats.denied(reason);
     let _ = proxy_wasm::hostcalls::log(
         LogLevel::Info,
-        &format!("fapi_guard.{filter}: denied reason={} status={}", reason.code(), reason.status()),
+        &format!(
+            "fapi_guard.{filter}: denied reason={} status={}",
+            reason.code(),
+            reason.status()
+        ),
     );
     send(&reason.reply(ctx));
 }
 
 /// Sends a rendered reply as the local response.
 pub fn send(reply: &Reply) {
-    let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let _ = proxy_wasm::hostcalls::send_http_response(reply.status, headers, Some(&reply.body));
 }

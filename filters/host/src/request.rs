@@ -15,7 +15,9 @@ pub fn header_values(name: &str) -> Vec<String> {
 
 /// A single request header (first value).
 pub fn header(name: &str) -> Option<String> {
-    proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
 }
 
 /// A host attribute as UTF-8 text (e.g. `["connection", "sha256_peer_certificate_digest"]`).

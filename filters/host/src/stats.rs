@@ -16,7 +16,8 @@ pub struct FilterStats {
 impl FilterStats {
     /// Defines every counter of `filter` up front (cheap; makes them visible at zero).
     pub fn new(filter: &str) -> FilterStats {
-        let define = |name: String| proxy_wasm::hostcalls::define_metric(MetricType::Counter, &name).ok();
+        let define =
+            |name: String| proxy_wasm::hostcalls::define_metric(MetricType::Counter, &name).ok();
         let allowed = define(format!("fapi_guard.{filter}.allowed"));
         let public = define(format!("fapi_guard.{filter}.public"));
         let cache_hit = define(format!("fapi_guard.{filter}.cache_hit"));
@@ -26,7 +27,12 @@ impl FilterStats {
                 denied.insert(r.code(), id);
             }
         }
-        FilterStats { allowed, public, cache_hit, denied }
+        FilterStats {
+            allowed,
+            public,
+            cache_hit,
+            denied,
+        }
     }
 
     pub fn allowed(&self) {
@@ -57,7 +63,10 @@ impl FilterStats {
 
     /// A named extra counter (e.g. `jwks.fetch_failed`), defined on first use.
     pub fn bump(filter: &str, name: &str) {
-        if let Ok(id) = proxy_wasm::hostcalls::define_metric(MetricType::Counter, &format!("fapi_guard.{filter}.{name}")) {
+        if let Ok(id) = proxy_wasm::hostcalls::define_metric(
+            MetricType::Counter,
+            &format!("fapi_guard.{filter}.{name}"),
+        ) {
             let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
         }
     }

@@ -13,7 +13,9 @@ use fapi_guard_core::jwks_store::KeyRing;
 use fapi_guard_core::policy::{KeySource, Policy};
 use fapi_guard_core::routes::Requirement;
 use fapi_guard_core::token::{self, Presented};
-use fapi_guard_host::{clock, config, handoff, jwks, reply, request, stats::FilterStats, verify::HostVerifier};
+use fapi_guard_host::{
+    clock, config, handoff, jwks, reply, request, stats::FilterStats, verify::HostVerifier,
+};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
@@ -49,7 +51,9 @@ impl Worker {
         for i in 0..self.policy.issuers.len() {
             if let Some(remote) = self.remote(i) {
                 let seen = self.seen_cas.borrow().get(i).copied().flatten();
-                if let Some(cas) = jwks::sync_from_shared(&mut self.ring.borrow_mut(), i, remote, seen) {
+                if let Some(cas) =
+                    jwks::sync_from_shared(&mut self.ring.borrow_mut(), i, remote, seen)
+                {
                     if let Some(slot) = self.seen_cas.borrow_mut().get_mut(i) {
                         *slot = Some(cas);
                     }
@@ -59,7 +63,12 @@ impl Worker {
     }
 
     /// Starts a fetch for issuer `index` if this worker gets the lease.
-    fn start_fetch(&self, index: usize, now: i64, dispatch: impl FnOnce(&fapi_guard_core::policy::RemoteJwks) -> Option<u32>) -> Option<u32> {
+    fn start_fetch(
+        &self,
+        index: usize,
+        now: i64,
+        dispatch: impl FnOnce(&fapi_guard_core::policy::RemoteJwks) -> Option<u32>,
+    ) -> Option<u32> {
         let remote = self.remote(index)?;
         if self.in_flight.borrow().get(index).copied().unwrap_or(true) {
             return None;
@@ -83,7 +92,14 @@ impl Worker {
             *f = false;
         }
         if let Some(remote) = self.remote(index) {
-            jwks::apply_answer(&mut self.ring.borrow_mut(), index, remote, now, status, body);
+            jwks::apply_answer(
+                &mut self.ring.borrow_mut(),
+                index,
+                remote,
+                now,
+                status,
+                body,
+            );
         }
     }
 
@@ -106,7 +122,11 @@ impl Worker {
             _ => all,
         };
         let algs = self.policy.token.algs.clone();
-        let ctx = ChallengeContext { schemes: &schemes, dpop_algs: &algs, ..Default::default() };
+        let ctx = ChallengeContext {
+            schemes: &schemes,
+            dpop_algs: &algs,
+            ..Default::default()
+        };
         reply::deny(FILTER, &self.stats, reason, &ctx);
     }
 }
@@ -119,7 +139,13 @@ struct TokenRoot {
 }
 
 impl Context for TokenRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let Some(w) = &self.worker else { return };
         if let Some(pos) = self.calls.iter().position(|(t, _)| *t == token_id) {
             let (_, index) = self.calls.swap_remove(pos);
@@ -135,7 +161,10 @@ impl RootContext for TokenRoot {
             return false;
         };
         let n = policy.issuers.len();
-        let has_remote = policy.issuers.iter().any(|i| matches!(i.keys, KeySource::Remote(_)));
+        let has_remote = policy
+            .issuers
+            .iter()
+            .any(|i| matches!(i.keys, KeySource::Remote(_)));
         let worker = Worker {
             ring: RefCell::new(KeyRing::new(&policy)),
             cache: RefCell::new(TokenCache::new(policy.token.cache_max_entries)),
@@ -173,7 +202,11 @@ impl RootContext for TokenRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let worker = self.worker.clone()?;
-        Some(Box::new(TokenFilter { worker, waiting_fetch: None, retry_token: None }))
+        Some(Box::new(TokenFilter {
+            worker,
+            waiting_fetch: None,
+            retry_token: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -215,7 +248,10 @@ impl TokenFilter {
                 }
             }
         };
-        let presented = Presented { scheme, token: &token_str };
+        let presented = Presented {
+            scheme,
+            token: &token_str,
+        };
         let digest = token::token_sha256(&token_str);
         let skew = w.policy.token.skew_seconds as i64;
         {
@@ -235,7 +271,9 @@ impl TokenFilter {
         let result = token::validate(&w.policy, &*w.ring.borrow(), &w.verifier, presented, now);
         match result {
             Ok(verified) => {
-                w.cache.borrow_mut().insert(digest, verified.clone(), now, skew);
+                w.cache
+                    .borrow_mut()
+                    .insert(digest, verified.clone(), now, skew);
                 self.hand_off(&verified)
             }
             Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => {
@@ -254,7 +292,11 @@ impl TokenFilter {
                             (Some(remote), Some(keys)) => keys.kid_refetch_allowed(now, remote),
                             _ => false,
                         };
-                        let call = if permitted { w.start_fetch(i, now, jwks::dispatch) } else { None };
+                        let call = if permitted {
+                            w.start_fetch(i, now, jwks::dispatch)
+                        } else {
+                            None
+                        };
                         match call {
                             Some(t) => {
                                 self.waiting_fetch = Some((t, i));
@@ -276,8 +318,18 @@ impl TokenFilter {
             Outcome::Allow
         } else {
             // Without the hand-off the next filters would refuse anyway; say why here.
-            let _ = proxy_wasm::hostcalls::log(LogLevel::Error, "fapi_guard.token: host refused filter state");
-            Outcome::Deny(Reason::NoVerifiedToken, Some(if verified.dpop_scheme { Scheme::Dpop } else { Scheme::Bearer }))
+            let _ = proxy_wasm::hostcalls::log(
+                LogLevel::Error,
+                "fapi_guard.token: host refused filter state",
+            );
+            Outcome::Deny(
+                Reason::NoVerifiedToken,
+                Some(if verified.dpop_scheme {
+                    Scheme::Dpop
+                } else {
+                    Scheme::Bearer
+                }),
+            )
         }
     }
 
@@ -320,14 +372,23 @@ fn issuer_index(policy: &Policy, token: &str) -> Option<usize> {
 }
 
 impl Context for TokenFilter {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let Some((t, index)) = self.waiting_fetch else { return };
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some((t, index)) = self.waiting_fetch else {
+            return;
+        };
         if t != token_id {
             return;
         }
         self.waiting_fetch = None;
         let (status, body) = jwks::read_answer(body_size);
-        self.worker.finish_fetch(index, clock::now_seconds(), status, &body);
+        self.worker
+            .finish_fetch(index, clock::now_seconds(), status, &body);
         let outcome = self.check(false);
         if let Action::Continue = self.finish(outcome) {
             self.resume_http_request();
