@@ -656,3 +656,105 @@ def test_full_replay_cache_fails_closed(upstream, issuer):
         assert reason(r) == "dpop_replay_cache_full"
         assert_denied(e.get("/fhir/Patient/3", dpop_headers(token, proofs[0])), "dpop_replay")
         assert e.counter("dpop.denied.dpop_replay_cache_full") == 1
+
+
+# ---------------------------------------------------------------- behind a real edge gateway
+
+class EdgeGateway:
+    """A second Envoy in front of the sidecar (envoy/render.py `render_gateway`): TLS with client
+    certificates at the edge, `/api` stripped, internal `:authority`, XFCC `SANITIZE_SET`."""
+
+    def __init__(self, port: int, sidecar_port: int, pki):
+        import render
+        from harness import envoy_binary, free_port
+
+        self.port, self.admin_port = port, free_port()
+        self.dir = Path(pki.dir)
+        cfg = render.render_gateway(port, self.admin_port, sidecar_port, pki.server_cert, pki.server_key, pki.ca)
+        (self.dir / "gateway.json").write_text(json.dumps(cfg))
+        self._log = open(self.dir / "gateway.log", "wb")
+        self.proc = subprocess.Popen([envoy_binary(), "-c", str(self.dir / "gateway.json"), "--concurrency", "1",
+                                      "--use-dynamic-base-id", "-l", "warning"], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            assert self.proc.poll() is None, (self.dir / "gateway.log").read_text()[-3000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("gateway not ready")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def sidecar_forwards_xfcc(monkeypatch):
+    """The sidecar's connection manager forwards the gateway's XFCC. In Istio the gateway ->
+    sidecar hop is mesh mTLS and the sidecar's `APPEND_FORWARD` keeps XFCC (appending the
+    gateway's own element after the client's); this test hop is plain HTTP, where
+    `APPEND_FORWARD` drops the header, so `ALWAYS_FORWARD_ONLY` stands in for it. Envoy's
+    default (`SANITIZE`) would drop it before the filters see it."""
+    import render
+
+    original = render.render
+
+    def patched(*args, **kwargs):
+        cfg = original(*args, **kwargs)
+        for listener in cfg["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for f in chain["filters"]:
+                    f["typed_config"]["forward_client_cert_details"] = "ALWAYS_FORWARD_ONLY"
+        return cfg
+
+    monkeypatch.setattr(render, "render", patched)
+
+
+@pytest.mark.parametrize("origin_rule", ["public_origins", "trusted_forwarded_headers"])
+def test_behind_gateway_public_htu_and_xfcc_certificate_binding(upstream, issuer, tmp_path, sidecar_forwards_xfcc,
+                                                               origin_rule):
+    from harness import Pki, free_port
+
+    pki = Pki(tmp_path)
+    gw_port = free_port()
+    public = f"https://127.0.0.1:{gw_port}"
+    dpop = {"stripped_path_prefix": "/api", "mtls": {"client_cert_source": "xfcc"}}
+    if origin_rule == "public_origins":
+        dpop["public_origins"] = [public]
+    else:
+        dpop["trust_forwarded_headers"] = True  # the gateway sets X-Forwarded-Proto/-Host
+    p = make_policy(issuer, dpop, name=f"dpop-gw-chain-{origin_rule}")
+    with Envoy(p, upstream.port, filters=["token", "dpop"]) as sidecar:
+        gw = EdgeGateway(gw_port, sidecar.port, pki)
+        try:
+            client = JoseProofs("ES256")
+            token = issuer.token("ES256", aud=AUD, cnf={"jkt": client.jkt, "x5t#S256": pki.client_x5t_s256})
+            cert = (pki.client_cert, pki.client_key)
+            url = public + "/api/fhir/Patient/1"
+
+            def call(htu, cert=cert, extra=None):
+                h = dpop_headers(token, client.proof("GET", htu, token))
+                h.update(extra or {})
+                return requests.get(url, headers=h, cert=cert, verify=pki.ca, timeout=10)
+
+            r = call(url)
+            assert r.status_code == 200, r.text
+            seen = upstream.requests[-1]
+            assert seen["path"] == "/fhir/Patient/1"  # the gateway stripped `/api`
+            assert "Hash=" in seen["headers"]["x-forwarded-client-cert"]
+            # The internal URI the sidecar sees is not what the client signed.
+            assert reason(call(f"http://{seen['headers']['host']}/fhir/Patient/1")) == "dpop_htu_mismatch"
+            # No client certificate: the gateway sends no XFCC, a forged one is dropped there.
+            forged = {"x-forwarded-client-cert": f"Hash={'00' * 32}"}
+            assert reason(call(url, cert=None)) == "mtls_cert_missing"
+            assert reason(call(url, cert=None, extra=forged)) == "mtls_cert_missing"
+        finally:
+            gw.stop()
