@@ -111,13 +111,17 @@ def downstream_tls(cert, key, client_ca):
 
 
 def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
-           tls_cert=None, tls_key=None, client_ca=None):
+           tls_cert=None, tls_key=None, client_ca=None, forward_client_cert=None):
+    """`forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
+    sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
+    (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC."""
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": f"inbound_{api}",
         "codec_type": "AUTO",
+        **({"forward_client_cert_details": forward_client_cert} if forward_client_cert else {}),
         "route_config": {
             "name": "inbound",
             "virtual_hosts": [{
@@ -220,6 +224,7 @@ def parse_args(argv=None):
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--client-ca")
+    ap.add_argument("--forward-client-cert", help="forward_client_cert_details, e.g. APPEND_FORWARD")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     if not a.all and not a.policy:
@@ -240,7 +245,7 @@ def render_text(a, root="."):
         policy = json.load(f)
     filters = a.filter_list
     cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port,
-                 a.jwks_address, a.tls_cert, a.tls_key, a.client_ca)
+                 a.jwks_address, a.tls_cert, a.tls_key, a.client_ca, a.forward_client_cert)
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
     return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)

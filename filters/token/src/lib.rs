@@ -299,6 +299,9 @@ impl TokenFilter {
                         };
                         match call {
                             Some(t) => {
+                                if let Some(k) = w.ring.borrow_mut().issuers.get_mut(i) {
+                                    k.note_kid_refetch(now);
+                                }
                                 self.waiting_fetch = Some((t, i));
                                 self.retry_token = Some((scheme, token_str));
                                 Outcome::Wait
