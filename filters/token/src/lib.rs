@@ -169,7 +169,7 @@ impl RootContext for TokenRoot {
             ring: RefCell::new(KeyRing::new(&policy)),
             cache: RefCell::new(TokenCache::new(policy.token.cache_max_entries)),
             stats: FilterStats::new(FILTER),
-            verifier: HostVerifier::new(true),
+            verifier: HostVerifier::from_env(),
             seen_cas: RefCell::new(vec![None; n]),
             in_flight: RefCell::new(vec![false; n]),
             policy,
