@@ -6,10 +6,42 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::claims::VerifiedToken;
+use crate::denial::Scheme;
+
+/// A verified token with its hand-off bytes serialised once, so a cache hit costs a
+/// lookup and one host call, not a clone and a JSON encoding.
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    pub token: VerifiedToken,
+    handoff_dpop: Vec<u8>,
+    handoff_bearer: Vec<u8>,
+}
+
+impl CachedToken {
+    pub fn new(mut token: VerifiedToken) -> CachedToken {
+        token.dpop_scheme = true;
+        let handoff_dpop = token.to_bytes();
+        token.dpop_scheme = false;
+        let handoff_bearer = token.to_bytes();
+        CachedToken {
+            token,
+            handoff_dpop,
+            handoff_bearer,
+        }
+    }
+
+    /// The hand-off bytes for a request that used `scheme`.
+    pub fn handoff(&self, scheme: Scheme) -> &[u8] {
+        match scheme {
+            Scheme::Dpop => &self.handoff_dpop,
+            Scheme::Bearer => &self.handoff_bearer,
+        }
+    }
+}
 
 pub struct TokenCache {
     max_entries: usize,
-    entries: HashMap<String, VerifiedToken>,
+    entries: HashMap<String, CachedToken>,
     order: VecDeque<String>,
     keys_generation: u64,
 }
@@ -34,18 +66,19 @@ impl TokenCache {
     }
 
     /// A cached verified token by digest, if still before `exp + skew`.
-    pub fn get(&self, digest: &str, now: i64, skew: i64) -> Option<&VerifiedToken> {
+    pub fn get(&self, digest: &str, now: i64, skew: i64) -> Option<&CachedToken> {
         self.entries
             .get(digest)
-            .filter(|t| now < t.exp.saturating_add(skew))
+            .filter(|t| now < t.token.exp.saturating_add(skew))
     }
 
-    pub fn insert(&mut self, digest: String, token: VerifiedToken, now: i64, skew: i64) {
+    pub fn insert(&mut self, digest: String, token: CachedToken, now: i64, skew: i64) {
         if self.max_entries == 0 {
             return;
         }
         if self.entries.len() >= self.max_entries {
-            self.entries.retain(|_, t| now < t.exp.saturating_add(skew));
+            self.entries
+                .retain(|_, t| now < t.token.exp.saturating_add(skew));
             self.order.retain(|k| self.entries.contains_key(k));
         }
         while self.entries.len() >= self.max_entries {

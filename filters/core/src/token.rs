@@ -204,7 +204,7 @@ fn check_claims(
         cnf_x5t_s256,
         claims: jws.payload.clone(),
     };
-    check_scheme_binding(&verified)?;
+    check_scheme_binding(presented.scheme, verified.cnf_jkt.as_deref())?;
     Ok(verified)
 }
 
@@ -232,8 +232,8 @@ pub fn check_times(
 
 /// §2.14 / RFC 9449 §7.2: a DPoP-bound token must not be used with the Bearer scheme.
 /// Applied on every request, including cache hits (the scheme is per request).
-pub fn check_scheme_binding(token: &VerifiedToken) -> Result<(), Reason> {
-    if !token.dpop_scheme && token.cnf_jkt.is_some() {
+pub fn check_scheme_binding(scheme: Scheme, cnf_jkt: Option<&str>) -> Result<(), Reason> {
+    if scheme == Scheme::Bearer && cnf_jkt.is_some() {
         return Err(Reason::BearerDowngrade);
     }
     Ok(())

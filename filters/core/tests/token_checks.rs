@@ -9,7 +9,7 @@
 )]
 
 use fapi_guard_core::b64;
-use fapi_guard_core::cache::TokenCache;
+use fapi_guard_core::cache::{CachedToken, TokenCache};
 use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::jose::SoftwareVerifier;
 use fapi_guard_core::jwks_store::KeyRing;
@@ -453,15 +453,15 @@ fn cache_respects_expiry_capacity_and_key_changes() {
     let p = policy(json!({}));
     let v = run(&p, &case("v", json!({}), json!({}), Ok(()))).unwrap();
     let mut cache = TokenCache::new(2);
-    cache.insert("a".into(), v.clone(), NOW, 10);
+    cache.insert("a".into(), CachedToken::new(v.clone()), NOW, 10);
     assert!(cache.get("a", NOW, 10).is_some());
     assert!(cache.get("a", NOW + 309, 10).is_some());
     assert!(
         cache.get("a", NOW + 310, 10).is_none(),
         "expired entries are not served"
     );
-    cache.insert("b".into(), v.clone(), NOW, 10);
-    cache.insert("c".into(), v.clone(), NOW, 10);
+    cache.insert("b".into(), CachedToken::new(v.clone()), NOW, 10);
+    cache.insert("c".into(), CachedToken::new(v.clone()), NOW, 10);
     assert_eq!(cache.len(), 2, "bounded");
     assert!(cache.get("a", NOW, 10).is_none(), "oldest evicted first");
     cache.sync_keys_generation(7);

@@ -4,10 +4,10 @@
 
 use fapi_guard_core::claims::{VerifiedToken, VERIFIED_TOKEN_PROPERTY};
 
-/// Stores the verified token for this stream. Returns false if the host refused.
-pub fn store_verified_token(token: &VerifiedToken) -> bool {
-    proxy_wasm::hostcalls::set_property(vec![VERIFIED_TOKEN_PROPERTY], Some(&token.to_bytes()))
-        .is_ok()
+/// Stores the verified token for this stream, already serialised (see
+/// `fapi_guard_core::cache::CachedToken`). Returns false if the host refused.
+pub fn store_verified_token_bytes(bytes: &[u8]) -> bool {
+    proxy_wasm::hostcalls::set_property(vec![VERIFIED_TOKEN_PROPERTY], Some(bytes)).is_ok()
 }
 
 /// The verified token of this stream, if the token filter stored one.

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fapi_guard_core::cache::TokenCache;
+use fapi_guard_core::cache::{CachedToken, TokenCache};
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
 use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
@@ -14,7 +14,7 @@ use fapi_guard_core::policy::{KeySource, Policy};
 use fapi_guard_core::routes::Requirement;
 use fapi_guard_core::token::{self, Presented};
 use fapi_guard_host::{
-    clock, config, handoff, jwks, reply, request, stats::FilterStats, verify::HostVerifier,
+    clock, config, handoff, jwks, reply, stats::FilterStats, verify::HostVerifier,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -241,7 +241,11 @@ impl TokenFilter {
                 if w.policy.routes.requirement(&method, &path) == Requirement::None {
                     return Outcome::Public;
                 }
-                let auth = request::header_values("authorization");
+                // Envoy folds a repeated `Authorization` into one value (`extract` refuses it).
+                let auth: Vec<String> = self
+                    .get_http_request_header("authorization")
+                    .into_iter()
+                    .collect();
                 match token::extract(&w.policy, &auth, &path) {
                     Ok(p) => (p.scheme, p.token.to_string()),
                     Err(r) => return Outcome::Deny(r, scheme_of(&auth)),
@@ -258,12 +262,9 @@ impl TokenFilter {
             let mut cache = w.cache.borrow_mut();
             cache.sync_keys_generation(w.ring.borrow().generation);
             if let Some(hit) = cache.get(&digest, now, skew) {
-                let mut verified = hit.clone();
-                verified.dpop_scheme = scheme == Scheme::Dpop;
-                drop(cache);
                 w.stats.cache_hit();
-                return match token::check_scheme_binding(&verified) {
-                    Ok(()) => self.hand_off(&verified),
+                return match token::check_scheme_binding(scheme, hit.token.cnf_jkt.as_deref()) {
+                    Ok(()) => self.hand_off(hit.handoff(scheme), scheme),
                     Err(r) => Outcome::Deny(r, Some(scheme)),
                 };
             }
@@ -271,10 +272,10 @@ impl TokenFilter {
         let result = token::validate(&w.policy, &*w.ring.borrow(), &w.verifier, presented, now);
         match result {
             Ok(verified) => {
-                w.cache
-                    .borrow_mut()
-                    .insert(digest, verified.clone(), now, skew);
-                self.hand_off(&verified)
+                let cached = CachedToken::new(verified);
+                let outcome = self.hand_off(cached.handoff(scheme), scheme);
+                w.cache.borrow_mut().insert(digest, cached, now, skew);
+                outcome
             }
             Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => {
                 // Rotation: a new kid (or keys not loaded yet) triggers a rate-limited refetch;
@@ -316,8 +317,8 @@ impl TokenFilter {
         }
     }
 
-    fn hand_off(&self, verified: &fapi_guard_core::claims::VerifiedToken) -> Outcome {
-        if handoff::store_verified_token(verified) {
+    fn hand_off(&self, handoff: &[u8], scheme: Scheme) -> Outcome {
+        if handoff::store_verified_token_bytes(handoff) {
             Outcome::Allow
         } else {
             // Without the hand-off the next filters would refuse anyway; say why here.
@@ -325,14 +326,7 @@ impl TokenFilter {
                 LogLevel::Error,
                 "fapi_guard.token: host refused filter state",
             );
-            Outcome::Deny(
-                Reason::NoVerifiedToken,
-                Some(if verified.dpop_scheme {
-                    Scheme::Dpop
-                } else {
-                    Scheme::Bearer
-                }),
-            )
+            Outcome::Deny(Reason::NoVerifiedToken, Some(scheme))
         }
     }
 
