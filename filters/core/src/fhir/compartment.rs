@@ -35,7 +35,10 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "CareTeam",
-        &[("patient", "subject"), ("participant", "participant.member")],
+        &[
+            ("patient", "subject"),
+            ("participant", "participant.member"),
+        ],
     ),
     ("ChargeItem", &[("subject", "subject")]),
     ("Claim", &[("patient", "patient"), ("payee", "payee.party")]),
@@ -66,7 +69,10 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[(&str, &str)])] = &[
             ("attester", "attester.party"),
         ],
     ),
-    ("Condition", &[("patient", "subject"), ("asserter", "asserter")]),
+    (
+        "Condition",
+        &[("patient", "subject"), ("asserter", "asserter")],
+    ),
     ("Consent", &[("patient", "patient")]),
     (
         "Coverage",
@@ -163,7 +169,10 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[(&str, &str)])] = &[
     ("RelatedPerson", &[("patient", "patient")]),
     (
         "RequestGroup",
-        &[("subject", "subject"), ("participant", "action.participant")],
+        &[
+            ("subject", "subject"),
+            ("participant", "action.participant"),
+        ],
     ),
     ("ResearchSubject", &[("individual", "individual")]),
     ("RiskAssessment", &[("subject", "subject")]),
@@ -184,6 +193,27 @@ pub fn compartment_params(resource_type: &str) -> Option<&'static [(&'static str
         .iter()
         .find(|(t, _)| *t == resource_type)
         .map(|(_, p)| *p)
+}
+
+/// Search parameters that pin a search on `resource_type` to one patient: the compartment
+/// parameters, plus `patient` where the type has it as "`subject`/`patient` where it is a
+/// Patient" (R4 clinical types, e.g. `Observation.patient`); for Patient itself `_id`.
+pub fn pin_params(resource_type: &str) -> Vec<&'static str> {
+    if resource_type == "Patient" {
+        return vec!["_id"];
+    }
+    let Some(params) = compartment_params(resource_type) else {
+        return Vec::new();
+    };
+    let mut out: Vec<&'static str> = params.iter().map(|(n, _)| *n).collect();
+    if !out.contains(&"patient")
+        && params
+            .iter()
+            .any(|(_, p)| *p == "subject" || *p == "patient")
+    {
+        out.push("patient");
+    }
+    out
 }
 
 pub fn in_patient_compartment(resource_type: &str) -> bool {
@@ -289,7 +319,11 @@ pub fn compartment_elements(resource_type: &str) -> Vec<&'static str> {
 const TOKEN_PARAM_PATHS: &[(&str, &str, &str)] = &[
     ("MedicationRequest", "code", "medicationCodeableConcept"),
     ("MedicationStatement", "code", "medicationCodeableConcept"),
-    ("MedicationAdministration", "code", "medicationCodeableConcept"),
+    (
+        "MedicationAdministration",
+        "code",
+        "medicationCodeableConcept",
+    ),
     ("MedicationDispense", "code", "medicationCodeableConcept"),
     ("Immunization", "vaccine-code", "vaccineCode"),
     ("Encounter", "class", "class"),
@@ -400,9 +434,11 @@ mod tests {
             "performer":[{"reference":"Patient/a"}]});
         assert!(resource_in_compartment(&shared, "a"));
         assert!(!resource_written_for(&shared, "a"));
-        let abs = json!({"resourceType":"Observation","subject":{"reference":"https://x/Patient/a"}});
+        let abs =
+            json!({"resourceType":"Observation","subject":{"reference":"https://x/Patient/a"}});
         assert!(!resource_in_compartment(&abs, "a"));
-        let ver = json!({"resourceType":"Condition","subject":{"reference":"Patient/a/_history/3"}});
+        let ver =
+            json!({"resourceType":"Condition","subject":{"reference":"Patient/a/_history/3"}});
         assert!(resource_in_compartment(&ver, "a"));
         let pat = json!({"resourceType":"Patient","id":"a"});
         assert!(resource_in_compartment(&pat, "a"));

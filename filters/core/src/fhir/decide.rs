@@ -10,12 +10,12 @@
 
 use serde_json::Value;
 
-use base64::Engine;
 use crate::claims::VerifiedToken;
 use crate::denial::Reason;
+use base64::Engine;
 
 use super::compartment::{
-    compartment_elements, compartment_params, in_patient_compartment, is_patient_ref,
+    compartment_elements, in_patient_compartment, is_patient_ref, pin_params,
     resource_in_compartment, resource_matches_constraint, resource_written_for,
 };
 use super::interaction::{classify, is_fhir_id, FhirRequest, Interaction, Level};
@@ -100,7 +100,11 @@ pub fn decide_request(
     )
 }
 
-pub fn decide(policy: &FhirPolicy, token: Option<&VerifiedToken>, req: &RequestView<'_>) -> Decision {
+pub fn decide(
+    policy: &FhirPolicy,
+    token: Option<&VerifiedToken>,
+    req: &RequestView<'_>,
+) -> Decision {
     decide_at(policy, token, req, 0)
 }
 
@@ -171,13 +175,21 @@ impl Cx<'_> {
     /// Has any unconstrained grant in `ctx` with `letters` on type `t`?
     fn has_plain(&self, ctx: Context, t: &str, letters: Perms) -> bool {
         self.grants.iter().any(|g| {
-            g.context == ctx && g.covers_type(t) && g.perms.contains(letters) && g.constraint.is_empty()
+            g.context == ctx
+                && g.covers_type(t)
+                && g.perms.contains(letters)
+                && g.constraint.is_empty()
         })
     }
 
     /// Runs `f` over every grant with `letters` on `rt` (`None` = needs a `*` grant) and
     /// combines: any Allow wins, then NeedBody, then response checks, else the first denial.
-    fn over_grants<F>(&self, rt: Option<&str>, letters: Perms, mut f: F) -> Result<Vec<Alternative>, Decision>
+    fn over_grants<F>(
+        &self,
+        rt: Option<&str>,
+        letters: Perms,
+        mut f: F,
+    ) -> Result<Vec<Alternative>, Decision>
     where
         F: FnMut(&SmartScope, &str) -> Outcome,
     {
@@ -212,7 +224,10 @@ impl Cx<'_> {
                 Outcome::Allow => return Err(Decision::Allow),
                 Outcome::Check(a) => checks.push(a),
                 Outcome::NeedBody => need_body = true,
-                Outcome::Deny(d) => {
+                Outcome::Deny(mut d) => {
+                    if d.reason == Reason::InsufficientScope && d.required_scope.is_none() {
+                        d.required_scope = Some(self.required_scope(rt, letters));
+                    }
                     first.get_or_insert(d);
                 }
             }
@@ -238,7 +253,10 @@ impl Cx<'_> {
         match self.over_grants(rt, letters, f) {
             Err(d) => d,
             // Not produced by the callers of this function; refuse rather than guess.
-            Ok(_) => deny(Reason::UnknownFhirRequest, format!("{}: undecidable", self.what())),
+            Ok(_) => deny(
+                Reason::UnknownFhirRequest,
+                format!("{}: undecidable", self.what()),
+            ),
         }
     }
 
@@ -310,15 +328,7 @@ fn names(value: &str, pid: &str, typed_patient: bool) -> Names {
 /// Is the search on `t` confined to patient `pid`? Returns the pinning parameter names.
 /// Used for patient-grant searches and for the criteria of conditional writes.
 fn pin(t: &str, params: &[Param], pid: &str) -> Result<Vec<String>, (Reason, &'static str)> {
-    let pin_names: Vec<&str> = if t == "Patient" {
-        vec!["_id"]
-    } else {
-        compartment_params(t)
-            .unwrap_or_default()
-            .iter()
-            .map(|(n, _)| *n)
-            .collect()
-    };
+    let pin_names = pin_params(t);
     let mut pinned = Vec::new();
     let mut foreign = false;
     for p in params {
@@ -335,13 +345,19 @@ fn pin(t: &str, params: &[Param], pid: &str) -> Result<Vec<String>, (Reason, &'s
         if mine == vals.len() {
             pinned.push(p.base_name().to_string());
         } else if mine > 0 {
-            return Err((Reason::UnsafeSearch, "an OR-list names another patient or target"));
+            return Err((
+                Reason::UnsafeSearch,
+                "an OR-list names another patient or target",
+            ));
         } else if vals.contains(&Names::OtherPatient) {
             foreign = true;
         }
     }
     if foreign {
-        return Err((Reason::CompartmentEscape, "the search names another patient"));
+        return Err((
+            Reason::CompartmentEscape,
+            "the search names another patient",
+        ));
     }
     if pinned.is_empty() {
         return Err((
@@ -354,7 +370,12 @@ fn pin(t: &str, params: &[Param], pid: &str) -> Result<Vec<String>, (Reason, &'s
 
 // ---------- the decision ----------
 
-fn decide_at(policy: &FhirPolicy, token: Option<&VerifiedToken>, view: &RequestView<'_>, depth: u8) -> Decision {
+fn decide_at(
+    policy: &FhirPolicy,
+    token: Option<&VerifiedToken>,
+    view: &RequestView<'_>,
+    depth: u8,
+) -> Decision {
     let req = match classify(&policy.base_path, view.method, view.path_with_query) {
         Ok(r) => r,
         Err(why) => return deny(Reason::UnknownFhirRequest, why),
@@ -379,7 +400,10 @@ fn decide_at(policy: &FhirPolicy, token: Option<&VerifiedToken>, view: &RequestV
     }
     if let Some(b) = view.body {
         if b.len() > policy.max_request_body_bytes {
-            return deny(Reason::RequestTooLarge, format!("{}: request body too large", req.label()));
+            return deny(
+                Reason::RequestTooLarge,
+                format!("{}: request body too large", req.label()),
+            );
         }
     }
     let cx = Cx {
@@ -442,19 +466,24 @@ fn read(cx: &Cx<'_>) -> Decision {
                     Outcome::Allow
                 }
             }
-            Context::Patient => cx.deny_o(Reason::CompartmentEscape, "type is outside the patient compartment"),
+            Context::Patient => cx.deny_o(
+                Reason::CompartmentEscape,
+                "type is outside the patient compartment",
+            ),
             _ if constrained => alt(None),
             _ => Outcome::Allow,
         }
     });
     match res {
         Err(d) => d,
-        Ok(alternatives) => Decision::AllowIfResponseMatches(ResponseCheck::Resource(ResourceCheck {
-            resource_type: t,
-            id: cx.req.id.clone(),
-            history: cx.req.interaction == Interaction::HistoryInstance,
-            alternatives,
-        })),
+        Ok(alternatives) => {
+            Decision::AllowIfResponseMatches(ResponseCheck::Resource(ResourceCheck {
+                resource_type: t,
+                id: cx.req.id.clone(),
+                history: cx.req.interaction == Interaction::HistoryInstance,
+                alternatives,
+            }))
+        }
     }
 }
 
@@ -468,7 +497,12 @@ fn search_params(cx: &Cx<'_>) -> Result<Vec<Param>, Decision> {
         let form = std::str::from_utf8(body)
             .ok()
             .and_then(query::parse)
-            .ok_or_else(|| deny(Reason::UnknownFhirRequest, format!("{}: form body is not x-www-form-urlencoded", cx.what())))?;
+            .ok_or_else(|| {
+                deny(
+                    Reason::UnknownFhirRequest,
+                    format!("{}: form body is not x-www-form-urlencoded", cx.what()),
+                )
+            })?;
         params.extend(form);
     }
     Ok(params)
@@ -489,7 +523,10 @@ fn include_parts(v: &str) -> Option<(&str, &str, Option<&str>)> {
 /// A patient grant's type search: pinned to the patient, nothing that leaves the compartment.
 fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: &str) -> Outcome {
     if let Some(why) = params.iter().find_map(escape_param) {
-        return cx.deny_o(Reason::UnsafeSearch, &format!("{why} cannot be confined to the patient"));
+        return cx.deny_o(
+            Reason::UnsafeSearch,
+            &format!("{why} cannot be confined to the patient"),
+        );
     }
     let includes: Vec<&Param> = params
         .iter()
@@ -498,10 +535,16 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
     if cx.policy.is_shared(t) {
         // Reference data (Medication, ...): unconfined, but nothing may be pulled in.
         if !includes.is_empty() {
-            return cx.deny_o(Reason::UnsafeSearch, "`_include`/`_revinclude` leave the compartment");
+            return cx.deny_o(
+                Reason::UnsafeSearch,
+                "`_include`/`_revinclude` leave the compartment",
+            );
         }
     } else if !in_patient_compartment(t) {
-        return cx.deny_o(Reason::CompartmentEscape, "type is outside the patient compartment");
+        return cx.deny_o(
+            Reason::CompartmentEscape,
+            "type is outside the patient compartment",
+        );
     } else {
         let pinned = match pin(t, params, pid) {
             Ok(p) => p,
@@ -521,8 +564,8 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
                     // Patient?_id=pid&_revinclude=X:p where p puts X in the compartment.
                     ("_revinclude", Some((src, param, target))) => {
                         t == "Patient"
-                            && compartment_params(src)
-                                .is_some_and(|ps| ps.iter().any(|(n, _)| *n == param))
+                            && src != "Patient"
+                            && pin_params(src).contains(&param)
                             && target.is_none_or(|x| x == "Patient")
                             && cx.policy.serves(src)
                             && cx.has_plain(Context::Patient, src, Perms::R)
@@ -532,14 +575,20 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
                 if !ok {
                     return cx.deny_o(
                         Reason::UnsafeSearch,
-                        &format!("`{}` leaves the compartment or is not granted", p.base_name()),
+                        &format!(
+                            "`{}` leaves the compartment or is not granted",
+                            p.base_name()
+                        ),
                     );
                 }
             }
         }
     }
     if !carries(params, &g.constraint) {
-        return cx.deny_o(Reason::QueryConstraintMissing, "the search lacks the scope's parameters");
+        return cx.deny_o(
+            Reason::QueryConstraintMissing,
+            "the search lacks the scope's parameters",
+        );
     }
     Outcome::Allow
 }
@@ -561,20 +610,31 @@ fn open_search(cx: &Cx<'_>, params: &[Param], g: &SmartScope) -> Outcome {
                     ("_revinclude", Some((src, _, _))) => Some(src),
                     _ => None,
                 };
-                let ok = reached.is_some_and(|x| {
-                    cx.policy.serves(x) && cx.has_plain(g.context, x, Perms::R)
-                });
+                let ok = reached
+                    .is_some_and(|x| cx.policy.serves(x) && cx.has_plain(g.context, x, Perms::R));
                 if !ok {
-                    return cx.deny_o(
-                        Reason::InsufficientScope,
-                        &format!("`{}` reaches a type that is not granted", p.base_name()),
-                    );
+                    return Outcome::Deny(Denial {
+                        reason: Reason::InsufficientScope,
+                        required_scope: Some(format!(
+                            "{}/{}.r",
+                            g.context.name(),
+                            reached.unwrap_or("*")
+                        )),
+                        detail: format!(
+                            "{}: `{}` reaches a type that is not granted",
+                            cx.what(),
+                            p.base_name()
+                        ),
+                    });
                 }
             }
         }
     }
     if !carries(params, &g.constraint) {
-        return cx.deny_o(Reason::QueryConstraintMissing, "the search lacks the scope's parameters");
+        return cx.deny_o(
+            Reason::QueryConstraintMissing,
+            "the search lacks the scope's parameters",
+        );
     }
     Outcome::Allow
 }
@@ -612,16 +672,25 @@ fn search_compartment(cx: &Cx<'_>) -> Decision {
                 return cx.deny_o(cx.foreign(), "another patient's compartment");
             }
             if let Some(why) = params.iter().find_map(escape_param) {
-                return cx.deny_o(Reason::UnsafeSearch, &format!("{why} cannot be confined to the patient"));
+                return cx.deny_o(
+                    Reason::UnsafeSearch,
+                    &format!("{why} cannot be confined to the patient"),
+                );
             }
             if params
                 .iter()
                 .any(|p| matches!(p.base_name(), "_include" | "_revinclude"))
             {
-                return cx.deny_o(Reason::UnsafeSearch, "`_include`/`_revinclude` leave the compartment");
+                return cx.deny_o(
+                    Reason::UnsafeSearch,
+                    "`_include`/`_revinclude` leave the compartment",
+                );
             }
             if !carries(&params, &g.constraint) {
-                return cx.deny_o(Reason::QueryConstraintMissing, "the search lacks the scope's parameters");
+                return cx.deny_o(
+                    Reason::QueryConstraintMissing,
+                    "the search lacks the scope's parameters",
+                );
             }
             Outcome::Allow
         }
@@ -641,10 +710,17 @@ fn search_system(cx: &Cx<'_>) -> Decision {
         .filter(|p| p.name == "_type")
         .flat_map(|p| p.or_values())
         .collect();
-    let rest: Vec<Param> = params.iter().filter(|p| p.name != "_type").cloned().collect();
+    let rest: Vec<Param> = params
+        .iter()
+        .filter(|p| p.name != "_type")
+        .cloned()
+        .collect();
     let run = |rt: Option<&str>| {
         cx.over_grants_final(rt, Perms::S, |g, _| match g.context {
-            Context::Patient => cx.deny_o(Reason::UnsafeSearch, "a system-level search cannot be confined to the patient"),
+            Context::Patient => cx.deny_o(
+                Reason::UnsafeSearch,
+                "a system-level search cannot be confined to the patient",
+            ),
             _ => open_search(cx, &rest, g),
         })
     };
@@ -670,8 +746,14 @@ fn search_system(cx: &Cx<'_>) -> Decision {
 fn history(cx: &Cx<'_>) -> Decision {
     let t = cx.req.resource_type.clone();
     cx.over_grants_final(t.as_deref(), Perms::S, |g, _| match g.context {
-        Context::Patient => cx.deny_o(Reason::UnsafeSearch, "history across resources cannot be confined to the patient"),
-        _ if !g.constraint.is_empty() => cx.deny_o(Reason::QueryConstraintMissing, "history cannot carry the scope's parameters"),
+        Context::Patient => cx.deny_o(
+            Reason::UnsafeSearch,
+            "history across resources cannot be confined to the patient",
+        ),
+        _ if !g.constraint.is_empty() => cx.deny_o(
+            Reason::QueryConstraintMissing,
+            "history cannot carry the scope's parameters",
+        ),
         _ => Outcome::Allow,
     })
 }
@@ -682,10 +764,16 @@ fn body_resource(cx: &Cx<'_>, t: &str) -> Result<Value, Outcome> {
         return Err(Outcome::NeedBody);
     };
     let Some(v) = parse_resource(body) else {
-        return Err(cx.deny_o(Reason::UnknownFhirRequest, "body is not a FHIR JSON resource"));
+        return Err(cx.deny_o(
+            Reason::UnknownFhirRequest,
+            "body is not a FHIR JSON resource",
+        ));
     };
     if v.get("resourceType").and_then(Value::as_str) != Some(t) {
-        return Err(cx.deny_o(Reason::UnknownFhirRequest, "body resourceType differs from the URL"));
+        return Err(cx.deny_o(
+            Reason::UnknownFhirRequest,
+            "body resourceType differs from the URL",
+        ));
     }
     if let (Some(id), Some(body_id)) = (&cx.req.id, v.get("id")) {
         if body_id.as_str() != Some(id.as_str()) {
@@ -698,7 +786,10 @@ fn body_resource(cx: &Cx<'_>, t: &str) -> Result<Value, Outcome> {
 /// Criteria of a conditional write under a patient grant must pin the patient like a search.
 fn confined_criteria(cx: &Cx<'_>, t: &str, params: &[Param], pid: &str) -> Option<Outcome> {
     if let Some(why) = params.iter().find_map(escape_param) {
-        return Some(cx.deny_o(Reason::UnsafeSearch, &format!("{why} in conditional criteria")));
+        return Some(cx.deny_o(
+            Reason::UnsafeSearch,
+            &format!("{why} in conditional criteria"),
+        ));
     }
     if params
         .iter()
@@ -713,16 +804,28 @@ fn confined_criteria(cx: &Cx<'_>, t: &str, params: &[Param], pid: &str) -> Optio
 }
 
 /// Patient-grant write of a whole resource (create, update): compartment check on the body.
-fn patient_write(cx: &Cx<'_>, t: &str, g: &SmartScope, pid: &str, criteria: Option<&[Param]>) -> Outcome {
+fn patient_write(
+    cx: &Cx<'_>,
+    t: &str,
+    g: &SmartScope,
+    pid: &str,
+    criteria: Option<&[Param]>,
+) -> Outcome {
     if t == "Patient" {
         if cx.req.interaction == Interaction::Create {
-            return cx.deny_o(Reason::WriteOutsideCompartment, "a patient grant cannot create Patient resources");
+            return cx.deny_o(
+                Reason::WriteOutsideCompartment,
+                "a patient grant cannot create Patient resources",
+            );
         }
         if cx.req.id.as_deref().is_some_and(|id| id != pid) {
             return cx.deny_o(Reason::CompartmentEscape, "not the patient in context");
         }
     } else if !in_patient_compartment(t) {
-        return cx.deny_o(Reason::WriteOutsideCompartment, "type is outside the patient compartment");
+        return cx.deny_o(
+            Reason::WriteOutsideCompartment,
+            "type is outside the patient compartment",
+        );
     }
     if let Some(c) = criteria {
         if let Some(o) = confined_criteria(cx, t, c, pid) {
@@ -734,13 +837,22 @@ fn patient_write(cx: &Cx<'_>, t: &str, g: &SmartScope, pid: &str, criteria: Opti
         Err(o) => return o,
     };
     if t == "Patient" && cx.req.conditional && v.get("id").and_then(Value::as_str) != Some(pid) {
-        return cx.deny_o(Reason::WriteOutsideCompartment, "the resource is not the patient in context");
+        return cx.deny_o(
+            Reason::WriteOutsideCompartment,
+            "the resource is not the patient in context",
+        );
     }
     if !resource_written_for(&v, pid) {
-        return cx.deny_o(Reason::WriteOutsideCompartment, "the resource does not reference (only) the patient in context");
+        return cx.deny_o(
+            Reason::WriteOutsideCompartment,
+            "the resource does not reference (only) the patient in context",
+        );
     }
     if !g.constraint.is_empty() && !resource_matches_constraint(&v, &g.constraint) {
-        return cx.deny_o(Reason::InsufficientScope, "the resource does not match the scope's parameters");
+        return cx.deny_o(
+            Reason::InsufficientScope,
+            "the resource does not match the scope's parameters",
+        );
     }
     Outcome::Allow
 }
@@ -752,7 +864,10 @@ fn open_write(cx: &Cx<'_>, t: &str, g: &SmartScope) -> Outcome {
     }
     match body_resource(cx, t) {
         Ok(v) if resource_matches_constraint(&v, &g.constraint) => Outcome::Allow,
-        Ok(_) => cx.deny_o(Reason::InsufficientScope, "the resource does not match the scope's parameters"),
+        Ok(_) => cx.deny_o(
+            Reason::InsufficientScope,
+            "the resource does not match the scope's parameters",
+        ),
         Err(o) => o,
     }
 }
@@ -762,9 +877,12 @@ fn if_none_exist_params(cx: &Cx<'_>) -> Result<Option<Vec<Param>>, Decision> {
         None => Ok(None),
         Some(h) => {
             let q = h.split_once('?').map(|(_, q)| q).unwrap_or(h);
-            query::parse(q)
-                .map(Some)
-                .ok_or_else(|| deny(Reason::UnknownFhirRequest, format!("{}: malformed If-None-Exist", cx.what())))
+            query::parse(q).map(Some).ok_or_else(|| {
+                deny(
+                    Reason::UnknownFhirRequest,
+                    format!("{}: malformed If-None-Exist", cx.what()),
+                )
+            })
         }
     }
 }
@@ -846,7 +964,10 @@ fn patched_elements(body: &[u8], t: &str) -> Option<Vec<String>> {
             }
             match segs.next() {
                 Some(first) => {
-                    let name: String = first.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                    let name: String = first
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric())
+                        .collect();
                     out.push(name);
                 }
                 None => out.push(part("name").unwrap_or("").to_string()),
@@ -866,21 +987,33 @@ fn patch(cx: &Cx<'_>) -> Decision {
         Context::Patient => {
             if t == "Patient" {
                 if cx.req.conditional {
-                    return cx.deny_o(Reason::UnsafeSearch, "conditional patch of Patient cannot be confined");
+                    return cx.deny_o(
+                        Reason::UnsafeSearch,
+                        "conditional patch of Patient cannot be confined",
+                    );
                 }
                 if cx.req.id.as_deref() != Some(pid) {
                     return cx.deny_o(Reason::CompartmentEscape, "not the patient in context");
                 }
                 if !g.constraint.is_empty() {
-                    return cx.deny_o(Reason::InsufficientScope, "a constrained grant cannot authorise a patch");
+                    return cx.deny_o(
+                        Reason::InsufficientScope,
+                        "a constrained grant cannot authorise a patch",
+                    );
                 }
                 return Outcome::Allow;
             }
             if !in_patient_compartment(&t) {
-                return cx.deny_o(Reason::WriteOutsideCompartment, "type is outside the patient compartment");
+                return cx.deny_o(
+                    Reason::WriteOutsideCompartment,
+                    "type is outside the patient compartment",
+                );
             }
             if !g.constraint.is_empty() {
-                return cx.deny_o(Reason::InsufficientScope, "a constrained grant cannot authorise a patch");
+                return cx.deny_o(
+                    Reason::InsufficientScope,
+                    "a constrained grant cannot authorise a patch",
+                );
             }
             if let Some(c) = &criteria {
                 if let Some(o) = confined_criteria(cx, &t, c, pid) {
@@ -891,17 +1024,29 @@ fn patch(cx: &Cx<'_>) -> Decision {
                 return Outcome::NeedBody;
             };
             let Some(touched) = patched_elements(body, &t) else {
-                return cx.deny_o(Reason::UnknownFhirRequest, "body is not a JSON Patch or FHIRPath Patch");
+                return cx.deny_o(
+                    Reason::UnknownFhirRequest,
+                    "body is not a JSON Patch or FHIRPath Patch",
+                );
             };
             let guarded = compartment_elements(&t);
-            if touched.iter().any(|e| e.is_empty() || guarded.contains(&e.as_str())) {
-                return cx.deny_o(Reason::WriteOutsideCompartment, "the patch changes the patient reference");
+            if touched
+                .iter()
+                .any(|e| e.is_empty() || guarded.contains(&e.as_str()))
+            {
+                return cx.deny_o(
+                    Reason::WriteOutsideCompartment,
+                    "the patch changes the patient reference",
+                );
             }
             Outcome::Allow
         }
         _ => {
             if !g.constraint.is_empty() {
-                return cx.deny_o(Reason::InsufficientScope, "a constrained grant cannot authorise a patch");
+                return cx.deny_o(
+                    Reason::InsufficientScope,
+                    "a constrained grant cannot authorise a patch",
+                );
             }
             if let Some(c) = &criteria {
                 return open_search(cx, c, g);
@@ -996,14 +1141,26 @@ fn operation(cx: &Cx<'_>) -> Decision {
                     first.get_or_insert(Denial {
                         reason: Reason::PatientContextMissing,
                         required_scope: Some(cx.required_scope(scope_type, letters)),
-                        detail: format!("{}: a patient/ grant needs a patient in context", cx.what()),
+                        detail: format!(
+                            "{}: a patient/ grant needs a patient in context",
+                            cx.what()
+                        ),
                     });
                     continue;
                 };
                 if level != Level::Instance || t.as_deref() != Some("Patient") {
-                    Err(denial(Reason::UnsafeSearch, format!("{}: the operation cannot be confined to the patient", cx.what())))
+                    Err(denial(
+                        Reason::UnsafeSearch,
+                        format!(
+                            "{}: the operation cannot be confined to the patient",
+                            cx.what()
+                        ),
+                    ))
                 } else if cx.req.id.as_deref() != Some(pid.as_str()) {
-                    Err(denial(cx.foreign(), format!("{}: another patient's compartment", cx.what())))
+                    Err(denial(
+                        cx.foreign(),
+                        format!("{}: another patient's compartment", cx.what()),
+                    ))
                 } else {
                     let types: Vec<&String> = if rule.all_types {
                         cx.policy
@@ -1015,7 +1172,9 @@ fn operation(cx: &Cx<'_>) -> Decision {
                         Vec::new()
                     };
                     let ok = if rule.all_types {
-                        types.iter().all(|x| cx.has_plain(Context::Patient, x, letters))
+                        types
+                            .iter()
+                            .all(|x| cx.has_plain(Context::Patient, x, letters))
                     } else {
                         cx.has_plain(Context::Patient, "Patient", letters)
                     };
@@ -1024,7 +1183,11 @@ fn operation(cx: &Cx<'_>) -> Decision {
                     } else {
                         Err(Denial {
                             reason: Reason::InsufficientScope,
-                            required_scope: Some(format!("patient/{}.{}", scope_type.unwrap_or("*"), letters.letters())),
+                            required_scope: Some(format!(
+                                "patient/{}.{}",
+                                scope_type.unwrap_or("*"),
+                                letters.letters()
+                            )),
                             detail: format!("{}: not granted on every type it returns", cx.what()),
                         })
                     }
@@ -1032,12 +1195,18 @@ fn operation(cx: &Cx<'_>) -> Decision {
             }
             _ => {
                 let ok = if rule.all_types {
-                    cx.policy.resource_types.iter().all(|x| cx.has_plain(*ctx, x, letters))
+                    cx.policy
+                        .resource_types
+                        .iter()
+                        .all(|x| cx.has_plain(*ctx, x, letters))
                 } else {
                     match &t {
                         Some(t) => cx.has_plain(*ctx, t, letters),
                         None => cx.grants.iter().any(|g| {
-                            g.context == *ctx && g.is_wildcard() && g.perms.contains(letters) && g.constraint.is_empty()
+                            g.context == *ctx
+                                && g.is_wildcard()
+                                && g.perms.contains(letters)
+                                && g.constraint.is_empty()
                         }),
                     }
                 };
@@ -1046,7 +1215,12 @@ fn operation(cx: &Cx<'_>) -> Decision {
                 } else {
                     Err(Denial {
                         reason: Reason::InsufficientScope,
-                        required_scope: Some(format!("{}/{}.{}", ctx.name(), scope_type.unwrap_or("*"), letters.letters())),
+                        required_scope: Some(format!(
+                            "{}/{}.{}",
+                            ctx.name(),
+                            scope_type.unwrap_or("*"),
+                            letters.letters()
+                        )),
                         detail: format!("{}: no granted scope allows it", cx.what()),
                     })
                 }
@@ -1070,7 +1244,10 @@ fn operation(cx: &Cx<'_>) -> Decision {
 /// forbidden entry refuses the whole Bundle.
 fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> Decision {
     if depth > 0 {
-        return deny(Reason::BundleEntryForbidden, "a Bundle entry cannot itself be a batch");
+        return deny(
+            Reason::BundleEntryForbidden,
+            "a Bundle entry cannot itself be a batch",
+        );
     }
     let Some(body) = cx.body else {
         return Decision::NeedBody;
@@ -1092,7 +1269,11 @@ fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> 
         Some(Value::Array(a)) => a,
         Some(_) => return bad("Bundle.entry is not an array"),
     };
-    let base = if policy.base_path == "/" { "" } else { policy.base_path.as_str() };
+    let base = if policy.base_path == "/" {
+        ""
+    } else {
+        policy.base_path.as_str()
+    };
     let mut checks = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let entry_bad = |m: &str| deny(Reason::UnknownFhirRequest, format!("entry[{i}]: {m}"));
@@ -1108,8 +1289,14 @@ fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> 
             return entry_bad("request.method is not a FHIR method");
         }
         let body: Option<Vec<u8>> = match (method, e.get("resource")) {
-            ("PATCH", Some(r)) if r.get("resourceType").and_then(Value::as_str) == Some("Binary") => {
-                match r.get("data").and_then(Value::as_str).and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok()) {
+            ("PATCH", Some(r))
+                if r.get("resourceType").and_then(Value::as_str) == Some("Binary") =>
+            {
+                match r
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                {
                     Some(bytes) => Some(bytes),
                     None => return entry_bad("Binary patch without base64 data"),
                 }
@@ -1127,7 +1314,8 @@ fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> 
         match decide_at(policy, Some(token), &view, depth + 1) {
             Decision::Allow => {}
             Decision::AllowIfResponseMatches(ResponseCheck::Resource(rc)) => checks.push((i, rc)),
-            Decision::AllowIfResponseMatches(ResponseCheck::BundleEntries(_)) | Decision::NeedBody => {
+            Decision::AllowIfResponseMatches(ResponseCheck::BundleEntries(_))
+            | Decision::NeedBody => {
                 return entry_bad("cannot be decided");
             }
             Decision::Deny(d) => {
@@ -1162,7 +1350,9 @@ fn resource_passes(rc: &ResourceCheck, res: &Value) -> bool {
         }
     }
     rc.alternatives.iter().any(|a| {
-        a.patient.as_deref().is_none_or(|p| resource_in_compartment(res, p))
+        a.patient
+            .as_deref()
+            .is_none_or(|p| resource_in_compartment(res, p))
             && (a.constraint.is_empty() || resource_matches_constraint(res, &a.constraint))
     })
 }
@@ -1177,7 +1367,11 @@ fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
     }
     v.get("entry")
         .and_then(Value::as_array)
-        .map(|es| es.iter().filter_map(|e| e.get("resource")).all(|r| resource_passes(rc, r)))
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e.get("resource"))
+                .all(|r| resource_passes(rc, r))
+        })
         .unwrap_or(true)
 }
 
@@ -1187,7 +1381,12 @@ fn is_outcome(v: &Value) -> bool {
 
 /// Decides a buffered response for [`Decision::AllowIfResponseMatches`]. Error statuses with
 /// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails.
-pub fn check_response(policy: &FhirPolicy, check: &ResponseCheck, status: u32, body: &[u8]) -> Result<(), Reason> {
+pub fn check_response(
+    policy: &FhirPolicy,
+    check: &ResponseCheck,
+    status: u32,
+    body: &[u8],
+) -> Result<(), Reason> {
     if body.len() > policy.max_response_bytes {
         return Err(Reason::ResponseTooLarge);
     }
@@ -1211,16 +1410,16 @@ pub fn check_response(policy: &FhirPolicy, check: &ResponseCheck, status: u32, b
         ResponseCheck::BundleEntries(list) => {
             let entries = v.get("entry").and_then(Value::as_array);
             v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
-                && list.iter().all(|(i, rc)| {
-                    match entries.and_then(|es| es.get(*i)) {
+                && list
+                    .iter()
+                    .all(|(i, rc)| match entries.and_then(|es| es.get(*i)) {
                         None => false,
                         Some(e) => match e.get("resource") {
                             None => true,
                             Some(r) if is_outcome(r) => true,
                             Some(r) => check_one(rc, r),
                         },
-                    }
-                })
+                    })
         }
     };
     if ok {

@@ -15,4 +15,6 @@ pub mod policy;
 pub mod query;
 pub mod scope;
 
-pub use decide::{check_response, decide, decide_request, Decision, Denial, RequestView, ResponseCheck};
+pub use decide::{
+    check_response, decide, decide_request, Decision, Denial, RequestView, ResponseCheck,
+};

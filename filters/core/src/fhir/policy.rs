@@ -252,7 +252,10 @@ impl FhirDoc {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid {
-                return Err(err(f("name"), format!("`{}` is not an operation name", o.name)));
+                return Err(err(
+                    f("name"),
+                    format!("`{}` is not an operation name", o.name),
+                ));
             }
             if operations.iter().any(|p| p.name == name) {
                 return Err(err(f("name"), "operation listed twice"));
@@ -306,7 +309,10 @@ impl FhirDoc {
             });
         }
 
-        check_size("response_check.max_body_bytes", self.response_check.max_body_bytes)?;
+        check_size(
+            "response_check.max_body_bytes",
+            self.response_check.max_body_bytes,
+        )?;
         check_size("max_request_body_bytes", self.max_request_body_bytes)?;
 
         Ok(FhirPolicy {
@@ -334,24 +340,69 @@ mod tests {
             (r#"{"base_path":"fhir"}"#, "fhir.base_path"),
             (r#"{"base_path":"/a//b"}"#, "fhir.base_path"),
             (r#"{"scope_contexts":[]}"#, "fhir.scope_contexts"),
-            (r#"{"scope_contexts":["patient","admin"]}"#, "fhir.scope_contexts[1]"),
-            (r#"{"scope_contexts":["user","user"]}"#, "fhir.scope_contexts[1]"),
+            (
+                r#"{"scope_contexts":["patient","admin"]}"#,
+                "fhir.scope_contexts[1]",
+            ),
+            (
+                r#"{"scope_contexts":["user","user"]}"#,
+                "fhir.scope_contexts[1]",
+            ),
             (r#"{"patient_claim":""}"#, "fhir.patient_claim"),
-            (r#"{"resource_types":["Patient","observation"]}"#, "fhir.resource_types[1]"),
+            (
+                r#"{"resource_types":["Patient","observation"]}"#,
+                "fhir.resource_types[1]",
+            ),
             (r#"{"resource_types":[]}"#, "fhir.resource_types"),
-            (r#"{"resource_types":["Patient"],"patient_shared_types":["Medication"]}"#, "fhir.patient_shared_types[0]"),
-            (r#"{"patient_shared_types":["Observation"],"resource_types":["Observation"]}"#, "fhir.patient_shared_types[0]"),
-            (r#"{"operations":[{"name":"$","levels":["type"],"permissions":"r"}]}"#, "fhir.operations[0].name"),
-            (r#"{"operations":[{"name":"a","levels":[],"permissions":"r"}]}"#, "fhir.operations[0].levels"),
-            (r#"{"operations":[{"name":"a","levels":["type","global"],"permissions":"r"}]}"#, "fhir.operations[0].levels[1]"),
-            (r#"{"operations":[{"name":"a","levels":["type"],"permissions":"sr"}]}"#, "fhir.operations[0].permissions"),
-            (r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","resource_types":["Foo"]}]}"#, "fhir.operations[0].resource_types[0]"),
-            (r#"{"operations":[{"name":"a","levels":["system"],"permissions":"r","resource_types":["Patient"]}]}"#, "fhir.operations[0].resource_types"),
-            (r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r"},{"name":"$a","levels":["type"],"permissions":"r"}]}"#, "fhir.operations[1].name"),
-            (r#"{"response_check":{"max_body_bytes":0}}"#, "fhir.response_check.max_body_bytes"),
-            (r#"{"max_request_body_bytes":999999999}"#, "fhir.max_request_body_bytes"),
+            (
+                r#"{"resource_types":["Patient"],"patient_shared_types":["Medication"]}"#,
+                "fhir.patient_shared_types[0]",
+            ),
+            (
+                r#"{"patient_shared_types":["Observation"],"resource_types":["Observation"]}"#,
+                "fhir.patient_shared_types[0]",
+            ),
+            (
+                r#"{"operations":[{"name":"$","levels":["type"],"permissions":"r"}]}"#,
+                "fhir.operations[0].name",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":[],"permissions":"r"}]}"#,
+                "fhir.operations[0].levels",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type","global"],"permissions":"r"}]}"#,
+                "fhir.operations[0].levels[1]",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"sr"}]}"#,
+                "fhir.operations[0].permissions",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","resource_types":["Foo"]}]}"#,
+                "fhir.operations[0].resource_types[0]",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["system"],"permissions":"r","resource_types":["Patient"]}]}"#,
+                "fhir.operations[0].resource_types",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r"},{"name":"$a","levels":["type"],"permissions":"r"}]}"#,
+                "fhir.operations[1].name",
+            ),
+            (
+                r#"{"response_check":{"max_body_bytes":0}}"#,
+                "fhir.response_check.max_body_bytes",
+            ),
+            (
+                r#"{"max_request_body_bytes":999999999}"#,
+                "fhir.max_request_body_bytes",
+            ),
             (r#"{"unknown_field":1}"#, "fhir.unknown_field"),
-            (r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","extra":1}]}"#, "fhir.operations[0].extra"),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","extra":1}]}"#,
+                "fhir.operations[0].extra",
+            ),
         ];
         for (doc, field) in cases {
             match FhirPolicy::from_section_json(doc.as_bytes()) {
