@@ -1,1 +1,71 @@
-//! STUB: being written.
+//! Verified-token cache (SIGNATURE-SPEED.md: tokens repeat across a client's requests).
+//! Keyed by base64url(SHA-256(token)); an entry is used only while the token's time
+//! claims still hold, and the whole cache is dropped when the issuer keys change.
+//! Bounded: at capacity, expired entries go first, then the oldest insertions (FIFO).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::claims::VerifiedToken;
+
+pub struct TokenCache {
+    max_entries: usize,
+    entries: HashMap<String, VerifiedToken>,
+    order: VecDeque<String>,
+    keys_generation: u64,
+}
+
+impl TokenCache {
+    pub fn new(max_entries: usize) -> TokenCache {
+        TokenCache {
+            max_entries,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            keys_generation: 0,
+        }
+    }
+
+    /// Drops everything when the key set changed (a removed key must stop validating).
+    pub fn sync_keys_generation(&mut self, generation: u64) {
+        if generation != self.keys_generation {
+            self.entries.clear();
+            self.order.clear();
+            self.keys_generation = generation;
+        }
+    }
+
+    /// A cached verified token by digest, if still before `exp + skew`.
+    pub fn get(&self, digest: &str, now: i64, skew: i64) -> Option<&VerifiedToken> {
+        self.entries
+            .get(digest)
+            .filter(|t| now < t.exp.saturating_add(skew))
+    }
+
+    pub fn insert(&mut self, digest: String, token: VerifiedToken, now: i64, skew: i64) {
+        if self.max_entries == 0 {
+            return;
+        }
+        if self.entries.len() >= self.max_entries {
+            self.entries.retain(|_, t| now < t.exp.saturating_add(skew));
+            self.order.retain(|k| self.entries.contains_key(k));
+        }
+        while self.entries.len() >= self.max_entries {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.entries.insert(digest.clone(), token).is_none() {
+            self.order.push_back(digest);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,1 +1,229 @@
-//! STUB: being written.
+//! The issuer key ring and the JWKS refresh rules, as pure state (time injected).
+//!
+//! Rules (checklist §1.4; issue 2): inline keys never change; remote keys are fetched at
+//! start, refreshed every `refresh_seconds`, refetched when a token names an unknown `kid`
+//! (at most once per `min_refetch_seconds`), retried with exponential backoff after a
+//! failure, and the last good keys are kept through an outage or a garbage answer.
+//! The glue shares fetched documents between worker threads (proxy-wasm shared data) and
+//! feeds them in with [`KeyRing::install_shared`].
+
+use crate::jose::{Alg, Jwks};
+use crate::policy::{KeySource, Policy, RemoteJwks};
+use crate::token::{KeyLookup, KeyProvider};
+
+/// What a fetch answer did to the key set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// New keys installed.
+    Updated,
+    /// Same document as before.
+    Unchanged,
+    /// Non-200, not a JWKS, or no usable key: the previous keys stay.
+    KeptLastGood(&'static str),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IssuerKeys {
+    pub jwks: Option<Jwks>,
+    /// The raw document the keys came from (to spot unchanged answers).
+    pub document: Option<Vec<u8>>,
+    pub last_success: Option<i64>,
+    pub last_attempt: Option<i64>,
+    pub consecutive_failures: u32,
+}
+
+impl IssuerKeys {
+    /// Whether a scheduled fetch is due at `now`.
+    pub fn fetch_due(&self, now: i64, remote: &RemoteJwks) -> bool {
+        let backoff_over = match self.last_attempt {
+            None => true,
+            Some(t) => now - t >= self.backoff_seconds(remote),
+        };
+        match self.last_success {
+            None => backoff_over,
+            Some(t) => now - t >= remote.refresh_seconds as i64 && backoff_over,
+        }
+    }
+
+    /// Whether an unknown `kid` may trigger a fetch now (rate limit).
+    pub fn kid_refetch_allowed(&self, now: i64, remote: &RemoteJwks) -> bool {
+        match self.last_attempt {
+            None => true,
+            Some(t) => now - t >= remote.min_refetch_seconds as i64,
+        }
+    }
+
+    /// Exponential backoff after failures: 1, 2, 4 ... seconds, capped at the refresh period.
+    fn backoff_seconds(&self, remote: &RemoteJwks) -> i64 {
+        if self.consecutive_failures == 0 {
+            return 0;
+        }
+        let exp = 1i64 << self.consecutive_failures.min(20).saturating_sub(1);
+        exp.min(remote.refresh_seconds as i64).max(1)
+    }
+
+    pub fn note_attempt(&mut self, now: i64) {
+        self.last_attempt = Some(now);
+    }
+
+    /// Applies a fetch answer (`status` None = no answer / timeout).
+    pub fn apply_fetch(&mut self, now: i64, status: Option<u32>, body: &[u8]) -> FetchOutcome {
+        self.last_attempt = Some(now);
+        let outcome = match status {
+            Some(200) => self.install(body, now),
+            Some(_) => FetchOutcome::KeptLastGood("http_status"),
+            None => FetchOutcome::KeptLastGood("no_answer"),
+        };
+        match outcome {
+            FetchOutcome::KeptLastGood(_) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1)
+            }
+            _ => self.consecutive_failures = 0,
+        }
+        outcome
+    }
+
+    /// Installs a JWKS document fetched elsewhere (another worker) or here.
+    pub fn install(&mut self, body: &[u8], fetched_at: i64) -> FetchOutcome {
+        if self.document.as_deref() == Some(body) {
+            self.last_success = Some(self.last_success.map_or(fetched_at, |t| t.max(fetched_at)));
+            return FetchOutcome::Unchanged;
+        }
+        match Jwks::parse(body) {
+            Ok(jwks) if !jwks.keys.is_empty() => {
+                self.jwks = Some(jwks);
+                self.document = Some(body.to_vec());
+                self.last_success = Some(fetched_at);
+                FetchOutcome::Updated
+            }
+            Ok(_) => FetchOutcome::KeptLastGood("no_usable_key"),
+            Err(_) => FetchOutcome::KeptLastGood("not_a_jwks"),
+        }
+    }
+}
+
+/// Every issuer's keys for one policy, in policy order.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    pub issuers: Vec<IssuerKeys>,
+    /// Bumped whenever any key set changes (the token cache follows it).
+    pub generation: u64,
+}
+
+impl KeyRing {
+    pub fn new(policy: &Policy) -> KeyRing {
+        let issuers = policy
+            .issuers
+            .iter()
+            .map(|i| match &i.keys {
+                KeySource::Inline(jwks) => IssuerKeys {
+                    jwks: Some(jwks.clone()),
+                    ..Default::default()
+                },
+                KeySource::Remote(_) => IssuerKeys::default(),
+            })
+            .collect();
+        KeyRing {
+            issuers,
+            generation: 1,
+        }
+    }
+
+    /// Installs a shared document for issuer `index`; returns true when keys changed.
+    pub fn install_shared(&mut self, index: usize, body: &[u8], fetched_at: i64) -> bool {
+        let Some(keys) = self.issuers.get_mut(index) else {
+            return false;
+        };
+        let changed = keys.install(body, fetched_at) == FetchOutcome::Updated;
+        if changed {
+            self.generation += 1;
+        }
+        changed
+    }
+
+    /// Applies a fetch this worker made; returns the outcome.
+    pub fn apply_fetch(
+        &mut self,
+        index: usize,
+        now: i64,
+        status: Option<u32>,
+        body: &[u8],
+    ) -> Option<FetchOutcome> {
+        let keys = self.issuers.get_mut(index)?;
+        let outcome = keys.apply_fetch(now, status, body);
+        if outcome == FetchOutcome::Updated {
+            self.generation += 1;
+        }
+        Some(outcome)
+    }
+}
+
+impl KeyProvider for KeyRing {
+    fn lookup(&self, issuer_index: usize, kid: Option<&str>, alg: Alg) -> KeyLookup<'_> {
+        match self.issuers.get(issuer_index).and_then(|i| i.jwks.as_ref()) {
+            None => KeyLookup::NotLoaded,
+            Some(jwks) => match jwks.select(kid, alg) {
+                Some(k) => KeyLookup::Found(k),
+                None => KeyLookup::NoMatch,
+            },
+        }
+    }
+}
+
+/// Shared-data encoding of a fetched JWKS: `<fetched_at>\n<document>`.
+pub fn encode_shared(fetched_at: i64, body: &[u8]) -> Vec<u8> {
+    let mut v = format!("{fetched_at}\n").into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn decode_shared(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let nl = bytes.iter().position(|b| *b == b'\n')?;
+    let ts = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
+    Some((ts, &bytes[nl + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote() -> RemoteJwks {
+        RemoteJwks {
+            uri: "http://127.0.0.1/jwks".into(),
+            cluster: "c".into(),
+            authority: "127.0.0.1".into(),
+            path: "/jwks".into(),
+            refresh_seconds: 300,
+            min_refetch_seconds: 30,
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn schedule_backoff_and_kid_rate_limit() {
+        let r = remote();
+        let mut k = IssuerKeys::default();
+        assert!(k.fetch_due(0, &r), "first fetch at start");
+        assert_eq!(
+            k.apply_fetch(0, None, b""),
+            FetchOutcome::KeptLastGood("no_answer")
+        );
+        assert!(!k.fetch_due(0, &r), "backoff after a failure");
+        assert!(k.fetch_due(1, &r));
+        assert_eq!(
+            k.apply_fetch(1, Some(500), b""),
+            FetchOutcome::KeptLastGood("http_status")
+        );
+        assert!(!k.fetch_due(2, &r));
+        assert!(k.fetch_due(3, &r), "2 s backoff after two failures");
+        assert!(!k.kid_refetch_allowed(10, &r));
+        assert!(k.kid_refetch_allowed(31, &r));
+    }
+
+    #[test]
+    fn shared_encoding_roundtrips() {
+        let enc = encode_shared(42, b"{\"keys\":[]}");
+        assert_eq!(decode_shared(&enc), Some((42, &b"{\"keys\":[]}"[..])));
+        assert_eq!(decode_shared(b"garbage"), None);
+    }
+}

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Renders the Envoy bootstrap that runs the FAPI guard filters in front of an API.
+
+One source for every Envoy config the project uses: the committed examples in envoy/,
+the demo, and each end-to-end test render through here, so they cannot drift apart.
+
+The chain is shaped like an Istio sidecar's inbound listener with the filters in the
+AUTHN phase: token -> dpop -> fhir_scope -> router -> cluster `api`. Each filter is
+`envoy.filters.http.wasm` on V8 with the API's policy JSON as its configuration (what
+Istio makes of a WasmPlugin's `pluginConfig`) and `fail_open: false` (WasmPlugin
+`failStrategy: FAIL_CLOSE`).
+
+Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
+                 [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
+                 [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
+                 [--tls-cert F --tls-key F [--client-ca F]] [--out FILE]
+"""
+import argparse
+import json
+import sys
+from urllib.parse import urlsplit
+
+import yaml
+
+FILTER_WASM = {
+    "token": "fapi_token_filter.wasm",
+    "dpop": "fapi_dpop_filter.wasm",
+    "fhir_scope": "fapi_fhir_scope_filter.wasm",
+}
+ORDER = ["token", "dpop", "fhir_scope"]
+
+
+def wasm_filter(name, policy_json, wasm_dir):
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": f"fapi_{name}",
+                "root_id": f"fapi_{name}",
+                "fail_open": False,
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": policy_json,
+                },
+                "vm_config": {
+                    "vm_id": f"fapi_{name}",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": f"{wasm_dir}/{FILTER_WASM[name]}"}},
+                },
+            },
+        },
+    }
+
+
+def address(host, port):
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def cluster(name, host, port, tls_sni=None):
+    is_ip = host.replace(".", "").isdigit() or ":" in host
+    c = {
+        "name": name,
+        "type": "STATIC" if is_ip else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(host, port)}}]}],
+        },
+    }
+    if tls_sni:
+        c["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": tls_sni,
+            },
+        }
+    return c
+
+
+def jwks_clusters(policy, jwks_address):
+    """A cluster per issuer `jwks_cluster`, reaching the `jwks_uri` host (or an override)."""
+    out, seen = [], set()
+    for issuer in policy.get("issuers", []):
+        uri, name = issuer.get("jwks_uri"), issuer.get("jwks_cluster")
+        if not uri or not name or name in seen:
+            continue
+        seen.add(name)
+        parts = urlsplit(uri)
+        https = parts.scheme == "https"
+        host, port = parts.hostname, parts.port or (443 if https else 80)
+        if jwks_address:
+            host, port = jwks_address.rsplit(":", 1)
+        out.append(cluster(name, host, port, parts.hostname if https else None))
+    return out
+
+
+def downstream_tls(cert, key, client_ca):
+    ctx = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "tls_certificates": [{"certificate_chain": {"filename": cert}, "private_key": {"filename": key}}],
+        },
+    }
+    if client_ca:
+        # Ask for a client certificate (RFC 8705 binding is checked by the DPoP filter);
+        # requests without one still reach the filters, which decide.
+        ctx["common_tls_context"]["validation_context"] = {"trusted_ca": {"filename": client_ca}}
+    return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
+           tls_cert=None, tls_key=None, client_ca=None):
+    policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
+    api = policy.get("api", {}).get("name", "api")
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": f"inbound_{api}",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "inbound",
+            "virtual_hosts": [{
+                "name": "api",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "api", "timeout": "15s"}}],
+            }],
+        },
+        "http_filters": [wasm_filter(f, policy_json, wasm_dir) for f in ORDER if f in filters]
+        + [{"name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if tls_cert:
+        chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca)
+    return {
+        "admin": {"address": address("127.0.0.1", admin_port)},
+        "static_resources": {
+            "listeners": [{"name": "virtualInbound", "address": address("127.0.0.1", listen_port),
+                           "filter_chains": [chain]}],
+            "clusters": [cluster("api", "127.0.0.1", upstream_port)] + jwks_clusters(policy, jwks_address),
+        },
+    }
+
+
+# The configs committed under envoy/ (regenerate all: render.py --all). Each is checked by
+# tests/test_envoy_configs.py: same as a fresh render, and `envoy --mode validate` passes
+# (which also loads the Wasm filters and their policy).
+COMMITTED = [
+    ("envoy/sidecar-demo.yaml", "policies/demo-fhir-api.json", ["--upstream-port", "8080"]),
+    ("envoy/sidecar-helseid.yaml", "policies/helseid-sample-api.json", ["--upstream-port", "8080"]),
+    ("envoy/sidecar-smart.yaml", "policies/smart-patient-api.json", ["--upstream-port", "8080"]),
+]
+
+HEADER = """# GENERATED by envoy/render.py from {policy}; do not edit by hand.
+# Regenerate: python3 envoy/render.py --all (or --policy {policy} --out {out} ...)
+# Chain: {chain} -> router -> cluster `api` (127.0.0.1:{upstream}).
+"""
+
+
+def render_committed(root="."):
+    """Renders every committed config; returns {path: text}."""
+    out = {}
+    for path, policy, args in COMMITTED:
+        argv = ["--policy", policy, "--out", path] + args
+        out[path] = render_text(parse_args(argv), root)
+    return out
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--all", action="store_true", help="regenerate every config committed under envoy/")
+    ap.add_argument("--policy")
+    ap.add_argument("--filters", default=",".join(ORDER))
+    ap.add_argument("--wasm-dir", default="target/wasm32-wasip1/release")
+    ap.add_argument("--listen-port", type=int, default=10000)
+    ap.add_argument("--upstream-port", type=int, default=8080)
+    ap.add_argument("--admin-port", type=int, default=9901)
+    ap.add_argument("--jwks-address", help="HOST:PORT every JWKS cluster connects to (local tests)")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--client-ca")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    if not a.all and not a.policy:
+        ap.error("--policy is required (or --all)")
+    a.filter_list = [f for f in a.filters.split(",") if f]
+    unknown = [f for f in a.filter_list if f not in FILTER_WASM]
+    if unknown:
+        ap.error(f"--filters: unknown filter(s) {unknown}; known: {ORDER}")
+    if bool(a.tls_cert) != bool(a.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    return a
+
+
+def render_text(a, root="."):
+    import os
+
+    with open(os.path.join(root, a.policy), encoding="utf-8") as f:
+        policy = json.load(f)
+    filters = a.filter_list
+    cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port,
+                 a.jwks_address, a.tls_cert, a.tls_key, a.client_ca)
+    text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
+                         upstream=a.upstream_port)
+    return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.all:
+        for path, text in render_committed().items():
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {path}")
+        return
+    text = render_text(a)
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

