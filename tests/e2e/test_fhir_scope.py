@@ -213,6 +213,14 @@ def test_include_inside_compartment_allowed_escape_refused(anna):
     denied(anna("GET", "/fhir/Patient?_id=pat-anna&_revinclude=Provenance:target"), "unsafe_search")
 
 
+def test_search_result_checked_when_server_ignores_the_pin(anna):
+    """Defence in depth: the sample server ignores `asserter` (lenient handling), so this
+    search, pinned on the request side, would return every patient's Conditions."""
+    r = denied(anna("GET", "/fhir/Condition?asserter=Patient/pat-anna"), "response_outside_grant")
+    assert "pat-bjorn" not in r.text and "Hypertensive" not in r.text
+    assert "search-type Condition" in r.json()["issue"][0]["diagnostics"]
+
+
 def test_post_search_form_body(anna):
     b = allowed(anna("POST", "/fhir/Observation/_search", form="subject=Patient%2Fpat-anna&category=vital-signs"))
     assert ids(b) == ["Observation/obs-anna-bp"]

@@ -14,6 +14,7 @@ use std::rc::Rc;
 
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::fhir::interaction::classify;
 use fapi_guard_core::fhir::policy::FhirPolicy;
 use fapi_guard_core::fhir::{check_response, decide, Decision, Denial, RequestView, ResponseCheck};
 use fapi_guard_core::policy::Policy;
@@ -155,12 +156,46 @@ impl FhirFilter {
             Decision::AllowIfResponseMatches(c) => {
                 // Allowed so far; the count for the response check is under `response_checked`.
                 FilterStats::bump(FILTER, "response_checked");
+                if matches!(c, ResponseCheck::Searchset(_)) {
+                    // FHIR R4 §3.1.1.5.9: ask the server to refuse parameters it does not
+                    // support instead of ignoring them (the searchset is checked anyway).
+                    self.prefer_strict_handling();
+                }
                 self.check = Some(c);
                 Action::Continue
             }
             // Only asked for without a body; with one it is a request we cannot read.
             Decision::NeedBody => self.deny(Reason::UnknownFhirRequest, None),
             Decision::Deny(d) => self.deny(d.reason, Some(&d)),
+        }
+    }
+}
+
+impl FhirFilter {
+    fn prefer_strict_handling(&self) {
+        let current = self.get_http_request_header("prefer").unwrap_or_default();
+        let kept: Vec<&str> = current
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("handling"))
+            .collect();
+        let mut value = kept.join(", ");
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str("handling=strict");
+        self.set_http_request_header("prefer", Some(&value));
+    }
+
+    /// `read Observation`, for denials decided on the response (no ids).
+    fn what(&self) -> String {
+        match classify(&self.worker.fhir.base_path, &self.method, &self.path) {
+            Ok(r) => format!(
+                "{} {}",
+                r.label(),
+                r.resource_type.as_deref().unwrap_or("*")
+            ),
+            Err(_) => "request".to_string(),
         }
     }
 }
@@ -281,8 +316,10 @@ impl FhirFilter {
                 let detail = Denial {
                     reason,
                     required_scope: None,
-                    detail: "the resource is outside the granted scopes or patient compartment"
-                        .to_string(),
+                    detail: format!(
+                        "{}: the response holds a resource outside the granted scopes or the patient's compartment",
+                        self.what()
+                    ),
                 };
                 self.deny(reason, Some(&detail))
             }

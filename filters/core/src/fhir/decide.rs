@@ -63,11 +63,28 @@ pub struct ResourceCheck {
     pub alternatives: Vec<Alternative>,
 }
 
+/// What every resource of a searchset must be (a search a patient grant allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCheck {
+    /// Type of the `match` entries (`None`: any, for `Patient/{id}/*`).
+    pub resource_type: Option<String>,
+    /// The patient whose compartment every entry (`match` and `include`) must be in.
+    pub patient: String,
+    /// `match` entries must pass any of these constraints (empty list: no constraint).
+    pub constraints: Vec<Vec<Param>>,
+    /// Entries of types outside the patient compartment pass (`$everything` also returns
+    /// referenced Practitioner, Medication, ...); compartment types must still be the patient's.
+    pub non_compartment_types_pass: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseCheck {
     Resource(ResourceCheck),
+    /// A searchset confined by a patient grant: checked entry by entry, so a server that
+    /// ignores the pinning parameter (lenient handling) cannot leak another patient's data.
+    Searchset(SearchCheck),
     /// Batch/transaction: entry `i` of the response Bundle must pass its check.
-    BundleEntries(Vec<(usize, ResourceCheck)>),
+    BundleEntries(Vec<(usize, ResponseCheck)>),
 }
 
 /// The request as the filter sees it.
@@ -590,7 +607,10 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
             "the search lacks the scope's parameters",
         );
     }
-    Outcome::Allow
+    if cx.policy.is_shared(t) {
+        return Outcome::Allow;
+    }
+    pinned_outcome(g, pid)
 }
 
 /// A user/system grant's search: chains and includes need grants on what they reach.
@@ -645,10 +665,39 @@ fn search_type(cx: &Cx<'_>) -> Decision {
         Ok(p) => p,
         Err(d) => return d,
     };
-    cx.over_grants_final(Some(&t), Perms::S, |g, pid| match g.context {
+    let res = cx.over_grants(Some(&t), Perms::S, |g, pid| match g.context {
         Context::Patient => confined_search(cx, &t, &params, g, pid),
         _ => open_search(cx, &params, g),
-    })
+    });
+    searchset_decision(cx, Some(t), res)
+}
+
+/// A search allowed only by patient grants is also checked on the response (defence in
+/// depth: FHIR servers may ignore unknown parameters, FHIR R4 §3.1.1.5.9 `handling`).
+fn searchset_decision(
+    cx: &Cx<'_>,
+    resource_type: Option<String>,
+    res: Result<Vec<Alternative>, Decision>,
+) -> Decision {
+    match res {
+        Err(d) => d,
+        Ok(alts) => {
+            let Some(patient) = cx.pid.clone() else {
+                return deny(Reason::PatientContextMissing, cx.what());
+            };
+            let constraints = if alts.iter().any(|a| a.constraint.is_empty()) {
+                Vec::new()
+            } else {
+                alts.into_iter().map(|a| a.constraint).collect()
+            };
+            Decision::AllowIfResponseMatches(ResponseCheck::Searchset(SearchCheck {
+                resource_type,
+                patient,
+                constraints,
+                non_compartment_types_pass: false,
+            }))
+        }
+    }
 }
 
 fn search_compartment(cx: &Cx<'_>) -> Decision {
@@ -666,7 +715,7 @@ fn search_compartment(cx: &Cx<'_>) -> Decision {
         Ok(p) => p,
         Err(d) => return d,
     };
-    cx.over_grants_final(target.as_deref(), Perms::S, |g, pid| match g.context {
+    let res = cx.over_grants(target.as_deref(), Perms::S, |g, pid| match g.context {
         Context::Patient => {
             if cid != pid {
                 return cx.deny_o(cx.foreign(), "another patient's compartment");
@@ -692,9 +741,18 @@ fn search_compartment(cx: &Cx<'_>) -> Decision {
                     "the search lacks the scope's parameters",
                 );
             }
-            Outcome::Allow
+            pinned_outcome(g, pid)
         }
         _ => open_search(cx, &params, g),
+    });
+    searchset_decision(cx, target, res)
+}
+
+/// A patient-grant search that passed the request checks: allowed, with the response checked.
+fn pinned_outcome(g: &SmartScope, pid: &str) -> Outcome {
+    Outcome::Check(Alternative {
+        patient: Some(pid.to_string()),
+        constraint: g.constraint.clone(),
     })
 }
 
@@ -1131,6 +1189,9 @@ fn operation(cx: &Cx<'_>) -> Decision {
     // For operations whose result spans every type, the grant is checked per type below.
     let scope_type = if rule.all_types { None } else { t.as_deref() };
     let mut first: Option<Denial> = None;
+    // A patient grant allows it only with the result checked; a user/system grant may still
+    // allow it outright.
+    let mut patient_ok: Option<String> = None;
     for ctx in &cx.policy.contexts {
         if !cx.grants.iter().any(|g| g.context == *ctx) {
             continue;
@@ -1179,7 +1240,8 @@ fn operation(cx: &Cx<'_>) -> Decision {
                         cx.has_plain(Context::Patient, "Patient", letters)
                     };
                     if ok {
-                        Ok(())
+                        patient_ok = Some(pid.clone());
+                        continue;
                     } else {
                         Err(Denial {
                             reason: Reason::InsufficientScope,
@@ -1232,6 +1294,14 @@ fn operation(cx: &Cx<'_>) -> Decision {
                 first.get_or_insert(d);
             }
         }
+    }
+    if let Some(patient) = patient_ok {
+        return Decision::AllowIfResponseMatches(ResponseCheck::Searchset(SearchCheck {
+            resource_type: None,
+            patient,
+            constraints: Vec::new(),
+            non_compartment_types_pass: true,
+        }));
     }
     Decision::Deny(first.unwrap_or_else(|| Denial {
         reason: Reason::InsufficientScope,
@@ -1313,7 +1383,9 @@ fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> 
         };
         match decide_at(policy, Some(token), &view, depth + 1) {
             Decision::Allow => {}
-            Decision::AllowIfResponseMatches(ResponseCheck::Resource(rc)) => checks.push((i, rc)),
+            Decision::AllowIfResponseMatches(
+                c @ (ResponseCheck::Resource(_) | ResponseCheck::Searchset(_)),
+            ) => checks.push((i, c)),
             Decision::AllowIfResponseMatches(ResponseCheck::BundleEntries(_))
             | Decision::NeedBody => {
                 return entry_bad("cannot be decided");
@@ -1375,6 +1447,69 @@ fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
         .unwrap_or(true)
 }
 
+fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return false;
+    }
+    let empty = Vec::new();
+    let entries = match v.get("entry") {
+        None => &empty,
+        Some(Value::Array(a)) => a,
+        Some(_) => return false,
+    };
+    entries.iter().all(|e| {
+        let Some(r) = e.get("resource") else {
+            return true;
+        };
+        let mode = e
+            .get("search")
+            .and_then(|s| s.get("mode"))
+            .and_then(Value::as_str)
+            .unwrap_or("match");
+        let rt = r.get("resourceType").and_then(Value::as_str);
+        if mode != "outcome"
+            && sc.non_compartment_types_pass
+            && !rt.is_some_and(in_patient_compartment)
+        {
+            return rt.is_some();
+        }
+        match mode {
+            "outcome" => is_outcome(r),
+            "include" => resource_in_compartment(r, &sc.patient),
+            _ => {
+                sc.resource_type.as_deref().is_none_or(|t| rt == Some(t))
+                    && resource_in_compartment(r, &sc.patient)
+                    && (sc.constraints.is_empty()
+                        || sc
+                            .constraints
+                            .iter()
+                            .any(|c| resource_matches_constraint(r, c)))
+            }
+        }
+    })
+}
+
+fn check_any(check: &ResponseCheck, v: &Value) -> bool {
+    match check {
+        ResponseCheck::Resource(rc) => check_one(rc, v),
+        ResponseCheck::Searchset(sc) => searchset_passes(sc, v),
+        ResponseCheck::BundleEntries(list) => {
+            let entries = v.get("entry").and_then(Value::as_array);
+            v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+                && list
+                    .iter()
+                    .all(|(i, c)| match entries.and_then(|es| es.get(*i)) {
+                        None => false,
+                        Some(e) => match e.get("resource") {
+                            None => true,
+                            Some(r) if is_outcome(r) => true,
+                            Some(r) => check_any(c, r),
+                        },
+                    })
+        }
+    }
+}
+
 fn is_outcome(v: &Value) -> bool {
     v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
 }
@@ -1405,24 +1540,7 @@ pub fn check_response(
     if !success && is_outcome(&v) {
         return Ok(());
     }
-    let ok = match check {
-        ResponseCheck::Resource(rc) => check_one(rc, &v),
-        ResponseCheck::BundleEntries(list) => {
-            let entries = v.get("entry").and_then(Value::as_array);
-            v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
-                && list
-                    .iter()
-                    .all(|(i, rc)| match entries.and_then(|es| es.get(*i)) {
-                        None => false,
-                        Some(e) => match e.get("resource") {
-                            None => true,
-                            Some(r) if is_outcome(r) => true,
-                            Some(r) => check_one(rc, r),
-                        },
-                    })
-        }
-    };
-    if ok {
+    if check_any(check, &v) {
         Ok(())
     } else {
         Err(foreign)
