@@ -313,3 +313,61 @@ def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
 
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return f"{b64(json.dumps(header).encode())}.{b64(body)}.{b64(signature)}"
+
+
+class Pki:
+    """A throwaway CA with a server certificate (127.0.0.1, api.example.test) and a client
+    certificate, written as PEM files; `client_x5t_s256` is the RFC 8705 §3.1 thumbprint."""
+
+    def __init__(self, directory: Path | None = None):
+        import base64
+        import datetime
+        import hashlib
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        self.dir = Path(directory or tempfile.mkdtemp(prefix="fapi-pki-"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def name(cn):
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+        def write_key(key, file):
+            (self.dir / file).write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.PKCS8,
+                                                            serialization.NoEncryption()))
+            return str(self.dir / file)
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = (x509.CertificateBuilder().subject_name(name("fapi-guard test CA")).issuer_name(name("fapi-guard test CA"))
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        self.ca = str(self.dir / "ca.pem")
+        (self.dir / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+        def leaf(cn, sans, usage, file):
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(now - datetime.timedelta(minutes=5))
+                    .not_valid_after(now + datetime.timedelta(days=1))
+                    .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                    .sign(ca_key, hashes.SHA256()))
+            (self.dir / f"{file}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            return cert, str(self.dir / f"{file}.pem"), write_key(key, f"{file}-key.pem")
+
+        _, self.server_cert, self.server_key = leaf(
+            "api.example.test", [x509.DNSName("api.example.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+            ExtendedKeyUsageOID.SERVER_AUTH, "server")
+        client, self.client_cert, self.client_key = leaf(
+            "client-1", [x509.UniformResourceIdentifier("spiffe://example.test/client-1")],
+            ExtendedKeyUsageOID.CLIENT_AUTH, "client")
+        der = client.public_bytes(serialization.Encoding.DER)
+        self.client_x5t_s256 = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()

@@ -83,7 +83,7 @@ impl SignatureVerifier for HostVerifier {
                         self.host_missing.set(true);
                     }
                     Err(status) => {
-                        // BadArgument: the host could not import the key/arguments. The key
+                        // BadArgument / InternalFailure: this call could not be served. The key
                         // passed our own checks, so software gives the right answer.
                         log::debug!("verify_signature failed ({status:?}); software fallback");
                     }

@@ -15,7 +15,11 @@
 //! ```
 //! `foreign.cc` parses the arguments, imports the key (`EVP_parse_public_key`), runs
 //! `EVP_DigestVerify` (BoringSSL) and returns `WasmResult::Ok` with a serialised
-//! `VerifySignatureResult`, or `BadArgument` when the arguments or key do not parse.
+//! `VerifySignatureResult`, or `BadArgument` when the arguments do not parse.
+//! Seen in Envoy 1.40 (probe filter): a valid signature returns `08 01`; a bad one returns
+//! `result` unset with `error = "Failed to verify digest. Error code: 0"`; an unparsable key
+//! or unknown hash also returns `Ok` with `result` unset (not `BadArgument`); a host without
+//! the function returns `NotFound`.
 //! BoringSSL verifies with whatever key it is given: callers must run
 //! [`check_key_for_alg`](super::verify::check_key_for_alg) first ([`host_verify_args`] does).
 

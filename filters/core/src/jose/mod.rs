@@ -10,5 +10,5 @@ pub mod verify;
 
 pub use alg::Alg;
 pub use jwk::{Jwk, Jwks, PublicKey};
-pub use jws::{CompactJws, JwsError};
+pub use jws::{CompactJws, JwsError, RawJws};
 pub use verify::{SignatureVerifier, SoftwareVerifier, VerifyError};
