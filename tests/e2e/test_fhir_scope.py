@@ -438,3 +438,39 @@ def test_bad_fhir_policy_refused_naming_field(upstream, issuer, mutate, field):
     with pytest.raises(RuntimeError) as err:
         Envoy(p, upstream.server_address[1], filters=["token", "fhir_scope"])
     assert f"`{field}`" in str(err.value), str(err.value)[-2000:]
+
+
+def test_host_without_header_hold(upstream, issuer, monkeypatch):
+    """Hosts that cannot hold headers while a Wasm filter reads the body (Istio's WasmPlugin
+    has no `allow_on_headers_stop_iteration`): with `hold_headers_while_buffering: false` the
+    filter still reads bodies; a refusal decided on a response resets the stream, and nothing
+    of the foreign resource reaches the client."""
+    import requests
+    import render
+
+    orig = render.wasm_filter
+
+    def without_hold(name, policy_json, wasm_dir):
+        f = orig(name, policy_json, wasm_dir)
+        f["typed_config"]["config"].pop("allow_on_headers_stop_iteration", None)
+        return f
+
+    monkeypatch.setattr(render, "wasm_filter", without_hold)
+    with Envoy(policy_for(issuer, hold_headers_while_buffering=False), upstream.server_address[1],
+               filters=["token", "fhir_scope"]) as e:
+        c = Client(e, issuer, "patient/*.cruds")
+        assert allowed(c("GET", "/fhir/Observation/obs-anna-hb"))["id"] == "obs-anna-hb"
+        try:
+            r = c("GET", "/fhir/Observation/obs-bjorn-hb")
+            assert r.status_code != 200 or "pat-bjorn" not in r.text, r.text
+            leaked = r.text
+        except requests.RequestException:
+            leaked = ""
+        assert "pat-bjorn" not in leaked and "15.4" not in leaked
+        # Request bodies are still read: a foreign bundle entry gets a proper 403.
+        denied(c("POST", "/fhir", body=batch("batch", ("GET", "Observation?subject=pat-bjorn", None))),
+               "bundle_entry_forbidden")
+        allowed(c("POST", "/fhir", body=batch("batch", ("GET", "Patient/pat-anna", None))))
+        allowed(c("POST", "/fhir/Observation", body=obs_body(ANNA)), 201)
+        denied(c("POST", "/fhir/Observation", body=obs_body(BJORN)), "write_outside_compartment")
+        assert e.counter("fhir_scope.denied.response_outside_grant") >= 1

@@ -233,7 +233,14 @@ impl HttpContext for FhirFilter {
             }
             Decision::NeedBody => {
                 self.buffering_request = true;
-                Action::Pause
+                if self.worker.fhir.hold_headers_while_buffering {
+                    Action::Pause
+                } else {
+                    // The host would not deliver the body to a paused filter: let the headers
+                    // go on and hold the body; a refusal then resets the upstream request
+                    // before it has its body.
+                    Action::Continue
+                }
             }
             d => self.apply(d),
         }
@@ -281,8 +288,13 @@ impl HttpContext for FhirFilter {
         if end_of_stream {
             return self.finish_response(&[]);
         }
-        // Hold the headers until the body has been checked.
-        Action::Pause
+        if self.worker.fhir.hold_headers_while_buffering {
+            // Hold the headers until the body has been checked.
+            Action::Pause
+        } else {
+            // Headers go on; the body is held. A refusal now resets the stream.
+            Action::Continue
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -58,6 +58,13 @@ pub struct FhirDoc {
     /// Largest request body the filter buffers (bundles, `_search` forms, writes).
     #[serde(default = "default_body")]
     pub max_request_body_bytes: usize,
+    /// The host holds HTTP headers while the filter reads the body: Envoy's Wasm
+    /// `PluginConfig.allow_on_headers_stop_iteration: true` (envoy/render.py sets it). Where a
+    /// host cannot (Istio's WasmPlugin has no such field), set `false`: bodies are then read
+    /// after the headers went on, and a refusal decided on a response body resets the stream
+    /// (the client gets no status and none of the body) instead of answering 403.
+    #[serde(default = "default_true")]
+    pub hold_headers_while_buffering: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +113,9 @@ fn default_patient_claim() -> String {
 fn default_body() -> usize {
     MIB
 }
+fn default_true() -> bool {
+    true
+}
 
 /// One allowed operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +139,7 @@ pub struct FhirPolicy {
     pub max_response_bytes: usize,
     pub hide_foreign_as_not_found: bool,
     pub max_request_body_bytes: usize,
+    pub hold_headers_while_buffering: bool,
 }
 
 impl FhirPolicy {
@@ -325,6 +336,7 @@ impl FhirDoc {
             max_response_bytes: self.response_check.max_body_bytes,
             hide_foreign_as_not_found: self.hide_foreign_as_not_found,
             max_request_body_bytes: self.max_request_body_bytes,
+            hold_headers_while_buffering: self.hold_headers_while_buffering,
         })
     }
 }
