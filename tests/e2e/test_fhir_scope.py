@@ -247,6 +247,17 @@ def test_type_history(envoy, issuer, anna):
     denied(anna("GET", "/fhir/Observation/_history"), "unsafe_search")
 
 
+def test_system_level_search_and_history(envoy, issuer, anna):
+    user = Client(envoy, issuer, "user/*.rs", patient=None)
+    b = allowed(user("GET", "/fhir?_type=Condition"))
+    assert ids(b) == ["Condition/cond-anna-1", "Condition/cond-bjorn-1"]
+    assert allowed(user("GET", "/fhir/_history"))["type"] == "history"
+    typed = Client(envoy, issuer, "user/Condition.rs", patient=None)
+    denied(typed("GET", "/fhir?_type=Condition,Observation"), "insufficient_scope")
+    denied(typed("GET", "/fhir/_history"), "insufficient_scope")
+    denied(anna("GET", "/fhir?_type=Condition"), "unsafe_search")
+
+
 # ---- writes ----
 
 def test_create_own_allowed_foreign_refused(anna):
@@ -266,6 +277,18 @@ def test_update_own_allowed_move_refused(anna):
         "resourceType": "Condition", "id": "cond-anna-1", "subject": {"reference": "Patient/pat-bjorn"},
         "code": {"text": "Asthma"}}), "write_outside_compartment")
     assert allowed(anna("GET", "/fhir/Condition/cond-anna-1"))["subject"]["reference"] == "Patient/pat-anna"
+
+
+def test_conditional_create_and_update_pinned(anna):
+    hdr = {"If-None-Exist": "identifier=urn:demo|bp-1&patient=pat-anna"}
+    body = obs_body(ANNA, "vital-signs")
+    body["identifier"] = [{"system": "urn:demo", "value": "bp-1"}]
+    assert anna("POST", "/fhir/Observation", body=body, headers=hdr).status_code in (200, 201)
+    denied(anna("POST", "/fhir/Observation", body=body, headers={"If-None-Exist": "identifier=urn:demo|bp-1"}),
+           "unsafe_search")
+    r = anna("PUT", "/fhir/Observation?identifier=urn:demo|bp-1&patient=pat-anna", body=body)
+    assert r.status_code in (200, 201), r.text
+    denied(anna("PUT", "/fhir/Observation?identifier=urn:demo|bp-1", body=body), "unsafe_search")
 
 
 def test_patch_status_allowed_subject_refused(anna):

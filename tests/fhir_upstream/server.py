@@ -103,6 +103,7 @@ REF_PARAMS = {"patient": ["subject", "patient"], "subject": ["subject"], "perfor
               "medication": ["medicationReference"], "general-practitioner": ["generalPractitioner"]}
 TYPES = ["Patient", "Observation", "Condition", "MedicationRequest", "Encounter", "DocumentReference",
          "Medication", "Practitioner"]
+TOKEN_PARAMS = {"category", "code", "status", "clinical-status", "type", "class", "intent", "gender", "identifier"}
 CONTROL = {"_count", "_sort", "_include", "_revinclude", "_format", "_summary", "_elements", "_pretty", "_total"}
 
 
@@ -126,7 +127,7 @@ def token_match(v, want):
     if isinstance(v, dict):
         if "coding" in v:
             return any(token_match(c, want) for c in v["coding"])
-        return (system is None or v.get("system") == system) and (not code or v.get("code") == code)
+        return (system is None or v.get("system") == system) and (not code or v.get("code", v.get("value")) == code)
     return False
 
 
@@ -179,8 +180,8 @@ class Store:
             text = json.dumps(r.get("name", []), ensure_ascii=False).lower()
             return any(v.lower() in text for v in values)
         field = r.get(camel(base))
-        if field is None:
-            return base not in ("category", "code", "status", "clinical-status", "type", "class", "intent", "gender")
+        if field is None:  # known token parameters: no match; unknown ones are ignored (lenient)
+            return base not in TOKEN_PARAMS
         return any(token_match(x, v) for x in as_list(field) for v in values)
 
     def search(self, rtype, params):
@@ -277,6 +278,14 @@ class Fhir:
                          "dpop_signing_alg_values_supported": ["ES256", "PS256", "EdDSA"]}, {}
         if not segs and m == "POST":
             return self.bundle(json.loads(body), headers)
+        if not segs and m == "GET":  # system search: `_type` or every type
+            types = [t for n, v in params if n == "_type" for t in v.split(",")] or TYPES
+            rest = [(n, v) for n, v in params if n != "_type"]
+            entries = [e for t in types if t in TYPES for e in st.search(t, rest)["entry"]]
+            return 200, {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}, {}
+        if segs == ["_history"] and m == "GET":
+            entries = [{"resource": r} for h in st.versions.values() for r in h if r]
+            return 200, {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries}, {}
         if len(segs) == 1 and segs[0] in TYPES:
             t = segs[0]
             if m == "GET":
