@@ -1,1 +1,214 @@
-//! STUB: being written.
+//! The DPoP filter: RFC 9449 proof-of-possession on every request (checklist §2), server
+//! nonces, the shared `jti` replay cache, and RFC 8705 certificate binding.
+//! Runs after the token filter and reads the verified token it left in filter state; the
+//! access token is never verified again. Thin: decisions are in `fapi_guard_core::dpop`.
+
+use std::rc::Rc;
+
+use fapi_guard_core::denial::Reason;
+use fapi_guard_core::dpop::policy::CertSource;
+use fapi_guard_core::dpop::replay::{self, SharedStore, StoreError};
+use fapi_guard_core::dpop::{
+    evaluate, ClientCert, DpopPolicy, DpopRequest, Outcome, ProofRequest, RequestTarget,
+};
+use fapi_guard_core::policy::Policy;
+use fapi_guard_host::{
+    clock, config, handoff, reply, request, stats::FilterStats, verify::HostVerifier,
+};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+
+const FILTER: &str = "dpop";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(DpopRoot::default()) });
+}}
+
+/// proxy-wasm shared data: one key-value store for every worker thread of this VM, with
+/// compare-and-swap versions. Backs the replay cache.
+struct SharedData;
+
+impl SharedStore for SharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Failed),
+        }
+    }
+}
+
+struct Worker {
+    policy: Rc<Policy>,
+    dpop: DpopPolicy,
+    stats: FilterStats,
+    verifier: HostVerifier,
+}
+
+#[derive(Default)]
+struct DpopRoot {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for DpopRoot {}
+
+impl RootContext for DpopRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(policy) = config::load_policy(FILTER, self.get_plugin_configuration()) else {
+            return false;
+        };
+        // No `dpop` section: the defaults (DPoP required, FAPI algs, 60 s / 10 s window).
+        let dpop = policy.dpop.clone().unwrap_or_default();
+        // Create every replay slot now, so that all later writes are CAS-protected
+        // (a write to a missing key cannot be; see `fapi_guard_core::dpop::replay`).
+        // Existing slots (another worker, or an earlier configuration) are kept.
+        let ns = fapi_guard_core::dpop::replay_namespace(&policy);
+        for slot in 0..dpop.replay.slots {
+            replay::ensure_slot(&SharedData, ns, slot);
+        }
+        self.worker = Some(Rc::new(Worker {
+            policy,
+            dpop,
+            stats: FilterStats::new(FILTER),
+            verifier: HostVerifier::new(true),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(DpopFilter {
+            worker,
+            nonce: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct DpopFilter {
+    worker: Rc<Worker>,
+    /// A fresh `DPoP-Nonce` to add to the upstream's response (RFC 9449 §9).
+    nonce: Option<String>,
+}
+
+impl DpopFilter {
+    fn header(&self, name: &str) -> String {
+        self.get_http_request_header(name).unwrap_or_default()
+    }
+
+    fn decide(&mut self) -> Action {
+        let w = self.worker.clone();
+        let method = self.header(":method");
+        let path = self.header(":path");
+        let scheme = self.header(":scheme");
+        let authority = self.header(":authority");
+        let dpop_values = request::header_values("dpop");
+        let dpop_headers: Vec<&str> = dpop_values.iter().map(String::as_str).collect();
+        // Checklist §2.8: forwarded headers are read only when the policy trusts them.
+        let (fwd_proto, fwd_host, fwd_prefix) = if w.dpop.trust_forwarded_headers {
+            (
+                request::header("x-forwarded-proto"),
+                request::header("x-forwarded-host"),
+                request::header("x-forwarded-prefix"),
+            )
+        } else {
+            (None, None, None)
+        };
+        let token = handoff::load_verified_token();
+        // The client certificate is read only for certificate-bound tokens, from the one
+        // source the policy names.
+        let (conn_digest, xfcc) = match token.as_ref().and_then(|t| t.cnf_x5t_s256.as_ref()) {
+            None => (None, None),
+            Some(_) => match w.dpop.cert_source {
+                CertSource::Connection => (
+                    request::property_string(vec!["connection", "sha256_peer_certificate_digest"]),
+                    None,
+                ),
+                CertSource::Xfcc => {
+                    let v = request::header_values("x-forwarded-client-cert");
+                    (None, (!v.is_empty()).then(|| v.join(",")))
+                }
+            },
+        };
+        let req = DpopRequest {
+            proof: ProofRequest {
+                method: &method,
+                target: RequestTarget {
+                    scheme: &scheme,
+                    authority: &authority,
+                    path: &path,
+                    forwarded_proto: fwd_proto.as_deref(),
+                    forwarded_host: fwd_host.as_deref(),
+                    forwarded_prefix: fwd_prefix.as_deref(),
+                },
+                dpop_headers: &dpop_headers,
+            },
+            client_cert: ClientCert {
+                connection_sha256_hex: conn_digest.as_deref(),
+                xfcc: xfcc.as_deref(),
+            },
+        };
+        let now = clock::now_seconds();
+        match evaluate(
+            &w.policy,
+            &w.dpop,
+            &req,
+            token.as_ref(),
+            &w.verifier,
+            &SharedData,
+            now,
+        ) {
+            Ok(Outcome::Public) => {
+                w.stats.public();
+                Action::Continue
+            }
+            Ok(Outcome::Accepted { nonce }) => {
+                w.stats.allowed();
+                self.nonce = nonce;
+                Action::Continue
+            }
+            Err(denial) => {
+                w.stats.denied(denial.reason);
+                let level = if denial.reason == Reason::DpopReplayCacheFull {
+                    LogLevel::Warn
+                } else {
+                    LogLevel::Info
+                };
+                let _ = proxy_wasm::hostcalls::log(
+                    level,
+                    &format!(
+                        "fapi_guard.{FILTER}: denied reason={} status={}",
+                        denial.reason.code(),
+                        denial.reason.status()
+                    ),
+                );
+                reply::send(&denial.reply(&w.policy, &w.dpop));
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl Context for DpopFilter {}
+
+impl HttpContext for DpopFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.decide()
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // RFC 9449 §9: a fresh nonce on successful responses too, so clients rotate smoothly.
+        if let Some(n) = self.nonce.take() {
+            self.set_http_response_header("dpop-nonce", Some(&n));
+        }
+        Action::Continue
+    }
+}

@@ -1,4 +1,171 @@
 //! RFC 9449 DPoP proof checks at a resource server (checklist §2), server nonces (§8/§9),
-//! the replay cache rule (§11.1) and RFC 8705 certificate binding. STUB: being written.
+//! the replay cache rule (§11.1) and RFC 8705 certificate binding.
+//!
+//! [`evaluate`] is the whole decision of the DPoP filter for one request: it runs after the
+//! token filter and works on the [`VerifiedToken`] that filter left in filter state; the
+//! access token itself is never parsed or verified again.
 
+pub mod htu;
+pub mod mtls;
+pub mod nonce;
 pub mod policy;
+pub mod proof;
+pub mod replay;
+
+use crate::claims::VerifiedToken;
+use crate::denial::{ChallengeContext, Reason, Reply, Scheme};
+use crate::jose::SignatureVerifier;
+use crate::policy::Policy;
+use crate::routes::Requirement;
+
+pub use htu::RequestTarget;
+pub use mtls::ClientCert;
+pub use policy::{DpopDoc, DpopPolicy};
+pub use proof::{check_proof, Binding, CheckedProof, ProofRequest};
+pub use replay::{SharedStore, StoreError};
+
+/// The request as the DPoP filter sees it.
+#[derive(Debug, Clone, Default)]
+pub struct DpopRequest<'a> {
+    pub proof: ProofRequest<'a>,
+    pub client_cert: ClientCert<'a>,
+}
+
+/// A request the DPoP filter lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The route needs no token: nothing to check.
+    Public,
+    /// Sender constraint checked (or not required for this unbound token).
+    Accepted {
+        /// A fresh server nonce to offer in the response's `DPoP-Nonce` (RFC 9449 §9).
+        nonce: Option<String>,
+    },
+}
+
+/// A refusal, with the nonce to send along when nonces are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    pub nonce: Option<String>,
+}
+
+impl Denial {
+    /// The reply (RFC 9449 §7.1: `WWW-Authenticate: DPoP error=..., algs="..."`).
+    pub fn reply(&self, policy: &Policy, dpop: &DpopPolicy) -> Reply {
+        let schemes: &[Scheme] = if policy.token.allow_bearer && !dpop.required {
+            &[Scheme::Dpop, Scheme::Bearer]
+        } else {
+            &[Scheme::Dpop]
+        };
+        Reason::reply(
+            self.reason,
+            &ChallengeContext {
+                schemes,
+                dpop_algs: &dpop.algs,
+                dpop_nonce: self.nonce.clone(),
+                required_scope: None,
+                detail: None,
+            },
+        )
+    }
+}
+
+/// The shared-data namespace of this API's replay cache.
+pub fn replay_namespace(policy: &Policy) -> &str {
+    &policy.api_name
+}
+
+/// The whole DPoP/mTLS decision for one request (checklist §2, RFC 8705 §3).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    policy: &Policy,
+    dpop: &DpopPolicy,
+    req: &DpopRequest<'_>,
+    token: Option<&VerifiedToken>,
+    verifier: &dyn SignatureVerifier,
+    store: &dyn SharedStore,
+    now: i64,
+) -> Result<Outcome, Denial> {
+    let fresh_nonce = || dpop.nonce.as_ref().map(|c| nonce::issue(c, now));
+    let deny = |reason: Reason| Denial {
+        reason,
+        // Any refusal may carry a fresh nonce (RFC 9449 §8.2 allows it on every response);
+        // `use_dpop_nonce` must.
+        nonce: fresh_nonce(),
+    };
+
+    if policy
+        .routes
+        .requirement(req.proof.method, req.proof.target.path)
+        == Requirement::None
+    {
+        return Ok(Outcome::Public);
+    }
+    let Some(token) = token else {
+        return Err(deny(Reason::NoVerifiedToken));
+    };
+
+    // §2.14 / RFC 9449 §7.2: a DPoP-bound token used as a Bearer token is refused
+    // (the token filter refuses it first; checked again so this filter never relies on order).
+    if token.cnf_jkt.is_some() && !token.dpop_scheme {
+        return Err(deny(Reason::BearerDowngrade));
+    }
+
+    // RFC 8705 §3: a certificate-bound token only with that certificate.
+    if let Some(x5t) = token.cnf_x5t_s256.as_deref() {
+        mtls::check_binding(x5t, dpop.cert_source, &req.client_cert).map_err(deny)?;
+    }
+
+    let needs_proof = dpop.required || token.dpop_scheme || token.cnf_jkt.is_some();
+    if !needs_proof {
+        return Ok(Outcome::Accepted {
+            nonce: fresh_nonce(),
+        });
+    }
+    if !token.dpop_scheme {
+        // The policy demands DPoP but the token came as Bearer.
+        return Err(deny(Reason::BearerDowngrade));
+    }
+    let Some(jkt) = token.cnf_jkt.as_deref() else {
+        return Err(deny(Reason::TokenNotDpopBound));
+    };
+
+    let checked = check_proof(
+        dpop,
+        &req.proof,
+        Binding {
+            ath: &token.token_sha256,
+            jkt,
+        },
+        verifier,
+        now,
+    )
+    .map_err(deny)?;
+
+    // §2.10 / RFC 9449 §11.1: `jti` not seen within the window; recorded until the proof's
+    // `iat` leaves the window.
+    let digest = replay::JtiDigest::new(&dpop.replay_key, &checked.jkt, &checked.jti);
+    let expires_at = checked.iat.saturating_add(dpop.iat_past);
+    replay::check_and_record(
+        store,
+        dpop.replay,
+        replay_namespace(policy),
+        digest,
+        expires_at,
+        now,
+    )
+    .map_err(|e| {
+        deny(match e {
+            replay::ReplayError::Replay => Reason::DpopReplay,
+            // Full or store unusable: fail closed (see replay.rs).
+            replay::ReplayError::Full | replay::ReplayError::Unavailable => {
+                Reason::DpopReplayCacheFull
+            }
+        })
+    })?;
+
+    Ok(Outcome::Accepted {
+        nonce: fresh_nonce(),
+    })
+}

@@ -1,0 +1,207 @@
+//! One DPoP proof at a resource server: RFC 9449 §4.3 and §7.1, checklist §2 items 1–13, 16.
+//!
+//! Cost per request: one JSON parse of the proof, one signature check (through whatever
+//! [`SignatureVerifier`] the caller passes: the host's fast path in Envoy), one SHA-256 for the
+//! JWK thumbprint. The access token is not touched: its `ath` value was computed once by the
+//! token filter (`VerifiedToken::token_sha256`).
+
+use serde_json::{Map, Value};
+
+use super::htu::{htu_matches, RequestTarget};
+use super::nonce;
+use super::policy::DpopPolicy;
+use crate::denial::Reason;
+use crate::jose::jwk::JwkError;
+use crate::jose::verify::{check_key_for_alg, VerifyError};
+use crate::jose::{Alg, CompactJws, Jwk, JwsError, SignatureVerifier, SoftwareVerifier};
+
+/// The request as the DPoP check sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ProofRequest<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    pub target: RequestTarget<'a>,
+    /// Every `DPoP` request header value (names compared case-insensitively by the caller).
+    pub dpop_headers: &'a [&'a str],
+}
+
+/// What the proof must be bound to (from the verified access token).
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// base64url(SHA-256(access token)) = the expected `ath`.
+    pub ath: &'a str,
+    /// The token's `cnf.jkt`.
+    pub jkt: &'a str,
+}
+
+/// A proof that passed every check except the replay cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedProof {
+    pub jti: String,
+    pub iat: i64,
+    /// RFC 7638 thumbprint of the proof key (= `cnf.jkt`).
+    pub jkt: String,
+}
+
+/// JWK members that only a private (or symmetric) key has (RFC 7518 §6.2.2, §6.3.2, §6.4;
+/// RFC 8037 §2). RFC 9449 §4.3 step 7: the proof's `jwk` must not carry a private key.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+fn str_member<'m>(m: &'m Map<String, Value>, name: &str) -> Result<&'m str, Reason> {
+    match m.get(name) {
+        None | Some(Value::Null) => Err(Reason::DpopMissingMember),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(_) => Err(Reason::DpopMalformed),
+    }
+}
+
+/// NumericDate (RFC 7519 §2): a JSON number, possibly non-integer; taken as whole seconds.
+fn numeric_date(m: &Map<String, Value>, name: &str) -> Result<i64, Reason> {
+    match m.get(name) {
+        None | Some(Value::Null) => Err(Reason::DpopMissingMember),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i)
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(f.floor() as i64),
+                    _ => Err(Reason::DpopMalformed),
+                }
+            }
+        }
+        Some(_) => Err(Reason::DpopMalformed),
+    }
+}
+
+/// Maps a `CompactJws::parse` refusal to its reason. A missing `alg` is a missing member
+/// (§2.2), any other `alg` problem is §2.4.
+fn jws_error(compact: &str, e: JwsError) -> Reason {
+    match e {
+        JwsError::Malformed | JwsError::UnsupportedCrit => Reason::DpopMalformed,
+        JwsError::BadAlg => {
+            let header = compact
+                .split('.')
+                .next()
+                .and_then(crate::b64::decode)
+                .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok());
+            match header {
+                Some(h) if !h.contains_key("alg") => Reason::DpopMissingMember,
+                Some(_) => Reason::DpopAlgNotAllowed,
+                None => Reason::DpopMalformed,
+            }
+        }
+    }
+}
+
+/// Checks one DPoP proof (everything but `jti` replay). `Err` carries the stable reason.
+pub fn check_proof(
+    policy: &DpopPolicy,
+    req: &ProofRequest<'_>,
+    binding: Binding<'_>,
+    verifier: &dyn SignatureVerifier,
+    now: i64,
+) -> Result<CheckedProof, Reason> {
+    // §2.1 / RFC 9449 §4.3 step 1: exactly one DPoP header.
+    let compact = match req.dpop_headers {
+        [] => return Err(Reason::DpopMissing),
+        [one] => one.trim(),
+        _ => return Err(Reason::DpopMultiple),
+    };
+    if compact.is_empty() {
+        return Err(Reason::DpopMissing);
+    }
+    // §2.1 / step 2: a well-formed JWS (refuses `none`, HMAC, unknown `crit`).
+    let jws = CompactJws::parse(compact).map_err(|e| jws_error(compact, e))?;
+
+    // §2.2 / step 3: required header members and claims (presence and type).
+    let typ = str_member(&jws.header, "typ")?;
+    let jwk_value = match jws.header.get("jwk") {
+        None | Some(Value::Null) => return Err(Reason::DpopMissingMember),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(Reason::DpopBadJwk),
+    };
+    let jti = str_member(&jws.payload, "jti")?;
+    let htm = str_member(&jws.payload, "htm")?;
+    let htu = str_member(&jws.payload, "htu")?;
+    let iat = numeric_date(&jws.payload, "iat")?;
+    // RFC 9449 §7.1 / §4.3 step 12: `ath` is required at a resource server.
+    let ath = str_member(&jws.payload, "ath")?;
+
+    // §2.3 / step 4: `typ` exactly `dpop+jwt`.
+    if typ != "dpop+jwt" {
+        return Err(Reason::DpopBadTyp);
+    }
+    // §2.4 / step 5: asymmetric and on the allow-list (`Ed25519` = EdDSA, already mapped).
+    if !policy.algs.contains(&jws.alg) {
+        return Err(Reason::DpopAlgNotAllowed);
+    }
+    // §2.5 / step 7: a public key only.
+    if let Value::Object(o) = jwk_value {
+        if PRIVATE_MEMBERS.iter().any(|m| o.contains_key(*m)) {
+            return Err(Reason::DpopPrivateKey);
+        }
+    }
+    let jwk = Jwk::from_json(jwk_value).map_err(|e| match e {
+        JwkError::PrivateKey => Reason::DpopPrivateKey,
+        _ => Reason::DpopBadJwk,
+    })?;
+    if let Some(a) = jwk.alg.as_deref() {
+        if Alg::parse(a) != Some(jws.alg) {
+            return Err(Reason::DpopBadJwk);
+        }
+    }
+    check_key_for_alg(jws.alg, &jwk.key).map_err(|_| Reason::DpopBadJwk)?;
+
+    // §2.6 / step 6: the signature verifies with that key.
+    let input = jws.signing_input.as_bytes();
+    let verified = match verifier.verify(jws.alg, &jwk.key, input, &jws.signature) {
+        Err(VerifyError::Unsupported) => {
+            SoftwareVerifier.verify(jws.alg, &jwk.key, input, &jws.signature)
+        }
+        other => other,
+    };
+    match verified {
+        Ok(()) => {}
+        Err(VerifyError::KeyMismatch) => return Err(Reason::DpopBadJwk),
+        Err(_) => return Err(Reason::DpopBadSignature),
+    }
+
+    // §2.7 / step 8: `htm` equals the method (case-sensitive, RFC 9110 §9.1).
+    if htm != req.method {
+        return Err(Reason::DpopHtmMismatch);
+    }
+    // §2.8 / step 9: `htu` names this request (normalised; query/fragment ignored).
+    if !htu_matches(policy, &req.target, htu) {
+        return Err(Reason::DpopHtuMismatch);
+    }
+    // §2.9 / step 11: `iat` within the acceptance window.
+    if iat < now.saturating_sub(policy.iat_past) || iat > now.saturating_add(policy.iat_future) {
+        return Err(Reason::DpopIatOutOfWindow);
+    }
+    // §2.11 / step 12.1: `ath` is the hash of the presented token.
+    if ath != binding.ath {
+        return Err(Reason::DpopAthMismatch);
+    }
+    // §2.12 / step 12.2 and §6.1: the proof key is the one the token is bound to.
+    let jkt = jwk.key.thumbprint_s256();
+    if jkt != binding.jkt {
+        return Err(Reason::DpopJktMismatch);
+    }
+    // §2.13 / step 10 and §9: a current server nonce, where the policy turns nonces on.
+    // Checked last, so `use_dpop_nonce` means "only the nonce was missing".
+    if let Some(cfg) = &policy.nonce {
+        let ok = match jws.payload.get("nonce") {
+            Some(Value::String(n)) => nonce::verify(cfg, n, now),
+            _ => false,
+        };
+        if !ok {
+            return Err(Reason::DpopNonceRequired);
+        }
+    }
+    // §2.16: every other header member and claim is ignored.
+    Ok(CheckedProof {
+        jti: jti.to_string(),
+        iat,
+        jkt,
+    })
+}

@@ -1,0 +1,231 @@
+//! The `jti` replay cache rule (RFC 9449 §11.1; checklist §2.10), as pure logic over a
+//! key-value store with compare-and-swap, so that the filter can back it with proxy-wasm
+//! shared data (one store for all Envoy worker threads of the VM).
+//!
+//! # Layout
+//! A fixed number of *slots* (policy `replay_cache.slots`), each one shared-data key
+//! `fapi_guard.dpop.<api>.<slot>`. A slot's value is a short list of entries
+//! `(digest: 16 bytes, expires_at: i64 big-endian)`, at most `entries_per_slot` of them.
+//! The digest is SHA-256 over the proof key's thumbprint and the `jti` (keyed with a secret
+//! from the policy when one is configured, so a client cannot aim its `jti`s at one slot);
+//! the slot is the digest modulo the number of slots.
+//! Memory is bounded by `slots × entries_per_slot × 24` bytes plus Envoy's per-key overhead.
+//!
+//! # Eviction rule
+//! An entry lives until `expires_at = iat + iat_window_past_seconds`: after that the proof's
+//! `iat` is outside the acceptance window and the proof is refused by the `iat` check anyway,
+//! so the entry is no longer needed. Expired entries are dropped whenever their slot is
+//! written. Nothing else is ever evicted.
+//!
+//! # When a slot is full
+//! If a slot already holds `entries_per_slot` live entries, the new proof is **refused**
+//! (`dpop_replay_cache_full`, 503), not accepted: accepting it without recording its `jti`
+//! would let that proof be replayed freely for the whole window, and evicting a live entry
+//! would re-open an earlier proof for replay, and an attacker able to fill a slot could use
+//! either to replay a captured proof. The refusal is short-lived (entries expire within the
+//! window), visible in stats, and the client retries with a new proof (new `jti`, likely
+//! another slot). Size the cache for the peak rate: `slots × entries_per_slot` several times
+//! larger than (requests per second × (past + future window)).
+//!
+//! # Concurrency
+//! Each insert is read, modify, write-with-CAS; a CAS conflict (another worker wrote the same
+//! slot in between) retries. Two workers racing on the same `jti` therefore cannot both
+//! succeed: the second one reads the first one's entry. The filter creates every slot at
+//! configuration time, because a write to a *missing* key cannot be CAS-protected in the
+//! proxy-wasm ABI; a slot that is still missing is created with a plain write.
+
+use sha2::{Digest, Sha256};
+
+use super::policy::ReplayConfig;
+
+/// A key-value store with compare-and-swap versions (proxy-wasm shared data).
+pub trait SharedStore {
+    /// The value and its version; `(None, None)` when the key does not exist.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Writes `value`. With `cas`, only if the key's version is still `cas`.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// The key changed since it was read.
+    CasMismatch,
+    /// Any other host failure.
+    Failed,
+}
+
+/// Why a `jti` was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayError {
+    /// Seen within the window: a replay.
+    Replay,
+    /// The slot holds `entries_per_slot` live entries: refuse (see module doc).
+    Full,
+    /// CAS kept failing, or the store failed: cannot record, so refuse (fail closed).
+    Unavailable,
+}
+
+const ENTRY_LEN: usize = 24;
+const DIGEST_LEN: usize = 16;
+/// CAS retries before giving up; each conflict means another worker wrote this very slot.
+const MAX_ATTEMPTS: usize = 16;
+
+/// Identifies one proof in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JtiDigest([u8; DIGEST_LEN]);
+
+impl JtiDigest {
+    /// Digest of (proof key thumbprint, `jti`), keyed with `key` (may be empty).
+    pub fn new(key: &[u8], jkt: &str, jti: &str) -> JtiDigest {
+        let mut h = Sha256::new();
+        h.update(b"fapi-guard/dpop-jti/v1\0");
+        h.update((key.len() as u64).to_be_bytes());
+        h.update(key);
+        h.update((jkt.len() as u64).to_be_bytes());
+        h.update(jkt.as_bytes());
+        h.update(jti.as_bytes());
+        let full = h.finalize();
+        let mut d = [0u8; DIGEST_LEN];
+        d.copy_from_slice(&full[..DIGEST_LEN]);
+        JtiDigest(d)
+    }
+
+    fn slot(&self, slots: u32) -> u32 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        (u64::from_be_bytes(b) % u64::from(slots.max(1))) as u32
+    }
+}
+
+/// The shared-data key of one slot.
+pub fn slot_key(namespace: &str, slot: u32) -> String {
+    format!("fapi_guard.dpop.{namespace}.{slot}")
+}
+
+fn parse(value: &[u8]) -> Vec<([u8; DIGEST_LEN], i64)> {
+    // Only complete entries; a torn tail (never written by this code) is dropped.
+    value
+        .chunks_exact(ENTRY_LEN)
+        .map(|c| {
+            let mut d = [0u8; DIGEST_LEN];
+            d.copy_from_slice(&c[..DIGEST_LEN]);
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&c[DIGEST_LEN..]);
+            (d, i64::from_be_bytes(e))
+        })
+        .collect()
+}
+
+fn encode(entries: &[([u8; DIGEST_LEN], i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for (d, e) in entries {
+        out.extend_from_slice(d);
+        out.extend_from_slice(&e.to_be_bytes());
+    }
+    out
+}
+
+/// Records `digest` until `expires_at`, or says why not. One read and one write of one slot
+/// in the common case.
+pub fn check_and_record(
+    store: &dyn SharedStore,
+    cfg: ReplayConfig,
+    namespace: &str,
+    digest: JtiDigest,
+    expires_at: i64,
+    now: i64,
+) -> Result<(), ReplayError> {
+    let key = slot_key(namespace, digest.slot(cfg.slots));
+    let cap = cfg.entries_per_slot as usize;
+    for _ in 0..MAX_ATTEMPTS {
+        let (value, cas) = store.get(&key);
+        let mut entries = parse(value.as_deref().unwrap_or_default());
+        // Eviction rule: an entry past its expiry is no longer needed.
+        entries.retain(|(_, exp)| *exp >= now);
+        if entries.iter().any(|(d, _)| *d == digest.0) {
+            return Err(ReplayError::Replay);
+        }
+        if entries.len() >= cap {
+            return Err(ReplayError::Full);
+        }
+        entries.push((digest.0, expires_at));
+        match store.set(&key, &encode(&entries), cas) {
+            Ok(()) => return Ok(()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Failed) => return Err(ReplayError::Unavailable),
+        }
+    }
+    Err(ReplayError::Unavailable)
+}
+
+/// Creates slot `slot` empty if it does not exist yet (the filter calls this for every slot
+/// at configuration time, so later writes are all CAS-protected). Returns whether it wrote.
+pub fn ensure_slot(store: &dyn SharedStore, namespace: &str, slot: u32) -> bool {
+    let key = slot_key(namespace, slot);
+    match store.get(&key) {
+        (Some(_), _) => false,
+        (None, _) => store.set(&key, &[], None).is_ok(),
+    }
+}
+
+/// An in-memory [`SharedStore`] with Envoy's CAS semantics, for tests and native tools.
+/// Keys to (value, version), and the last version handed out.
+type Versioned = (std::collections::HashMap<String, (Vec<u8>, u32)>, u32);
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: std::sync::Mutex<Versioned>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|g| g.0.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Total bytes held in values.
+    pub fn value_bytes(&self) -> usize {
+        self.inner
+            .lock()
+            .map(|g| g.0.values().map(|(v, _)| v.len()).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.inner.lock() {
+            Ok(g) => match g.0.get(key) {
+                Some((v, c)) => (Some(v.clone()), Some(*c)),
+                None => (None, None),
+            },
+            Err(_) => (None, None),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        let mut g = self.inner.lock().map_err(|_| StoreError::Failed)?;
+        // Envoy: versions start at 1 and never 0; a CAS on a missing key is not checked.
+        g.1 = g.1.wrapping_add(1).max(1);
+        let next = g.1;
+        match g.0.get_mut(key) {
+            Some(entry) => {
+                if let Some(c) = cas {
+                    if c != 0 && c != entry.1 {
+                        return Err(StoreError::CasMismatch);
+                    }
+                }
+                *entry = (value.to_vec(), next);
+            }
+            None => {
+                g.0.insert(key.to_string(), (value.to_vec(), next));
+            }
+        }
+        Ok(())
+    }
+}
