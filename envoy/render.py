@@ -13,7 +13,13 @@ Istio makes of a WasmPlugin's `pluginConfig`) and `fail_open: false` (WasmPlugin
 Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
                  [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
                  [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
-                 [--tls-cert F --tls-key F [--client-ca F]] [--out FILE]
+                 [--tls-cert F --tls-key F [--client-ca F]] [--vm-env K=V ...]
+                 [--direct-response] [--out FILE]
+
+--vm-env sets a Wasm VM environment variable on every filter (Envoy
+`vm_config.environment_variables.key_values`; e.g. FAPI_GUARD_VERIFIER=software).
+--direct-response makes the route answer 200 itself instead of proxying to `api`
+(benchmarks: measure the filters, not an upstream).
 """
 import argparse
 import json
@@ -30,8 +36,8 @@ FILTER_WASM = {
 ORDER = ["token", "dpop", "fhir_scope"]
 
 
-def wasm_filter(name, policy_json, wasm_dir):
-    return {
+def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
+    f = {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -56,6 +62,9 @@ def wasm_filter(name, policy_json, wasm_dir):
             },
         },
     }
+    if vm_env:
+        f["typed_config"]["config"]["vm_config"]["environment_variables"] = {"key_values": dict(vm_env)}
+    return f
 
 
 def address(host, port):
@@ -116,22 +125,29 @@ def downstream_tls(cert, key, client_ca):
 
 
 def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
-           tls_cert=None, tls_key=None, client_ca=None):
+           tls_cert=None, tls_key=None, client_ca=None, vm_env=None, direct_response=False,
+           forward_client_cert=None):
+    """`forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
+    sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
+    (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC."""
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": f"inbound_{api}",
         "codec_type": "AUTO",
+        **({"forward_client_cert_details": forward_client_cert} if forward_client_cert else {}),
         "route_config": {
             "name": "inbound",
             "virtual_hosts": [{
                 "name": "api",
                 "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "api", "timeout": "15s"}}],
+                "routes": [{"match": {"prefix": "/"},
+                            **({"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+                               if direct_response else {"route": {"cluster": "api", "timeout": "15s"}})}],
             }],
         },
-        "http_filters": [wasm_filter(f, policy_json, wasm_dir) for f in ORDER if f in filters]
+        "http_filters": [wasm_filter(f, policy_json, wasm_dir, vm_env) for f in ORDER if f in filters]
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
@@ -225,6 +241,10 @@ def parse_args(argv=None):
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--client-ca")
+    ap.add_argument("--forward-client-cert", help="forward_client_cert_details, e.g. APPEND_FORWARD")
+    ap.add_argument("--vm-env", action="append", default=[], metavar="K=V",
+                    help="Wasm VM environment variable for every filter (repeatable)")
+    ap.add_argument("--direct-response", action="store_true", help="route answers 200 itself (benchmarks)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     if not a.all and not a.policy:
@@ -235,6 +255,12 @@ def parse_args(argv=None):
         ap.error(f"--filters: unknown filter(s) {unknown}; known: {ORDER}")
     if bool(a.tls_cert) != bool(a.tls_key):
         ap.error("--tls-cert and --tls-key go together")
+    a.vm_env_dict = {}
+    for kv in a.vm_env:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            ap.error(f"--vm-env: expected K=V, got {kv!r}")
+        a.vm_env_dict[k] = v
     return a
 
 
@@ -245,7 +271,8 @@ def render_text(a, root="."):
         policy = json.load(f)
     filters = a.filter_list
     cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port,
-                 a.jwks_address, a.tls_cert, a.tls_key, a.client_ca)
+                 a.jwks_address, a.tls_cert, a.tls_key, a.client_ca, a.vm_env_dict or None, a.direct_response,
+                 a.forward_client_cert)
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
     return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)

@@ -70,13 +70,14 @@ class Envoy:
 
     def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
                  concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
-                 log_level: str = "info"):
+                 log_level: str = "info", forward_client_cert: str | None = None):
         self.policy = policy
         self.dir = Path(tempfile.mkdtemp(prefix="fapi-envoy-"))
         self.port = free_port()
         self.admin_port = free_port()
         cfg = render.render(policy, list(filters), str(build_wasm()), self.port, upstream_port, self.admin_port,
-                            jwks_address, *(tls or {}).get("args", (None, None, None)))
+                            jwks_address, *(tls or {}).get("args", (None, None, None)),
+                            forward_client_cert=forward_client_cert)
         self.config_path = self.dir / "envoy.json"
         self.config_path.write_text(json.dumps(cfg))
         self.log_path = self.dir / "envoy.log"

@@ -696,31 +696,15 @@ class EdgeGateway:
         self._log.close()
 
 
-@pytest.fixture
-def sidecar_forwards_xfcc(monkeypatch):
-    """The sidecar's connection manager forwards the gateway's XFCC. In Istio the gateway ->
-    sidecar hop is mesh mTLS and the sidecar's `APPEND_FORWARD` keeps XFCC (appending the
-    gateway's own element after the client's); this test hop is plain HTTP, where
-    `APPEND_FORWARD` drops the header, so `ALWAYS_FORWARD_ONLY` stands in for it. Envoy's
-    default (`SANITIZE`) would drop it before the filters see it."""
-    import render
-
-    original = render.render
-
-    def patched(*args, **kwargs):
-        cfg = original(*args, **kwargs)
-        for listener in cfg["static_resources"]["listeners"]:
-            for chain in listener["filter_chains"]:
-                for f in chain["filters"]:
-                    f["typed_config"]["forward_client_cert_details"] = "ALWAYS_FORWARD_ONLY"
-        return cfg
-
-    monkeypatch.setattr(render, "render", patched)
+# The sidecar forwards the gateway's XFCC. In Istio the gateway -> sidecar hop is mesh mTLS
+# and the sidecar's `APPEND_FORWARD` keeps XFCC; this test hop is plain HTTP, where
+# `APPEND_FORWARD` drops the header, so `ALWAYS_FORWARD_ONLY` stands in for it. Envoy's
+# default (`SANITIZE`) would drop it before the filters see it.
+SIDECAR_FORWARDS_XFCC = "ALWAYS_FORWARD_ONLY"
 
 
 @pytest.mark.parametrize("origin_rule", ["public_origins", "trusted_forwarded_headers"])
-def test_behind_gateway_public_htu_and_xfcc_certificate_binding(upstream, issuer, tmp_path, sidecar_forwards_xfcc,
-                                                               origin_rule):
+def test_behind_gateway_public_htu_and_xfcc_certificate_binding(upstream, issuer, tmp_path, origin_rule):
     from harness import Pki, free_port
 
     pki = Pki(tmp_path)
@@ -732,7 +716,7 @@ def test_behind_gateway_public_htu_and_xfcc_certificate_binding(upstream, issuer
     else:
         dpop["trust_forwarded_headers"] = True  # the gateway sets X-Forwarded-Proto/-Host
     p = make_policy(issuer, dpop, name=f"dpop-gw-chain-{origin_rule}")
-    with Envoy(p, upstream.port, filters=["token", "dpop"]) as sidecar:
+    with Envoy(p, upstream.port, filters=["token", "dpop"], forward_client_cert=SIDECAR_FORWARDS_XFCC) as sidecar:
         gw = EdgeGateway(gw_port, sidecar.port, pki)
         try:
             client = JoseProofs("ES256")

@@ -29,6 +29,9 @@ pub struct IssuerKeys {
     pub document: Option<Vec<u8>>,
     pub last_success: Option<i64>,
     pub last_attempt: Option<i64>,
+    /// Last fetch triggered by an unknown `kid` (the rate limit counts only those, so the
+    /// first rotation after start is picked up at once).
+    pub last_kid_refetch: Option<i64>,
     pub consecutive_failures: u32,
 }
 
@@ -47,10 +50,15 @@ impl IssuerKeys {
 
     /// Whether an unknown `kid` may trigger a fetch now (rate limit).
     pub fn kid_refetch_allowed(&self, now: i64, remote: &RemoteJwks) -> bool {
-        match self.last_attempt {
+        match self.last_kid_refetch {
             None => true,
             Some(t) => now - t >= remote.min_refetch_seconds as i64,
         }
+    }
+
+    /// Records a fetch triggered by an unknown `kid`.
+    pub fn note_kid_refetch(&mut self, now: i64) {
+        self.last_kid_refetch = Some(now);
     }
 
     /// Exponential backoff after failures: 1, 2, 4 ... seconds, capped at the refresh period.
@@ -216,8 +224,16 @@ mod tests {
         );
         assert!(!k.fetch_due(2, &r));
         assert!(k.fetch_due(3, &r), "2 s backoff after two failures");
-        assert!(!k.kid_refetch_allowed(10, &r));
-        assert!(k.kid_refetch_allowed(31, &r));
+        assert!(
+            k.kid_refetch_allowed(10, &r),
+            "the first unknown kid may refetch"
+        );
+        k.note_kid_refetch(10);
+        assert!(
+            !k.kid_refetch_allowed(39, &r),
+            "then at most once per min_refetch_seconds"
+        );
+        assert!(k.kid_refetch_allowed(40, &r));
     }
 
     #[test]

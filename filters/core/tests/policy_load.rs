@@ -1,5 +1,10 @@
 //! Every committed policy loads; broken ones are refused with the field named.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use fapi_guard_core::policy::Policy;
 use serde_json::{json, Value};

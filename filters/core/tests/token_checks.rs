@@ -1,7 +1,12 @@
 //! Checklist §1 as a table: each case mutates a known-good token (header, claims, scheme,
 //! clock) and names the expected outcome. Tokens are signed here with `p256` (ES256);
 //! the decoded content of the base token is in `base_claims` below.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use fapi_guard_core::b64;
 use fapi_guard_core::cache::TokenCache;

@@ -6,8 +6,13 @@
 //! A host without the function (`NotFound`) is remembered and never asked again; every other
 //! host failure falls back to software for that call. The key/alg check runs before any host
 //! call: BoringSSL verifies with whatever key it is handed.
+//!
+//! Counters `fapi_guard.verify.host` / `fapi_guard.verify.software` say which path verified
+//! each signature (the benchmark reads them to prove the path it measured). The Wasm VM
+//! environment variable `FAPI_GUARD_VERIFIER=software` forces the software path
+//! ([`HostVerifier::from_env`]; Envoy `vm_config.environment_variables.key_values`).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 
 use fapi_guard_core::jose::host_args::{
     decode_verify_signature_result, host_verify_args, VERIFY_SIGNATURE_FUNCTION,
@@ -15,7 +20,7 @@ use fapi_guard_core::jose::host_args::{
 use fapi_guard_core::jose::verify::check_key_for_alg;
 use fapi_guard_core::jose::{Alg, PublicKey, SignatureVerifier, SoftwareVerifier, VerifyError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use proxy_wasm::types::{MetricType, Status};
 
 /// Verifier for the filters: host first for ES256/RS256, software otherwise.
 /// One per root/HTTP context (the Wasm VM is single-threaded; `Cell` is enough).
@@ -23,7 +28,12 @@ use proxy_wasm::types::Status;
 pub struct HostVerifier {
     prefer_host: bool,
     host_missing: Cell<bool>,
+    /// Metric ids (host, software), defined on first verification.
+    metrics: OnceCell<(Option<u32>, Option<u32>)>,
 }
+
+/// Wasm VM environment variable that selects the verifier (`software` forces it).
+pub const VERIFIER_ENV: &str = "FAPI_GUARD_VERIFIER";
 
 impl Default for HostVerifier {
     fn default() -> Self {
@@ -37,6 +47,38 @@ impl HostVerifier {
         HostVerifier {
             prefer_host,
             host_missing: Cell::new(false),
+            metrics: OnceCell::new(),
+        }
+    }
+
+    /// Host first unless the VM environment says `FAPI_GUARD_VERIFIER=software` (read through
+    /// WASI `environ_get`; unset or `host` = host first).
+    pub fn from_env() -> Self {
+        let prefer_host = match std::env::var(VERIFIER_ENV).as_deref() {
+            Ok("software") => {
+                log::info!("{VERIFIER_ENV}=software: software signature verification only");
+                false
+            }
+            Ok("host") | Err(_) => true,
+            Ok(_) => {
+                log::warn!("{VERIFIER_ENV}: unknown value (use host or software); using host");
+                true
+            }
+        };
+        HostVerifier::new(prefer_host)
+    }
+
+    /// Counts one verification on the host (`true`) or software path: one host call.
+    fn count(&self, host: bool) {
+        let (h, s) = *self.metrics.get_or_init(|| {
+            let define = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+            (
+                define("fapi_guard.verify.host"),
+                define("fapi_guard.verify.software"),
+            )
+        });
+        if let Some(id) = if host { h } else { s } {
+            let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
@@ -64,8 +106,14 @@ impl SignatureVerifier for HostVerifier {
                         // No bytes = the all-default result message: `result = false`.
                         let out = out.unwrap_or_default();
                         match decode_verify_signature_result(&out) {
-                            Some(r) if r.result => return Ok(()),
-                            Some(_) => return Err(VerifyError::BadSignature),
+                            Some(r) => {
+                                self.count(true);
+                                return if r.result {
+                                    Ok(())
+                                } else {
+                                    Err(VerifyError::BadSignature)
+                                };
+                            }
                             None => {
                                 log::warn!(
                                     "verify_signature returned an undecodable result; \
@@ -90,6 +138,7 @@ impl SignatureVerifier for HostVerifier {
                 }
             }
         }
+        self.count(false);
         SoftwareVerifier.verify(alg, key, signing_input, signature)
     }
 }

@@ -169,7 +169,7 @@ impl RootContext for TokenRoot {
             ring: RefCell::new(KeyRing::new(&policy)),
             cache: RefCell::new(TokenCache::new(policy.token.cache_max_entries)),
             stats: FilterStats::new(FILTER),
-            verifier: HostVerifier::new(true),
+            verifier: HostVerifier::from_env(),
             seen_cas: RefCell::new(vec![None; n]),
             in_flight: RefCell::new(vec![false; n]),
             policy,
@@ -299,6 +299,9 @@ impl TokenFilter {
                         };
                         match call {
                             Some(t) => {
+                                if let Some(k) = w.ring.borrow_mut().issuers.get_mut(i) {
+                                    k.note_kid_refetch(now);
+                                }
                                 self.waiting_fetch = Some((t, i));
                                 self.retry_token = Some((scheme, token_str));
                                 Outcome::Wait
