@@ -45,6 +45,11 @@ def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
                 "name": f"fapi_{name}",
                 "root_id": f"fapi_{name}",
                 "fail_open": False,
+                # Let a Pause from on_http_{request,response}_headers hold the headers while
+                # the body is still delivered to the filter (proxy-wasm-cpp-host #434). The
+                # FHIR scope filter needs it to read bundles and check responses before any
+                # of them is forwarded.
+                **({"allow_on_headers_stop_iteration": True} if name == "fhir_scope" else {}),
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": policy_json,

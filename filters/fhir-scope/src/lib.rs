@@ -1,1 +1,340 @@
-//! STUB: being written.
+//! The FHIR scope filter (checklist §3): SMART v1/v2 scopes against the FHIR REST
+//! interaction, and patient-compartment enforcement (BOLA). Runs after the token filter and
+//! reads the verified token it left in filter state. Thin: decisions are in
+//! `fapi_guard_core::fhir`; this file buffers bodies and moves data.
+//!
+//! - Request: `decide` on the headers; if it needs the body (bundle, `_search` form, writes
+//!   under a patient grant), the body is buffered (up to `max_request_body_bytes`) and the
+//!   decision is made at end of stream.
+//! - Response: for reads the request cannot decide, the response headers are held and the
+//!   body buffered (up to `response_check.max_body_bytes`); at end of stream it is passed
+//!   unchanged or replaced as a whole by the denial (nothing of the body reaches the client).
+
+use std::rc::Rc;
+
+use fapi_guard_core::claims::VerifiedToken;
+use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::fhir::interaction::classify;
+use fapi_guard_core::fhir::policy::FhirPolicy;
+use fapi_guard_core::fhir::{check_response, decide, Decision, Denial, RequestView, ResponseCheck};
+use fapi_guard_core::policy::Policy;
+use fapi_guard_core::routes::Requirement;
+use fapi_guard_host::{config, handoff, reply, stats::FilterStats};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+const FILTER: &str = "fhir_scope";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FhirRoot::default()) });
+}}
+
+struct Worker {
+    policy: Rc<Policy>,
+    fhir: FhirPolicy,
+    stats: FilterStats,
+}
+
+impl Worker {
+    /// Challenge schemes: the one the token came with, else every one the API accepts.
+    fn schemes(&self, token: Option<&VerifiedToken>) -> Vec<Scheme> {
+        if let Some(t) = token {
+            return vec![t.scheme()];
+        }
+        let mut s = Vec::new();
+        if self.policy.token.allow_dpop {
+            s.push(Scheme::Dpop);
+        }
+        if self.policy.token.allow_bearer {
+            s.push(Scheme::Bearer);
+        }
+        s
+    }
+
+    fn deny(&self, token: Option<&VerifiedToken>, reason: Reason, denial: Option<&Denial>) {
+        let schemes = self.schemes(token);
+        let ctx = ChallengeContext {
+            schemes: &schemes,
+            dpop_algs: &self.policy.token.algs,
+            dpop_nonce: None,
+            required_scope: denial.and_then(|d| d.required_scope.clone()),
+            detail: denial.map(|d| d.detail.clone()),
+        };
+        reply::deny(FILTER, &self.stats, reason, &ctx);
+    }
+}
+
+#[derive(Default)]
+struct FhirRoot {
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for FhirRoot {}
+
+impl RootContext for FhirRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(policy) = config::load_policy(FILTER, self.get_plugin_configuration()) else {
+            return false;
+        };
+        // Fail closed: this filter without a `fhir` section would have nothing to enforce.
+        let Some(fhir) = policy.fhir.clone() else {
+            let _ = proxy_wasm::hostcalls::log(
+                LogLevel::Critical,
+                "fapi_guard.fhir_scope: refusing configuration: policy field `fhir`: required by the FHIR scope filter",
+            );
+            return false;
+        };
+        self.worker = Some(Rc::new(Worker {
+            policy,
+            fhir,
+            stats: FilterStats::new(FILTER),
+        }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(FhirFilter {
+            worker,
+            token: None,
+            method: String::new(),
+            path: String::new(),
+            if_none_exist: None,
+            buffering_request: false,
+            check: None,
+            status: 0,
+            done: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct FhirFilter {
+    worker: Rc<Worker>,
+    token: Option<VerifiedToken>,
+    method: String,
+    path: String,
+    if_none_exist: Option<String>,
+    /// Waiting for the whole request body to decide.
+    buffering_request: bool,
+    /// The response must pass this check before anything of it reaches the client.
+    check: Option<ResponseCheck>,
+    status: u32,
+    /// A local reply was sent: ignore the rest of the stream.
+    done: bool,
+}
+
+impl FhirFilter {
+    fn decide(&mut self, body: Option<&[u8]>) -> Decision {
+        let view = RequestView {
+            method: &self.method,
+            path_with_query: &self.path,
+            if_none_exist: self.if_none_exist.as_deref(),
+            body,
+        };
+        decide(&self.worker.fhir, self.token.as_ref(), &view)
+    }
+
+    fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
+        self.done = true;
+        self.check = None;
+        self.worker.deny(self.token.as_ref(), reason, denial);
+        Action::Pause
+    }
+
+    /// Applies a decision made with the body present (or known empty).
+    fn apply(&mut self, d: Decision) -> Action {
+        match d {
+            Decision::Allow => {
+                self.worker.stats.allowed();
+                Action::Continue
+            }
+            Decision::AllowIfResponseMatches(c) => {
+                // Allowed so far; the count for the response check is under `response_checked`.
+                FilterStats::bump(FILTER, "response_checked");
+                if matches!(c, ResponseCheck::Searchset(_)) {
+                    // FHIR R4 §3.1.1.5.9: ask the server to refuse parameters it does not
+                    // support instead of ignoring them (the searchset is checked anyway).
+                    self.prefer_strict_handling();
+                }
+                self.check = Some(c);
+                Action::Continue
+            }
+            // Only asked for without a body; with one it is a request we cannot read.
+            Decision::NeedBody => self.deny(Reason::UnknownFhirRequest, None),
+            Decision::Deny(d) => self.deny(d.reason, Some(&d)),
+        }
+    }
+}
+
+impl FhirFilter {
+    fn prefer_strict_handling(&self) {
+        let current = self.get_http_request_header("prefer").unwrap_or_default();
+        let kept: Vec<&str> = current
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("handling"))
+            .collect();
+        let mut value = kept.join(", ");
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str("handling=strict");
+        self.set_http_request_header("prefer", Some(&value));
+    }
+
+    /// `read Observation`, for denials decided on the response (no ids).
+    fn what(&self) -> String {
+        match classify(&self.worker.fhir.base_path, &self.method, &self.path) {
+            Ok(r) => format!(
+                "{} {}",
+                r.label(),
+                r.resource_type.as_deref().unwrap_or("*")
+            ),
+            Err(_) => "request".to_string(),
+        }
+    }
+}
+
+impl Context for FhirFilter {}
+
+impl HttpContext for FhirFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.method = self.get_http_request_header(":method").unwrap_or_default();
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        if self
+            .worker
+            .policy
+            .routes
+            .requirement(&self.method, &self.path)
+            == Requirement::None
+        {
+            self.worker.stats.public();
+            return Action::Continue;
+        }
+        self.if_none_exist = self.get_http_request_header("if-none-exist");
+        self.token = handoff::load_verified_token();
+        let first = self.decide(None);
+        if matches!(
+            first,
+            Decision::NeedBody | Decision::AllowIfResponseMatches(_)
+        ) {
+            // The response may have to be read: ask the upstream for an unencoded body.
+            self.set_http_request_header("accept-encoding", None);
+        }
+        match first {
+            Decision::NeedBody if end_of_stream => {
+                let d = self.decide(Some(&[]));
+                self.apply(d)
+            }
+            Decision::NeedBody => {
+                self.buffering_request = true;
+                if self.worker.fhir.hold_headers_while_buffering {
+                    Action::Pause
+                } else {
+                    // The host would not deliver the body to a paused filter: let the headers
+                    // go on and hold the body; a refusal then resets the upstream request
+                    // before it has its body.
+                    Action::Continue
+                }
+            }
+            d => self.apply(d),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.buffering_request || self.done {
+            return Action::Continue;
+        }
+        if body_size > self.worker.fhir.max_request_body_bytes {
+            return self.deny(Reason::RequestTooLarge, None);
+        }
+        if !end_of_stream {
+            // Envoy keeps buffering while the filter pauses on body data.
+            return Action::Pause;
+        }
+        self.buffering_request = false;
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let d = self.decide(Some(&body));
+        self.apply(d)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.check.is_none() || self.done {
+            return Action::Continue;
+        }
+        self.status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let encoded = self
+            .get_http_response_header("content-encoding")
+            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
+        if encoded {
+            // Cannot read an encoded body: refuse rather than pass unchecked.
+            return self.deny(Reason::ResponseOutsideGrant, None);
+        }
+        let too_long = self
+            .get_http_response_header("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| l > self.worker.fhir.max_response_bytes);
+        if too_long {
+            return self.deny(Reason::ResponseTooLarge, None);
+        }
+        if end_of_stream {
+            return self.finish_response(&[]);
+        }
+        if self.worker.fhir.hold_headers_while_buffering {
+            // Hold the headers until the body has been checked.
+            Action::Pause
+        } else {
+            // Headers go on; the body is held. A refusal now resets the stream.
+            Action::Continue
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.check.is_none() || self.done {
+            return Action::Continue;
+        }
+        if body_size > self.worker.fhir.max_response_bytes {
+            return self.deny(Reason::ResponseTooLarge, None);
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        self.finish_response(&body)
+    }
+}
+
+impl FhirFilter {
+    fn finish_response(&mut self, body: &[u8]) -> Action {
+        let Some(check) = self.check.take() else {
+            return Action::Continue;
+        };
+        match check_response(&self.worker.fhir, &check, self.status, body) {
+            Ok(()) => {
+                self.worker.stats.allowed();
+                Action::Continue
+            }
+            Err(reason) => {
+                let detail = Denial {
+                    reason,
+                    required_scope: None,
+                    detail: format!(
+                        "{}: the response holds a resource outside the granted scopes or the patient's compartment",
+                        self.what()
+                    ),
+                };
+                self.deny(reason, Some(&detail))
+            }
+        }
+    }
+}

@@ -1,18 +1,438 @@
-//! The policy's `fhir` section. STUB: being written.
+//! The policy's `fhir` section: how the FHIR scope filter reads SMART scopes for this API.
+//!
+//! ```json
+//! "fhir": {
+//!   "base_path": "/fhir",
+//!   "scope_contexts": ["patient", "user", "system"],
+//!   "patient_claim": "patient",
+//!   "resource_types": ["Patient", "Observation", "Condition", "Medication"],
+//!   "patient_shared_types": ["Medication"],
+//!   "operations": [
+//!     {"name": "$everything", "levels": ["instance"], "resource_types": ["Patient"],
+//!      "permissions": "rs", "all_types": true}
+//!   ],
+//!   "response_check": {"max_body_bytes": 1048576},
+//!   "hide_foreign_as_not_found": false,
+//!   "max_request_body_bytes": 1048576
+//! }
+//! ```
 
 use serde::Deserialize;
 
 use crate::policy::PolicyError;
 
+use super::compartment::{in_patient_compartment, PATIENT_COMPARTMENT};
+use super::interaction::{normalise_base, Level};
+use super::scope::{is_resource_type, Context, Perms};
+
+const MIB: usize = 1024 * 1024;
+const MAX_BUFFER: usize = 64 * MIB;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FhirDoc {}
+pub struct FhirDoc {
+    /// FHIR base path the API serves under (default `/`).
+    #[serde(default = "default_base")]
+    pub base_path: String,
+    /// Scope contexts this API accepts (default all three).
+    #[serde(default = "default_contexts")]
+    pub scope_contexts: Vec<String>,
+    /// The token claim holding the launch patient's id (default `patient`).
+    #[serde(default = "default_patient_claim")]
+    pub patient_claim: String,
+    /// Resource types the API serves. Default: every type of the patient compartment table.
+    #[serde(default)]
+    pub resource_types: Option<Vec<String>>,
+    /// Types outside the patient compartment (e.g. `Medication`, `Practitioner`) that a
+    /// `patient/` grant may read and search without confinement. Default none.
+    #[serde(default)]
+    pub patient_shared_types: Vec<String>,
+    /// Operations the API allows, and what each needs. Unlisted operations are refused.
+    #[serde(default)]
+    pub operations: Vec<OperationDoc>,
+    #[serde(default)]
+    pub response_check: ResponseCheckDoc,
+    /// Answer 404 instead of 403 when a resource turns out to be another patient's.
+    #[serde(default)]
+    pub hide_foreign_as_not_found: bool,
+    /// Largest request body the filter buffers (bundles, `_search` forms, writes).
+    #[serde(default = "default_body")]
+    pub max_request_body_bytes: usize,
+    /// The host holds HTTP headers while the filter reads the body: Envoy's Wasm
+    /// `PluginConfig.allow_on_headers_stop_iteration: true` (envoy/render.py sets it). Where a
+    /// host cannot (Istio's WasmPlugin has no such field), set `false`: bodies are then read
+    /// after the headers went on, and a refusal decided on a response body resets the stream
+    /// (the client gets no status and none of the body) instead of answering 403.
+    #[serde(default = "default_true")]
+    pub hold_headers_while_buffering: bool,
+}
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationDoc {
+    /// `$everything` or `everything`.
+    pub name: String,
+    /// `system`, `type`, `instance`.
+    pub levels: Vec<String>,
+    /// Types the operation may be invoked on (type/instance level). Empty = any served type.
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+    /// SMART permission letters needed (v2 `cruds` subset, or v1 `read`/`write`/`*`).
+    pub permissions: String,
+    /// The result spans every type: the letters are needed on every served resource type
+    /// (`$everything`, `$export`), not just the type the operation is invoked on.
+    #[serde(default)]
+    pub all_types: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCheckDoc {
+    /// Largest upstream response body the filter buffers to check it.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ResponseCheckDoc {
+    fn default() -> Self {
+        ResponseCheckDoc {
+            max_body_bytes: default_body(),
+        }
+    }
+}
+
+fn default_base() -> String {
+    "/".to_string()
+}
+fn default_contexts() -> Vec<String> {
+    Context::ALL.iter().map(|c| c.name().to_string()).collect()
+}
+fn default_patient_claim() -> String {
+    "patient".to_string()
+}
+fn default_body() -> usize {
+    MIB
+}
+fn default_true() -> bool {
+    true
+}
+
+/// One allowed operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FhirPolicy {}
+pub struct OperationRule {
+    pub name: String,
+    pub levels: Vec<Level>,
+    pub resource_types: Vec<String>,
+    pub perms: Perms,
+    pub all_types: bool,
+}
+
+/// The compiled `fhir` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FhirPolicy {
+    pub base_path: String,
+    pub contexts: Vec<Context>,
+    pub patient_claim: String,
+    pub resource_types: Vec<String>,
+    pub patient_shared_types: Vec<String>,
+    pub operations: Vec<OperationRule>,
+    pub max_response_bytes: usize,
+    pub hide_foreign_as_not_found: bool,
+    pub max_request_body_bytes: usize,
+    pub hold_headers_while_buffering: bool,
+}
+
+impl FhirPolicy {
+    pub fn serves(&self, t: &str) -> bool {
+        self.resource_types.iter().any(|x| x == t)
+    }
+
+    pub fn is_shared(&self, t: &str) -> bool {
+        self.patient_shared_types.iter().any(|x| x == t)
+    }
+
+    pub fn operation(&self, name: &str) -> Option<&OperationRule> {
+        self.operations.iter().find(|o| o.name == name)
+    }
+
+    /// A policy from a JSON `fhir` section alone (tests, tools).
+    pub fn from_section_json(bytes: &[u8]) -> Result<FhirPolicy, PolicyError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let doc: FhirDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "fhir".to_string()
+            } else {
+                format!("fhir.{path}")
+            };
+            PolicyError::new(field, e.inner().to_string())
+        })?;
+        doc.compile()
+    }
+}
+
+fn err(field: impl AsRef<str>, msg: impl Into<String>) -> PolicyError {
+    PolicyError::new(format!("fhir.{}", field.as_ref()), msg)
+}
+
+fn check_size(field: &str, v: usize) -> Result<(), PolicyError> {
+    if v == 0 || v > MAX_BUFFER {
+        return Err(err(field, format!("must be between 1 and {MAX_BUFFER}")));
+    }
+    Ok(())
+}
 
 impl FhirDoc {
     pub fn compile(&self) -> Result<FhirPolicy, PolicyError> {
-        Ok(FhirPolicy {})
+        let base = &self.base_path;
+        if !base.starts_with('/')
+            || base.contains(['?', '#', '%', ';', '\\'])
+            || base.contains("//")
+            || base.split('/').any(|s| s == "." || s == "..")
+        {
+            return Err(err(
+                "base_path",
+                "must be an absolute path without query, fragment, escapes or empty segments",
+            ));
+        }
+
+        if self.scope_contexts.is_empty() {
+            return Err(err("scope_contexts", "at least one context is required"));
+        }
+        let mut contexts = Vec::new();
+        for (i, c) in self.scope_contexts.iter().enumerate() {
+            let ctx = Context::parse(c).ok_or_else(|| {
+                err(
+                    format!("scope_contexts[{i}]"),
+                    format!("`{c}` is not one of patient, user, system"),
+                )
+            })?;
+            if contexts.contains(&ctx) {
+                return Err(err(format!("scope_contexts[{i}]"), "listed twice"));
+            }
+            contexts.push(ctx);
+        }
+
+        if self.patient_claim.trim().is_empty() {
+            return Err(err("patient_claim", "must not be empty"));
+        }
+
+        let resource_types: Vec<String> = match &self.resource_types {
+            None => PATIENT_COMPARTMENT
+                .iter()
+                .map(|(t, _)| t.to_string())
+                .collect(),
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(err("resource_types", "must not be empty"));
+                }
+                for (i, t) in list.iter().enumerate() {
+                    if !is_resource_type(t) {
+                        return Err(err(
+                            format!("resource_types[{i}]"),
+                            format!("`{t}` is not a FHIR resource type name"),
+                        ));
+                    }
+                    if list[..i].contains(t) {
+                        return Err(err(format!("resource_types[{i}]"), "listed twice"));
+                    }
+                }
+                list.clone()
+            }
+        };
+
+        for (i, t) in self.patient_shared_types.iter().enumerate() {
+            let f = format!("patient_shared_types[{i}]");
+            if !resource_types.contains(t) {
+                return Err(err(f, format!("`{t}` is not in `resource_types`")));
+            }
+            if in_patient_compartment(t) {
+                return Err(err(
+                    f,
+                    format!("`{t}` is in the patient compartment; it cannot be shared"),
+                ));
+            }
+        }
+
+        let mut operations: Vec<OperationRule> = Vec::new();
+        for (i, o) in self.operations.iter().enumerate() {
+            let f = |name: &str| format!("operations[{i}].{name}");
+            let name = o.name.strip_prefix('$').unwrap_or(&o.name);
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err(err(
+                    f("name"),
+                    format!("`{}` is not an operation name", o.name),
+                ));
+            }
+            if operations.iter().any(|p| p.name == name) {
+                return Err(err(f("name"), "operation listed twice"));
+            }
+            if o.levels.is_empty() {
+                return Err(err(f("levels"), "at least one level is required"));
+            }
+            let mut levels = Vec::new();
+            for (j, l) in o.levels.iter().enumerate() {
+                let level = Level::parse(l).ok_or_else(|| {
+                    err(
+                        format!("operations[{i}].levels[{j}]"),
+                        format!("`{l}` is not one of system, type, instance"),
+                    )
+                })?;
+                if !levels.contains(&level) {
+                    levels.push(level);
+                }
+            }
+            for (j, t) in o.resource_types.iter().enumerate() {
+                if !resource_types.contains(t) {
+                    return Err(err(
+                        format!("operations[{i}].resource_types[{j}]"),
+                        format!("`{t}` is not in `resource_types`"),
+                    ));
+                }
+            }
+            if !o.resource_types.is_empty() && levels == [Level::System] {
+                return Err(err(
+                    f("resource_types"),
+                    "a system-level operation has no resource type",
+                ));
+            }
+            let perms = Perms::parse(&o.permissions)
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        f("permissions"),
+                        format!(
+                            "`{}` is not SMART permissions (`cruds` in order, or read/write/*)",
+                            o.permissions
+                        ),
+                    )
+                })?;
+            operations.push(OperationRule {
+                name: name.to_string(),
+                levels,
+                resource_types: o.resource_types.clone(),
+                perms,
+                all_types: o.all_types,
+            });
+        }
+
+        check_size(
+            "response_check.max_body_bytes",
+            self.response_check.max_body_bytes,
+        )?;
+        check_size("max_request_body_bytes", self.max_request_body_bytes)?;
+
+        Ok(FhirPolicy {
+            base_path: normalise_base(base),
+            contexts,
+            patient_claim: self.patient_claim.clone(),
+            resource_types,
+            patient_shared_types: self.patient_shared_types.clone(),
+            operations,
+            max_response_bytes: self.response_check.max_body_bytes,
+            hide_foreign_as_not_found: self.hide_foreign_as_not_found,
+            max_request_body_bytes: self.max_request_body_bytes,
+            hold_headers_while_buffering: self.hold_headers_while_buffering,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"base_path":"fhir"}"#, "fhir.base_path"),
+            (r#"{"base_path":"/a//b"}"#, "fhir.base_path"),
+            (r#"{"scope_contexts":[]}"#, "fhir.scope_contexts"),
+            (
+                r#"{"scope_contexts":["patient","admin"]}"#,
+                "fhir.scope_contexts[1]",
+            ),
+            (
+                r#"{"scope_contexts":["user","user"]}"#,
+                "fhir.scope_contexts[1]",
+            ),
+            (r#"{"patient_claim":""}"#, "fhir.patient_claim"),
+            (
+                r#"{"resource_types":["Patient","observation"]}"#,
+                "fhir.resource_types[1]",
+            ),
+            (r#"{"resource_types":[]}"#, "fhir.resource_types"),
+            (
+                r#"{"resource_types":["Patient"],"patient_shared_types":["Medication"]}"#,
+                "fhir.patient_shared_types[0]",
+            ),
+            (
+                r#"{"patient_shared_types":["Observation"],"resource_types":["Observation"]}"#,
+                "fhir.patient_shared_types[0]",
+            ),
+            (
+                r#"{"operations":[{"name":"$","levels":["type"],"permissions":"r"}]}"#,
+                "fhir.operations[0].name",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":[],"permissions":"r"}]}"#,
+                "fhir.operations[0].levels",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type","global"],"permissions":"r"}]}"#,
+                "fhir.operations[0].levels[1]",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"sr"}]}"#,
+                "fhir.operations[0].permissions",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","resource_types":["Foo"]}]}"#,
+                "fhir.operations[0].resource_types[0]",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["system"],"permissions":"r","resource_types":["Patient"]}]}"#,
+                "fhir.operations[0].resource_types",
+            ),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r"},{"name":"$a","levels":["type"],"permissions":"r"}]}"#,
+                "fhir.operations[1].name",
+            ),
+            (
+                r#"{"response_check":{"max_body_bytes":0}}"#,
+                "fhir.response_check.max_body_bytes",
+            ),
+            (
+                r#"{"max_request_body_bytes":999999999}"#,
+                "fhir.max_request_body_bytes",
+            ),
+            (r#"{"unknown_field":1}"#, "fhir.unknown_field"),
+            (
+                r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","extra":1}]}"#,
+                "fhir.operations[0].extra",
+            ),
+        ];
+        for (doc, field) in cases {
+            match FhirPolicy::from_section_json(doc.as_bytes()) {
+                Ok(_) => panic!("accepted {doc}"),
+                Err(e) => assert_eq!(e.field, *field, "{doc}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let p = FhirPolicy::from_section_json(b"{}").ok();
+        let p = p.as_ref();
+        assert_eq!(p.map(|p| p.base_path.as_str()), Some("/"));
+        assert_eq!(p.map(|p| p.contexts.len()), Some(3));
+        assert_eq!(p.map(|p| p.serves("Observation")), Some(true));
+        assert_eq!(p.map(|p| p.serves("Practitioner")), Some(false));
+        let p = FhirPolicy::from_section_json(br#"{"base_path":"/fhir/"}"#).ok();
+        assert_eq!(p.map(|p| p.base_path), Some("/fhir".to_string()));
     }
 }
