@@ -33,12 +33,15 @@ if [ -f tests/e2e/clients/package.json ]; then
   fi
 fi
 
-if ! command -v shellcheck >/dev/null 2>&1; then
+# Debian tools the suite uses: shellcheck (script checks), wrk (benchmark smoke test).
+missing=()
+for tool in shellcheck wrk; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing shellcheck (apt)"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+    say "installing ${missing[*]} (apt)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    say "shellcheck missing and cannot apt-get install it here; the script checks will fail"
+    say "missing ${missing[*]} and cannot apt-get install here; the script checks will fail"
   fi
 fi
 say "ready: $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"

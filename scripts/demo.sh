@@ -86,6 +86,11 @@ curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
   -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Patient/pat-bjorn --token \$(cat $RUN/token))" \\
   $U/Patient/pat-bjorn
 
+# denied: another patient's Observation by id, decided on the response body (403, body withheld)
+curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
+  -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Observation/obs-bjorn-hb --token \$(cat $RUN/token))" \\
+  $U/Observation/obs-bjorn-hb
+
 # denied: no token at all (401 with a challenge); public: the CapabilityStatement (200)
 curl -i $U/Patient/pat-anna
 curl -s $U/metadata | head -c 200; echo
