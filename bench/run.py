@@ -65,6 +65,9 @@ class Config:
     alg: str | None = None
     cache: bool = False
     software: bool = False
+    # The route is public (`require: none`): the Wasm filter runs but checks no token. It is the
+    # floor of what any Wasm filter costs per request in this Envoy.
+    public: bool = False
     # Which verify counter must move during a run (None: neither may, e.g. cache or no filter).
     expect_path: str | None = None
 
@@ -83,6 +86,7 @@ CONFIGS = [
     Config("j", "jwt_authn ES256, cache on", "jwt_authn", "ES256", cache=True),
     Config("k", "token filter RS256, cache off, host verify", "token", "RS256", expect_path="host"),
     Config("l", "jwt_authn RS256, no cache", "jwt_authn", "RS256"),
+    Config("m", "token filter, public route (Wasm filter floor)", "token", public=True),
 ]
 BY_KEY = {c.key: c for c in CONFIGS}
 
@@ -98,13 +102,13 @@ def envoy_binary() -> str:
 
 # ---------- Envoy configurations ----------
 
-def token_policy(issuer: harness.Issuer, cache: bool) -> dict:
+def token_policy(issuer: harness.Issuer, cache: bool, public: bool = False) -> dict:
     return {
         "api": {"name": "bench", "audience": AUD},
         "issuers": [{"issuer": ISS, "jwks": issuer.jwks()}],
         "token": {"schemes": ["Bearer"], "allowed_algs": ["ES256", "PS256", "EdDSA", "RS256"],
                   "cache_max_entries": 10_000 if cache else 0},
-        "routes": [],
+        "routes": [{"path_prefix": "/", "require": "none"}] if public else [],
     }
 
 
@@ -132,7 +136,7 @@ def jwt_authn_filter(issuer: harness.Issuer, alg: str, cache: bool) -> dict:
 def bootstrap(cfg: Config, issuer: harness.Issuer, wasm_dir: Path, port: int, admin: int) -> dict:
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
-        return render.render(token_policy(issuer, cfg.cache), ["token"], str(wasm_dir), port, 1, admin,
+        return render.render(token_policy(issuer, cfg.cache, cfg.public), ["token"], str(wasm_dir), port, 1, admin,
                              vm_env=env, direct_response=True)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
@@ -208,7 +212,7 @@ def check_answers(e: BenchEnvoy, token: str | None) -> None:
     r = requests.get(e.url(), headers=h, timeout=5)
     if r.status_code != 200:
         raise SystemExit(f"[{e.cfg.key}] expected 200 for the token, got {r.status_code}: {r.text[:300]}")
-    if token and e.cfg.kind != "none":
+    if token and e.cfg.kind != "none" and not e.cfg.public:
         for what, hdr in (("broken signature", {"Authorization": f"Bearer {break_signature(token)}"}),
                           ("no token", {})):
             r = requests.get(e.url(), headers=hdr, timeout=5)
