@@ -252,6 +252,8 @@ def test_trusted_forwarded_headers_are_the_gateways(fhir, jwks, pki, issuer):
             ("the internal URI the sidecar sees", f"{INTERNAL}/fhir/Patient/pat-anna", {}, 401),
             ("public origin without the prefix", f"{gw.origin}/fhir/Patient/pat-anna", {}, 401),
             ("client-sent forwarded headers naming another server", evil, forged, 401),
+            ("client-sent X-Forwarded-Host naming another server", "https://evil.example.org/api/fhir/Patient/pat-anna",
+             {"X-Forwarded-Host": "evil.example.org"}, 401),
             ("client-sent forwarded headers are replaced, public URI still works", None, forged, 200),
             ("client-sent X-Forwarded-Proto http", f"http://127.0.0.1:{gw.port}/api/fhir/Patient/pat-anna",
              {"X-Forwarded-Proto": "http"}, 401),
