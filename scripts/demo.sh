@@ -76,7 +76,7 @@ wait_port 10000
 
 if [ "$GATEWAY" = 1 ]; then
   # The committed gateway config as it is (it reads its certificates from run/pki).
-  X5T=$(.venv/bin/python tools/dev_pki.py --dir run/pki 2>/dev/null)
+  X5T=$(.venv/bin/python tools/dev_pki.py --dir run/pki)
   .venv/bin/envoy -c envoy/gateway-edge.yaml --use-dynamic-base-id -l warning >"$RUN/gateway.log" 2>&1 &
   PIDS+=($!)
   wait_port 8443
