@@ -14,7 +14,15 @@ Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
                  [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
                  [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
                  [--tls-cert F --tls-key F [--client-ca F]] [--vm-env K=V ...]
-                 [--direct-response] [--out FILE]
+                 [--direct-response] [--forward-client-cert MODE] [--out FILE]
+       render.py --gateway [--listen-port 8443] [--admin-port 9902] [--sidecar-port 10000]
+                 --tls-cert F --tls-key F [--client-ca F] [--public-prefix /api]
+                 [--internal-authority HOST:PORT] [--out FILE]
+       render.py --all          # every config committed under envoy/
+
+--gateway renders the edge gateway of the two-proxy local topology (TLS, optional client
+certificates, the public prefix stripped, an internal :authority, XFCC SANITIZE_SET) in
+front of a sidecar rendered with --forward-client-cert ALWAYS_FORWARD_ONLY.
 
 --vm-env sets a Wasm VM environment variable on every filter (Envoy
 `vm_config.environment_variables.key_values`; e.g. FAPI_GUARD_VERIFIER=software).
@@ -167,10 +175,23 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jw
 # The configs committed under envoy/ (regenerate all: render.py --all). Each is checked by
 # tests/test_envoy_configs.py: same as a fresh render, and `envoy --mode validate` passes
 # (which also loads the Wasm filters and their policy).
+#
+# The two-proxy local topology (scripts/demo.sh --gateway, tests/e2e/test_two_proxy.py):
+# gateway-edge.yaml (TLS on :8443 with client certificates, certificates from
+# `tools/dev_pki.py --dir run/pki`) in front of sidecar-behind-gateway.yaml (:10000). The
+# sidecar forwards the gateway's XFCC with ALWAYS_FORWARD_ONLY because the local hop is plain
+# HTTP on loopback; in Istio that hop is mesh mTLS and the sidecar's APPEND_FORWARD keeps it
+# (docs/platform-guide.md, "Local two-proxy topology").
+DEV_PKI = "run/pki"
 COMMITTED = [
     ("envoy/sidecar-demo.yaml", "policies/demo-fhir-api.json", ["--upstream-port", "8080"]),
     ("envoy/sidecar-helseid.yaml", "policies/helseid-sample-api.json", ["--upstream-port", "8080"]),
     ("envoy/sidecar-smart.yaml", "policies/smart-patient-api.json", ["--upstream-port", "8080"]),
+    ("envoy/sidecar-behind-gateway.yaml", "policies/demo-fhir-api-gateway.json",
+     ["--listen-port", "10000", "--upstream-port", "8080", "--forward-client-cert", "ALWAYS_FORWARD_ONLY"]),
+    ("envoy/gateway-edge.yaml", None,
+     ["--gateway", "--listen-port", "8443", "--admin-port", "9902", "--sidecar-port", "10000",
+      "--tls-cert", f"{DEV_PKI}/server.pem", "--tls-key", f"{DEV_PKI}/server-key.pem", "--client-ca", f"{DEV_PKI}/ca.pem"]),
 ]
 
 def render_gateway(listen_port, admin_port, sidecar_port, tls_cert, tls_key, client_ca=None,
@@ -179,7 +200,9 @@ def render_gateway(listen_port, admin_port, sidecar_port, tls_cert, tls_key, cli
     TLS (and optional client certificates) at the edge; the public path prefix stripped
     (`/api/fhir/...` -> `/fhir/...`); the sidecar sees an internal `:authority`; the client
     certificate travels only as `x-forwarded-client-cert` (SANITIZE_SET: a client-sent XFCC
-    is dropped, the gateway sets its own with `Hash=`); `x-forwarded-proto`/`-host` are set."""
+    is dropped, the gateway sets its own with `Hash=`); `x-forwarded-proto`/`-host`/`-prefix`
+    are set by the gateway alone (client-sent values are replaced), so the sidecar may trust
+    them (policy `dpop.trust_forwarded_headers`)."""
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
@@ -196,6 +219,16 @@ def render_gateway(listen_port, admin_port, sidecar_port, tls_cert, tls_key, cli
                     "match": {"prefix": public_prefix + "/"},
                     "route": {"cluster": "sidecar", "prefix_rewrite": "/", "host_rewrite_literal": internal_authority,
                               "append_x_forwarded_host": True, "timeout": "15s"},
+                    # What the client sent in these is dropped (before the host rewrite appends
+                    # the public host to X-Forwarded-Host), so a sidecar that trusts forwarded
+                    # headers reads only what this gateway says.
+                    "request_headers_to_remove": ["x-forwarded-host", "x-forwarded-prefix"],
+                    "request_headers_to_add": [
+                        {"header": {"key": "x-forwarded-proto", "value": "https"},
+                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                        {"header": {"key": "x-forwarded-prefix", "value": public_prefix},
+                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                    ],
                 }],
             }],
         },
@@ -217,13 +250,21 @@ HEADER = """# GENERATED by envoy/render.py from {policy}; do not edit by hand.
 # Regenerate: python3 envoy/render.py --all (or --policy {policy} --out {out} ...)
 # Chain: {chain} -> router -> cluster `api` (127.0.0.1:{upstream}).
 """
+HEADER_XFCC = """# forward_client_cert_details: {fcc} (the client certificate arrives as the gateway's XFCC).
+"""
+GATEWAY_HEADER = """# GENERATED by envoy/render.py --gateway; do not edit by hand.
+# Regenerate: python3 envoy/render.py --all (or --gateway --out {out} ...)
+# Edge gateway: TLS on 127.0.0.1:{port}{mtls}; strips {prefix};
+# :authority {authority}; XFCC SANITIZE_SET; X-Forwarded-Proto/-Host/-Prefix
+# set by the gateway alone -> sidecar 127.0.0.1:{sidecar}.
+"""
 
 
 def render_committed(root="."):
     """Renders every committed config; returns {path: text}."""
     out = {}
     for path, policy, args in COMMITTED:
-        argv = ["--policy", policy, "--out", path] + args
+        argv = (["--policy", policy] if policy else []) + ["--out", path] + args
         out[path] = render_text(parse_args(argv), root)
     return out
 
@@ -231,24 +272,39 @@ def render_committed(root="."):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--all", action="store_true", help="regenerate every config committed under envoy/")
+    ap.add_argument("--gateway", action="store_true",
+                    help="render the edge gateway (TLS, /api stripped, XFCC) in front of a sidecar, not a sidecar")
     ap.add_argument("--policy")
     ap.add_argument("--filters", default=",".join(ORDER))
     ap.add_argument("--wasm-dir", default="target/wasm32-wasip1/release")
-    ap.add_argument("--listen-port", type=int, default=10000)
+    ap.add_argument("--listen-port", type=int, help="default 10000 (sidecar), 8443 (--gateway)")
     ap.add_argument("--upstream-port", type=int, default=8080)
-    ap.add_argument("--admin-port", type=int, default=9901)
+    ap.add_argument("--admin-port", type=int, help="default 9901 (sidecar), 9902 (--gateway)")
+    ap.add_argument("--sidecar-port", type=int, default=10000, help="--gateway: where the sidecar listens")
+    ap.add_argument("--public-prefix", default="/api", help="--gateway: the public path prefix it strips")
+    ap.add_argument("--internal-authority", default="fhir-api.fhir.svc.cluster.local:8080",
+                    help="--gateway: the :authority the sidecar sees")
     ap.add_argument("--jwks-address", help="HOST:PORT every JWKS cluster connects to (local tests)")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--client-ca")
-    ap.add_argument("--forward-client-cert", help="forward_client_cert_details, e.g. APPEND_FORWARD")
+    ap.add_argument("--forward-client-cert", help="forward_client_cert_details, e.g. ALWAYS_FORWARD_ONLY (a sidecar behind the local gateway)")
     ap.add_argument("--vm-env", action="append", default=[], metavar="K=V",
                     help="Wasm VM environment variable for every filter (repeatable)")
     ap.add_argument("--direct-response", action="store_true", help="route answers 200 itself (benchmarks)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    if not a.all and not a.policy:
-        ap.error("--policy is required (or --all)")
+    if a.gateway:
+        if a.policy:
+            ap.error("--gateway renders no filters: no --policy")
+        if not a.tls_cert:
+            ap.error("--gateway needs --tls-cert and --tls-key (e.g. from tools/dev_pki.py)")
+    elif not a.all and not a.policy:
+        ap.error("--policy is required (or --all, or --gateway)")
+    if a.listen_port is None:
+        a.listen_port = 8443 if a.gateway else 10000
+    if a.admin_port is None:
+        a.admin_port = 9902 if a.gateway else 9901
     a.filter_list = [f for f in a.filters.split(",") if f]
     unknown = [f for f in a.filter_list if f not in FILTER_WASM]
     if unknown:
@@ -267,6 +323,13 @@ def parse_args(argv=None):
 def render_text(a, root="."):
     import os
 
+    if a.gateway:
+        cfg = render_gateway(a.listen_port, a.admin_port, a.sidecar_port, a.tls_cert, a.tls_key, a.client_ca,
+                             a.public_prefix, a.internal_authority)
+        text = GATEWAY_HEADER.format(out=a.out or "-", port=a.listen_port, prefix=a.public_prefix,
+                                     mtls=" (client certificates from " + a.client_ca + ")" if a.client_ca else "",
+                                     authority=a.internal_authority, sidecar=a.sidecar_port)
+        return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)
     with open(os.path.join(root, a.policy), encoding="utf-8") as f:
         policy = json.load(f)
     filters = a.filter_list
@@ -275,6 +338,8 @@ def render_text(a, root="."):
                  a.forward_client_cert)
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
+    if a.forward_client_cert:
+        text += HEADER_XFCC.format(fcc=a.forward_client_cert)
     return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)
 
 

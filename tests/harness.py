@@ -6,6 +6,8 @@
 - `Upstream` is a tiny HTTP echo API (answers 200 with what it received).
 - `JwksServer` serves a JWKS you can change at run time (rotation, outage, garbage).
 - `Issuer` makes keys and tokens with joserfc, a library independent of ours.
+- `Pki` (tools/dev_pki.py) writes a throwaway CA, server and client certificate.
+- `Gateway` is a second Envoy in front of a sidecar (the two-proxy topology of envoy/).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "envoy"))
+sys.path.insert(0, str(ROOT / "tools"))
 import render  # noqa: E402  (envoy/render.py)
+from dev_pki import Pki  # noqa: E402,F401  (tools/dev_pki.py; `harness.Pki` for the tests)
 
 WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
 _built = False
@@ -316,59 +320,80 @@ def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
     return f"{b64(json.dumps(header).encode())}.{b64(body)}.{b64(signature)}"
 
 
-class Pki:
-    """A throwaway CA with a server certificate (127.0.0.1, api.example.test) and a client
-    certificate, written as PEM files; `client_x5t_s256` is the RFC 8705 §3.1 thumbprint."""
+class Gateway:
+    """An edge gateway Envoy in front of a sidecar (envoy/render.py `render_gateway`, the
+    config committed as envoy/gateway-edge.yaml with other ports): TLS with optional client
+    certificates (`pki`), `/api` stripped, an internal `:authority`, XFCC `SANITIZE_SET`."""
 
-    def __init__(self, directory: Path | None = None):
-        import base64
-        import datetime
-        import hashlib
-        import ipaddress
+    def __init__(self, sidecar_port: int, pki, port: int | None = None, client_certs: bool = True):
+        self.port, self.admin_port = port or free_port(), free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="fapi-gateway-"))
+        cfg = render.render_gateway(self.port, self.admin_port, sidecar_port, pki.server_cert, pki.server_key,
+                                    pki.ca if client_certs else None)
+        self.config_path = self.dir / "gateway.json"
+        self.config_path.write_text(json.dumps(cfg))
+        self.log_path = self.dir / "gateway.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([envoy_binary(), "-c", str(self.config_path), "--concurrency", "1",
+                                      "--use-dynamic-base-id", "-l", "warning"], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready()
+        except Exception:
+            self.stop()
+            raise
 
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5).status_code == 200:
+                    wait_port(self.port, 5)
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"gateway not ready:\n{self.logs()[-3000:]}")
 
-        self.dir = Path(directory or tempfile.mkdtemp(prefix="fapi-pki-"))
-        now = datetime.datetime.now(datetime.timezone.utc)
+    @property
+    def origin(self) -> str:
+        """The public origin clients use (and sign in `htu`)."""
+        return f"https://127.0.0.1:{self.port}"
 
-        def name(cn):
-            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
 
-        def write_key(key, file):
-            (self.dir / file).write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                            serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption()))
-            return str(self.dir / file)
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
 
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = (x509.CertificateBuilder().subject_name(name("fapi-guard test CA")).issuer_name(name("fapi-guard test CA"))
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-              .sign(ca_key, hashes.SHA256()))
-        self.ca = str(self.dir / "ca.pem")
-        (self.dir / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    def __enter__(self):
+        return self
 
-        def leaf(cn, sans, usage, file):
-            key = ec.generate_private_key(ec.SECP256R1())
-            cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
-                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                    .not_valid_before(now - datetime.timedelta(minutes=5))
-                    .not_valid_after(now + datetime.timedelta(days=1))
-                    .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                    .sign(ca_key, hashes.SHA256()))
-            (self.dir / f"{file}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            return cert, str(self.dir / f"{file}.pem"), write_key(key, f"{file}-key.pem")
+    def __exit__(self, *exc):
+        self.stop()
 
-        _, self.server_cert, self.server_key = leaf(
-            "api.example.test", [x509.DNSName("api.example.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-            ExtendedKeyUsageOID.SERVER_AUTH, "server")
-        client, self.client_cert, self.client_key = leaf(
-            "client-1", [x509.UniformResourceIdentifier("spiffe://example.test/client-1")],
-            ExtendedKeyUsageOID.CLIENT_AUTH, "client")
-        der = client.public_bytes(serialization.Encoding.DER)
-        self.client_x5t_s256 = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+# The committed gateway topology's public origin (envoy/gateway-edge.yaml listens on 8443).
+COMMITTED_GATEWAY_ORIGIN = "https://127.0.0.1:8443"
+
+
+def behind_gateway(policy: dict, gateway: Gateway | int) -> dict:
+    """A copy of a committed gateway policy with the public origin moved from the committed
+    port (8443) to the port of a test gateway."""
+    port = gateway if isinstance(gateway, int) else gateway.port
+    p = json.loads(json.dumps(policy))
+    dpop = p.get("dpop") or {}
+    if "public_origins" in dpop:
+        dpop["public_origins"] = [f"https://127.0.0.1:{port}" if o == COMMITTED_GATEWAY_ORIGIN else o
+                                  for o in dpop["public_origins"]]
+    return p

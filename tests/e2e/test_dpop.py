@@ -660,42 +660,6 @@ def test_full_replay_cache_fails_closed(upstream, issuer):
 
 # ---------------------------------------------------------------- behind a real edge gateway
 
-class EdgeGateway:
-    """A second Envoy in front of the sidecar (envoy/render.py `render_gateway`): TLS with client
-    certificates at the edge, `/api` stripped, internal `:authority`, XFCC `SANITIZE_SET`."""
-
-    def __init__(self, port: int, sidecar_port: int, pki):
-        import render
-        from harness import envoy_binary, free_port
-
-        self.port, self.admin_port = port, free_port()
-        self.dir = Path(pki.dir)
-        cfg = render.render_gateway(port, self.admin_port, sidecar_port, pki.server_cert, pki.server_key, pki.ca)
-        (self.dir / "gateway.json").write_text(json.dumps(cfg))
-        self._log = open(self.dir / "gateway.log", "wb")
-        self.proc = subprocess.Popen([envoy_binary(), "-c", str(self.dir / "gateway.json"), "--concurrency", "1",
-                                      "--use-dynamic-base-id", "-l", "warning"], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            assert self.proc.poll() is None, (self.dir / "gateway.log").read_text()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("gateway not ready")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
-
-
 # The sidecar forwards the gateway's XFCC. In Istio the gateway -> sidecar hop is mesh mTLS
 # and the sidecar's `APPEND_FORWARD` keeps XFCC; this test hop is plain HTTP, where
 # `APPEND_FORWARD` drops the header, so `ALWAYS_FORWARD_ONLY` stands in for it. Envoy's
@@ -705,7 +669,7 @@ SIDECAR_FORWARDS_XFCC = "ALWAYS_FORWARD_ONLY"
 
 @pytest.mark.parametrize("origin_rule", ["public_origins", "trusted_forwarded_headers"])
 def test_behind_gateway_public_htu_and_xfcc_certificate_binding(upstream, issuer, tmp_path, origin_rule):
-    from harness import Pki, free_port
+    from harness import Gateway, Pki, free_port
 
     pki = Pki(tmp_path)
     gw_port = free_port()
@@ -717,7 +681,7 @@ def test_behind_gateway_public_htu_and_xfcc_certificate_binding(upstream, issuer
         dpop["trust_forwarded_headers"] = True  # the gateway sets X-Forwarded-Proto/-Host
     p = make_policy(issuer, dpop, name=f"dpop-gw-chain-{origin_rule}")
     with Envoy(p, upstream.port, filters=["token", "dpop"], forward_client_cert=SIDECAR_FORWARDS_XFCC) as sidecar:
-        gw = EdgeGateway(gw_port, sidecar.port, pki)
+        gw = Gateway(sidecar.port, pki, port=gw_port)
         try:
             client = JoseProofs("ES256")
             token = issuer.token("ES256", aud=AUD, cnf={"jkt": client.jkt, "x5t#S256": pki.client_x5t_s256})
