@@ -654,6 +654,7 @@ def test_full_replay_cache_fails_closed(upstream, issuer):
         r = e.get("/fhir/Patient/3", dpop_headers(token, proofs[2]))
         assert r.status_code == 503, r.text
         assert reason(r) == "dpop_replay_cache_full"
+        assert r.headers.get("retry-after") == "5" and "www-authenticate" not in r.headers
         assert_denied(e.get("/fhir/Patient/3", dpop_headers(token, proofs[0])), "dpop_replay")
         assert e.counter("dpop.denied.dpop_replay_cache_full") == 1
 

@@ -434,6 +434,7 @@ def test_keys_never_loaded_fails_closed(upstream, issuer, jwks_server):
         r = e.get("/fhir/Patient", dpop(issuer.token(aud=AUD)))
         assert r.status_code == 503
         assert reason(r) == "jwks_unavailable"
+        assert r.headers.get("retry-after") == "5" and "www-authenticate" not in r.headers
         # The issuer comes back: the next request after the rate limit succeeds.
         jwks_server.status = 200
         assert wait_for(lambda: e.get("/fhir/Patient", dpop(issuer.token(aud=AUD))).status_code == 200, timeout=8)

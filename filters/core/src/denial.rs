@@ -159,6 +159,9 @@ reasons! {
     RequestTooLarge => "request_too_large", BadFhirRequest;
 }
 
+/// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
 /// The auth scheme the challenge uses: DPoP when the request used it or the API requires it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -221,19 +224,20 @@ impl Reason {
         match self.class() {
             Class::NoCredentials => None,
             Class::InvalidRequest => Some("invalid_request"),
-            Class::InvalidToken | Class::Unavailable => Some("invalid_token"),
+            Class::InvalidToken => Some("invalid_token"),
             Class::InvalidDpopProof => Some("invalid_dpop_proof"),
             Class::UseDpopNonce => Some("use_dpop_nonce"),
             Class::InsufficientScope => Some("insufficient_scope"),
-            Class::Forbidden | Class::NotFound | Class::BadFhirRequest => None,
+            Class::Forbidden | Class::NotFound | Class::BadFhirRequest | Class::Unavailable => None,
         }
     }
 
-    /// Whether the reply carries a `WWW-Authenticate` challenge.
+    /// Whether the reply carries a `WWW-Authenticate` challenge. A 503 does not: the
+    /// credentials may be fine, the guard cannot decide now (it sends `Retry-After`).
     fn challenges(self) -> bool {
         !matches!(
             self.class(),
-            Class::Forbidden | Class::NotFound | Class::BadFhirRequest
+            Class::Forbidden | Class::NotFound | Class::BadFhirRequest | Class::Unavailable
         )
     }
 
@@ -283,6 +287,10 @@ impl Reason {
         }
         if let Some(nonce) = &ctx.dpop_nonce {
             headers.push(("dpop-nonce".to_string(), nonce.clone()));
+        }
+        if self.class() == Class::Unavailable {
+            // RFC 9110 §10.2.3: keys reload / replay entries expire within seconds.
+            headers.push(("retry-after".to_string(), RETRY_AFTER_SECONDS.to_string()));
         }
         headers.push((
             "content-type".to_string(),
@@ -377,6 +385,21 @@ mod tests {
             header(&r, "www-authenticate"),
             vec!["DPoP error=\"insufficient_scope\", scope=\"patient/Observation.rs\", algs=\"ES256\""]
         );
+    }
+
+    #[test]
+    fn unavailable_has_retry_after_and_no_challenge() {
+        let ctx = ChallengeContext {
+            schemes: &[Scheme::Dpop],
+            dpop_algs: &[Alg::ES256],
+            ..Default::default()
+        };
+        for r in [Reason::KeysUnavailable, Reason::DpopReplayCacheFull] {
+            let reply = r.reply(&ctx);
+            assert_eq!(reply.status, 503);
+            assert!(header(&reply, "www-authenticate").is_empty(), "{r:?}");
+            assert_eq!(header(&reply, "retry-after"), vec!["5"]);
+        }
     }
 
     #[test]
