@@ -39,7 +39,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -145,59 +144,22 @@ def bootstrap(cfg: Config, issuer: harness.Issuer, wasm_dir: Path, port: int, ad
     return boot
 
 
-class BenchEnvoy:
-    def __init__(self, cfg: Config, boot_fn, workdir: Path):
+class BenchEnvoy(harness.EnvoyProcess):
+    """One configuration's Envoy (tests/harness.py starts, waits for and stops it)."""
+
+    def __init__(self, cfg: Config, issuer: harness.Issuer, wasm_dir: Path):
         self.cfg = cfg
-        self.port, self.admin = harness.free_port(), harness.free_port()
-        path = workdir / f"envoy-{cfg.key}.json"
-        path.write_text(json.dumps(boot_fn(self.port, self.admin)))
-        self.log_path = workdir / f"envoy-{cfg.key}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(path), "--concurrency", "1", "--use-dynamic-base-id",
-             "-l", "warning", "--component-log-level", "wasm:info"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"[{self.cfg.key}] envoy exited {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if requests.get(f"http://127.0.0.1:{self.admin}/ready", timeout=0.5).status_code == 200:
-                    harness.wait_port(self.port, 5)
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"[{self.cfg.key}] envoy not ready:\n{self.logs()}")
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
+        port, admin = harness.free_port(), harness.free_port()
+        super().__init__(bootstrap(cfg, issuer, wasm_dir, port, admin), port, admin, f"bench-{cfg.key}",
+                         log_level="warning")
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{PATH}"
 
     def counters(self) -> dict[str, int]:
-        r = requests.get(f"http://127.0.0.1:{self.admin}/stats",
-                         params={"filter": "fapi_guard", "format": "json"}, timeout=5)
-        out = {"verify.host": 0, "verify.software": 0, "token.cache_hit": 0, "token.allowed": 0}
-        for s in r.json().get("stats", []):
-            for k in out:
-                if s.get("name", "").endswith("fapi_guard." + k):
-                    out[k] += int(s.get("value", 0))
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+        stats = self.stats()
+        return {k: sum(v for name, v in stats.items() if name.endswith("fapi_guard." + k))
+                for k in ("verify.host", "verify.software", "token.cache_hit", "token.allowed")}
 
 
 def break_signature(token: str) -> str:
@@ -346,15 +308,11 @@ def main(argv=None) -> int:
     long_exp = int(time.time()) + 30 * 24 * 3600
     tokens = {alg: issuer.token(alg, aud=AUD, exp=long_exp) for alg in issuer.keys}
 
-    workdir = Path(tempfile.mkdtemp(prefix="fapi-bench-"))
     envoys: dict[str, BenchEnvoy] = {}
     results: dict[str, list[Run]] = {k: [] for k in keys}
     try:
         for k in keys:
-            cfg = BY_KEY[k]
-            envoys[k] = BenchEnvoy(cfg, lambda p, ad, cfg=cfg: bootstrap(cfg, issuer, wasm_dir, p, ad), workdir)
-        for k in keys:
-            envoys[k].wait_ready()
+            envoys[k] = BenchEnvoy(BY_KEY[k], issuer, wasm_dir)
             check_answers(envoys[k], tokens.get(BY_KEY[k].alg or "ES256"))
         print(f"# {len(keys)} configurations ready; {a.rounds} round(s) x {a.duration}s each "
               f"(wrk -t1 -c{a.connections}), envoy {envoy_binary()}", file=sys.stderr)
@@ -385,7 +343,6 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(
             {k: [vars(r) for r in runs] for k, runs in results.items()}, indent=2))
-    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -69,23 +69,18 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-class Envoy:
-    """A real Envoy running the filters for `policy` in front of `upstream_port`."""
+class EnvoyProcess:
+    """A real Envoy started from a bootstrap dict on loopback ports: waits until it serves,
+    and gives its logs, stats and a clean stop. `Envoy` and `Gateway` build the bootstrap."""
 
-    def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
-                 concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
-                 log_level: str = "info", forward_client_cert: str | None = None):
-        self.policy = policy
-        self.dir = Path(tempfile.mkdtemp(prefix="fapi-envoy-"))
-        self.port = free_port()
-        self.admin_port = free_port()
-        cfg = render.render(policy, list(filters), str(build_wasm()), self.port, upstream_port, self.admin_port,
-                            jwks_address, *(tls or {}).get("args", (None, None, None)),
-                            forward_client_cert=forward_client_cert)
-        self.config_path = self.dir / "envoy.json"
+    def __init__(self, cfg: dict, port: int, admin_port: int, name: str = "envoy", concurrency: int = 1,
+                 log_level: str = "info"):
+        self.port, self.admin_port = port, admin_port
+        self.dir = Path(tempfile.mkdtemp(prefix=f"fapi-{name}-"))
+        self.config_path = self.dir / f"{name}.json"
         self.config_path.write_text(json.dumps(cfg))
-        self.log_path = self.dir / "envoy.log"
-        self.scheme = "https" if tls else "http"
+        self.log_path = self.dir / f"{name}.log"
+        self._name = name
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
@@ -101,7 +96,7 @@ class Envoy:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+                raise RuntimeError(f"{self._name} exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
             try:
                 r = requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5)
                 if r.status_code == 200:
@@ -110,18 +105,7 @@ class Envoy:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"envoy not ready:\n{self.logs()[-4000:]}")
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    def request(self, method: str, path: str, headers=None, **kw) -> requests.Response:
-        kw.setdefault("timeout", 10)
-        return requests.request(method, self.url + path, headers=headers or {}, **kw)
-
-    def get(self, path: str, headers=None, **kw) -> requests.Response:
-        return self.request("GET", path, headers, **kw)
+        raise TimeoutError(f"{self._name} not ready:\n{self.logs()[-4000:]}")
 
     def stats(self, contains: str = "fapi_guard") -> dict[str, int]:
         r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": contains, "format": "json"},
@@ -155,6 +139,32 @@ class Envoy:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Envoy(EnvoyProcess):
+    """A real Envoy running the filters for `policy` in front of `upstream_port`."""
+
+    def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
+                 concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
+                 log_level: str = "info", forward_client_cert: str | None = None):
+        self.policy = policy
+        self.scheme = "https" if tls else "http"
+        port, admin_port = free_port(), free_port()
+        cfg = render.render(policy, list(filters), str(build_wasm()), port, upstream_port, admin_port,
+                            jwks_address, *(tls or {}).get("args", (None, None, None)),
+                            forward_client_cert=forward_client_cert)
+        super().__init__(cfg, port, admin_port, "envoy", concurrency, log_level)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, headers=None, **kw) -> requests.Response:
+        kw.setdefault("timeout", 10)
+        return requests.request(method, self.url + path, headers=headers or {}, **kw)
+
+    def get(self, path: str, headers=None, **kw) -> requests.Response:
+        return self.request("GET", path, headers, **kw)
 
 
 def validate_config(path: Path | str) -> subprocess.CompletedProcess:
@@ -320,67 +330,21 @@ def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
     return f"{b64(json.dumps(header).encode())}.{b64(body)}.{b64(signature)}"
 
 
-class Gateway:
+class Gateway(EnvoyProcess):
     """An edge gateway Envoy in front of a sidecar (envoy/render.py `render_gateway`, the
     config committed as envoy/gateway-edge.yaml with other ports): TLS with optional client
     certificates (`pki`), `/api` stripped, an internal `:authority`, XFCC `SANITIZE_SET`."""
 
     def __init__(self, sidecar_port: int, pki, port: int | None = None, client_certs: bool = True):
-        self.port, self.admin_port = port or free_port(), free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="fapi-gateway-"))
-        cfg = render.render_gateway(self.port, self.admin_port, sidecar_port, pki.server_cert, pki.server_key,
+        port, admin_port = port or free_port(), free_port()
+        cfg = render.render_gateway(port, admin_port, sidecar_port, pki.server_cert, pki.server_key,
                                     pki.ca if client_certs else None)
-        self.config_path = self.dir / "gateway.json"
-        self.config_path.write_text(json.dumps(cfg))
-        self.log_path = self.dir / "gateway.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([envoy_binary(), "-c", str(self.config_path), "--concurrency", "1",
-                                      "--use-dynamic-base-id", "-l", "warning"], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        try:
-            self._wait_ready()
-        except Exception:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            try:
-                if requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5).status_code == 200:
-                    wait_port(self.port, 5)
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"gateway not ready:\n{self.logs()[-3000:]}")
+        super().__init__(cfg, port, admin_port, "gateway", log_level="warning")
 
     @property
     def origin(self) -> str:
         """The public origin clients use (and sign in `htu`)."""
         return f"https://127.0.0.1:{self.port}"
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 # The committed gateway topology's public origin (envoy/gateway-edge.yaml listens on 8443).
