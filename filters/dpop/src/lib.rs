@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 
-use fapi_guard_core::denial::Reason;
 use fapi_guard_core::dpop::policy::CertSource;
 use fapi_guard_core::dpop::replay::{self, SharedStore, StoreError};
 use fapi_guard_core::dpop::{
@@ -176,21 +175,8 @@ impl DpopFilter {
                 Action::Continue
             }
             Err(denial) => {
-                w.stats.denied(denial.reason);
-                let level = if denial.reason == Reason::DpopReplayCacheFull {
-                    LogLevel::Warn
-                } else {
-                    LogLevel::Info
-                };
-                let _ = proxy_wasm::hostcalls::log(
-                    level,
-                    &format!(
-                        "fapi_guard.{FILTER}: denied reason={} status={}",
-                        denial.reason.code(),
-                        denial.reason.status()
-                    ),
-                );
-                reply::send(&denial.reply(&w.policy, &w.dpop));
+                let reply = denial.reply(&w.policy, &w.dpop);
+                reply::deny_with(FILTER, &w.stats, denial.reason, &reply);
                 Action::Pause
             }
         }

@@ -8,16 +8,27 @@ use crate::stats::FilterStats;
 
 /// Logs, counts and sends the denial for `reason`.
 pub fn deny(filter: &str, stats: &FilterStats, reason: Reason, ctx: &ChallengeContext<'_>) {
+    deny_with(filter, stats, reason, &reason.reply(ctx));
+}
+
+/// Logs, counts and sends a denial whose reply the caller rendered (from `reason.reply`).
+/// A 503 is logged as a warning: the guard could not decide, an operator should look.
+pub fn deny_with(filter: &str, stats: &FilterStats, reason: Reason, reply: &Reply) {
     stats.denied(reason);
+    let level = if reply.status == 503 {
+        LogLevel::Warn
+    } else {
+        LogLevel::Info
+    };
     let _ = proxy_wasm::hostcalls::log(
-        LogLevel::Info,
+        level,
         &format!(
             "fapi_guard.{filter}: denied reason={} status={}",
             reason.code(),
-            reason.status()
+            reply.status
         ),
     );
-    send(&reason.reply(ctx));
+    send(reply);
 }
 
 /// Sends a rendered reply as the local response.
