@@ -1,0 +1,88 @@
+//! Test-only filter (never deployed): answers one signature check per request, so
+//! `tests/e2e/test_verify_paths.py` can run the same RFC and Wycheproof vectors through the
+//! host path (Envoy's `verify_signature`) and the pure-Rust path in real Envoy.
+//!
+//! Request: header `x-probe` = base64url(JSON `{"alg", "jwk", "msg" (hex), "sig" (hex),
+//! "path": "host"|"software"}`).
+//! Answer: 200 `valid`, 401 `<VerifyError>`, 400 for a request it cannot read; the header
+//! `x-verifier` says which verifier the filter chose.
+
+use fapi_guard_core::b64;
+use fapi_guard_core::jose::{Alg, Jwk, SignatureVerifier};
+use fapi_guard_host::verify::HostVerifier;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Warn);
+    proxy_wasm::set_http_context(|_, _| -> Box<dyn HttpContext> { Box::new(Probe) });
+}}
+
+struct Probe;
+
+impl Context for Probe {}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Probe {
+    fn answer(&self, status: u32, verifier: &str, body: &str) {
+        self.send_http_response(
+            status,
+            vec![("x-verifier", verifier)],
+            Some(body.as_bytes()),
+        );
+    }
+
+    fn check(&self, body: &[u8]) {
+        let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return self.answer(400, "-", "not json");
+        };
+        let field = |n: &str| {
+            req.get(n)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (Some(alg), Some(msg), Some(sig)) = (
+            Alg::parse(&field("alg")),
+            hex(&field("msg")),
+            hex(&field("sig")),
+        ) else {
+            return self.answer(400, "-", "bad alg/msg/sig");
+        };
+        let Ok(jwk) = Jwk::from_json(req.get("jwk").unwrap_or(&serde_json::Value::Null)) else {
+            return self.answer(400, "-", "bad jwk");
+        };
+        let verifier = HostVerifier::new(field("path") == "host");
+        let used = if verifier.uses_host() && matches!(alg, Alg::ES256 | Alg::RS256) {
+            "host"
+        } else {
+            "software"
+        };
+        match verifier.verify(alg, &jwk.key, &msg, &sig) {
+            Ok(()) => self.answer(200, used, "valid"),
+            Err(e) => self.answer(401, used, &format!("{e:?}")),
+        }
+    }
+}
+
+impl HttpContext for Probe {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        match self
+            .get_http_request_header("x-probe")
+            .and_then(|h| b64::decode(&h))
+        {
+            Some(body) => self.check(&body),
+            None => self.answer(400, "-", "no x-probe header"),
+        }
+        Action::Pause
+    }
+}
