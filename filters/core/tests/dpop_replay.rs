@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 
 use fapi_guard_core::dpop::policy::ReplayConfig;
 use fapi_guard_core::dpop::replay::{
-    check_and_record, ensure_slot, slot_key, JtiDigest, MemoryStore, ReplayError, SharedStore,
-    StoreError,
+    check_and_record, ensure_shared_key, ensure_slot, slot_key, JtiDigest, MemoryStore,
+    ReplayError, SharedStore, StoreError,
 };
 
 const NS: &str = "api";
@@ -220,4 +220,87 @@ fn racing_workers_accept_a_jti_once() {
         )));
     }
     assert!(store.get(&slot_key(NS, 0)).0.is_some());
+}
+
+/// What another worker does, once, right after this worker's first read.
+type OtherWorker<'a> = Box<dyn FnOnce(&MemoryStore) + 'a>;
+
+/// A store that lets another worker act right after this worker's first read.
+struct Interleaved<'a> {
+    inner: &'a MemoryStore,
+    other: std::cell::Cell<Option<OtherWorker<'a>>>,
+}
+
+impl SharedStore for Interleaved<'_> {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        let got = self.inner.get(key);
+        if let Some(f) = self.other.take() {
+            f(self.inner);
+        }
+        got
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn workers_agree_on_one_random_replay_key() {
+    let store = MemoryStore::new();
+    let a = ensure_shared_key(&store, "api", &[1; 32]).unwrap();
+    let b = ensure_shared_key(&store, "api", &[2; 32]).unwrap();
+    assert_eq!(a, vec![1; 32]);
+    assert_eq!(b, a, "the second worker uses the first worker's key");
+    assert_eq!(
+        ensure_shared_key(&store, "other-api", &[3; 32]).unwrap(),
+        vec![3; 32]
+    );
+}
+
+#[test]
+fn racing_key_creation_still_converges() {
+    // Worker B creates the key between worker A's read (missing) and A's write: A's
+    // create-only write must not overwrite it.
+    let store = MemoryStore::new();
+    let racing = Interleaved {
+        inner: &store,
+        other: std::cell::Cell::new(Some(Box::new(|s: &MemoryStore| {
+            ensure_shared_key(s, "api", &[2; 32]).unwrap();
+        }))),
+    };
+    let a = ensure_shared_key(&racing, "api", &[1; 32]).unwrap();
+    assert_eq!(
+        a,
+        vec![2; 32],
+        "A's create-only write fails and A takes B's key"
+    );
+    assert_eq!(
+        ensure_shared_key(&store, "api", &[9; 32]).unwrap(),
+        vec![2; 32]
+    );
+}
+
+#[test]
+fn creating_a_missing_slot_never_overwrites_a_racing_worker() {
+    // Worker B records a jti in a slot that A saw missing; A's record must not erase it.
+    let cfg = ReplayConfig {
+        slots: 1,
+        entries_per_slot: 8,
+    };
+    let store = MemoryStore::new();
+    let racing = Interleaved {
+        inner: &store,
+        other: std::cell::Cell::new(Some(Box::new(move |s: &MemoryStore| {
+            check_and_record(s, cfg, NS, digest(1), 100, 0).unwrap();
+        }))),
+    };
+    check_and_record(&racing, cfg, NS, digest(2), 100, 0).unwrap();
+    assert_eq!(
+        check_and_record(&store, cfg, NS, digest(1), 100, 0),
+        Err(ReplayError::Replay)
+    );
+    assert_eq!(
+        check_and_record(&store, cfg, NS, digest(2), 100, 0),
+        Err(ReplayError::Replay)
+    );
 }

@@ -62,11 +62,25 @@ impl RootContext for DpopRoot {
             return false;
         };
         // No `dpop` section: the defaults (DPoP required, FAPI algs, 60 s / 10 s window).
-        let dpop = policy.dpop.clone().unwrap_or_default();
-        // Create every replay slot now, so that all later writes are CAS-protected
-        // (a write to a missing key cannot be; see `fapi_guard_core::dpop::replay`).
-        // Existing slots (another worker, or an earlier configuration) are kept.
+        let mut dpop = policy.dpop.clone().unwrap_or_default();
         let ns = fapi_guard_core::dpop::replay_namespace(&policy);
+        // The replay digest is keyed so a client cannot aim its `jti`s at one slot: with the
+        // nonce secret when there is one, else with a random key all workers share.
+        if dpop.replay_key.is_empty() {
+            let mut fresh = [0u8; replay::SHARED_KEY_LEN];
+            let key = getrandom::fill(&mut fresh)
+                .ok()
+                .and_then(|()| replay::ensure_shared_key(&SharedData, ns, &fresh));
+            let Some(key) = key else {
+                let _ = proxy_wasm::hostcalls::log(
+                    LogLevel::Critical,
+                    "fapi_guard.dpop: refusing configuration: no random replay-cache key (host randomness or shared data failed)",
+                );
+                return false;
+            };
+            dpop.replay_key = key;
+        }
+        // Create every replay slot now (create-only writes; existing slots are kept).
         for slot in 0..dpop.replay.slots {
             replay::ensure_slot(&SharedData, ns, slot);
         }

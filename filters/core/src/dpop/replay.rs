@@ -6,8 +6,9 @@
 //! A fixed number of *slots* (policy `replay_cache.slots`), each one shared-data key
 //! `fapi_guard.dpop.<api>.<slot>`. A slot's value is a short list of entries
 //! `(digest: 16 bytes, expires_at: i64 big-endian)`, at most `entries_per_slot` of them.
-//! The digest is SHA-256 over the proof key's thumbprint and the `jti` (keyed with a secret
-//! from the policy when one is configured, so a client cannot aim its `jti`s at one slot);
+//! The digest is SHA-256 over the proof key's thumbprint and the `jti`, keyed with a secret
+//! (the nonce secret when the policy has one, else a random key the first worker creates in
+//! shared data, see [`ensure_shared_key`]), so a client cannot aim its `jti`s at one slot;
 //! the slot is the digest modulo the number of slots.
 //! Memory is bounded by `slots × entries_per_slot × 24` bytes plus Envoy's per-key overhead.
 //!
@@ -30,9 +31,10 @@
 //! # Concurrency
 //! Each insert is read, modify, write-with-CAS; a CAS conflict (another worker wrote the same
 //! slot in between) retries. Two workers racing on the same `jti` therefore cannot both
-//! succeed: the second one reads the first one's entry. The filter creates every slot at
-//! configuration time, because a write to a *missing* key cannot be CAS-protected in the
-//! proxy-wasm ABI; a slot that is still missing is created with a plain write.
+//! succeed: the second one reads the first one's entry. A write to a *missing* key is sent
+//! with the version [`CREATE_ONLY`]: the host ignores versions for missing keys (so it
+//! creates the key) but refuses the write if another worker created the key in between
+//! (its version is not `CREATE_ONLY`), so creation never overwrites another worker's entry.
 
 use sha2::{Digest, Sha256};
 
@@ -63,6 +65,16 @@ pub enum ReplayError {
     Full,
     /// CAS kept failing, or the store failed: cannot record, so refuse (fail closed).
     Unavailable,
+}
+
+/// The version sent when writing a key that was missing: create it, but never overwrite one
+/// another worker created meanwhile. Envoy (proxy-wasm-cpp-host `SharedData::set`) checks
+/// a non-zero CAS only for existing keys; versions come from one counter starting at 1, so
+/// an existing key carries `u32::MAX` only for the moment that counter passes it.
+pub const CREATE_ONLY: u32 = u32::MAX;
+
+fn version_for_write(cas: Option<u32>) -> Option<u32> {
+    Some(cas.unwrap_or(CREATE_ONLY))
 }
 
 const ENTRY_LEN: usize = 24;
@@ -149,7 +161,7 @@ pub fn check_and_record(
             return Err(ReplayError::Full);
         }
         entries.push((digest.0, expires_at));
-        match store.set(&key, &encode(&entries), cas) {
+        match store.set(&key, &encode(&entries), version_for_write(cas)) {
             Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(StoreError::Failed) => return Err(ReplayError::Unavailable),
@@ -164,8 +176,35 @@ pub fn ensure_slot(store: &dyn SharedStore, namespace: &str, slot: u32) -> bool 
     let key = slot_key(namespace, slot);
     match store.get(&key) {
         (Some(_), _) => false,
-        (None, _) => store.set(&key, &[], None).is_ok(),
+        (None, _) => store.set(&key, &[], Some(CREATE_ONLY)).is_ok(),
     }
+}
+
+/// Length of the random replay key.
+pub const SHARED_KEY_LEN: usize = 32;
+
+/// The replay-digest key every worker of this proxy must use: the one stored under
+/// `fapi_guard.dpop.<namespace>.key`, created from `fresh` (random bytes from the caller) by
+/// whichever worker gets there first: the write is create-only ([`CREATE_ONLY`]), so exactly
+/// one `fresh` wins and every other worker reads that one. None if the store fails.
+pub fn ensure_shared_key(
+    store: &dyn SharedStore,
+    namespace: &str,
+    fresh: &[u8; SHARED_KEY_LEN],
+) -> Option<Vec<u8>> {
+    let key = format!("fapi_guard.dpop.{namespace}.key");
+    for _ in 0..MAX_ATTEMPTS {
+        let cas = match store.get(&key) {
+            (Some(v), _) if v.len() == SHARED_KEY_LEN => return Some(v),
+            (_, cas) => cas,
+        };
+        match store.set(&key, fresh, version_for_write(cas)) {
+            Ok(()) => return Some(fresh.to_vec()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Failed) => return None,
+        }
+    }
+    None
 }
 
 /// An in-memory [`SharedStore`] with Envoy's CAS semantics, for tests and native tools.
