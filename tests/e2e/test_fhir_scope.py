@@ -301,12 +301,109 @@ def test_patch_status_allowed_subject_refused(anna):
         "write_outside_compartment")
 
 
-def test_delete_conditional_pinned_allowed_by_id_refused(anna):
+def test_delete_conditional_pinned_allowed(anna):
     created = allowed(anna("POST", "/fhir/Observation", body=obs_body(ANNA, "vital-signs")), 201)
-    denied(anna("DELETE", f"/fhir/Observation/{created['id']}"), "unsafe_search")
     r = anna("DELETE", f"/fhir/Observation?_id={created['id']}&patient=pat-anna")
     assert r.status_code == 204, r.text
     assert anna("GET", f"/fhir/Observation/{created['id']}").status_code == 404
+
+
+# ---- read before write: update/patch/delete by id check the STORED resource (BOLA) ----
+
+def stored(upstream, path):
+    """The upstream's own view, bypassing Envoy."""
+    import requests
+    return requests.get(f"http://127.0.0.1:{upstream.server_address[1]}{path}", timeout=5)
+
+
+JSON_PATCH = {"content-type": "application/json-patch+json"}
+
+
+def test_write_by_id_own_resource_allowed(envoy, upstream, anna):
+    oid = allowed(anna("POST", "/fhir/Observation", body=obs_body(ANNA)), 201)["id"]
+    path = f"/fhir/Observation/{oid}"
+    before = envoy.counter("fhir_scope.stored_read")
+    body = obs_body(ANNA, oid=oid)
+    body["valueQuantity"]["value"] = 11.1
+    allowed(anna("PUT", path, body=body))
+    assert stored(upstream, path).json()["valueQuantity"]["value"] == 11.1
+    r = anna("PATCH", path, body=[{"op": "replace", "path": "/status", "value": "amended"}], headers=JSON_PATCH)
+    assert allowed(r)["status"] == "amended"
+    assert stored(upstream, path).json()["status"] == "amended"
+    assert anna("DELETE", path).status_code == 204
+    assert stored(upstream, path).status_code == 404
+    assert envoy.counter("fhir_scope.stored_read") - before == 3
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_write_by_id_foreign_resource_refused(upstream, anna, method):
+    path = "/fhir/Observation/obs-bjorn-hb"
+    before = stored(upstream, path).json()
+    if method == "PUT":
+        # The body is Anna's: the body check alone passed this and moved Bjørn's resource.
+        r = anna("PUT", path, body=obs_body(ANNA, oid="obs-bjorn-hb"))
+    elif method == "PATCH":
+        r = anna("PATCH", path, body=[{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+                 headers=JSON_PATCH)
+    else:
+        r = anna("DELETE", path)
+    denied(r, "write_outside_compartment")
+    assert "15.4" not in r.text and "Hansen" not in r.text
+    assert stored(upstream, path).json() == before
+
+
+def test_write_by_id_foreign_hidden_as_not_found(upstream, issuer):
+    with Envoy(policy_for(issuer, hide_foreign_as_not_found=True), upstream.server_address[1],
+               filters=["token", "fhir_scope"]) as e:
+        c = Client(e, issuer, "patient/Observation.cruds")
+        path = "/fhir/Observation/obs-bjorn-bp"
+        before = stored(upstream, path).json()
+        denied(c("DELETE", path), "response_outside_grant", 404)
+        assert stored(upstream, path).json() == before
+
+
+def test_update_as_create_new_id(upstream, anna):
+    path = "/fhir/Observation/obs-anna-rbw-new"
+    assert stored(upstream, path).status_code == 404
+    created = allowed(anna("PUT", path, body=obs_body(ANNA, oid="obs-anna-rbw-new")), 201)
+    assert created["subject"]["reference"] == "Patient/pat-anna"
+    assert stored(upstream, path).status_code == 200
+    # A new id with a body for someone else: refused on the body, nothing created.
+    denied(anna("PUT", "/fhir/Observation/obs-anna-rbw-new2", body=obs_body(BJORN, oid="obs-anna-rbw-new2")),
+           "write_outside_compartment")
+    assert stored(upstream, "/fhir/Observation/obs-anna-rbw-new2").status_code == 404
+    # Patch or delete of something that does not exist: refused (nothing to show as Anna's).
+    denied(anna("DELETE", "/fhir/Observation/obs-anna-rbw-none"), "stored_resource_missing", 404)
+
+
+def test_write_by_id_stored_read_failing_refused(upstream, anna):
+    path = "/fhir/Observation/read-fails-anna"
+    assert stored(upstream, path).status_code == 500
+    for method, kw in (("PUT", {"body": obs_body(ANNA, oid="read-fails-anna")}),
+                       ("PATCH", {"body": [{"op": "replace", "path": "/status", "value": "amended"}],
+                                  "headers": JSON_PATCH}),
+                       ("DELETE", {})):
+        denied(anna(method, path, **kw), "stored_read_failed", 503)
+    # Nothing was written: the PUT (which the server would accept) never reached it.
+    assert stored(upstream, path + "/_history").status_code == 404
+
+
+def test_write_by_id_unreachable_read_cluster_refused(upstream, issuer):
+    with Envoy(policy_for(issuer, read_before_write_cluster="no_such_cluster"), upstream.server_address[1],
+               filters=["token", "fhir_scope"]) as e:
+        c = Client(e, issuer, "patient/Observation.cruds")
+        path = "/fhir/Observation/obs-anna-bp"
+        before = stored(upstream, path).json()
+        denied(c("DELETE", path), "stored_read_failed", 503)
+        assert stored(upstream, path).json() == before
+
+
+def test_constrained_user_delete_by_id_checks_stored(upstream, issuer, envoy):
+    lab = Client(envoy, issuer, "user/Observation.d?category=laboratory", patient=None)
+    path = "/fhir/Observation/obs-bjorn-bp"  # vital-signs
+    before = stored(upstream, path).json()
+    denied(lab("DELETE", path), "insufficient_scope")
+    assert stored(upstream, path).json() == before
 
 
 def test_write_needs_write_letters(envoy, issuer):
@@ -496,4 +593,14 @@ def test_host_without_header_hold(upstream, issuer, monkeypatch):
         allowed(c("POST", "/fhir", body=batch("batch", ("GET", "Patient/pat-anna", None))))
         allowed(c("POST", "/fhir/Observation", body=obs_body(ANNA)), 201)
         denied(c("POST", "/fhir/Observation", body=obs_body(BJORN)), "write_outside_compartment")
+        # Read before write with the headers already gone on: the body is held for the read.
+        foreign = "/fhir/Observation/obs-bjorn-glucose"
+        before = stored(upstream, foreign).json()
+        denied(c("PUT", foreign, body=obs_body(ANNA, oid="obs-bjorn-glucose")), "write_outside_compartment")
+        assert stored(upstream, foreign).json() == before
+        own = allowed(c("POST", "/fhir/Observation", body=obs_body(ANNA)), 201)["id"]
+        body = obs_body(ANNA, oid=own)
+        body["status"] = "amended"
+        allowed(c("PUT", f"/fhir/Observation/{own}", body=body))
+        assert stored(upstream, f"/fhir/Observation/{own}").json()["status"] == "amended"
         assert e.counter("fhir_scope.denied.response_outside_grant") >= 1

@@ -15,6 +15,7 @@ conditional), `Patient/{id}/$everything`, batch/transaction, `/metadata`,
 `/.well-known/smart-configuration`. No auth of its own: the filters in front do that.
 
 It is deliberately naive (it serves whatever it is asked): it logs only method and path.
+Test hook: a read by id of an id starting `read-fails-` answers 500 (writes to it work).
 """
 import argparse
 import base64
@@ -28,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 BASE = "/fhir"
+READ_FAILS = "read-fails-"  # test hook: `GET [type]/read-fails-*` answers 500
 LOINC, SNOMED, ATC = "http://loinc.org", "http://snomed.info/sct", "http://www.whocc.no/atc"
 OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
 COND_CLIN = "http://terminology.hl7.org/CodeSystem/condition-clinical"
@@ -320,6 +322,10 @@ class Fhir:
             t, rid = segs[0], segs[1]
             cur = st.current(t, rid)
             if len(segs) == 2:
+                if m == "GET" and rid.startswith(READ_FAILS):
+                    # Test hook: reads of these ids fail (writes work) to show the guard's
+                    # read before write fails closed.
+                    return 500, outcome("exception", "read failed (test hook)"), {}
                 if m == "GET":
                     return (200, cur, {}) if cur else (404, outcome("not-found", f"{t} not found"), {})
                 if m == "PUT":

@@ -157,6 +157,11 @@ reasons! {
     UnknownFhirRequest => "unknown_fhir_request", BadFhirRequest;
     /// Request body over the policy's limit where the body must be read.
     RequestTooLarge => "request_too_large", BadFhirRequest;
+    /// Read before write: the stored resource could not be read (error status, timeout,
+    /// unparsable body); the write is refused.
+    StoredReadFailed => "stored_read_failed", Unavailable;
+    /// Read before write: a patch or delete by id names no stored resource.
+    StoredResourceMissing => "stored_resource_missing", NotFound;
 }
 
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).

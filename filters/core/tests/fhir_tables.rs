@@ -15,7 +15,7 @@ use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::fhir::interaction::classify;
 use fapi_guard_core::fhir::policy::FhirPolicy;
 use fapi_guard_core::fhir::scope::{parse_scope, Context, ParsedScope};
-use fapi_guard_core::fhir::{check_response, decide, Decision, RequestView};
+use fapi_guard_core::fhir::{check_response, check_stored, decide, Decision, RequestView};
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -170,6 +170,7 @@ fn decision_code(d: &Decision) -> String {
     match d {
         Decision::Allow => "allow".into(),
         Decision::AllowIfResponseMatches(_) => "check".into(),
+        Decision::AllowIfStoredMatches(_) => "stored".into(),
         Decision::NeedBody => "need-body".into(),
         Decision::Deny(d) => format!("deny:{}", d.reason.code()),
     }
@@ -266,6 +267,13 @@ fn response_table() {
             Decision::AllowIfResponseMatches(check) => {
                 let resp = body(resp_body).unwrap_or_default();
                 match check_response(pol, check, status.parse().unwrap(), &resp) {
+                    Ok(()) => "pass".to_string(),
+                    Err(reason) => format!("refuse:{}:{}", reason.code(), reason.status()),
+                }
+            }
+            Decision::AllowIfStoredMatches(check) => {
+                let resp = body(resp_body).unwrap_or_default();
+                match check_stored(pol, check, status.parse().unwrap(), &resp) {
                     Ok(()) => "pass".to_string(),
                     Err(reason) => format!("refuse:{}:{}", reason.code(), reason.status()),
                 }

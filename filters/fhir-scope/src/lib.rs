@@ -9,14 +9,21 @@
 //! - Response: for reads the request cannot decide, the response headers are held and the
 //!   body buffered (up to `response_check.max_body_bytes`); at end of stream it is passed
 //!   unchanged or replaced as a whole by the denial (nothing of the body reaches the client).
+//! - Read before write: an update, patch or delete by id under a patient or query-constrained
+//!   grant is held (after its body was checked) while the filter GETs the stored resource from
+//!   `fhir.read_before_write_cluster` (same path, no query, no credentials); the request is
+//!   resumed only if `check_stored` accepts the answer, else refused (fail closed).
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
 use fapi_guard_core::fhir::interaction::classify;
 use fapi_guard_core::fhir::policy::FhirPolicy;
-use fapi_guard_core::fhir::{check_response, decide, Decision, Denial, RequestView, ResponseCheck};
+use fapi_guard_core::fhir::{
+    check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck, StoredCheck,
+};
 use fapi_guard_core::policy::Policy;
 use fapi_guard_core::routes::Requirement;
 use fapi_guard_host::{config, handoff, reply, stats::FilterStats};
@@ -24,6 +31,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 const FILTER: &str = "fhir_scope";
+/// How long the stored read before a write may take; no answer in time refuses the write.
+const STORED_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -100,9 +109,11 @@ impl RootContext for FhirRoot {
             token: None,
             method: String::new(),
             path: String::new(),
+            authority: String::new(),
             if_none_exist: None,
             buffering_request: false,
             check: None,
+            stored: None,
             status: 0,
             done: false,
         }))
@@ -118,11 +129,16 @@ struct FhirFilter {
     token: Option<VerifiedToken>,
     method: String,
     path: String,
+    /// Kept from the headers: the stored read may be sent from the body callback, when the
+    /// headers can no longer be read (they went on already if not held).
+    authority: String,
     if_none_exist: Option<String>,
     /// Waiting for the whole request body to decide.
     buffering_request: bool,
     /// The response must pass this check before anything of it reaches the client.
     check: Option<ResponseCheck>,
+    /// The request is held until the stored read (call token) answers and passes this.
+    stored: Option<(u32, StoredCheck)>,
     status: u32,
     /// A local reply was sent: ignore the rest of the stream.
     done: bool,
@@ -164,6 +180,7 @@ impl FhirFilter {
                 self.check = Some(c);
                 Action::Continue
             }
+            Decision::AllowIfStoredMatches(c) => self.read_stored(c),
             // Only asked for without a body; with one it is a request we cannot read.
             Decision::NeedBody => self.deny(Reason::UnknownFhirRequest, None),
             Decision::Deny(d) => self.deny(d.reason, Some(&d)),
@@ -172,6 +189,56 @@ impl FhirFilter {
 }
 
 impl FhirFilter {
+    /// Read before write (checklist §3, BOLA): GET the stored resource and hold the request.
+    /// No `Authorization`/`DPoP` is forwarded (a proof is bound to the client's request and
+    /// would be a replay); the API must serve this internal read from the sidecar.
+    fn read_stored(&mut self, c: StoredCheck) -> Action {
+        let path = self
+            .path
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let authority = self.authority.clone();
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", authority.as_str()),
+            ("accept", "application/fhir+json"),
+        ];
+        let cluster = self.worker.fhir.read_before_write_cluster.clone();
+        match self.dispatch_http_call(&cluster, headers, None, vec![], STORED_READ_TIMEOUT) {
+            Ok(token) => {
+                FilterStats::bump(FILTER, "stored_read");
+                self.stored = Some((token, c));
+                Action::Pause
+            }
+            Err(e) => {
+                let _ = proxy_wasm::hostcalls::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "fapi_guard.{FILTER}: stored read could not be sent (cluster `{cluster}`): {e:?}"
+                    ),
+                );
+                let detail = self.stored_denial(Reason::StoredReadFailed);
+                self.deny(Reason::StoredReadFailed, Some(&detail))
+            }
+        }
+    }
+
+    fn stored_denial(&self, reason: Reason) -> Denial {
+        let why = match reason {
+            Reason::StoredReadFailed => "the stored resource could not be read",
+            Reason::StoredResourceMissing => "no stored resource to change",
+            _ => "the stored resource is outside the granted scopes or the patient's compartment",
+        };
+        Denial {
+            reason,
+            required_scope: None,
+            detail: format!("{}: {why}", self.what()),
+        }
+    }
+
     fn prefer_strict_handling(&self) {
         let current = self.get_http_request_header("prefer").unwrap_or_default();
         let kept: Vec<&str> = current
@@ -200,7 +267,48 @@ impl FhirFilter {
     }
 }
 
-impl Context for FhirFilter {}
+impl Context for FhirFilter {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some((token, check)) = self.stored.take() else {
+            return;
+        };
+        if token != token_id || self.done {
+            return;
+        }
+        // No headers: the call failed or timed out (status 0 fails closed).
+        let status = if num_headers == 0 {
+            0
+        } else {
+            self.get_http_call_response_header(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        let verdict = if body_size > self.worker.fhir.max_response_bytes {
+            Err(Reason::ResponseTooLarge)
+        } else {
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
+            check_stored(&self.worker.fhir, &check, status, &body)
+        };
+        match verdict {
+            Ok(()) => {
+                self.worker.stats.allowed();
+                self.resume_http_request();
+            }
+            Err(reason) => {
+                let detail = self.stored_denial(reason);
+                self.deny(reason, Some(&detail));
+            }
+        }
+    }
+}
 
 impl HttpContext for FhirFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -217,6 +325,9 @@ impl HttpContext for FhirFilter {
             return Action::Continue;
         }
         self.if_none_exist = self.get_http_request_header("if-none-exist");
+        self.authority = self
+            .get_http_request_header(":authority")
+            .unwrap_or_default();
         self.token = handoff::load_verified_token();
         let first = self.decide(None);
         if matches!(
@@ -247,6 +358,10 @@ impl HttpContext for FhirFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.stored.is_some() && !self.done {
+            // Held for the stored read: keep buffering (Continue would release the headers).
+            return Action::Pause;
+        }
         if !self.buffering_request || self.done {
             return Action::Continue;
         }

@@ -29,9 +29,23 @@ pub enum Decision {
     Allow,
     /// Forward, but buffer the response and pass it only if [`check_response`] accepts it.
     AllowIfResponseMatches(ResponseCheck),
+    /// Update, patch or delete by id that the request alone cannot confine (a patient or
+    /// query-constrained grant): read the stored resource first (`GET` the same path) and
+    /// forward the request only if [`check_stored`] accepts the answer (BOLA, checklist §3).
+    AllowIfStoredMatches(StoredCheck),
     /// The request body is needed to decide: buffer it and ask again.
     NeedBody,
     Deny(Denial),
+}
+
+/// What the stored resource a write by id targets must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheck {
+    /// The stored resource (type, id) must pass any of these alternatives.
+    pub resource: ResourceCheck,
+    /// A 404 on the read is fine: update-as-create (FHIR R4 §3.1.0.4.1); the body that
+    /// creates it already passed the request checks.
+    pub absent_ok: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -912,7 +926,45 @@ fn patient_write(
             "the resource does not match the scope's parameters",
         );
     }
+    if by_id_write(cx) && !(t == "Patient" && g.constraint.is_empty()) {
+        // The body is the patient's, but the stored resource it replaces must be too
+        // (otherwise a PUT moves another patient's resource into this compartment).
+        return Outcome::Check(Alternative {
+            patient: Some(pid.to_string()),
+            constraint: g.constraint.clone(),
+        });
+    }
     Outcome::Allow
+}
+
+/// Update, patch or delete naming the resource by id (not conditional: those are pinned
+/// by their criteria).
+fn by_id_write(cx: &Cx<'_>) -> bool {
+    matches!(
+        cx.req.interaction,
+        Interaction::Update | Interaction::Patch | Interaction::Delete
+    ) && !cx.req.conditional
+        && cx.req.id.is_some()
+}
+
+/// Grants that allowed a write by id only with the stored resource checked.
+fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decision>) -> Decision {
+    match res {
+        Err(d) => d,
+        Ok(_) if !by_id_write(cx) => deny(
+            Reason::UnknownFhirRequest,
+            format!("{}: undecidable", cx.what()),
+        ),
+        Ok(alternatives) => Decision::AllowIfStoredMatches(StoredCheck {
+            resource: ResourceCheck {
+                resource_type: t,
+                id: cx.req.id.clone(),
+                history: false,
+                alternatives,
+            },
+            absent_ok: cx.req.interaction == Interaction::Update,
+        }),
+    }
 }
 
 /// User/system write of a whole resource: only a constrained grant looks at the body.
@@ -921,6 +973,13 @@ fn open_write(cx: &Cx<'_>, t: &str, g: &SmartScope) -> Outcome {
         return Outcome::Allow;
     }
     match body_resource(cx, t) {
+        // An update by id: the stored resource must match the constraint too.
+        Ok(v) if resource_matches_constraint(&v, &g.constraint) && by_id_write(cx) => {
+            Outcome::Check(Alternative {
+                patient: None,
+                constraint: g.constraint.clone(),
+            })
+        }
         Ok(v) if resource_matches_constraint(&v, &g.constraint) => Outcome::Allow,
         Ok(_) => cx.deny_o(
             Reason::InsufficientScope,
@@ -969,7 +1028,7 @@ fn create(cx: &Cx<'_>) -> Decision {
 fn update(cx: &Cx<'_>) -> Decision {
     let t = rt(cx);
     let criteria = cx.req.conditional.then(|| cx.req.params.clone());
-    cx.over_grants_final(Some(&t), Perms::U, |g, pid| match g.context {
+    let res = cx.over_grants(Some(&t), Perms::U, |g, pid| match g.context {
         Context::Patient => patient_write(cx, &t, g, pid, criteria.as_deref()),
         _ => {
             if let Some(c) = &criteria {
@@ -979,7 +1038,8 @@ fn update(cx: &Cx<'_>) -> Decision {
             }
             open_write(cx, &t, g)
         }
-    })
+    });
+    stored_decision(cx, t, res)
 }
 
 /// Element names a patch body touches: JSON Patch (RFC 6902) `path`/`from`, or FHIRPath
@@ -1041,7 +1101,7 @@ fn patched_elements(body: &[u8], t: &str) -> Option<Vec<String>> {
 fn patch(cx: &Cx<'_>) -> Decision {
     let t = rt(cx);
     let criteria = cx.req.conditional.then(|| cx.req.params.clone());
-    cx.over_grants_final(Some(&t), Perms::U, |g, pid| match g.context {
+    let res = cx.over_grants(Some(&t), Perms::U, |g, pid| match g.context {
         Context::Patient => {
             if t == "Patient" {
                 if cx.req.conditional {
@@ -1097,6 +1157,11 @@ fn patch(cx: &Cx<'_>) -> Decision {
                     "the patch changes the patient reference",
                 );
             }
+            if by_id_write(cx) {
+                // The patch keeps the compartment elements; the stored resource must be
+                // the patient's for that to keep it in this compartment.
+                return pinned_outcome(g, pid);
+            }
             Outcome::Allow
         }
         _ => {
@@ -1111,25 +1176,33 @@ fn patch(cx: &Cx<'_>) -> Decision {
             }
             Outcome::Allow
         }
-    })
+    });
+    stored_decision(cx, t, res)
 }
 
-/// delete (incl. conditional): letter `d`. Under a patient grant a delete by id cannot be
-/// shown to stay in the compartment; a conditional delete pinned to the patient can.
+/// delete (incl. conditional): letter `d`. Under a patient grant a delete by id is allowed
+/// once the stored resource is shown to be in the compartment (read before write); a
+/// conditional delete pinned to the patient is confined by its criteria.
 fn delete(cx: &Cx<'_>) -> Decision {
     let t = rt(cx);
     let params = cx.req.params.clone();
-    cx.over_grants_final(Some(&t), Perms::D, |g, pid| match g.context {
+    let res = cx.over_grants(Some(&t), Perms::D, |g, pid| match g.context {
         Context::Patient => {
             if !in_patient_compartment(&t) {
-                return cx.deny_o(Reason::WriteOutsideCompartment, "type is outside the patient compartment");
+                return cx.deny_o(
+                    Reason::WriteOutsideCompartment,
+                    "type is outside the patient compartment",
+                );
             }
             if cx.req.conditional {
                 if let Some(o) = confined_criteria(cx, &t, &params, pid) {
                     return o;
                 }
                 if !carries(&params, &g.constraint) {
-                    return cx.deny_o(Reason::QueryConstraintMissing, "the criteria lack the scope's parameters");
+                    return cx.deny_o(
+                        Reason::QueryConstraintMissing,
+                        "the criteria lack the scope's parameters",
+                    );
                 }
                 return Outcome::Allow;
             }
@@ -1137,26 +1210,28 @@ fn delete(cx: &Cx<'_>) -> Decision {
                 if cx.req.id.as_deref() != Some(pid) {
                     return cx.deny_o(Reason::CompartmentEscape, "not the patient in context");
                 }
-                if !g.constraint.is_empty() {
-                    return cx.deny_o(Reason::InsufficientScope, "a constrained grant cannot authorise a delete by id");
+                if g.constraint.is_empty() {
+                    return Outcome::Allow;
                 }
-                return Outcome::Allow;
             }
-            cx.deny_o(
-                Reason::UnsafeSearch,
-                "a delete by id cannot be confined to the patient; use a conditional delete pinned to the patient",
-            )
+            // Read before write: the stored resource must be in the compartment.
+            pinned_outcome(g, pid)
         }
         _ => {
             if cx.req.conditional {
                 return open_search(cx, &params, g);
             }
             if !g.constraint.is_empty() {
-                return cx.deny_o(Reason::InsufficientScope, "a constrained grant cannot authorise a delete by id");
+                // Read before write: the stored resource must match the constraint.
+                return Outcome::Check(Alternative {
+                    patient: None,
+                    constraint: g.constraint.clone(),
+                });
             }
             Outcome::Allow
         }
-    })
+    });
+    stored_decision(cx, t, res)
 }
 
 /// Operations: only those the policy lists, at the levels it lists, with its letters.
@@ -1390,6 +1465,16 @@ fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> 
             | Decision::NeedBody => {
                 return entry_bad("cannot be decided");
             }
+            // The stored resource would have to be read per entry; not done inside a Bundle.
+            Decision::AllowIfStoredMatches(_) => {
+                return Decision::Deny(Denial {
+                    reason: Reason::BundleEntryForbidden,
+                    required_scope: None,
+                    detail: format!(
+                        "entry[{i}] refused: a write by id under a patient or constrained grant needs the stored resource read first; send it on its own"
+                    ),
+                });
+            }
             Decision::Deny(d) => {
                 let reason = match d.reason {
                     Reason::UnknownFhirRequest | Reason::RequestTooLarge => d.reason,
@@ -1544,5 +1629,49 @@ pub fn check_response(
         Ok(())
     } else {
         Err(foreign)
+    }
+}
+
+/// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`]. `status` 0
+/// means no answer (timeout, reset). Fails closed on anything but a 2xx the check accepts,
+/// or a 404 where update-as-create is allowed.
+pub fn check_stored(
+    policy: &FhirPolicy,
+    check: &StoredCheck,
+    status: u32,
+    body: &[u8],
+) -> Result<(), Reason> {
+    if status == 404 {
+        if check.absent_ok {
+            return Ok(());
+        }
+        return Err(Reason::StoredResourceMissing);
+    }
+    if !(200..300).contains(&status) {
+        return Err(Reason::StoredReadFailed);
+    }
+    if body.len() > policy.max_response_bytes {
+        return Err(Reason::ResponseTooLarge);
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Err(Reason::StoredReadFailed);
+    };
+    if v.get("resourceType").and_then(Value::as_str).is_none() {
+        return Err(Reason::StoredReadFailed);
+    }
+    if resource_passes(&check.resource, &v) {
+        return Ok(());
+    }
+    if policy.hide_foreign_as_not_found {
+        Err(Reason::ResponseOutsideGrantHidden)
+    } else if check
+        .resource
+        .alternatives
+        .iter()
+        .any(|a| a.patient.is_some())
+    {
+        Err(Reason::WriteOutsideCompartment)
+    } else {
+        Err(Reason::InsufficientScope)
     }
 }

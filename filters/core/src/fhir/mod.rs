@@ -5,7 +5,8 @@
 //! - [`interaction`]: method + path + query -> FHIR REST interaction.
 //! - [`compartment`]: FHIR R4 `CompartmentDefinition/patient` as data; body checks.
 //! - [`decide`]: grants × interaction × patient context -> [`decide::Decision`];
-//!   [`decide::check_response`] for reads the request alone cannot decide.
+//!   [`decide::check_response`] for reads the request alone cannot decide,
+//!   [`decide::check_stored`] for writes by id that need the stored resource read first.
 //! - [`policy`]: the policy's `fhir` section.
 
 pub mod compartment;
@@ -16,5 +17,6 @@ pub mod query;
 pub mod scope;
 
 pub use decide::{
-    check_response, decide, decide_request, Decision, Denial, RequestView, ResponseCheck,
+    check_response, check_stored, decide, decide_request, Decision, Denial, RequestView,
+    ResponseCheck, StoredCheck,
 };

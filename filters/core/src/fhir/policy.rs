@@ -13,7 +13,8 @@
 //!   ],
 //!   "response_check": {"max_body_bytes": 1048576},
 //!   "hide_foreign_as_not_found": false,
-//!   "max_request_body_bytes": 1048576
+//!   "max_request_body_bytes": 1048576,
+//!   "read_before_write_cluster": "api"
 //! }
 //! ```
 
@@ -65,6 +66,12 @@ pub struct FhirDoc {
     /// (the client gets no status and none of the body) instead of answering 403.
     #[serde(default = "default_true")]
     pub hold_headers_while_buffering: bool,
+    /// Envoy cluster the filter reads the stored resource from before an update, patch or
+    /// delete by id under a patient or query-constrained grant (default `api`, the route's
+    /// cluster in envoy/render.py). It must reach the FHIR API itself without passing this
+    /// filter chain again (Istio: the API's `inbound|<port>||` cluster in its own sidecar).
+    #[serde(default = "default_rbw_cluster")]
+    pub read_before_write_cluster: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +123,9 @@ fn default_body() -> usize {
 fn default_true() -> bool {
     true
 }
+fn default_rbw_cluster() -> String {
+    "api".to_string()
+}
 
 /// One allowed operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +150,7 @@ pub struct FhirPolicy {
     pub hide_foreign_as_not_found: bool,
     pub max_request_body_bytes: usize,
     pub hold_headers_while_buffering: bool,
+    pub read_before_write_cluster: String,
 }
 
 impl FhirPolicy {
@@ -325,6 +336,13 @@ impl FhirDoc {
             self.response_check.max_body_bytes,
         )?;
         check_size("max_request_body_bytes", self.max_request_body_bytes)?;
+        let cluster = &self.read_before_write_cluster;
+        if cluster.is_empty() || cluster.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(
+                "read_before_write_cluster",
+                "must be an Envoy cluster name (non-empty, no whitespace)",
+            ));
+        }
 
         Ok(FhirPolicy {
             base_path: normalise_base(base),
@@ -337,6 +355,7 @@ impl FhirDoc {
             hide_foreign_as_not_found: self.hide_foreign_as_not_found,
             max_request_body_bytes: self.max_request_body_bytes,
             hold_headers_while_buffering: self.hold_headers_while_buffering,
+            read_before_write_cluster: cluster.clone(),
         })
     }
 }
@@ -412,6 +431,14 @@ mod tests {
             ),
             (r#"{"unknown_field":1}"#, "fhir.unknown_field"),
             (
+                r#"{"read_before_write_cluster":""}"#,
+                "fhir.read_before_write_cluster",
+            ),
+            (
+                r#"{"read_before_write_cluster":"a b"}"#,
+                "fhir.read_before_write_cluster",
+            ),
+            (
                 r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","extra":1}]}"#,
                 "fhir.operations[0].extra",
             ),
@@ -432,6 +459,7 @@ mod tests {
         assert_eq!(p.map(|p| p.contexts.len()), Some(3));
         assert_eq!(p.map(|p| p.serves("Observation")), Some(true));
         assert_eq!(p.map(|p| p.serves("Practitioner")), Some(false));
+        assert_eq!(p.map(|p| p.read_before_write_cluster.as_str()), Some("api"));
         let p = FhirPolicy::from_section_json(br#"{"base_path":"/fhir/"}"#).ok();
         assert_eq!(p.map(|p| p.base_path), Some("/fhir".to_string()));
     }
