@@ -14,4 +14,5 @@ pub mod jose;
 pub mod jwks_store;
 pub mod policy;
 pub mod routes;
+pub mod shared_store;
 pub mod token;

@@ -6,16 +6,17 @@
 use std::rc::Rc;
 
 use fapi_guard_core::dpop::policy::CertSource;
-use fapi_guard_core::dpop::replay::{self, SharedStore, StoreError};
+use fapi_guard_core::dpop::replay;
 use fapi_guard_core::dpop::{
     evaluate, ClientCert, DpopPolicy, DpopRequest, Outcome, ProofRequest, RequestTarget,
 };
 use fapi_guard_core::policy::Policy;
+use fapi_guard_host::shared::HostSharedData;
 use fapi_guard_host::{
     clock, config, handoff, reply, request, stats::FilterStats, verify::HostVerifier,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 const FILTER: &str = "dpop";
 
@@ -23,24 +24,6 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(DpopRoot::default()) });
 }}
-
-/// proxy-wasm shared data: one key-value store for every worker thread of this VM, with
-/// compare-and-swap versions. Backs the replay cache.
-struct SharedData;
-
-impl SharedStore for SharedData {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(_) => Err(StoreError::Failed),
-        }
-    }
-}
 
 struct Worker {
     policy: Rc<Policy>,
@@ -70,7 +53,7 @@ impl RootContext for DpopRoot {
             let mut fresh = [0u8; replay::SHARED_KEY_LEN];
             let key = getrandom::fill(&mut fresh)
                 .ok()
-                .and_then(|()| replay::ensure_shared_key(&SharedData, ns, &fresh));
+                .and_then(|()| replay::ensure_shared_key(&HostSharedData, ns, &fresh));
             let Some(key) = key else {
                 let _ = proxy_wasm::hostcalls::log(
                     LogLevel::Critical,
@@ -82,7 +65,7 @@ impl RootContext for DpopRoot {
         }
         // Create every replay slot now (create-only writes; existing slots are kept).
         for slot in 0..dpop.replay.slots {
-            replay::ensure_slot(&SharedData, ns, slot);
+            replay::ensure_slot(&HostSharedData, ns, slot);
         }
         self.worker = Some(Rc::new(Worker {
             policy,
@@ -176,7 +159,7 @@ impl DpopFilter {
             &req,
             token.as_ref(),
             &w.verifier,
-            &SharedData,
+            &HostSharedData,
             now,
         ) {
             Ok(Outcome::Public) => {

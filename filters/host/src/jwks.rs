@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use fapi_guard_core::jwks_store::{decode_shared, encode_shared, FetchOutcome, KeyRing};
 use fapi_guard_core::policy::RemoteJwks;
+use fapi_guard_core::shared_store::{version_for_write, SharedStore};
+
+use crate::shared::HostSharedData;
 use proxy_wasm::types::LogLevel;
 
 fn doc_key(remote: &RemoteJwks) -> String {
@@ -38,12 +41,10 @@ pub fn sync_from_shared(
 }
 
 /// Tries to take the fetch lease for `hold_seconds`. False if another worker holds it.
+/// Compare-and-swap (create-only when the key is new), so two workers cannot both take it.
 pub fn take_lease(remote: &RemoteJwks, now: i64, hold_seconds: i64) -> bool {
     let key = lease_key(remote);
-    let (current, cas) = match proxy_wasm::hostcalls::get_shared_data(&key) {
-        Ok(v) => v,
-        Err(_) => return false,
-    };
+    let (current, cas) = HostSharedData.get(&key);
     let held_until: i64 = current
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.parse().ok())
@@ -52,8 +53,9 @@ pub fn take_lease(remote: &RemoteJwks, now: i64, hold_seconds: i64) -> bool {
         return false;
     }
     let until = (now + hold_seconds).to_string();
-    // cas None on a fresh key makes the host create it; a racing writer makes ours fail.
-    proxy_wasm::hostcalls::set_shared_data(&key, Some(until.as_bytes()), cas.or(Some(0))).is_ok()
+    HostSharedData
+        .set(&key, until.as_bytes(), version_for_write(cas))
+        .is_ok()
 }
 
 /// Extends (or shortens) the lease after a result, e.g. to hold back during backoff.

@@ -7,5 +7,6 @@ pub mod handoff;
 pub mod jwks;
 pub mod reply;
 pub mod request;
+pub mod shared;
 pub mod stats;
 pub mod verify;
