@@ -2,6 +2,7 @@
 FHIR API and prints ready-to-paste requests. This runs it and pastes them; then the same
 for `scripts/demo.sh --gateway` (the two-proxy topology). Both use the same ports, so one
 run is stopped before the next starts."""
+import contextlib
 import json
 import os
 import re
@@ -37,14 +38,12 @@ def wait_ports_free(timeout=30.0):
     assert not busy, f"demo ports still in use: {busy}"
 
 
-@pytest.fixture(scope="module")
-def demo(request):
-    """The demo's printed text, for `request.param` = its arguments. Module scope with an
-    indirect parameter: pytest stops one run before it starts the next (same ports)."""
-    args = list(request.param)
+@contextlib.contextmanager
+def running_demo(args, log_path):
+    """Runs `scripts/demo.sh ARGS` until it prints "Press Ctrl-C"; yields what it printed;
+    stops it (the whole process group) and waits until its ports are free again."""
     wait_ports_free()
-    (ROOT / "run").mkdir(exist_ok=True)
-    log = open(ROOT / "run" / f"demo-test{'-'.join([''] + [a.strip('-') for a in args])}.log", "w")
+    log = open(log_path, "w")
     proc = subprocess.Popen(["bash", "scripts/demo.sh", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
                             text=True, start_new_session=True)
     out = []
@@ -64,6 +63,16 @@ def demo(request):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
         wait_ports_free()
+
+
+@pytest.fixture(scope="module")
+def demo(request):
+    """The demo's printed text, for `request.param` = its arguments. Module scope with an
+    indirect parameter: pytest stops one run before it starts the next (same ports)."""
+    args = list(request.param)
+    (ROOT / "run").mkdir(exist_ok=True)
+    with running_demo(args, ROOT / "run" / f"demo-test{'-'.join([''] + [a.strip('-') for a in args])}.log") as text:
+        yield text
 
 
 def printed_commands(text):

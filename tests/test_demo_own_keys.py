@@ -5,17 +5,13 @@ copy of the demo policy with another audience."""
 import base64
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import requests
 from requests_oauth2client import DPoPKey
 
 from harness import ROOT, Issuer
-from test_demo import wait_ports_free
+from test_demo import running_demo
 
 URL = "http://127.0.0.1:10000/fhir"
 
@@ -28,24 +24,9 @@ def own_demo(tmp_path_factory):
     issuer = Issuer(policy["issuers"][0]["issuer"], algs=("PS256",))
     (d / "policy.json").write_text(json.dumps(policy))
     (d / "jwks.json").write_text(json.dumps(issuer.jwks()))
-    wait_ports_free()
-    log = open(d / "demo.log", "w")
-    proc = subprocess.Popen(["bash", "scripts/demo.sh", "--policy", str(d / "policy.json"), "--jwks",
-                             str(d / "jwks.json")], cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 600
-        for line in proc.stdout:
-            if "Press Ctrl-C" in line or time.time() > deadline:
-                break
+    args = ["--policy", str(d / "policy.json"), "--jwks", str(d / "jwks.json")]
+    with running_demo(args, d / "demo.log"):
         yield issuer
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def call(token, key, path):

@@ -29,7 +29,7 @@ from joserfc.jws import JWSRegistry
 from joserfc.registry import HeaderParameter
 from requests_oauth2client import DPoPKey
 
-from harness import Envoy, Issuer, Upstream, raw_jws
+from harness import Envoy, Issuer, raw_jws
 
 pytestmark = pytest.mark.e2e
 
@@ -138,13 +138,6 @@ def worker_connections(envoy: Envoy) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = Upstream()
-    yield u
-    u.stop()
-
 
 @pytest.fixture(scope="module")
 def issuer():

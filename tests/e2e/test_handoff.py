@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from harness import Envoy, Issuer, Upstream
+from harness import Envoy, Issuer
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +27,6 @@ def policy(issuer):
         "dpop": {"required": False},
         "fhir": {"base_path": "/fhir", "scope_contexts": ["patient", "user", "system"]},
     }
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = Upstream()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

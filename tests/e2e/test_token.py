@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import Envoy, Issuer, JwksServer, Upstream, raw_jws
+from harness import Envoy, Issuer, JwksServer, raw_jws
 
 pytestmark = pytest.mark.e2e
 
@@ -23,13 +23,6 @@ def policy_for(issuers, **token):
         "routes": [{"path_prefix": "/fhir/metadata", "methods": ["GET"], "require": "none"}],
     }
     return p
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    u = Upstream()
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1004,6 +1004,22 @@ fn if_none_exist_params(cx: &Cx<'_>) -> Result<Option<Vec<Param>>, Decision> {
     }
 }
 
+/// A user/system write: conditional criteria must be a search the grant allows, then the
+/// body must match the grant's constraint.
+fn open_write_with_criteria(
+    cx: &Cx<'_>,
+    t: &str,
+    g: &SmartScope,
+    criteria: Option<&[Param]>,
+) -> Outcome {
+    if let Some(c) = criteria {
+        if let Outcome::Deny(d) = open_search(cx, c, g) {
+            return Outcome::Deny(d);
+        }
+    }
+    open_write(cx, t, g)
+}
+
 /// create (incl. conditional create): letter `c`.
 fn create(cx: &Cx<'_>) -> Decision {
     let t = rt(cx);
@@ -1013,14 +1029,7 @@ fn create(cx: &Cx<'_>) -> Decision {
     };
     cx.over_grants_final(Some(&t), Perms::C, |g, pid| match g.context {
         Context::Patient => patient_write(cx, &t, g, pid, criteria.as_deref()),
-        _ => {
-            if let Some(c) = &criteria {
-                if let Outcome::Deny(d) = open_search(cx, c, g) {
-                    return Outcome::Deny(d);
-                }
-            }
-            open_write(cx, &t, g)
-        }
+        _ => open_write_with_criteria(cx, &t, g, criteria.as_deref()),
     })
 }
 
@@ -1030,14 +1039,7 @@ fn update(cx: &Cx<'_>) -> Decision {
     let criteria = cx.req.conditional.then(|| cx.req.params.clone());
     let res = cx.over_grants(Some(&t), Perms::U, |g, pid| match g.context {
         Context::Patient => patient_write(cx, &t, g, pid, criteria.as_deref()),
-        _ => {
-            if let Some(c) = &criteria {
-                if let Outcome::Deny(d) = open_search(cx, c, g) {
-                    return Outcome::Deny(d);
-                }
-            }
-            open_write(cx, &t, g)
-        }
+        _ => open_write_with_criteria(cx, &t, g, criteria.as_deref()),
     });
     stored_decision(cx, t, res)
 }
