@@ -321,3 +321,35 @@ def test_response_trailers_reach_client_when_allowed(h2_envoy, issuer):
     assert r.status == 200 and json.loads(r.body)["id"] == "obs-anna-glucose"
     assert r.trailers.get("x-upstream-trailer") == "1", r.trailers
 
+
+
+def test_host_without_header_hold(api, issuer, monkeypatch):
+    """Istio's WasmPlugin cannot hold headers while the body is read (policy
+    `hold_headers_while_buffering: false`): the headers go on, the body and the trailers are
+    held, and a refusal at the trailers resets the upstream request before it has its body."""
+    import render
+
+    orig = render.wasm_filter
+
+    def without_hold(*args, **kwargs):
+        f = orig(*args, **kwargs)
+        f["typed_config"]["config"].pop("allow_on_headers_stop_iteration", None)
+        return f
+
+    monkeypatch.setattr(render, "wasm_filter", without_hold)
+    token = issuer.token("ES256", aud=AUD, scope="patient/*.cruds", patient=ANNA)
+    h = {"authorization": f"Bearer {token}", "content-type": FHIR_JSON}
+    with Envoy(policy_for(issuer, hold_headers_while_buffering=False), api, filters=["token", "fhir_scope"],
+               http1_trailers=True) as e:
+        for send in (h2_request, h1_chunked_request):
+            before = count(api, f"patient={BJORN}")
+            r = send(e.port, "POST", "/fhir/Observation", h, json.dumps(obs_body(BJORN)).encode(), TRAILERS)
+            assert r.status != 201, r.text[:300]
+            assert count(api, f"patient={BJORN}") == before, "the create reached the API"
+            path = "/fhir/Observation/obs-bjorn-hb"
+            stored = upstream_view(api, path).json()
+            r = send(e.port, "PUT", path, h, json.dumps(obs_body(ANNA, oid="obs-bjorn-hb")).encode(), TRAILERS)
+            assert r.status != 200, r.text[:300]
+            assert upstream_view(api, path).json() == stored, "the write reached the API"
+            r = send(e.port, "POST", "/fhir/Observation", h, json.dumps(obs_body(ANNA)).encode(), TRAILERS)
+            assert r.status == 201, (r.status, r.text[:300])
