@@ -118,7 +118,7 @@ def jwks_clusters(policy, jwks_address):
     return out
 
 
-def downstream_tls(cert, key, client_ca):
+def downstream_tls(cert, key, client_ca, alpn=None):
     ctx = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
         "common_tls_context": {
@@ -129,12 +129,29 @@ def downstream_tls(cert, key, client_ca):
         # Ask for a client certificate (RFC 8705 binding is checked by the DPoP filter);
         # requests without one still reach the filters, which decide.
         ctx["common_tls_context"]["validation_context"] = {"trusted_ca": {"filename": client_ca}}
+    if alpn:
+        ctx["common_tls_context"]["alpn_protocols"] = list(alpn)
     return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def stream_options(hcm, clusters, http1_trailers=False, upstream_h2=False):
+    """Options for the trailer tests (tests/e2e/test_trailers.py), off by default:
+    `http1_trailers` makes the HTTP/1 codecs surface chunked trailers (Envoy drops them
+    unless `enable_trailers`), on the listener and on cluster `api`; `upstream_h2` makes
+    cluster `api` speak HTTP/2 (prior knowledge) to the API."""
+    api = next(c for c in clusters if c["name"] == "api")
+    if http1_trailers:
+        hcm["http_protocol_options"] = {"enable_trailers": True}
+    if http1_trailers or upstream_h2:
+        http = {"http2_protocol_options": {}} if upstream_h2 else {"http_protocol_options": {"enable_trailers": True}}
+        api["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": http}}
 
 
 def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
            tls_cert=None, tls_key=None, client_ca=None, vm_env=None, direct_response=False,
-           forward_client_cert=None):
+           forward_client_cert=None, alpn=None, http1_trailers=False, upstream_h2=False):
     """`forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
     sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
     (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC."""
@@ -161,13 +178,15 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jw
     }
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if tls_cert:
-        chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca)
+        chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca, alpn)
+    clusters = [cluster("api", "127.0.0.1", upstream_port)] + jwks_clusters(policy, jwks_address)
+    stream_options(hcm, clusters, http1_trailers, upstream_h2)
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},
         "static_resources": {
             "listeners": [{"name": "virtualInbound", "address": address("127.0.0.1", listen_port),
                            "filter_chains": [chain]}],
-            "clusters": [cluster("api", "127.0.0.1", upstream_port)] + jwks_clusters(policy, jwks_address),
+            "clusters": clusters,
         },
     }
 

@@ -39,6 +39,9 @@ _built = False
 def build_wasm() -> Path:
     """Builds all filters once per test run (cargo is incremental)."""
     global _built
+    if os.environ.get("FAPI_GUARD_WASM_DIR"):
+        # Another build of the filters (e.g. an older commit's, to see a new test fail on it).
+        return Path(os.environ["FAPI_GUARD_WASM_DIR"])
     if not _built and not os.environ.get("FAPI_GUARD_SKIP_BUILD"):
         subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet"], cwd=ROOT, check=True)
         _built = True
@@ -146,13 +149,15 @@ class Envoy(EnvoyProcess):
 
     def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
                  concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
-                 log_level: str = "info", forward_client_cert: str | None = None):
+                 log_level: str = "info", forward_client_cert: str | None = None, **render_opts):
+        """`render_opts`: more keyword arguments of `render.render` (e.g. `alpn`,
+        `http1_trailers`, `upstream_h2`)."""
         self.policy = policy
         self.scheme = "https" if tls else "http"
         port, admin_port = free_port(), free_port()
         cfg = render.render(policy, list(filters), str(build_wasm()), port, upstream_port, admin_port,
                             jwks_address, *(tls or {}).get("args", (None, None, None)),
-                            forward_client_cert=forward_client_cert)
+                            forward_client_cert=forward_client_cert, **render_opts)
         super().__init__(cfg, port, admin_port, "envoy", concurrency, log_level)
 
     @property

@@ -16,6 +16,8 @@ conditional), `Patient/{id}/$everything`, batch/transaction, `/metadata`,
 
 It is deliberately naive (it serves whatever it is asked): it logs only method and path.
 Test hook: a read by id of an id starting `read-fails-` answers 500 (writes to it work).
+Like real servers it answers conditional reads (`If-None-Match` with the version ETag,
+`If-Modified-Since`) with 304 and no body, and reads chunked request bodies (trailers dropped).
 """
 import argparse
 import base64
@@ -25,6 +27,7 @@ import sys
 import threading
 import uuid
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -414,15 +417,51 @@ def capability():
                                      "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]}]}
 
 
+def not_modified(res, headers):
+    """A conditional read the resource meets: `If-None-Match` names its version ETag (or
+    `*`), or `If-Modified-Since` is not before its `meta.lastUpdated`."""
+    meta = (res or {}).get("meta") or {}
+    if "versionId" not in meta:
+        return False
+    inm = headers.get("if-none-match")
+    if inm is not None:
+        etag = f'W/"{meta["versionId"]}"'
+        return any(t.strip() in ("*", etag, etag[2:]) for t in inm.split(","))
+    ims = headers.get("if-modified-since")
+    if ims and meta.get("lastUpdated"):
+        try:
+            since = parsedate_to_datetime(ims)
+            updated = datetime.strptime(meta["lastUpdated"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except (TypeError, ValueError):
+            return False
+        return updated <= since
+    return False
+
+
 def make_handler(fhir):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def _any(self):
+        def _body(self):
+            if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                out = b""
+                while True:  # RFC 9112 §7.1: chunks, then a trailer section (dropped)
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return out
+                    out += self.rfile.read(size)
+                    self.rfile.readline()
             n = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(n) if n else b""
+            return self.rfile.read(n) if n else b""
+
+        def _any(self):
+            body = self._body()
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, res, extra = fhir.handle(self.command, self.path, body, headers)
+            if self.command in ("GET", "HEAD") and status == 200 and not_modified(res, headers):
+                status, res = 304, None  # RFC 9110 §13.1.2, §13.1.3 (as HAPI FHIR does)
             data = json.dumps(res, ensure_ascii=False).encode() if res is not None else b""
             self.send_response(status)
             if data:

@@ -13,6 +13,10 @@
 //!   grant is held (after its body was checked) while the filter GETs the stored resource from
 //!   `fhir.read_before_write_cluster` (same path, no query, no credentials); the request is
 //!   resumed only if `check_stored` accepts the answer, else refused (fail closed).
+//! - Either direction may end with trailers instead of END_STREAM on DATA (HTTP/2, HTTP/1.1
+//!   chunked): every body and trailers callback follows `fhir::stream::step`, so the decision
+//!   runs however the stream ends and nothing is released undecided (docs/checks.md, "Never
+//!   released undecided").
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -21,6 +25,7 @@ use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
 use fapi_guard_core::fhir::interaction::classify;
 use fapi_guard_core::fhir::policy::FhirPolicy;
+use fapi_guard_core::fhir::stream::{step, Gate, Part, Step, CONDITIONAL_READ_HEADERS};
 use fapi_guard_core::fhir::{
     check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck, StoredCheck,
 };
@@ -111,11 +116,11 @@ impl RootContext for FhirRoot {
             path: String::new(),
             authority: String::new(),
             if_none_exist: None,
-            buffering_request: false,
+            request_gate: Gate::Open,
+            response_gate: Gate::Open,
             check: None,
             stored: None,
             status: 0,
-            done: false,
         }))
     }
 
@@ -133,15 +138,17 @@ struct FhirFilter {
     /// headers can no longer be read (they went on already if not held).
     authority: String,
     if_none_exist: Option<String>,
-    /// Waiting for the whole request body to decide.
-    buffering_request: bool,
+    /// Where the request's decision stands: `Buffering` waits for the whole body, `Waiting`
+    /// for the stored read, `Closed` after a refusal (nothing more of the request goes on).
+    request_gate: Gate,
+    /// `Buffering` while the response must pass `check` before anything of it goes on. After
+    /// a refusal it is `Open`: what follows is the filter's own reply.
+    response_gate: Gate,
     /// The response must pass this check before anything of it reaches the client.
     check: Option<ResponseCheck>,
     /// The request is held until the stored read (call token) answers and passes this.
     stored: Option<(u32, StoredCheck)>,
     status: u32,
-    /// A local reply was sent: ignore the rest of the stream.
-    done: bool,
 }
 
 impl FhirFilter {
@@ -156,8 +163,10 @@ impl FhirFilter {
     }
 
     fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
-        self.done = true;
+        self.request_gate = Gate::Closed;
+        self.response_gate = Gate::Open;
         self.check = None;
+        self.stored = None;
         self.worker.deny(self.token.as_ref(), reason, denial);
         Action::Pause
     }
@@ -167,17 +176,24 @@ impl FhirFilter {
         match d {
             Decision::Allow => {
                 self.worker.stats.allowed();
+                self.request_gate = Gate::Open;
                 Action::Continue
             }
             Decision::AllowIfResponseMatches(c) => {
                 // Allowed so far; the count for the response check is under `response_checked`.
                 FilterStats::bump(FILTER, "response_checked");
+                // docs/checks.md "Conditional reads": the API must send the whole resource.
+                for h in CONDITIONAL_READ_HEADERS {
+                    self.set_http_request_header(h, None);
+                }
                 if matches!(c, ResponseCheck::Searchset(_)) {
                     // FHIR R4 §3.1.1.5.9: ask the server to refuse parameters it does not
                     // support instead of ignoring them (the searchset is checked anyway).
                     self.prefer_strict_handling();
                 }
                 self.check = Some(c);
+                self.request_gate = Gate::Open;
+                self.response_gate = Gate::Buffering;
                 Action::Continue
             }
             Decision::AllowIfStoredMatches(c) => self.read_stored(c),
@@ -211,6 +227,7 @@ impl FhirFilter {
             Ok(token) => {
                 FilterStats::bump(FILTER, "stored_read");
                 self.stored = Some((token, c));
+                self.request_gate = Gate::Waiting;
                 Action::Pause
             }
             Err(e) => {
@@ -278,7 +295,7 @@ impl Context for FhirFilter {
         let Some((token, check)) = self.stored.take() else {
             return;
         };
-        if token != token_id || self.done {
+        if token != token_id || self.request_gate != Gate::Waiting {
             return;
         }
         // No headers: the call failed or timed out (status 0 fails closed).
@@ -300,6 +317,7 @@ impl Context for FhirFilter {
         match verdict {
             Ok(()) => {
                 self.worker.stats.allowed();
+                self.request_gate = Gate::Open;
                 self.resume_http_request();
             }
             Err(reason) => {
@@ -343,7 +361,7 @@ impl HttpContext for FhirFilter {
                 self.apply(d)
             }
             Decision::NeedBody => {
-                self.buffering_request = true;
+                self.request_gate = Gate::Buffering;
                 if self.worker.fhir.hold_headers_while_buffering {
                     Action::Pause
                 } else {
@@ -358,28 +376,47 @@ impl HttpContext for FhirFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.stored.is_some() && !self.done {
-            // Held for the stored read: keep buffering (Continue would release the headers).
-            return Action::Pause;
-        }
-        if !self.buffering_request || self.done {
-            return Action::Continue;
-        }
-        if body_size > self.worker.fhir.max_request_body_bytes {
-            return self.deny(Reason::RequestTooLarge, None);
-        }
-        if !end_of_stream {
+        match step(self.request_gate, Part::Data { end_of_stream }) {
+            Step::Release => Action::Continue,
             // Envoy keeps buffering while the filter pauses on body data.
-            return Action::Pause;
+            Step::Hold if self.request_gate == Gate::Buffering => {
+                if body_size > self.worker.fhir.max_request_body_bytes {
+                    return self.deny(Reason::RequestTooLarge, None);
+                }
+                Action::Pause
+            }
+            Step::Hold => Action::Pause,
+            Step::Decide => {
+                if body_size > self.worker.fhir.max_request_body_bytes {
+                    return self.deny(Reason::RequestTooLarge, None);
+                }
+                let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+                self.decide_request_body(body)
+            }
         }
-        self.buffering_request = false;
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let d = self.decide(Some(&body));
-        self.apply(d)
+    }
+
+    /// The request ended with trailers (HTTP/2 HEADERS after DATA, HTTP/1.1 chunked trailer
+    /// section): decide on the body buffered so far; the trailers are held until then.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match step(self.request_gate, Part::Trailers) {
+            Step::Release => Action::Continue,
+            Step::Hold => Action::Pause,
+            Step::Decide => {
+                let limit = self.worker.fhir.max_request_body_bytes;
+                let body = self
+                    .get_http_request_body(0, limit.saturating_add(1))
+                    .unwrap_or_default();
+                if body.len() > limit {
+                    return self.deny(Reason::RequestTooLarge, None);
+                }
+                self.decide_request_body(body)
+            }
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if self.check.is_none() || self.done {
+        if self.response_gate != Gate::Buffering || self.check.is_none() {
             return Action::Continue;
         }
         self.status = self
@@ -413,30 +450,58 @@ impl HttpContext for FhirFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.check.is_none() || self.done {
-            return Action::Continue;
+        match step(self.response_gate, Part::Data { end_of_stream }) {
+            Step::Release => Action::Continue,
+            Step::Hold | Step::Decide if body_size > self.worker.fhir.max_response_bytes => {
+                self.deny(Reason::ResponseTooLarge, None)
+            }
+            Step::Hold => Action::Pause,
+            Step::Decide => {
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                self.finish_response(&body)
+            }
         }
-        if body_size > self.worker.fhir.max_response_bytes {
-            return self.deny(Reason::ResponseTooLarge, None);
+    }
+
+    /// The response ended with trailers (an HTTP/2 or chunked upstream): check the body
+    /// buffered so far; the trailers (and all held before them) go on only if it passes.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match step(self.response_gate, Part::Trailers) {
+            Step::Release => Action::Continue,
+            Step::Hold => Action::Pause,
+            Step::Decide => {
+                let limit = self.worker.fhir.max_response_bytes;
+                let body = self
+                    .get_http_response_body(0, limit.saturating_add(1))
+                    .unwrap_or_default();
+                if body.len() > limit {
+                    return self.deny(Reason::ResponseTooLarge, None);
+                }
+                self.finish_response(&body)
+            }
         }
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        let body = self
-            .get_http_response_body(0, body_size)
-            .unwrap_or_default();
-        self.finish_response(&body)
     }
 }
 
 impl FhirFilter {
+    /// Decides the request on its whole body (buffered; ended by DATA or trailers).
+    fn decide_request_body(&mut self, body: Vec<u8>) -> Action {
+        self.request_gate = Gate::Open;
+        let d = self.decide(Some(&body));
+        self.apply(d)
+    }
+
     fn finish_response(&mut self, body: &[u8]) -> Action {
         let Some(check) = self.check.take() else {
-            return Action::Continue;
+            // Buffering without a check cannot happen; fail closed if it does.
+            return self.deny(Reason::ResponseOutsideGrant, None);
         };
         match check_response(&self.worker.fhir, &check, self.status, body) {
             Ok(()) => {
                 self.worker.stats.allowed();
+                self.response_gate = Gate::Open;
                 Action::Continue
             }
             Err(reason) => {

@@ -1588,7 +1588,10 @@ fn check_any(check: &ResponseCheck, v: &Value) -> bool {
                     .all(|(i, c)| match entries.and_then(|es| es.get(*i)) {
                         None => false,
                         Some(e) => match e.get("resource") {
-                            None => true,
+                            // docs/checks.md "Conditional reads": a 304/412 entry is refused.
+                            None => super::stream::entry_without_resource_passes(
+                                e.pointer("/response/status").and_then(Value::as_str),
+                            ),
                             Some(r) if is_outcome(r) => true,
                             Some(r) => check_any(c, r),
                         },
@@ -1602,7 +1605,8 @@ fn is_outcome(v: &Value) -> bool {
 }
 
 /// Decides a buffered response for [`Decision::AllowIfResponseMatches`]. Error statuses with
-/// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails.
+/// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails,
+/// and so do 304, 412 and 206 (answers about the resource without it).
 pub fn check_response(
     policy: &FhirPolicy,
     check: &ResponseCheck,
@@ -1618,7 +1622,11 @@ pub fn check_response(
         Reason::ResponseOutsideGrant
     };
     let success = (200..300).contains(&status);
-    if status == 304 || (!success && body.is_empty()) {
+    // docs/checks.md "Conditional reads": 304/412/206 answer without the resource; refused.
+    if super::stream::unverifiable_status(status) {
+        return Err(foreign);
+    }
+    if !success && body.is_empty() {
         return Ok(());
     }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {

@@ -8,6 +8,7 @@
 //!   [`decide::check_response`] for reads the request alone cannot decide,
 //!   [`decide::check_stored`] for writes by id that need the stored resource read first.
 //! - [`policy`]: the policy's `fhir` section.
+//! - [`stream`]: holding a stream until its decision; conditional reads.
 
 pub mod compartment;
 pub mod decide;
@@ -15,6 +16,7 @@ pub mod interaction;
 pub mod policy;
 pub mod query;
 pub mod scope;
+pub mod stream;
 
 pub use decide::{
     check_response, check_stored, decide, decide_request, Decision, Denial, RequestView,
