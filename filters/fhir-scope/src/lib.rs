@@ -203,10 +203,10 @@ impl FhirFilter {
             .next()
             .unwrap_or_default()
             .to_string();
-        if let Some(q) = &c.search {
+        if let Some(search) = &c.search {
             // A conditional write: search with its own criteria (issue 8 §3).
             path.push('?');
-            path.push_str(q);
+            path.push_str(&search.query);
         }
         let authority = self.authority.clone();
         let mut headers = vec![

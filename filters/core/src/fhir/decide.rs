@@ -48,9 +48,15 @@ pub struct StoredCheck {
     /// creates it already passed the request checks.
     pub absent_ok: bool,
     /// A conditional update, patch or delete (FHIR R4 http.html#cond-update): the stored read
-    /// is a search with the request's own criteria (this query string, as sent), and every
-    /// match must pass `resource` (the server resolves the write with the same criteria).
-    pub search: Option<String>,
+    /// is a search with the request's own criteria, and every match must pass `resource`.
+    pub search: Option<Box<StoredSearch>>,
+}
+
+/// The stored read of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSearch {
+    /// The request's query string, as sent (the server resolves the write with the same).
+    pub query: String,
     /// At most this many matches (update and patch act on one; more is refused).
     pub max_matches: Option<usize>,
 }
@@ -1027,8 +1033,10 @@ fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decisio
                 alternatives,
             },
             absent_ok: true,
-            search: Some(cx.raw_query.to_string()),
-            max_matches: (cx.req.interaction != Interaction::Delete).then_some(1),
+            search: Some(Box::new(StoredSearch {
+                query: cx.raw_query.to_string(),
+                max_matches: (cx.req.interaction != Interaction::Delete).then_some(1),
+            })),
         }),
         Ok(_) if !by_id_write(cx) => deny(
             Reason::UnknownFhirRequest,
@@ -1043,7 +1051,6 @@ fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decisio
             },
             absent_ok: cx.req.interaction == Interaction::Update,
             search: None,
-            max_matches: None,
         }),
     }
 }
@@ -1885,7 +1892,11 @@ pub fn check_response(
 
 /// The stored search of a conditional write: a complete searchset (no `next` page, `total`
 /// not above what it shows) whose matches are few enough and each pass the check.
-fn stored_matches_pass(check: &StoredCheck, v: &Value) -> Result<bool, Reason> {
+fn stored_matches_pass(
+    check: &StoredCheck,
+    search: &StoredSearch,
+    v: &Value,
+) -> Result<bool, Reason> {
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle")
         || v.get("type").and_then(Value::as_str) != Some("searchset")
     {
@@ -1917,7 +1928,7 @@ fn stored_matches_pass(check: &StoredCheck, v: &Value) -> Result<bool, Reason> {
         .get("total")
         .and_then(Value::as_u64)
         .is_some_and(|t| t > matches.len() as u64);
-    if paged || total_above || check.max_matches.is_some_and(|m| matches.len() > m) {
+    if paged || total_above || search.max_matches.is_some_and(|m| matches.len() > m) {
         return Err(Reason::UnsafeConditionalWrite);
     }
     Ok(matches.iter().all(|r| resource_passes(&check.resource, r)))
@@ -1952,7 +1963,7 @@ pub fn check_stored(
     }
     let passes = match &check.search {
         None => resource_passes(&check.resource, &v),
-        Some(_) => stored_matches_pass(check, &v)?,
+        Some(search) => stored_matches_pass(check, search, &v)?,
     };
     if passes {
         return Ok(());

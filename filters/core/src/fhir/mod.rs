@@ -18,5 +18,5 @@ pub mod scope;
 
 pub use decide::{
     check_response, check_stored, decide, decide_request, Decision, Denial, RequestView,
-    ResponseCheck, StoredCheck,
+    ResponseCheck, StoredCheck, StoredSearch,
 };
