@@ -162,6 +162,19 @@ reasons! {
     StoredReadFailed => "stored_read_failed", Unavailable;
     /// Read before write: a patch or delete by id names no stored resource.
     StoredResourceMissing => "stored_resource_missing", NotFound;
+    /// A FHIR request body the guard reads has a duplicate JSON member name (RFC 8259 §4,
+    /// RFC 7493 §2.3): the guard and the API could read different values.
+    DuplicateJsonMember => "duplicate_json_member", BadFhirRequest;
+    /// A patch under a patient or constrained grant whose `path`/`from` is not a plain element
+    /// path (FHIRPath functions, indexers, JSON Pointer escapes), or names an element that
+    /// places the resource in a compartment.
+    UnsafePatchPath => "unsafe_patch_path", Forbidden;
+    /// A conditional reference (`Patient?identifier=...`) in a write under a patient or
+    /// constrained grant: the guard cannot tell which resource the server will resolve it to.
+    ConditionalReference => "conditional_reference", Forbidden;
+    /// A conditional create/update/patch/delete that cannot be shown to stay in the patient's
+    /// compartment (body `id` on a conditional update, stored matches outside it, too many matches).
+    UnsafeConditionalWrite => "unsafe_conditional_write", Forbidden;
 }
 
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).

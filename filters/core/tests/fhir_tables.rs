@@ -364,3 +364,43 @@ fn no_token_only_public() {
         assert_eq!(decision_code(&d), want, "{target}");
     }
 }
+
+#[test]
+fn conditional_write_reads_its_own_criteria() {
+    // Issue 8 §3: the stored read of a conditional write is a search with the same query
+    // string as sent, so the server resolves the same matches for the read and the write.
+    let p = policy();
+    let t = token("patient/Observation.d", "pat-anna");
+    let d = run(
+        &p,
+        &t,
+        "DELETE",
+        "/fhir/Observation?patient=pat-anna&code=http%3A%2F%2Floinc.org%7C718-7",
+        None,
+        None,
+    );
+    let Decision::AllowIfStoredMatches(c) = d else {
+        panic!("expected a stored check, got {d:?}");
+    };
+    let search = c.search.expect("a stored search");
+    assert_eq!(
+        search.query,
+        "patient=pat-anna&code=http%3A%2F%2Floinc.org%7C718-7"
+    );
+    assert_eq!(search.max_matches, None);
+    assert_eq!(c.resource.id, None);
+    let t = token("patient/Observation.u", "pat-anna");
+    let b = body("obs-new-anna.json").unwrap();
+    let d = run(
+        &p,
+        &t,
+        "PUT",
+        "/fhir/Observation?patient=pat-anna",
+        None,
+        Some(&b),
+    );
+    let Decision::AllowIfStoredMatches(c) = d else {
+        panic!("expected a stored check, got {d:?}");
+    };
+    assert_eq!(c.search.map(|s| s.max_matches), Some(Some(1)));
+}

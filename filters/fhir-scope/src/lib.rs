@@ -11,7 +11,8 @@
 //!   unchanged or replaced as a whole by the denial (nothing of the body reaches the client).
 //! - Read before write: an update, patch or delete by id under a patient or query-constrained
 //!   grant is held (after its body was checked) while the filter GETs the stored resource from
-//!   `fhir.read_before_write_cluster` (same path, no query, no credentials); the request is
+//!   `fhir.read_before_write_cluster` (same path; a conditional write searches with its own
+//!   criteria; only the headers `fhir.read_before_write_headers` names); the request is
 //!   resumed only if `check_stored` accepts the answer, else refused (fail closed).
 //! - Either direction may end with trailers instead of END_STREAM on DATA (HTTP/2, HTTP/1.1
 //!   chunked): every body and trailers callback follows `fhir::stream::step`, so the decision
@@ -115,6 +116,7 @@ impl RootContext for FhirRoot {
             method: String::new(),
             path: String::new(),
             authority: String::new(),
+            stored_read_headers: Vec::new(),
             if_none_exist: None,
             request_gate: Gate::Open,
             response_gate: Gate::Open,
@@ -137,6 +139,8 @@ struct FhirFilter {
     /// Kept from the headers: the stored read may be sent from the body callback, when the
     /// headers can no longer be read (they went on already if not held).
     authority: String,
+    /// `fhir.read_before_write_headers` copied from the request (chosen in core).
+    stored_read_headers: Vec<(String, String)>,
     if_none_exist: Option<String>,
     /// Where the request's decision stands: `Buffering` waits for the whole body, `Waiting`
     /// for the stored read, `Closed` after a refusal (nothing more of the request goes on).
@@ -209,19 +213,29 @@ impl FhirFilter {
     /// No `Authorization`/`DPoP` is forwarded (a proof is bound to the client's request and
     /// would be a replay); the API must serve this internal read from the sidecar.
     fn read_stored(&mut self, c: StoredCheck) -> Action {
-        let path = self
+        let mut path = self
             .path
             .split(['?', '#'])
             .next()
             .unwrap_or_default()
             .to_string();
+        if let Some(search) = &c.search {
+            // A conditional write: search with its own criteria (issue 8 §3).
+            path.push('?');
+            path.push_str(&search.query);
+        }
         let authority = self.authority.clone();
-        let headers = vec![
+        let mut headers = vec![
             (":method", "GET"),
             (":path", path.as_str()),
             (":authority", authority.as_str()),
             ("accept", "application/fhir+json"),
         ];
+        headers.extend(
+            self.stored_read_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let cluster = self.worker.fhir.read_before_write_cluster.clone();
         match self.dispatch_http_call(&cluster, headers, None, vec![], STORED_READ_TIMEOUT) {
             Ok(token) => {
@@ -346,6 +360,12 @@ impl HttpContext for FhirFilter {
         self.authority = self
             .get_http_request_header(":authority")
             .unwrap_or_default();
+        if !self.worker.fhir.read_before_write_headers.is_empty() {
+            self.stored_read_headers = self
+                .worker
+                .fhir
+                .stored_read_headers(&self.get_http_request_headers());
+        }
         self.token = handoff::load_verified_token();
         let first = self.decide(None);
         if matches!(

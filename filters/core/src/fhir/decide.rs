@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::claims::VerifiedToken;
 use crate::denial::Reason;
+use crate::jose::jws::parse_strict_value;
 use base64::Engine;
 
 use super::compartment::{
@@ -46,6 +47,18 @@ pub struct StoredCheck {
     /// A 404 on the read is fine: update-as-create (FHIR R4 §3.1.0.4.1); the body that
     /// creates it already passed the request checks.
     pub absent_ok: bool,
+    /// A conditional update, patch or delete (FHIR R4 http.html#cond-update): the stored read
+    /// is a search with the request's own criteria, and every match must pass `resource`.
+    pub search: Option<Box<StoredSearch>>,
+}
+
+/// The stored read of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSearch {
+    /// The request's query string, as sent (the server resolves the write with the same).
+    pub query: String,
+    /// At most this many matches (update and patch act on one; more is refused).
+    pub max_matches: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +186,8 @@ struct Cx<'a> {
     req: &'a FhirRequest,
     body: Option<&'a [u8]>,
     if_none_exist: Option<&'a str>,
+    /// The query string as sent (criteria of a conditional write).
+    raw_query: &'a str,
 }
 
 impl Cx<'_> {
@@ -302,6 +317,14 @@ fn patient_in_context(policy: &FhirPolicy, token: &VerifiedToken) -> Option<Stri
         .claim_str(&policy.patient_claim)
         .filter(|p| is_fhir_id(p))
         .map(str::to_string)
+}
+
+/// A JSON body (any other body is left to the interaction) that repeats a member name at any
+/// depth: the guard reads one value and the API may read another (serde_json keeps the last,
+/// other parsers the first). Refused with the JOSE layer's strict parser (docs/checks.md).
+fn has_duplicate_members(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+        && parse_strict_value(body).is_none()
 }
 
 fn parse_resource(body: &[u8]) -> Option<Value> {
@@ -437,6 +460,17 @@ fn decide_at(
             );
         }
     }
+    if let Some(b) = view.body {
+        if has_duplicate_members(b) {
+            return deny(
+                Reason::DuplicateJsonMember,
+                format!(
+                    "{}: the body repeats a JSON member name (RFC 8259 §4, RFC 7493 §2.3)",
+                    req.label()
+                ),
+            );
+        }
+    }
     let cx = Cx {
         policy,
         grants: grants(token, &policy.contexts),
@@ -444,6 +478,11 @@ fn decide_at(
         req: &req,
         body: view.body,
         if_none_exist: view.if_none_exist,
+        raw_query: view
+            .path_with_query
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or(""),
     };
     match req.interaction {
         Interaction::Capabilities | Interaction::SmartConfiguration => Decision::Allow,
@@ -908,6 +947,20 @@ fn patient_write(
         Ok(v) => v,
         Err(o) => return o,
     };
+    if has_conditional_reference(&v) {
+        return cx.deny_o(
+            Reason::ConditionalReference,
+            "the resource holds a conditional reference",
+        );
+    }
+    if cx.req.conditional && t != "Patient" && v.get("id").is_some() {
+        // FHIR R4 http.html#cond-update "no matches, id provided": the server may update (or
+        // create) the resource by that id, which may be another patient's.
+        return cx.deny_o(
+            Reason::UnsafeConditionalWrite,
+            "a conditional update must not carry an id",
+        );
+    }
     if t == "Patient" && cx.req.conditional && v.get("id").and_then(Value::as_str) != Some(pid) {
         return cx.deny_o(
             Reason::WriteOutsideCompartment,
@@ -925,6 +978,9 @@ fn patient_write(
             Reason::InsufficientScope,
             "the resource does not match the scope's parameters",
         );
+    }
+    if conditional_write(cx) {
+        return conditional_check(g, pid);
     }
     if by_id_write(cx) && !(t == "Patient" && g.constraint.is_empty()) {
         // The body is the patient's, but the stored resource it replaces must be too
@@ -947,10 +1003,41 @@ fn by_id_write(cx: &Cx<'_>) -> bool {
         && cx.req.id.is_some()
 }
 
+/// Conditional update, patch or delete (criteria in the query).
+fn conditional_write(cx: &Cx<'_>) -> bool {
+    matches!(
+        cx.req.interaction,
+        Interaction::Update | Interaction::Patch | Interaction::Delete
+    ) && cx.req.conditional
+}
+
+/// A conditional write a patient or constrained grant allowed on its criteria: the server
+/// may still resolve them to other resources (a parameter it ignores, FHIR R4 §3.1.1.5.9),
+/// so the matches are read first and checked like a write by id.
+fn conditional_check(g: &SmartScope, pid: &str) -> Outcome {
+    Outcome::Check(Alternative {
+        patient: (g.context == Context::Patient).then(|| pid.to_string()),
+        constraint: g.constraint.clone(),
+    })
+}
+
 /// Grants that allowed a write by id only with the stored resource checked.
 fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decision>) -> Decision {
     match res {
         Err(d) => d,
+        Ok(alternatives) if conditional_write(cx) => Decision::AllowIfStoredMatches(StoredCheck {
+            resource: ResourceCheck {
+                resource_type: t,
+                id: None,
+                history: false,
+                alternatives,
+            },
+            absent_ok: true,
+            search: Some(Box::new(StoredSearch {
+                query: cx.raw_query.to_string(),
+                max_matches: (cx.req.interaction != Interaction::Delete).then_some(1),
+            })),
+        }),
         Ok(_) if !by_id_write(cx) => deny(
             Reason::UnknownFhirRequest,
             format!("{}: undecidable", cx.what()),
@@ -963,6 +1050,7 @@ fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decisio
                 alternatives,
             },
             absent_ok: cx.req.interaction == Interaction::Update,
+            search: None,
         }),
     }
 }
@@ -973,6 +1061,17 @@ fn open_write(cx: &Cx<'_>, t: &str, g: &SmartScope) -> Outcome {
         return Outcome::Allow;
     }
     match body_resource(cx, t) {
+        Ok(v) if has_conditional_reference(&v) => cx.deny_o(
+            Reason::ConditionalReference,
+            "the resource holds a conditional reference",
+        ),
+        Ok(v) if cx.req.conditional && v.get("id").is_some() => cx.deny_o(
+            Reason::UnsafeConditionalWrite,
+            "a conditional update must not carry an id",
+        ),
+        Ok(v) if resource_matches_constraint(&v, &g.constraint) && conditional_write(cx) => {
+            conditional_check(g, "")
+        }
         // An update by id: the stored resource must match the constraint too.
         Ok(v) if resource_matches_constraint(&v, &g.constraint) && by_id_write(cx) => {
             Outcome::Check(Alternative {
@@ -1044,58 +1143,207 @@ fn update(cx: &Cx<'_>) -> Decision {
     stored_decision(cx, t, res)
 }
 
+/// Why a patch body is refused: not a patch at all, or a path the guard cannot prove.
+type PatchRefusal = (Reason, &'static str);
+
+/// A FHIR element name as it appears in JSON (`status`, `valueQuantity`, `_status` for a
+/// primitive's extensions). Anything else in a patch path is refused (docs/checks.md).
+fn is_element_name(s: &str) -> bool {
+    let s = s.strip_prefix('_').unwrap_or(s);
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic()) && b.all(|c| c.is_ascii_alphanumeric())
+}
+
+/// An array index in a JSON Pointer (RFC 6901 §4: `0` or no leading zeros).
+fn is_index(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+}
+
+/// A reference string the guard cannot resolve: conditional (`Patient?identifier=...`,
+/// FHIR R4 http.html#trules), also percent-encoded.
+fn is_conditional_reference(r: &str) -> bool {
+    r.contains('?') || r.to_ascii_lowercase().contains("%3f")
+}
+
+/// Any `Reference.reference` anywhere in `v` that is conditional.
+fn has_conditional_reference(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            (k == "reference" && x.as_str().is_some_and(is_conditional_reference))
+                || has_conditional_reference(x)
+        }),
+        Value::Array(a) => a.iter().any(has_conditional_reference),
+        _ => false,
+    }
+}
+
+/// RFC 6902 `path`/`from` as the guard accepts them (RFC 6901): `/element(/element|/index)*`,
+/// `-` only last in an `add`; no `~0`/`~1` escapes. Returns the top-level element name.
+fn json_pointer_element(p: &str, dash_ok: bool) -> Result<String, PatchRefusal> {
+    let unsafe_path = (
+        Reason::UnsafePatchPath,
+        "a JSON Patch path is not a plain element path",
+    );
+    let Some(rest) = p.strip_prefix('/') else {
+        return Err(unsafe_path);
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
+    let first = segs.first().copied().unwrap_or("");
+    if !is_element_name(first) {
+        return Err(unsafe_path);
+    }
+    for (i, s) in segs.iter().enumerate().skip(1) {
+        let last = i + 1 == segs.len();
+        if !(is_element_name(s) || is_index(s) || (last && dash_ok && *s == "-")) {
+            return Err(unsafe_path);
+        }
+    }
+    Ok(first.trim_start_matches('_').to_string())
+}
+
+/// FHIRPath Patch `path` as the guard accepts it: `Type(.element)*`, nothing else (no
+/// functions such as `where()`/`select()`/`ofType()`, indexers, `$this`, spaces). Returns the
+/// top-level element, `None` for the resource itself.
+fn fhirpath_element(p: &str, t: &str) -> Result<Option<String>, PatchRefusal> {
+    let mut segs = p.split('.');
+    if segs.next() != Some(t) {
+        return Err((
+            Reason::UnsafePatchPath,
+            "a FHIRPath Patch path does not start with the resource type",
+        ));
+    }
+    let rest: Vec<&str> = segs.collect();
+    if rest
+        .iter()
+        .any(|s| !is_element_name(s) || s.starts_with('_'))
+    {
+        return Err((
+            Reason::UnsafePatchPath,
+            "a FHIRPath Patch path is not a plain element path",
+        ));
+    }
+    Ok(rest.first().map(|s| s.to_string()))
+}
+
 /// Element names a patch body touches: JSON Patch (RFC 6902) `path`/`from`, or FHIRPath
-/// Patch (`Parameters` with `operation` parts). `None` when the body is neither.
-fn patched_elements(body: &[u8], t: &str) -> Option<Vec<String>> {
-    let v: Value = serde_json::from_slice(body).ok()?;
+/// Patch (`Parameters` with `operation` parts, FHIR R4 fhirpatch.html). Only plain element
+/// paths are accepted; a conditional reference in a value is refused.
+fn patched_elements(body: &[u8], t: &str) -> Result<Vec<String>, PatchRefusal> {
+    let not_patch = (
+        Reason::UnknownFhirRequest,
+        "body is not a JSON Patch or FHIRPath Patch",
+    );
+    let cond_ref = (
+        Reason::ConditionalReference,
+        "the patch writes a conditional reference",
+    );
+    let v: Value = serde_json::from_slice(body).map_err(|_| not_patch)?;
     let mut out = Vec::new();
     if let Value::Array(ops) = &v {
         for op in ops {
-            let kind = op.get("op").and_then(Value::as_str)?;
+            let kind = op.get("op").and_then(Value::as_str).ok_or(not_patch)?;
+            if !matches!(
+                kind,
+                "add" | "remove" | "replace" | "move" | "copy" | "test"
+            ) {
+                return Err(not_patch);
+            }
             if kind == "test" {
+                // Changes nothing (RFC 6902 §4.6).
                 continue;
             }
-            for key in ["path", "from"] {
-                if let Some(p) = op.get(key).and_then(Value::as_str) {
-                    let first = p.strip_prefix('/')?.split('/').next().unwrap_or("");
-                    out.push(first.to_string());
+            let path = op.get("path").and_then(Value::as_str).ok_or(not_patch)?;
+            out.push(json_pointer_element(path, kind == "add")?);
+            if matches!(kind, "move" | "copy") {
+                let from = op.get("from").and_then(Value::as_str).ok_or(not_patch)?;
+                out.push(json_pointer_element(from, false)?);
+            }
+            if let Some(value) = op.get("value") {
+                let writes_ref = path.ends_with("/reference")
+                    && value.as_str().is_some_and(is_conditional_reference);
+                if writes_ref || has_conditional_reference(value) {
+                    return Err(cond_ref);
                 }
             }
         }
-        return Some(out);
+        return Ok(out);
     }
-    if v.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
-        for param in v.get("parameter").and_then(Value::as_array)? {
-            if param.get("name").and_then(Value::as_str) != Some("operation") {
-                return None;
-            }
-            let parts = param.get("part").and_then(Value::as_array)?;
-            let part = |n: &str| {
-                parts
-                    .iter()
-                    .find(|p| p.get("name").and_then(Value::as_str) == Some(n))
-                    .and_then(|p| p.get("valueString"))
-                    .and_then(Value::as_str)
-            };
-            let path = part("path")?;
-            let mut segs = path.split('.');
-            if segs.next() != Some(t) {
-                return None;
-            }
-            match segs.next() {
-                Some(first) => {
-                    let name: String = first
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric())
-                        .collect();
-                    out.push(name);
-                }
-                None => out.push(part("name").unwrap_or("").to_string()),
-            }
+    if v.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(not_patch);
+    }
+    if has_conditional_reference(&v) {
+        return Err(cond_ref);
+    }
+    for param in v
+        .get("parameter")
+        .and_then(Value::as_array)
+        .ok_or(not_patch)?
+    {
+        if param.get("name").and_then(Value::as_str) != Some("operation") {
+            return Err(not_patch);
         }
-        return Some(out);
+        let parts = param
+            .get("part")
+            .and_then(Value::as_array)
+            .ok_or(not_patch)?;
+        let names: Vec<&str> = parts
+            .iter()
+            .map(|p| p.get("name").and_then(Value::as_str).unwrap_or(""))
+            .collect();
+        if names
+            .iter()
+            .enumerate()
+            .any(|(i, n)| names[..i].contains(n))
+        {
+            // The guard and the server could read different parts.
+            return Err((
+                Reason::UnsafePatchPath,
+                "a FHIRPath Patch operation repeats a part",
+            ));
+        }
+        let part = |n: &str| {
+            parts
+                .iter()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(n))
+        };
+        let text = |n: &str, key: &str| part(n).and_then(|p| p.get(key)).and_then(Value::as_str);
+        let kind = text("type", "valueCode")
+            .or_else(|| text("type", "valueString"))
+            .ok_or(not_patch)?;
+        if !matches!(kind, "add" | "insert" | "delete" | "replace" | "move") {
+            return Err(not_patch);
+        }
+        let path = text("path", "valueString").ok_or(not_patch)?;
+        let touched = match fhirpath_element(path, t)? {
+            Some(e) => e,
+            None if kind == "add" => {
+                let name = text("name", "valueString").unwrap_or("");
+                if !is_element_name(name) || name.starts_with('_') {
+                    return Err((
+                        Reason::UnsafePatchPath,
+                        "a FHIRPath Patch `name` is not an element name",
+                    ));
+                }
+                name.to_string()
+            }
+            // The resource itself: refused below as empty.
+            None => String::new(),
+        };
+        // A conditional reference written as a plain string (`...reference` + valueString).
+        let writes_ref =
+            path.ends_with(".reference") || text("name", "valueString") == Some("reference");
+        let value_str = part("value").and_then(|p| {
+            p.as_object()?
+                .iter()
+                .find(|(k, _)| k.starts_with("value"))
+                .and_then(|(_, x)| x.as_str())
+        });
+        if writes_ref && value_str.is_some_and(is_conditional_reference) {
+            return Err(cond_ref);
+        }
+        out.push(touched);
     }
-    None
+    Ok(out)
 }
 
 /// patch (incl. conditional): letter `u`. Under a patient grant a patch must not touch the
@@ -1143,13 +1391,13 @@ fn patch(cx: &Cx<'_>) -> Decision {
             let Some(body) = cx.body else {
                 return Outcome::NeedBody;
             };
-            let Some(touched) = patched_elements(body, &t) else {
-                return cx.deny_o(
-                    Reason::UnknownFhirRequest,
-                    "body is not a JSON Patch or FHIRPath Patch",
-                );
+            let touched = match patched_elements(body, &t) {
+                Ok(t) => t,
+                Err((reason, msg)) => return cx.deny_o(reason, msg),
             };
-            let guarded = compartment_elements(&t);
+            let mut guarded = compartment_elements(&t);
+            // Changing what the resource is changes which compartment rules apply.
+            guarded.extend(["resourceType", "id"]);
             if touched
                 .iter()
                 .any(|e| e.is_empty() || guarded.contains(&e.as_str()))
@@ -1159,7 +1407,7 @@ fn patch(cx: &Cx<'_>) -> Decision {
                     "the patch changes the patient reference",
                 );
             }
-            if by_id_write(cx) {
+            if by_id_write(cx) || conditional_write(cx) {
                 // The patch keeps the compartment elements; the stored resource must be
                 // the patient's for that to keep it in this compartment.
                 return pinned_outcome(g, pid);
@@ -1206,7 +1454,7 @@ fn delete(cx: &Cx<'_>) -> Decision {
                         "the criteria lack the scope's parameters",
                     );
                 }
-                return Outcome::Allow;
+                return conditional_check(g, pid);
             }
             if t == "Patient" {
                 if cx.req.id.as_deref() != Some(pid) {
@@ -1221,7 +1469,10 @@ fn delete(cx: &Cx<'_>) -> Decision {
         }
         _ => {
             if cx.req.conditional {
-                return open_search(cx, &params, g);
+                return match open_search(cx, &params, g) {
+                    Outcome::Allow if !g.constraint.is_empty() => conditional_check(g, ""),
+                    o => o,
+                };
             }
             if !g.constraint.is_empty() {
                 // Read before write: the stored resource must match the constraint.
@@ -1479,7 +1730,12 @@ fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> 
             }
             Decision::Deny(d) => {
                 let reason = match d.reason {
-                    Reason::UnknownFhirRequest | Reason::RequestTooLarge => d.reason,
+                    Reason::UnknownFhirRequest
+                    | Reason::RequestTooLarge
+                    | Reason::DuplicateJsonMember
+                    | Reason::UnsafePatchPath
+                    | Reason::ConditionalReference
+                    | Reason::UnsafeConditionalWrite => d.reason,
                     _ => Reason::BundleEntryForbidden,
                 };
                 return Decision::Deny(Denial {
@@ -1642,6 +1898,50 @@ pub fn check_response(
     }
 }
 
+/// The stored search of a conditional write: a complete searchset (no `next` page, `total`
+/// not above what it shows) whose matches are few enough and each pass the check.
+fn stored_matches_pass(
+    check: &StoredCheck,
+    search: &StoredSearch,
+    v: &Value,
+) -> Result<bool, Reason> {
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle")
+        || v.get("type").and_then(Value::as_str) != Some("searchset")
+    {
+        return Err(Reason::StoredReadFailed);
+    }
+    let empty = Vec::new();
+    let entries = match v.get("entry") {
+        None => &empty,
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(Reason::StoredReadFailed),
+    };
+    let paged = v.get("link").and_then(Value::as_array).is_some_and(|ls| {
+        ls.iter()
+            .any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+    });
+    let matches: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            let mode = e
+                .get("search")
+                .and_then(|s| s.get("mode"))
+                .and_then(Value::as_str)
+                .unwrap_or("match");
+            mode == "match"
+        })
+        .filter_map(|e| e.get("resource"))
+        .collect();
+    let total_above = v
+        .get("total")
+        .and_then(Value::as_u64)
+        .is_some_and(|t| t > matches.len() as u64);
+    if paged || total_above || search.max_matches.is_some_and(|m| matches.len() > m) {
+        return Err(Reason::UnsafeConditionalWrite);
+    }
+    Ok(matches.iter().all(|r| resource_passes(&check.resource, r)))
+}
+
 /// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`]. `status` 0
 /// means no answer (timeout, reset). Fails closed on anything but a 2xx the check accepts,
 /// or a 404 where update-as-create is allowed.
@@ -1651,7 +1951,7 @@ pub fn check_stored(
     status: u32,
     body: &[u8],
 ) -> Result<(), Reason> {
-    if status == 404 {
+    if status == 404 && check.search.is_none() {
         if check.absent_ok {
             return Ok(());
         }
@@ -1669,7 +1969,11 @@ pub fn check_stored(
     if v.get("resourceType").and_then(Value::as_str).is_none() {
         return Err(Reason::StoredReadFailed);
     }
-    if resource_passes(&check.resource, &v) {
+    let passes = match &check.search {
+        None => resource_passes(&check.resource, &v),
+        Some(search) => stored_matches_pass(check, search, &v)?,
+    };
+    if passes {
         return Ok(());
     }
     if policy.hide_foreign_as_not_found {

@@ -20,5 +20,5 @@ pub mod stream;
 
 pub use decide::{
     check_response, check_stored, decide, decide_request, Decision, Denial, RequestView,
-    ResponseCheck, StoredCheck,
+    ResponseCheck, StoredCheck, StoredSearch,
 };

@@ -72,6 +72,17 @@ pub struct FhirDoc {
     /// filter chain again (Istio: the API's `inbound|<port>||` cluster in its own sidecar).
     #[serde(default = "default_rbw_cluster")]
     pub read_before_write_cluster: String,
+    /// Request headers copied onto the stored read so the API picks the same tenant and
+    /// resource as the write (e.g. `x-tenant-id`). Lower-case names; never credentials
+    /// (`authorization`, `cookie`, `proxy-authorization`) unless
+    /// `read_before_write_copy_credentials` is true; never `dpop` (a proof is bound to the
+    /// client's own request, RFC 9449 §4.3), pseudo-headers or hop-by-hop headers.
+    #[serde(default)]
+    pub read_before_write_headers: Vec<String>,
+    /// Allow `authorization`/`cookie`/`proxy-authorization` in `read_before_write_headers`
+    /// (an API that authorises the read with the caller's own Bearer token or session).
+    #[serde(default)]
+    pub read_before_write_copy_credentials: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,9 +162,48 @@ pub struct FhirPolicy {
     pub max_request_body_bytes: usize,
     pub hold_headers_while_buffering: bool,
     pub read_before_write_cluster: String,
+    pub read_before_write_headers: Vec<String>,
 }
 
+/// Headers the stored read sets itself, or that describe the client's own message.
+const RBW_NEVER: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "accept",
+    "accept-encoding",
+    "if-none-exist",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "dpop",
+];
+const RBW_CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
 impl FhirPolicy {
+    /// The request headers to copy onto the stored read (read before write): every value of
+    /// each name in `read_before_write_headers`, in request order (docs/checks.md).
+    pub fn stored_read_headers(&self, request: &[(String, String)]) -> Vec<(String, String)> {
+        request
+            .iter()
+            .filter(|(k, _)| {
+                self.read_before_write_headers
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(k))
+            })
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect()
+    }
+
     pub fn serves(&self, t: &str) -> bool {
         self.resource_types.iter().any(|x| x == t)
     }
@@ -344,6 +394,37 @@ impl FhirDoc {
             ));
         }
 
+        let mut rbw_headers: Vec<String> = Vec::new();
+        for (i, h) in self.read_before_write_headers.iter().enumerate() {
+            let f = format!("read_before_write_headers[{i}]");
+            let token = !h.is_empty()
+                && h.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+                });
+            if !token {
+                return Err(err(
+                    f,
+                    "must be a lower-case HTTP header name (RFC 9110 §5.1), no pseudo-headers",
+                ));
+            }
+            if RBW_NEVER.contains(&h.as_str()) {
+                return Err(err(
+                    f,
+                    format!("`{h}` is set by the stored read itself or belongs to the client's own request"),
+                ));
+            }
+            if RBW_CREDENTIALS.contains(&h.as_str()) && !self.read_before_write_copy_credentials {
+                return Err(err(
+                    f,
+                    format!("`{h}` carries credentials; set `read_before_write_copy_credentials: true` to copy it"),
+                ));
+            }
+            if rbw_headers.contains(h) {
+                return Err(err(f, "listed twice"));
+            }
+            rbw_headers.push(h.clone());
+        }
+
         Ok(FhirPolicy {
             base_path: normalise_base(base),
             contexts,
@@ -356,6 +437,7 @@ impl FhirDoc {
             max_request_body_bytes: self.max_request_body_bytes,
             hold_headers_while_buffering: self.hold_headers_while_buffering,
             read_before_write_cluster: cluster.clone(),
+            read_before_write_headers: rbw_headers,
         })
     }
 }
@@ -442,6 +524,38 @@ mod tests {
                 r#"{"operations":[{"name":"a","levels":["type"],"permissions":"r","extra":1}]}"#,
                 "fhir.operations[0].extra",
             ),
+            (
+                r#"{"read_before_write_headers":["x-tenant","X-Tenant-2"]}"#,
+                "fhir.read_before_write_headers[1]",
+            ),
+            (
+                r#"{"read_before_write_headers":[":authority"]}"#,
+                "fhir.read_before_write_headers[0]",
+            ),
+            (
+                r#"{"read_before_write_headers":["authorization"]}"#,
+                "fhir.read_before_write_headers[0]",
+            ),
+            (
+                r#"{"read_before_write_headers":["cookie"]}"#,
+                "fhir.read_before_write_headers[0]",
+            ),
+            (
+                r#"{"read_before_write_headers":["dpop"],"read_before_write_copy_credentials":true}"#,
+                "fhir.read_before_write_headers[0]",
+            ),
+            (
+                r#"{"read_before_write_headers":["content-length"]}"#,
+                "fhir.read_before_write_headers[0]",
+            ),
+            (
+                r#"{"read_before_write_headers":["x-t","x-t"]}"#,
+                "fhir.read_before_write_headers[1]",
+            ),
+            (
+                r#"{"read_before_write_headers":[""]}"#,
+                "fhir.read_before_write_headers[0]",
+            ),
         ];
         for (doc, field) in cases {
             match FhirPolicy::from_section_json(doc.as_bytes()) {
@@ -449,6 +563,40 @@ mod tests {
                 Err(e) => assert_eq!(e.field, *field, "{doc}: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn stored_read_headers_copy_only_the_listed_names() {
+        let p = FhirPolicy::from_section_json(
+            br#"{"read_before_write_headers":["x-tenant-id","authorization"],"read_before_write_copy_credentials":true}"#,
+        );
+        let p = p.ok();
+        let req: Vec<(String, String)> = [
+            ("X-Tenant-Id", "t1"),
+            ("authorization", "Bearer x"),
+            ("dpop", "proof"),
+            ("cookie", "s=1"),
+            ("x-tenant-id", "t2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let got = p.map(|p| p.stored_read_headers(&req)).unwrap_or_default();
+        let want: Vec<(String, String)> = [
+            ("x-tenant-id", "t1"),
+            ("authorization", "Bearer x"),
+            ("x-tenant-id", "t2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let none = FhirPolicy::from_section_json(b"{}").ok();
+        assert_eq!(none.map(|p| p.stored_read_headers(&req).len()), Some(0));
+        let ok = FhirPolicy::from_section_json(
+            br#"{"read_before_write_headers":["cookie"],"read_before_write_copy_credentials":true}"#,
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

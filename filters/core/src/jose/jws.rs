@@ -135,6 +135,15 @@ pub fn parse_strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
     }
 }
 
+/// Parses any JSON value, refusing duplicate member names at any depth (RFC 8259 §4 leaves
+/// their meaning to the reader; RFC 7493 §2.3 I-JSON forbids them). Shared by the JOSE layer
+/// and the FHIR request-body check (docs/checks.md).
+pub fn parse_strict_value(bytes: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<StrictValue>(bytes)
+        .ok()
+        .map(|v| v.0)
+}
+
 /// A `serde_json::Value` whose deserialisation fails on duplicate object member names.
 struct StrictValue(Value);
 
