@@ -634,22 +634,157 @@ def test_forwarded_headers_used_only_when_the_policy_trusts_them(upstream, issue
 
 
 def test_full_replay_cache_fails_closed(upstream, issuer):
-    # A deliberately tiny cache (1 slot x 2 entries): the third live proof is refused with 503
+    # A deliberately tiny cache (peak 1 proof/s: one slot of 64 entries per 10 s bucket) and
+    # proofs that all carry one `iat` (one bucket): the 65th live proof is refused with 503
     # rather than accepted unrecorded; replays of the recorded ones stay refused.
-    p = make_policy(issuer, {"replay_cache": {"slots": 1, "entries_per_slot": 2}}, name="dpop-full-e2e")
+    p = make_policy(issuer, {"replay_cache": {"peak_proofs_per_second": 1, "max_live_proofs": 1024,
+                                              "max_live_proofs_per_key": 1024}}, name="dpop-full-e2e")
     client = JoseProofs("ES256")
     token = bound_token(issuer, client.jkt)
     with Envoy(p, upstream.port, filters=["token", "dpop"], concurrency=2) as e:
         url = e.url + "/fhir/Patient/3"
-        proofs = [client.proof("GET", url, token) for _ in range(3)]
-        assert e.get("/fhir/Patient/3", dpop_headers(token, proofs[0])).status_code == 200
-        assert e.get("/fhir/Patient/3", dpop_headers(token, proofs[1])).status_code == 200
-        r = e.get("/fhir/Patient/3", dpop_headers(token, proofs[2]))
+        iat = int(time.time())
+        proofs = [client.proof("GET", url, token, claims={"iat": iat}) for _ in range(65)]
+        with requests.Session() as s:
+            for i, proof in enumerate(proofs[:64]):
+                r = s.get(url, headers=dpop_headers(token, proof), timeout=10)
+                assert r.status_code == 200, (i, r.text)
+            r = s.get(url, headers=dpop_headers(token, proofs[64]), timeout=10)
         assert r.status_code == 503, r.text
         assert reason(r) == "dpop_replay_cache_full"
         assert r.headers.get("retry-after") == "5" and "www-authenticate" not in r.headers
         assert_denied(e.get("/fhir/Patient/3", dpop_headers(token, proofs[0])), "dpop_replay")
         assert e.counter("dpop.denied.dpop_replay_cache_full") == 1
+
+
+def _mint(args):
+    """Worker process: `n` ES256 proofs by joserfc for one key, all with the same `iat`."""
+    jwk_dict, url, token, iat, start, n = args
+    key = ECKey.import_key(jwk_dict)
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    out = []
+    for i in range(start, start + n):
+        claims = {"jti": f"cap-{i}", "htm": "GET", "htu": url, "iat": iat, "ath": ath(token)}
+        out.append(jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=["ES256"]))
+    return out
+
+
+def _keepalive(port: int, host: str, path: str, token: str, proofs: list[str]) -> dict[int, int]:
+    """Sends one GET per proof over one keep-alive HTTP/1.1 connection, one at a time (a raw
+    socket: cheaper than a client library, so Envoy does most of the work); returns
+    {status: count}."""
+    import socket
+    counts: dict[int, int] = {}
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        buf = b""
+        for p in proofs:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: DPoP {token}\r\n"
+                         f"DPoP: {p}\r\n\r\n".encode())
+            while b"\r\n\r\n" not in buf:
+                data = sock.recv(65536)
+                assert data, "connection closed"
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            code = int(lines[0].split()[1])
+            length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:])
+                          if k.strip().lower() == b"content-length")
+            while len(buf) < length:
+                data = sock.recv(65536)
+                assert data, "connection closed"
+                buf += data
+            buf = buf[length:]
+            counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def test_default_cache_holds_more_live_proofs_than_the_old_capacity(issuer, workers=2):
+    # Issue 9: the old default refused every proof beyond 65,536 live ones. 66,000 distinct
+    # proofs (all live: one `iat`, the window is 60 s back and 10 s ahead) through real Envoy
+    # with the default cache: every one answered 200, then the oldest one is a replay.
+    # Only the per-key budget is raised: all proofs come from one key. Two worker threads
+    # share the cache (the native tests cover one and two writers at the sized peak).
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness import EnvoyProcess, free_port, render, build_wasm
+
+    n = 66_000
+    p = make_policy(issuer, {"replay_cache": {"max_live_proofs_per_key": 4_194_304}},
+                    name=f"dpop-capacity-e2e-{workers}")
+    port, admin = free_port(), free_port()
+    cfg = render.render(p, ["token", "dpop"], str(build_wasm()), port, 9, admin, direct_response=True)
+    client = JoseProofs("ES256")
+    token = bound_token(issuer, client.jkt)
+    host = f"127.0.0.1:{port}"
+    url = f"http://{host}/fhir/Patient/1"
+    iat = int(time.time()) + 8  # the window's 10 s ahead: live until iat + 60
+    parts = 4
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        chunks = list(pool.map(_mint, [(client.key.as_dict(private=True), url, token, iat, k * (n // parts),
+                                        n // parts) for k in range(parts)]))
+    proofs = [pr for c in chunks for pr in c]
+    assert len(set(proofs)) == n
+    with EnvoyProcess(cfg, port, admin, "envoy", workers) as e:
+        # Four connections (Envoy spreads them over its worker threads).
+        conns = 4
+        results: list[dict[int, int]] = [{} for _ in range(conns)]
+
+        def send(c):
+            results[c] = _keepalive(port, host, "/fhir/Patient/1", token, proofs[c::conns])
+
+        threads = [threading.Thread(target=send, args=(c,)) for c in range(conns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        total: dict[int, int] = {}
+        for r in results:
+            for k, v in r.items():
+                total[k] = total.get(k, 0) + v
+        assert total == {200: n}, total
+        assert int(time.time()) <= iat + 60, "the run outlived the proofs' window; nothing was checked"
+        r = requests.get(url, headers=dpop_headers(token, proofs[0]), timeout=10)
+        assert_denied(r, "dpop_replay")
+        assert e.counter("dpop.denied.dpop_replay_cache_full") == 0
+
+
+def test_one_key_flooding_does_not_refuse_other_clients(upstream, issuer):
+    # Issue 8 §5: one token floods distinct valid proofs, all in one bucket (one `iat`, the
+    # attacker's best aim); a small cache (peak 20/s: 256 entries per bucket) that the flood
+    # alone would fill. The flooder gets 429 with Retry-After once over its budget (70 live
+    # proofs = 10 per bucket per worker) and its refused proofs are not recorded; another
+    # client, before, during and after the flood, is answered 200 every time.
+    p = make_policy(issuer, {"replay_cache": {"peak_proofs_per_second": 20, "max_live_proofs": 4096,
+                                              "max_live_proofs_per_key": 70}}, name="dpop-fair-e2e")
+    flooder, other = JoseProofs("ES256"), JoseProofs("ES256")
+    t_flood, t_other = bound_token(issuer, flooder.jkt), bound_token(issuer, other.jkt)
+    with Envoy(p, upstream.port, filters=["token", "dpop"], concurrency=2) as e:
+        url = e.url + "/fhir/Patient/7"
+        iat = int(time.time())
+        flood = [flooder.proof("GET", url, t_flood, claims={"iat": iat}) for _ in range(300)]
+        answers: dict[int, int] = {}
+        others = []
+        with requests.Session() as fs, requests.Session() as os_:
+            def other_call():
+                r = os_.get(url, headers=dpop_headers(t_other, other.proof("GET", url, t_other)), timeout=10)
+                others.append((r.status_code, r.text[:200]))
+
+            other_call()
+            for i, proof in enumerate(flood):
+                r = fs.get(url, headers=dpop_headers(t_flood, proof), timeout=10)
+                answers[r.status_code] = answers.get(r.status_code, 0) + 1
+                if r.status_code == 429:
+                    assert reason(r) == "dpop_key_over_budget"
+                    assert 1 <= int(r.headers["retry-after"]) <= 10
+                    assert "www-authenticate" not in r.headers
+                if i % 60 == 0:
+                    other_call()
+            other_call()
+        assert [s for s, _ in others] == [200] * len(others), others
+        assert set(answers) == {200, 429}, answers
+        assert 1 <= answers[200] <= 20, answers  # 10 per bucket on each worker at most
+        assert e.counter("dpop.denied.dpop_key_over_budget") == answers[429]
+        assert e.counter("dpop.denied.dpop_replay_cache_full") == 0
 
 
 # ---------------------------------------------------------------- behind a real edge gateway

@@ -27,6 +27,8 @@ pub enum Class {
     BadFhirRequest,
     /// 503: the guard cannot decide now (keys never loaded, replay cache full). Fail closed.
     Unavailable,
+    /// 429 (RFC 6585 §4): this client is over its share; the caller adds `Retry-After`.
+    TooManyRequests,
 }
 
 macro_rules! reasons {
@@ -121,6 +123,9 @@ reasons! {
     DpopReplay => "dpop_replay", InvalidDpopProof;
     /// §2.10: the replay cache is full of live entries; refusing beats accepting replays.
     DpopReplayCacheFull => "dpop_replay_cache_full", Unavailable;
+    /// §2.10, fairness: this proof key already holds its budget of live replay-cache entries
+    /// (`docs/dpop.md`); the proof is not recorded, other clients are unaffected.
+    DpopKeyOverBudget => "dpop_key_over_budget", TooManyRequests;
     /// §2.11: `ath` does not match the access token.
     DpopAthMismatch => "dpop_ath_mismatch", InvalidDpopProof;
     /// §2.12: the proof key's thumbprint differs from `cnf.jkt`.
@@ -235,6 +240,7 @@ impl Reason {
             Class::InsufficientScope | Class::Forbidden => 403,
             Class::NotFound => 404,
             Class::Unavailable => 503,
+            Class::TooManyRequests => 429,
         }
     }
 
@@ -246,7 +252,11 @@ impl Reason {
             Class::InvalidDpopProof => Some("invalid_dpop_proof"),
             Class::UseDpopNonce => Some("use_dpop_nonce"),
             Class::InsufficientScope => Some("insufficient_scope"),
-            Class::Forbidden | Class::NotFound | Class::BadFhirRequest | Class::Unavailable => None,
+            Class::Forbidden
+            | Class::NotFound
+            | Class::BadFhirRequest
+            | Class::Unavailable
+            | Class::TooManyRequests => None,
         }
     }
 
@@ -255,7 +265,11 @@ impl Reason {
     fn challenges(self) -> bool {
         !matches!(
             self.class(),
-            Class::Forbidden | Class::NotFound | Class::BadFhirRequest | Class::Unavailable
+            Class::Forbidden
+                | Class::NotFound
+                | Class::BadFhirRequest
+                | Class::Unavailable
+                | Class::TooManyRequests
         )
     }
 
@@ -270,6 +284,7 @@ impl Reason {
             Class::InsufficientScope | Class::Forbidden => "forbidden",
             Class::NotFound => "not-found",
             Class::Unavailable => "transient",
+            Class::TooManyRequests => "throttled",
         }
     }
 

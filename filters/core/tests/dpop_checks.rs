@@ -6,7 +6,7 @@
 mod support;
 
 use fapi_guard_core::denial::Reason;
-use fapi_guard_core::dpop::replay::MemoryStore;
+use fapi_guard_core::dpop::replay::{KeyBudget, MemoryStore};
 use fapi_guard_core::dpop::{
     evaluate, nonce, ClientCert, DpopRequest, Outcome, ProofRequest, RequestTarget,
 };
@@ -93,6 +93,7 @@ fn run_with(dpop_section: Value, key: &Key, m: &Mutation, now: i64) -> Result<Ou
         Some(&tok),
         &SoftwareVerifier,
         &MemoryStore::new(),
+        &KeyBudget::new(),
         now,
     )
     .map_err(|d| d.reason)
@@ -236,10 +237,12 @@ fn every_proof_check_has_a_denied_case_and_an_allowed_twin() {
             FlipSignature,
             Some(Reason::DpopBadSignature),
         ),
+        // The token is bound to the signing key, so the binding (compared before the
+        // signature, docs/checks.md) already refuses the other `jwk`.
         (
             "§2.6 signed by another key than jwk",
             OtherJwk,
-            Some(Reason::DpopBadSignature),
+            Some(Reason::DpopJktMismatch),
         ),
         // §2.7 htm
         (
@@ -435,6 +438,7 @@ fn jkt_must_match_cnf() {
             Some(&tok),
             &SoftwareVerifier,
             &MemoryStore::new(),
+            &KeyBudget::new(),
             NOW,
         )
         .map(|_| ())
@@ -466,6 +470,7 @@ fn replay_of_the_same_proof_is_refused_and_a_new_jti_is_not() {
             Some(&tok),
             &SoftwareVerifier,
             &store,
+            &KeyBudget::new(),
             *now,
         )
         .map(|_| ())
@@ -557,6 +562,7 @@ fn token_binding_rules() {
             tok.as_ref(),
             &SoftwareVerifier,
             &MemoryStore::new(),
+            &KeyBudget::new(),
             NOW,
         )
         .map(|o| o == Outcome::Public)
@@ -581,6 +587,7 @@ fn denials_render_dpop_challenges_with_algs() {
         Some(&tok),
         &SoftwareVerifier,
         &MemoryStore::new(),
+        &KeyBudget::new(),
         NOW,
     )
     .unwrap_err();
@@ -628,6 +635,7 @@ fn nonce_challenge_then_retry() {
             Some(&tok),
             &SoftwareVerifier,
             &store,
+            &KeyBudget::new(),
             now,
         )
     };
@@ -714,6 +722,7 @@ fn nonces_off_means_no_nonce_offered_and_nonce_claim_ignored() {
         Some(&tok),
         &SoftwareVerifier,
         &MemoryStore::new(),
+        &KeyBudget::new(),
         NOW,
     );
     assert_eq!(got, Ok(Outcome::Accepted { nonce: None }));
@@ -830,6 +839,7 @@ fn mtls_bound_tokens() {
             Some(&tok),
             &SoftwareVerifier,
             &MemoryStore::new(),
+            &KeyBudget::new(),
             NOW,
         )
         .map(|_| ())
@@ -885,6 +895,7 @@ fn mtls_and_dpop_together_both_checked() {
             Some(&tok),
             &SoftwareVerifier,
             &MemoryStore::new(),
+            &KeyBudget::new(),
             NOW,
         )
         .map(|_| ())
@@ -935,6 +946,7 @@ fn proofs_signed_by_joserfc_for_each_fapi_alg() {
                 Some(&tok),
                 &SoftwareVerifier,
                 &MemoryStore::new(),
+                &KeyBudget::new(),
                 now,
             )
             .map(|_| ())
@@ -952,4 +964,211 @@ fn proofs_signed_by_joserfc_for_each_fapi_alg() {
             "{alg} other path"
         );
     }
+}
+
+/// A verifier that counts calls and accepts everything: a check that runs after it could
+/// not refuse anything it lets through, and the count shows whether it was reached.
+#[derive(Default)]
+struct CountingVerifier(std::cell::Cell<usize>);
+
+impl fapi_guard_core::jose::SignatureVerifier for CountingVerifier {
+    fn verify(
+        &self,
+        _alg: fapi_guard_core::jose::Alg,
+        _key: &fapi_guard_core::jose::PublicKey,
+        _input: &[u8],
+        _signature: &[u8],
+    ) -> Result<(), fapi_guard_core::jose::VerifyError> {
+        self.0.set(self.0.get() + 1);
+        Ok(())
+    }
+}
+
+/// An RSA public JWK with a `bits`-bit odd modulus (pseudo-random bytes) and exponent `e`.
+fn rsa_jwk(bits: usize, e: &[u8]) -> Value {
+    let mut n = Vec::with_capacity(bits / 8);
+    let mut block = [7u8; 32];
+    while n.len() < bits / 8 {
+        block = <sha2::Sha256 as sha2::Digest>::digest(block).into();
+        n.extend_from_slice(&block);
+    }
+    n.truncate(bits / 8);
+    n[0] |= 0x80;
+    let last = n.len() - 1;
+    n[last] |= 1;
+    json!({"kty": "RSA", "n": b64(&n), "e": b64(e)})
+}
+
+fn rsa_proof(jwk: &Value, claims: &Value) -> String {
+    let header = json!({"typ": "dpop+jwt", "alg": "PS256", "jwk": jwk});
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        b64(&[0x5a; 512])
+    )
+}
+
+fn jkt_of(jwk: &Value) -> String {
+    fapi_guard_core::jose::Jwk::from_json(jwk)
+        .unwrap()
+        .key
+        .thumbprint_s256()
+}
+
+#[test]
+fn cheap_checks_and_proof_key_caps_run_before_the_signature() {
+    // Issue 8 §6: binding, htm, htu, iat, ath and the proof key caps (RSA <= 4096 bits,
+    // e < 2^32) are decided before any signature verification (docs/checks.md).
+    let (policy, dpop) = policy(json!({}));
+    let huge_e = [0x01, 0xff, 0xff, 0xff, 0xff]; // 2^33 - 1: odd, the JOSE layer's own bound
+    let rsa8192 = rsa_jwk(8192, &huge_e);
+    let rsa4096 = rsa_jwk(4096, &[1, 0, 1]);
+    let rsa4096_big_e = rsa_jwk(4096, &[0x01, 0, 0, 0, 0x01]); // 2^32 + 1
+    let rsa4097 = rsa_jwk(4104, &[1, 0, 1]);
+    let es = Key::es(41);
+    let es_proof = |c: Value| es.sign(&es.header(), &c);
+    let with = |k: &str, v: Value| {
+        let mut c = claims("cheap");
+        c[k] = v;
+        c
+    };
+    // (name, proof, the token's cnf.jkt, decision, signature verifications)
+    type Case<'a> = (&'a str, String, String, Result<(), Reason>, usize);
+    let cases: Vec<Case> = vec![
+        (
+            "RSA-8192, huge e, token bound to another key: the binding is reported first",
+            rsa_proof(&rsa8192, &claims("a")),
+            es.jkt(),
+            Err(Reason::DpopJktMismatch),
+            0,
+        ),
+        (
+            "RSA-8192, huge e, token bound to it: refused by the size cap",
+            rsa_proof(&rsa8192, &claims("b")),
+            jkt_of(&rsa8192),
+            Err(Reason::DpopBadJwk),
+            0,
+        ),
+        (
+            "RSA-4096, e = 2^32 + 1: refused by the exponent cap",
+            rsa_proof(&rsa4096_big_e, &claims("c")),
+            jkt_of(&rsa4096_big_e),
+            Err(Reason::DpopBadJwk),
+            0,
+        ),
+        (
+            "RSA-4104: over 4096 bits",
+            rsa_proof(&rsa4097, &claims("d")),
+            jkt_of(&rsa4097),
+            Err(Reason::DpopBadJwk),
+            0,
+        ),
+        (
+            "RSA-4096, e = 65537: within the caps, the signature is checked",
+            rsa_proof(&rsa4096, &claims("e")),
+            jkt_of(&rsa4096),
+            Ok(()),
+            1,
+        ),
+        (
+            "htm mismatch",
+            es_proof(with("htm", json!("POST"))),
+            es.jkt(),
+            Err(Reason::DpopHtmMismatch),
+            0,
+        ),
+        (
+            "htu mismatch",
+            es_proof(with("htu", json!("https://rs.example.org/fhir/Patient/9"))),
+            es.jkt(),
+            Err(Reason::DpopHtuMismatch),
+            0,
+        ),
+        (
+            "iat outside the window",
+            es_proof(with("iat", json!(NOW - 3600))),
+            es.jkt(),
+            Err(Reason::DpopIatOutOfWindow),
+            0,
+        ),
+        (
+            "ath mismatch",
+            es_proof(with("ath", json!(sha256_b64("other-token")))),
+            es.jkt(),
+            Err(Reason::DpopAthMismatch),
+            0,
+        ),
+        (
+            "all cheap checks pass: the signature is checked",
+            es_proof(claims("f")),
+            es.jkt(),
+            Ok(()),
+            1,
+        ),
+    ];
+    for (name, proof, bound, want, verifications) in cases {
+        let verifier = CountingVerifier::default();
+        let hdrs = [proof.as_str()];
+        let tok = token(Some(&bound));
+        let got = evaluate(
+            &policy,
+            &dpop,
+            &request(&hdrs),
+            Some(&tok),
+            &verifier,
+            &MemoryStore::new(),
+            &KeyBudget::new(),
+            NOW,
+        )
+        .map(|_| ())
+        .map_err(|d| d.reason);
+        assert_eq!(got, want, "{name}");
+        assert_eq!(verifier.0.get(), verifications, "{name}: verifications");
+    }
+}
+
+#[test]
+fn a_key_over_its_replay_budget_gets_429_and_other_keys_do_not() {
+    // Issue 8 §5: 7 live proofs per key over the 7 buckets of the window = 1 per bucket.
+    let (policy, dpop) = policy(json!({"replay_cache": {"max_live_proofs_per_key": 7}}));
+    let store = MemoryStore::new();
+    let budget = KeyBudget::new();
+    let (flooder, other) = (Key::es(51), Key::ed(52));
+    let run = |key: &Key, jti: &str| {
+        let proof = key.sign(&key.header(), &claims(jti));
+        let hdrs = [proof.as_str()];
+        let tok = token(Some(&key.jkt()));
+        evaluate(
+            &policy,
+            &dpop,
+            &request(&hdrs),
+            Some(&tok),
+            &SoftwareVerifier,
+            &store,
+            &budget,
+            NOW,
+        )
+    };
+    assert!(run(&flooder, "f1").is_ok());
+    let denial = run(&flooder, "f2").unwrap_err();
+    assert_eq!(denial.reason, Reason::DpopKeyOverBudget);
+    let reply = denial.reply(&policy, &dpop);
+    assert_eq!(reply.status, 429);
+    let retry: Vec<_> = reply
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "retry-after")
+        .collect();
+    assert_eq!(retry.len(), 1);
+    let secs: u32 = retry[0].1.parse().unwrap();
+    assert!((1..=10).contains(&secs), "{secs}");
+    assert!(!reply.headers.iter().any(|(k, _)| k == "www-authenticate"));
+    // Another client is unaffected; the refused proof was not recorded, the accepted one was.
+    assert!(run(&other, "o1").is_ok());
+    assert!(run(&other, "o2").is_err(), "the other key has a budget too");
+    assert_eq!(
+        run(&flooder, "f1").unwrap_err().reason,
+        Reason::DpopKeyOverBudget
+    );
 }

@@ -212,7 +212,12 @@ fn policy_defaults() {
             && !d.trust_forwarded_headers
     );
     assert_eq!(d.nonce, None);
-    assert_eq!((d.replay.slots, d.replay.entries_per_slot), (4096, 16));
+    // Sized for 40,000 proofs/s over the 70 s window: 8 buckets of 10 s x 7,813 slots x 64.
+    assert_eq!(
+        (d.replay.bucket_seconds, d.replay.buckets, d.replay.slots),
+        (10, 8, 7_813)
+    );
+    assert_eq!(d.replay.capacity(), 4_000_256);
     assert_eq!(d.cert_source, CertSource::Connection);
     // `Ed25519` is a spelling of EdDSA and is deduplicated.
     let (_, d) = support::policy(json!({"allowed_algs": ["Ed25519", "EdDSA", "ES256"]}));
@@ -260,16 +265,38 @@ fn policy_errors_name_the_field() {
         ),
         (json!({"nonce": {"enabled": true}}), "dpop.nonce"),
         (
-            json!({"replay_cache": {"slots": 0}}),
+            json!({"replay_cache": {"peak_proofs_per_second": 0}}),
+            "dpop.replay_cache.peak_proofs_per_second",
+        ),
+        (
+            json!({"replay_cache": {"peak_proofs_per_second": 1_000_001}}),
+            "dpop.replay_cache.peak_proofs_per_second",
+        ),
+        (
+            json!({"replay_cache": {"max_live_proofs": 10}}),
+            "dpop.replay_cache.max_live_proofs",
+        ),
+        (
+            json!({"replay_cache": {"max_live_proofs_per_key": 0}}),
+            "dpop.replay_cache.max_live_proofs_per_key",
+        ),
+        (
+            json!({"replay_cache": {"max_live_proofs": 1000, "max_live_proofs_per_key": 1001}}),
+            "dpop.replay_cache.max_live_proofs_per_key",
+        ),
+        // The budget must hold the cache the peak needs: 100,000/s needs ~10 M live proofs.
+        (
+            json!({"replay_cache": {"peak_proofs_per_second": 100_000}}),
+            "dpop.replay_cache.max_live_proofs",
+        ),
+        // So must a longer window at the default peak.
+        (
+            json!({"iat_window_past_seconds": 300}),
+            "dpop.replay_cache.max_live_proofs",
+        ),
+        (
+            json!({"replay_cache": {"slots": 4096}}),
             "dpop.replay_cache.slots",
-        ),
-        (
-            json!({"replay_cache": {"entries_per_slot": 65}}),
-            "dpop.replay_cache.entries_per_slot",
-        ),
-        (
-            json!({"replay_cache": {"slots": 65536, "entries_per_slot": 64}}),
-            "dpop.replay_cache",
         ),
         (
             json!({"mtls": {"client_cert_source": "header"}}),

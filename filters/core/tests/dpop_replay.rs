@@ -1,13 +1,15 @@
-//! The replay cache rule (checklist §2.10, RFC 9449 §11.1): entries live for the window,
-//! memory stays bounded, a full slot refuses instead of accepting, and concurrent writers
-//! (Envoy worker threads) cannot both accept the same `jti`.
+//! The replay cache rule (RFC 9449 §11.1, `docs/dpop.md`): entries live for the window in
+//! time buckets, expired buckets are overwritten (shared data cannot delete keys), memory
+//! stays bounded, a full bucket refuses instead of accepting, a cache sized for a peak rate
+//! records every proof at that rate, concurrent writers (Envoy worker threads) cannot both
+//! accept the same `jti`, and one proof key cannot take more than its budget.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::{Arc, Barrier};
 
-use fapi_guard_core::dpop::policy::ReplayConfig;
+use fapi_guard_core::dpop::policy::{DpopPolicy, ReplayConfig};
 use fapi_guard_core::dpop::replay::{
-    check_and_record, ensure_shared_key, ensure_slot, slot_key, JtiDigest, MemoryStore,
+    check_and_record, ensure_shared_key, key_id, slot_key, JtiDigest, KeyBudget, MemoryStore,
     ReplayError, SharedStore, StoreError,
 };
 
@@ -17,115 +19,255 @@ fn digest(i: usize) -> JtiDigest {
     JtiDigest::new(b"", "jkt", &format!("jti-{i}"))
 }
 
-#[test]
-fn seen_within_window_is_a_replay_and_expires_after() {
-    let store = MemoryStore::new();
-    let cfg = ReplayConfig {
-        slots: 8,
-        entries_per_slot: 4,
-    };
-    let d = digest(1);
-    let steps = [
-        ("first use", 100, Ok(())),
-        ("replay at once", 100, Err(ReplayError::Replay)),
-        (
-            "replay at the last second of the window",
-            160,
-            Err(ReplayError::Replay),
-        ),
-        (
-            "after expiry the entry is gone (the iat check refuses such a proof anyway)",
-            161,
-            Ok(()),
-        ),
-    ];
-    for (name, now, want) in steps {
-        assert_eq!(
-            check_and_record(&store, cfg, NS, d, 160, now),
-            want,
-            "{name}"
-        );
+/// 10 s buckets, a ring of 8 (a 60 s + 10 s window), `slots` × `entries` per bucket.
+fn small(slots: u32, entries: u32) -> ReplayConfig {
+    ReplayConfig {
+        bucket_seconds: 10,
+        buckets: 8,
+        slots,
+        entries_per_slot: entries,
+        max_probes: 8,
+        per_key_per_bucket: 0,
+        iat_past: 60,
     }
 }
 
 #[test]
-fn same_jti_under_another_key_is_a_different_entry() {
+fn seen_within_its_bucket_is_a_replay_and_the_bucket_is_reused_after_expiry() {
     let store = MemoryStore::new();
-    let cfg = ReplayConfig {
-        slots: 1,
-        entries_per_slot: 4,
-    };
-    let a = JtiDigest::new(b"", "jkt-a", "same");
-    let b = JtiDigest::new(b"", "jkt-b", "same");
-    assert_eq!(check_and_record(&store, cfg, NS, a, 200, 100), Ok(()));
-    assert_eq!(check_and_record(&store, cfg, NS, b, 200, 100), Ok(()));
+    let cfg = small(1, 4);
+    let d = digest(1);
+    // expires_at 160 is in bucket 16 (160..=169), wholly expired from 170 on.
+    let steps = [
+        ("first use", 160, 100, Ok(())),
+        ("replay at once", 160, 100, Err(ReplayError::Replay)),
+        (
+            "replay at the entry's last second",
+            160,
+            160,
+            Err(ReplayError::Replay),
+        ),
+        (
+            "replay while the bucket lives",
+            160,
+            169,
+            Err(ReplayError::Replay),
+        ),
+        // Bucket 24 has bucket 16's ring position (24 mod 8 = 16 mod 8): its first write
+        // overwrites the expired bucket instead of growing the value.
+        (
+            "same digest in the next bucket at that position",
+            240,
+            170,
+            Ok(()),
+        ),
+        ("and that is recorded", 240, 171, Err(ReplayError::Replay)),
+    ];
+    for (name, expires, now, want) in steps {
+        assert_eq!(
+            check_and_record(&store, cfg, NS, d, expires, now),
+            want,
+            "{name}"
+        );
+    }
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.value_bytes(), 16, "bucket header + one tag");
+}
+
+#[test]
+fn a_live_bucket_is_never_overwritten_whatever_the_clock_says() {
+    let store = MemoryStore::new();
+    let cfg = small(1, 4);
     assert_eq!(
-        check_and_record(&store, cfg, NS, a, 200, 100),
+        check_and_record(&store, cfg, NS, digest(1), 165, 100),
+        Ok(())
+    );
+    // Bucket 24 wants position 0 while bucket 16 is still live (a clock 70 s ahead): refused,
+    // and bucket 16's entry survives.
+    assert_eq!(
+        check_and_record(&store, cfg, NS, digest(2), 245, 169),
+        Err(ReplayError::Unavailable)
+    );
+    // A newer bucket holds the position and an old proof arrives (clock stepped back).
+    let newer = MemoryStore::new();
+    assert_eq!(
+        check_and_record(&newer, cfg, NS, digest(3), 245, 180),
+        Ok(())
+    );
+    assert_eq!(
+        check_and_record(&newer, cfg, NS, digest(4), 165, 160),
+        Err(ReplayError::Unavailable)
+    );
+    assert_eq!(
+        check_and_record(&store, cfg, NS, digest(1), 165, 169),
         Err(ReplayError::Replay)
     );
 }
 
 #[test]
-fn full_slot_refuses_new_proofs_until_entries_expire() {
+fn same_jti_under_another_key_is_a_different_entry() {
     let store = MemoryStore::new();
-    let cfg = ReplayConfig {
-        slots: 1,
-        entries_per_slot: 3,
-    };
-    for i in 0..3 {
+    let cfg = small(1, 4);
+    let a = JtiDigest::new(b"", "jkt-a", "same");
+    let b = JtiDigest::new(b"", "jkt-b", "same");
+    assert_eq!(check_and_record(&store, cfg, NS, a, 200, 150), Ok(()));
+    assert_eq!(check_and_record(&store, cfg, NS, b, 200, 150), Ok(()));
+    assert_eq!(
+        check_and_record(&store, cfg, NS, a, 200, 150),
+        Err(ReplayError::Replay)
+    );
+}
+
+#[test]
+fn a_full_bucket_probes_then_refuses_and_replays_stay_refused() {
+    let store = MemoryStore::new();
+    // 2 slots x 3 entries: 6 entries per bucket, found through probing wherever they went.
+    let cfg = small(2, 3);
+    for i in 0..6 {
         assert_eq!(
-            check_and_record(&store, cfg, NS, digest(i), 150 + i as i64, 100),
+            check_and_record(&store, cfg, NS, digest(i), 150 + i as i64 % 3, 100),
             Ok(()),
             "fill {i}"
         );
     }
     // Full of live entries: a new proof is refused (fail closed), old ones are still replays.
     assert_eq!(
-        check_and_record(&store, cfg, NS, digest(10), 200, 100),
+        check_and_record(&store, cfg, NS, digest(10), 155, 100),
         Err(ReplayError::Full)
     );
+    for i in 0..6 {
+        assert_eq!(
+            check_and_record(&store, cfg, NS, digest(i), 150 + i as i64 % 3, 140),
+            Err(ReplayError::Replay),
+            "replay {i}"
+        );
+    }
+    // Another bucket has its own room.
     assert_eq!(
-        check_and_record(&store, cfg, NS, digest(0), 200, 100),
-        Err(ReplayError::Replay)
-    );
-    // Once the first entry expires its room is reused; the others still count.
-    assert_eq!(
-        check_and_record(&store, cfg, NS, digest(10), 200, 151),
+        check_and_record(&store, cfg, NS, digest(10), 165, 100),
         Ok(())
     );
+    // Once bucket 15 has expired its position is reused by bucket 23.
     assert_eq!(
-        check_and_record(&store, cfg, NS, digest(11), 200, 151),
-        Err(ReplayError::Full)
+        check_and_record(&store, cfg, NS, digest(11), 235, 160),
+        Ok(())
     );
+}
+
+/// Proofs `0..n` arriving at `rate` per second from `start`, each with an `iat` up to 4 s in
+/// the past; returns (accepted, first refusal).
+fn run_at_rate(
+    store: &dyn SharedStore,
+    cfg: ReplayConfig,
+    range: std::ops::Range<usize>,
+    rate: usize,
+    start: i64,
+) -> (usize, Option<(usize, ReplayError)>) {
+    let mut ok = 0;
+    for i in range {
+        let now = start + (i / rate) as i64;
+        let iat = now - (i % 5) as i64;
+        match check_and_record(store, cfg, NS, digest(i), iat + cfg.iat_past, now) {
+            Ok(()) => ok += 1,
+            Err(e) => return (ok, Some((i, e))),
+        }
+    }
+    (ok, None)
+}
+
+#[test]
+fn the_default_cache_holds_far_more_live_proofs_than_the_old_65536_and_refuses_the_oldest_replay() {
+    // Issue 9: the old default (4096 slots x 16) refused every new proof beyond 65,536 live
+    // ones. 200,000 proofs in 50 s (4,000/s), all live at the end: none refused.
+    let cfg = DpopPolicy::default().replay;
+    let store = MemoryStore::new();
+    let start = 1_700_000_000;
+    let n = 200_000;
+    let (ok, refused) = run_at_rate(&store, cfg, 0..n, 4_000, start);
+    assert_eq!((ok, refused), (n, None));
+    let end = start + (n / 4_000) as i64;
+    // The oldest live proof (iat = start, expires start + 60) and a few others are replays.
+    for i in [0, 1, 4, 65_536, 65_537, 123_457, n - 1] {
+        let iat = start + (i / 4_000) as i64 - (i % 5) as i64;
+        assert_eq!(
+            check_and_record(&store, cfg, NS, digest(i), iat + cfg.iat_past, end),
+            Err(ReplayError::Replay),
+            "replay of proof {i}"
+        );
+    }
+}
+
+#[test]
+fn a_cache_sized_for_a_peak_records_every_proof_at_that_peak_for_ten_minutes_in_bounded_memory() {
+    // A policy's peak sizes the cache (docs/dpop.md); run 10 simulated minutes at that peak:
+    // nothing refused, the keys and bytes held stay within the layout's bound, and the
+    // entries of the last window are all still replays.
+    let (peak, minutes) = (1_000usize, 10);
+    let cfg = ReplayConfig::sized(60, 10, peak as u64, 1 << 20);
+    let store = MemoryStore::new();
+    let start = 1_700_000_000;
+    let n = peak * 60 * minutes;
+    let (ok, refused) = run_at_rate(&store, cfg, 0..n, peak, start);
+    assert_eq!((ok, refused), (n, None));
+    assert!(store.len() as u64 <= u64::from(cfg.buckets) * u64::from(cfg.slots));
+    assert!(store.value_bytes() as u64 <= cfg.max_value_bytes());
+    // Live entries at the end: about peak x (60 s + one bucket); 8 bytes each plus headers.
+    let live = peak * (60 + cfg.bucket_seconds as usize);
+    assert!(
+        store.value_bytes() <= live * 8 + store.len() * 8 + peak * 10 * 8,
+        "{} bytes for ~{live} live proofs",
+        store.value_bytes()
+    );
+    let end = start + (n / peak) as i64;
+    let oldest_live = n - peak * 55;
+    let iat = start + (oldest_live / peak) as i64 - (oldest_live % 5) as i64;
     assert_eq!(
-        check_and_record(&store, cfg, NS, digest(2), 200, 151),
+        check_and_record(&store, cfg, NS, digest(oldest_live), iat + 60, end),
         Err(ReplayError::Replay)
     );
 }
 
 #[test]
-fn memory_is_bounded_by_slots_times_entries() {
-    let store = MemoryStore::new();
-    let cfg = ReplayConfig {
-        slots: 16,
-        entries_per_slot: 4,
-    };
-    let (mut ok, mut full) = (0, 0);
-    for i in 0..10_000 {
-        match check_and_record(&store, cfg, NS, digest(i), 1_000, 100) {
-            Ok(()) => ok += 1,
-            Err(ReplayError::Full) => full += 1,
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-    assert_eq!(ok, 64, "exactly slots × entries accepted");
-    assert_eq!(full, 10_000 - 64);
-    assert!(store.len() <= 16);
-    assert!(store.value_bytes() <= 16 * 4 * 24);
-    // After the window everything is reusable again.
-    assert_eq!(
-        check_and_record(&store, cfg, NS, digest(20_000), 2_000, 1_001),
-        Ok(())
+fn two_workers_at_the_peak_share_the_cache_without_refusals() {
+    // Two threads stand in for two Envoy workers, each at half the peak, on one store.
+    let peak = 4_000usize;
+    let cfg = ReplayConfig::sized(60, 10, peak as u64, 1 << 20);
+    let store = Arc::new(MemoryStore::new());
+    let n = peak * 40;
+    let handles: Vec<_> = (0..2)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                // Worker w takes every other proof.
+                let mut ok = 0;
+                for i in (w..n).step_by(2) {
+                    let now = 1_700_000_000 + (i / peak) as i64;
+                    let r = check_and_record(&*store, cfg, NS, digest(i), now + 60, now);
+                    assert_eq!(r, Ok(()), "proof {i}");
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, n);
+}
+
+#[test]
+fn sizing_follows_the_window_and_the_peak() {
+    let d = ReplayConfig::sized(60, 10, 40_000, 65_536);
+    assert_eq!((d.bucket_seconds, d.buckets), (10, 8));
+    // 40,000/s x 10 s x 1.25 / 64 entries per slot.
+    assert_eq!(d.slots, 7_813);
+    assert_eq!(d.capacity(), 8 * 7_813 * 64);
+    assert_eq!(d.max_value_bytes(), 8 * 7_813 * (8 + 64 * 8));
+    assert_eq!(d.per_key_per_bucket, 65_536_u32.div_ceil(7));
+    assert_eq!(DpopPolicy::default().replay, d);
+    // The layout is part of the key names.
+    assert_ne!(
+        slot_key(NS, &d, 0, 0),
+        slot_key(NS, &ReplayConfig::sized(60, 10, 20_000, 65_536), 0, 0)
     );
 }
 
@@ -140,6 +282,30 @@ fn keyed_digest_changes_the_slot_layout() {
         })
         .count();
     assert_eq!(differ, 64);
+}
+
+#[test]
+fn one_key_over_its_budget_waits_others_do_not() {
+    let cfg = ReplayConfig {
+        per_key_per_bucket: 3,
+        ..small(4, 64)
+    };
+    let budget = KeyBudget::new();
+    let (flooder, other) = (key_id("jkt-flood"), key_id("jkt-other"));
+    let now = 1_000;
+    let expires = now + 60; // bucket 106, next bucket from 1070 = iat 1010
+    for _ in 0..3 {
+        assert_eq!(budget.check(&cfg, flooder, expires, now), Ok(()));
+        budget.record(&cfg, flooder, expires);
+    }
+    assert_eq!(budget.check(&cfg, flooder, expires, now), Err(10));
+    assert_eq!(budget.check(&cfg, flooder, expires, now + 7), Err(3));
+    assert_eq!(budget.check(&cfg, other, expires, now), Ok(()));
+    // Its next bucket has room again, and the expired bucket's counts are dropped.
+    assert_eq!(budget.check(&cfg, flooder, expires + 10, now + 10), Ok(()));
+    budget.record(&cfg, flooder, expires + 80);
+    assert_eq!(budget.check(&cfg, flooder, expires + 80, now + 80), Ok(()));
+    assert_eq!(budget.tracked_keys(), 1);
 }
 
 /// A store whose first `n` CAS writes fail, as if another worker wrote in between.
@@ -163,10 +329,7 @@ impl SharedStore for Contended {
 
 #[test]
 fn cas_conflicts_retry_then_fail_closed() {
-    let cfg = ReplayConfig {
-        slots: 4,
-        entries_per_slot: 4,
-    };
+    let cfg = small(4, 4);
     let few = Contended {
         inner: MemoryStore::new(),
         fail: 3.into(),
@@ -187,17 +350,7 @@ fn racing_workers_accept_a_jti_once() {
     // Threads stand in for Envoy workers sharing one store; every round all of them submit
     // the same jti at once. Slots are created first, as the filter does at configure time.
     let store = Arc::new(MemoryStore::new());
-    let cfg = ReplayConfig {
-        slots: 2,
-        entries_per_slot: 64,
-    };
-    for s in 0..cfg.slots {
-        assert!(ensure_slot(&*store, NS, s));
-        assert!(
-            !ensure_slot(&*store, NS, s),
-            "second ensure does not overwrite"
-        );
-    }
+    let cfg = small(2, 64);
     let threads = 8;
     for round in 0..40 {
         let barrier = Arc::new(Barrier::new(threads));
@@ -219,7 +372,7 @@ fn racing_workers_accept_a_jti_once() {
             Ok(()) | Err(ReplayError::Replay) | Err(ReplayError::Unavailable)
         )));
     }
-    assert!(store.get(&slot_key(NS, 0)).0.is_some());
+    assert!(store.len() <= 2, "one bucket, two slots");
 }
 
 /// What another worker does, once, right after this worker's first read.
@@ -283,10 +436,7 @@ fn racing_key_creation_still_converges() {
 #[test]
 fn creating_a_missing_slot_never_overwrites_a_racing_worker() {
     // Worker B records a jti in a slot that A saw missing; A's record must not erase it.
-    let cfg = ReplayConfig {
-        slots: 1,
-        entries_per_slot: 8,
-    };
+    let cfg = small(1, 8);
     let store = MemoryStore::new();
     let racing = Interleaved {
         inner: &store,

@@ -9,7 +9,7 @@ mod support;
 
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{Class, Reason};
-use fapi_guard_core::dpop::replay::MemoryStore;
+use fapi_guard_core::dpop::replay::{KeyBudget, MemoryStore};
 use fapi_guard_core::dpop::{
     evaluate, htu, ClientCert, DpopRequest, Outcome, ProofRequest, RequestTarget,
 };
@@ -149,6 +149,7 @@ fn run(c: &RsCase, store: &MemoryStore) -> Result<Outcome, Reason> {
         Some(&token),
         &SoftwareVerifier,
         store,
+        &KeyBudget::new(),
         c.now,
     )
     .map_err(|d| d.reason)

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use fapi_guard_core::dpop::policy::CertSource;
 use fapi_guard_core::dpop::replay;
 use fapi_guard_core::dpop::{
-    evaluate, ClientCert, DpopPolicy, DpopRequest, Outcome, ProofRequest, RequestTarget,
+    evaluate, ClientCert, DpopPolicy, DpopRequest, KeyBudget, Outcome, ProofRequest, RequestTarget,
 };
 use fapi_guard_core::policy::Policy;
 use fapi_guard_host::shared::HostSharedData;
@@ -30,6 +30,8 @@ struct Worker {
     dpop: DpopPolicy,
     stats: FilterStats,
     verifier: HostVerifier,
+    /// Per proof key live-entry counts on this worker (fairness, `docs/dpop.md`).
+    budget: KeyBudget,
 }
 
 #[derive(Default)]
@@ -63,15 +65,26 @@ impl RootContext for DpopRoot {
             };
             dpop.replay_key = key;
         }
-        // Create every replay slot now (create-only writes; existing slots are kept).
-        for slot in 0..dpop.replay.slots {
-            replay::ensure_slot(&HostSharedData, ns, slot);
-        }
+        // Replay-cache keys are created on first use (create-only writes), so an idle proxy
+        // holds none; the layout and its memory bound are logged once.
+        let _ = proxy_wasm::hostcalls::log(
+            LogLevel::Info,
+            &format!(
+                "fapi_guard.dpop: replay cache {} buckets of {} s x {} slots x {} entries: at most {} live proofs, {} bytes of values",
+                dpop.replay.buckets,
+                dpop.replay.bucket_seconds,
+                dpop.replay.slots,
+                dpop.replay.entries_per_slot,
+                dpop.replay.capacity(),
+                dpop.replay.max_value_bytes()
+            ),
+        );
         self.worker = Some(Rc::new(Worker {
             policy,
             dpop,
             stats: FilterStats::new(FILTER),
-            verifier: HostVerifier::new(true),
+            verifier: HostVerifier::from_env(),
+            budget: KeyBudget::new(),
         }));
         true
     }
@@ -160,6 +173,7 @@ impl DpopFilter {
             token.as_ref(),
             &w.verifier,
             &HostSharedData,
+            &w.budget,
             now,
         ) {
             Ok(Outcome::Public) => {

@@ -22,7 +22,7 @@ pub use htu::RequestTarget;
 pub use mtls::ClientCert;
 pub use policy::{DpopDoc, DpopPolicy};
 pub use proof::{check_proof, Binding, CheckedProof, ProofRequest};
-pub use replay::{SharedStore, StoreError};
+pub use replay::{KeyBudget, SharedStore, StoreError};
 
 /// The request as the DPoP filter sees it.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +48,8 @@ pub enum Outcome {
 pub struct Denial {
     pub reason: Reason,
     pub nonce: Option<String>,
+    /// `Retry-After` seconds for a 429 (`dpop_key_over_budget`).
+    pub retry_after: Option<u32>,
 }
 
 impl Denial {
@@ -58,7 +60,7 @@ impl Denial {
         } else {
             &[Scheme::Dpop]
         };
-        Reason::reply(
+        let mut reply = Reason::reply(
             self.reason,
             &ChallengeContext {
                 schemes,
@@ -67,7 +69,14 @@ impl Denial {
                 required_scope: None,
                 detail: None,
             },
-        )
+        );
+        if let Some(secs) = self.retry_after {
+            // RFC 6585 §4: a 429 may say how long to wait.
+            reply
+                .headers
+                .push(("retry-after".to_string(), secs.to_string()));
+        }
+        reply
     }
 }
 
@@ -85,6 +94,7 @@ pub fn evaluate(
     token: Option<&VerifiedToken>,
     verifier: &dyn SignatureVerifier,
     store: &dyn SharedStore,
+    budget: &KeyBudget,
     now: i64,
 ) -> Result<Outcome, Denial> {
     let fresh_nonce = || dpop.nonce.as_ref().map(|c| nonce::issue(c, now));
@@ -93,6 +103,7 @@ pub fn evaluate(
         // Any refusal may carry a fresh nonce (RFC 9449 §8.2 allows it on every response);
         // `use_dpop_nonce` must.
         nonce: fresh_nonce(),
+        retry_after: None,
     };
 
     if policy
@@ -144,9 +155,17 @@ pub fn evaluate(
     .map_err(deny)?;
 
     // §2.10 / RFC 9449 §11.1: `jti` not seen within the window; recorded until the proof's
-    // `iat` leaves the window.
-    let digest = replay::JtiDigest::new(&dpop.replay_key, &checked.jkt, &checked.jti);
+    // `iat` leaves the window. Fairness first (`docs/dpop.md`): a key over its budget of live
+    // entries is refused with 429 and its proof is not recorded (nothing acted on it).
     let expires_at = checked.iat.saturating_add(dpop.iat_past);
+    let key = replay::key_id(&checked.jkt);
+    if let Err(secs) = budget.check(&dpop.replay, key, expires_at, now) {
+        return Err(Denial {
+            retry_after: Some(secs),
+            ..deny(Reason::DpopKeyOverBudget)
+        });
+    }
+    let digest = replay::JtiDigest::new(&dpop.replay_key, &checked.jkt, &checked.jti);
     replay::check_and_record(
         store,
         dpop.replay,
@@ -164,6 +183,7 @@ pub fn evaluate(
             }
         })
     })?;
+    budget.record(&dpop.replay, key, expires_at);
 
     Ok(Outcome::Accepted {
         nonce: fresh_nonce(),

@@ -10,7 +10,8 @@
 //!   "stripped_path_prefix": "/fhir",
 //!   "trust_forwarded_headers": false,
 //!   "nonce": { "enabled": true, "secret": "<base64url, >= 32 bytes>", "window_seconds": 300 },
-//!   "replay_cache": { "slots": 4096, "entries_per_slot": 16 },
+//!   "replay_cache": { "peak_proofs_per_second": 40000, "max_live_proofs": 4194304,
+//!                     "max_live_proofs_per_key": 65536 },
 //!   "mtls": { "client_cert_source": "connection" }
 //! }
 //! ```
@@ -74,13 +75,22 @@ pub struct NonceDoc {
     pub window_seconds: u64,
 }
 
+/// The replay cache (`docs/dpop.md`, "Replay cache"): sized from the `iat` window and the
+/// peak proof rate, bounded by an explicit budget.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayCacheDoc {
-    #[serde(default = "default_slots")]
-    pub slots: u32,
-    #[serde(default = "default_entries")]
-    pub entries_per_slot: u32,
+    /// The most proofs per second (all worker threads together) the cache must record
+    /// without refusing any.
+    #[serde(default = "default_peak")]
+    pub peak_proofs_per_second: u64,
+    /// Memory budget, in live proofs (8 bytes each plus slot overhead): the cache sized for
+    /// the peak must fit in it, else the policy is refused.
+    #[serde(default = "default_max_live")]
+    pub max_live_proofs: u64,
+    /// Fairness: live proofs one proof key (`cnf.jkt`) may hold per worker thread.
+    #[serde(default = "default_max_live_per_key")]
+    pub max_live_proofs_per_key: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,19 +127,36 @@ fn default_future() -> u64 {
 fn default_nonce_window() -> u64 {
     300
 }
-fn default_slots() -> u32 {
-    DEFAULT_SLOTS
+fn default_peak() -> u64 {
+    DEFAULT_PEAK_PROOFS_PER_SECOND
 }
-fn default_entries() -> u32 {
-    DEFAULT_ENTRIES_PER_SLOT
+fn default_max_live() -> u64 {
+    DEFAULT_MAX_LIVE_PROOFS
+}
+fn default_max_live_per_key() -> u64 {
+    DEFAULT_MAX_LIVE_PROOFS_PER_KEY
 }
 fn default_cert_source() -> CertSourceDoc {
     CertSourceDoc::Connection
 }
 
-/// Default replay cache: 4096 slots × 16 entries = 65,536 live `jti`s (~1.6 MB shared).
-pub const DEFAULT_SLOTS: u32 = 4096;
-pub const DEFAULT_ENTRIES_PER_SLOT: u32 = 16;
+/// Default peak: above what one sidecar with two worker threads sustains for the full chain.
+pub const DEFAULT_PEAK_PROOFS_PER_SECOND: u64 = 40_000;
+/// Default budget: 2^22 live proofs, at most 32 MiB of entries (+ ~2 MiB slot headers/keys).
+pub const DEFAULT_MAX_LIVE_PROOFS: u64 = 1 << 22;
+/// Default per key and worker: ~936 proofs/s sustained per proof key with the default window.
+pub const DEFAULT_MAX_LIVE_PROOFS_PER_KEY: u64 = 65_536;
+/// Entries per slot: a slot value is at most 8 + 64 × 8 = 520 bytes (one copy per host call).
+pub const ENTRIES_PER_SLOT: u32 = 64;
+/// Slots tried in turn when one is full (linear probing within the bucket).
+pub const MAX_PROBES: u32 = 8;
+/// Slots are sized for the peak with this headroom (numerator/denominator): a load factor of
+/// 0.8, where probing keeps full-slot refusals out of reach.
+const HEADROOM: (u64, u64) = (5, 4);
+/// Buckets per `iat` window: finer buckets waste less memory on partly expired buckets.
+const BUCKETS_PER_WINDOW: u64 = 7;
+const MAX_PEAK: u64 = 1_000_000;
+const MAX_LIVE_PROOFS: u64 = 1 << 25;
 
 impl Default for DpopDoc {
     fn default() -> Self {
@@ -156,10 +183,46 @@ pub struct NonceConfig {
     pub window_seconds: u64,
 }
 
+/// The compiled replay cache layout (`replay.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayConfig {
+    /// Length of one time bucket (of `iat + iat_window_past_seconds`).
+    pub bucket_seconds: i64,
+    /// Ring positions: `ceil((past + future) / bucket_seconds) + 1`.
+    pub buckets: u32,
+    /// Shared-data keys per bucket.
     pub slots: u32,
     pub entries_per_slot: u32,
+    pub max_probes: u32,
+    /// Entries one proof key may add to one bucket on one worker (0: no limit).
+    pub per_key_per_bucket: u32,
+    /// The policy's `iat_window_past_seconds` (for `Retry-After`).
+    pub iat_past: i64,
+}
+
+impl ReplayConfig {
+    /// The layout for an `iat` window and a peak rate: buckets of about a seventh of the
+    /// window, `slots` so that a bucket's expected entries (`peak × bucket_seconds`) fill
+    /// 80 % of it.
+    pub fn sized(past: u64, future: u64, peak: u64, max_live_per_key: u64) -> ReplayConfig {
+        let span = past.saturating_add(future).max(1);
+        let w = span.div_ceil(BUCKETS_PER_WINDOW).max(1);
+        let buckets = span.div_ceil(w) + 1;
+        let per_bucket = peak.saturating_mul(w).saturating_mul(HEADROOM.0) / HEADROOM.1;
+        let slots = per_bucket.div_ceil(u64::from(ENTRIES_PER_SLOT)).max(1);
+        // A key spreads its proofs over the live buckets: buckets − 1 of them hold entries
+        // at any time on average.
+        let per_key = max_live_per_key.div_ceil(buckets - 1).max(1);
+        ReplayConfig {
+            bucket_seconds: w as i64,
+            buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
+            slots: u32::try_from(slots).unwrap_or(u32::MAX),
+            entries_per_slot: ENTRIES_PER_SLOT,
+            max_probes: MAX_PROBES,
+            per_key_per_bucket: u32::try_from(per_key).unwrap_or(u32::MAX),
+            iat_past: past as i64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,20 +262,17 @@ impl Default for DpopPolicy {
             stripped_path_prefix: String::new(),
             trust_forwarded_headers: false,
             nonce: None,
-            replay: ReplayConfig {
-                slots: DEFAULT_SLOTS,
-                entries_per_slot: DEFAULT_ENTRIES_PER_SLOT,
-            },
+            replay: ReplayConfig::sized(
+                60,
+                10,
+                DEFAULT_PEAK_PROOFS_PER_SECOND,
+                DEFAULT_MAX_LIVE_PROOFS_PER_KEY,
+            ),
             cert_source: CertSource::Connection,
             replay_key: Vec::new(),
         })
     }
 }
-
-/// Upper bounds that keep the shared replay cache within a few tens of MB.
-const MAX_SLOTS: u32 = 1 << 16;
-const MAX_ENTRIES_PER_SLOT: u32 = 64;
-const MAX_TOTAL_ENTRIES: u64 = 1 << 21;
 
 impl DpopDoc {
     pub fn compile(&self) -> Result<DpopPolicy, PolicyError> {
@@ -281,36 +341,7 @@ impl DpopDoc {
             }
             _ => None,
         };
-        let replay = match &self.replay_cache {
-            None => ReplayConfig {
-                slots: DEFAULT_SLOTS,
-                entries_per_slot: DEFAULT_ENTRIES_PER_SLOT,
-            },
-            Some(r) => {
-                if r.slots == 0 || r.slots > MAX_SLOTS {
-                    return Err(PolicyError::new(
-                        "dpop.replay_cache.slots",
-                        format!("must be between 1 and {MAX_SLOTS}"),
-                    ));
-                }
-                if r.entries_per_slot == 0 || r.entries_per_slot > MAX_ENTRIES_PER_SLOT {
-                    return Err(PolicyError::new(
-                        "dpop.replay_cache.entries_per_slot",
-                        format!("must be between 1 and {MAX_ENTRIES_PER_SLOT}"),
-                    ));
-                }
-                if u64::from(r.slots) * u64::from(r.entries_per_slot) > MAX_TOTAL_ENTRIES {
-                    return Err(PolicyError::new(
-                        "dpop.replay_cache",
-                        format!("slots × entries_per_slot must be at most {MAX_TOTAL_ENTRIES}"),
-                    ));
-                }
-                ReplayConfig {
-                    slots: r.slots,
-                    entries_per_slot: r.entries_per_slot,
-                }
-            }
-        };
+        let replay = self.compile_replay()?;
         let cert_source = match self.mtls.as_ref().map(|m| m.client_cert_source) {
             Some(CertSourceDoc::Xfcc) => CertSource::Xfcc,
             _ => CertSource::Connection,
@@ -329,5 +360,55 @@ impl DpopDoc {
             cert_source,
             replay_key,
         })
+    }
+
+    fn compile_replay(&self) -> Result<ReplayConfig, PolicyError> {
+        let doc = self.replay_cache.clone().unwrap_or(ReplayCacheDoc {
+            peak_proofs_per_second: DEFAULT_PEAK_PROOFS_PER_SECOND,
+            max_live_proofs: DEFAULT_MAX_LIVE_PROOFS,
+            max_live_proofs_per_key: DEFAULT_MAX_LIVE_PROOFS_PER_KEY,
+        });
+        if doc.peak_proofs_per_second == 0 || doc.peak_proofs_per_second > MAX_PEAK {
+            return Err(PolicyError::new(
+                "dpop.replay_cache.peak_proofs_per_second",
+                format!("must be between 1 and {MAX_PEAK}"),
+            ));
+        }
+        if doc.max_live_proofs < u64::from(ENTRIES_PER_SLOT)
+            || doc.max_live_proofs > MAX_LIVE_PROOFS
+        {
+            return Err(PolicyError::new(
+                "dpop.replay_cache.max_live_proofs",
+                format!("must be between {ENTRIES_PER_SLOT} and {MAX_LIVE_PROOFS}"),
+            ));
+        }
+        if doc.max_live_proofs_per_key == 0 || doc.max_live_proofs_per_key > doc.max_live_proofs {
+            return Err(PolicyError::new(
+                "dpop.replay_cache.max_live_proofs_per_key",
+                "must be between 1 and max_live_proofs",
+            ));
+        }
+        let cfg = ReplayConfig::sized(
+            self.iat_window_past_seconds,
+            self.iat_window_future_seconds,
+            doc.peak_proofs_per_second,
+            doc.max_live_proofs_per_key,
+        );
+        if cfg.capacity() > doc.max_live_proofs {
+            return Err(PolicyError::new(
+                "dpop.replay_cache.max_live_proofs",
+                format!(
+                    "{} live proofs ({} MiB) are needed for peak_proofs_per_second {} over the iat window ({} s past + {} s future, {} buckets of {} s, 25 % headroom): raise max_live_proofs or lower the peak",
+                    cfg.capacity(),
+                    cfg.max_value_bytes().div_ceil(1 << 20),
+                    doc.peak_proofs_per_second,
+                    self.iat_window_past_seconds,
+                    self.iat_window_future_seconds,
+                    cfg.buckets,
+                    cfg.bucket_seconds
+                ),
+            ));
+        }
+        Ok(cfg)
     }
 }

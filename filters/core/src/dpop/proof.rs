@@ -13,7 +13,7 @@ use super::policy::DpopPolicy;
 use crate::denial::Reason;
 use crate::jose::jwk::JwkError;
 use crate::jose::verify::{check_key_for_alg, VerifyError};
-use crate::jose::{Alg, CompactJws, Jwk, JwsError, SignatureVerifier, SoftwareVerifier};
+use crate::jose::{Alg, CompactJws, Jwk, JwsError, PublicKey, SignatureVerifier, SoftwareVerifier};
 
 /// The request as the DPoP check sees it.
 #[derive(Debug, Clone, Default)]
@@ -93,6 +93,28 @@ fn jws_error(compact: &str, e: JwsError) -> Reason {
     }
 }
 
+/// Largest RSA modulus a proof key may have (`docs/checks.md`, "DPoP proof keys"). Clients
+/// make 2048- or 3072-bit keys; bigger ones only cost the verifier CPU. (Issuer keys in a
+/// JWKS keep the general JOSE bound, `jose::jwk::RSA_MAX_BITS`.)
+pub const PROOF_RSA_MAX_BITS: usize = 4096;
+/// Largest RSA public exponent a proof key may have: below 2^32 (and odd, at least 3, as
+/// for every RSA key). Clients use 65537; a huge exponent only makes verification slower.
+pub const PROOF_RSA_MAX_EXPONENT_BYTES: usize = 4;
+
+/// The proof key caps (`docs/checks.md`): RSA modulus ≤ 4096 bits, exponent < 2^32.
+fn check_proof_key_size(key: &PublicKey) -> Result<(), Reason> {
+    match key {
+        // `e` has no leading zero octets (jose::jwk), so 4 octets means e < 2^32.
+        PublicKey::Rsa { e, .. } => {
+            if key.rsa_bits() > PROOF_RSA_MAX_BITS || e.len() > PROOF_RSA_MAX_EXPONENT_BYTES {
+                return Err(Reason::DpopBadJwk);
+            }
+            Ok(())
+        }
+        PublicKey::EcP256 { .. } | PublicKey::Ed25519 { .. } => Ok(()),
+    }
+}
+
 /// Checks one DPoP proof (everything but `jti` replay). `Err` carries the stable reason.
 pub fn check_proof(
     policy: &DpopPolicy,
@@ -150,22 +172,15 @@ pub fn check_proof(
             return Err(Reason::DpopBadJwk);
         }
     }
-    check_key_for_alg(jws.alg, &jwk.key).map_err(|_| Reason::DpopBadJwk)?;
-
-    // §2.6 / step 6: the signature verifies with that key.
-    let input = jws.signing_input.as_bytes();
-    let verified = match verifier.verify(jws.alg, &jwk.key, input, &jws.signature) {
-        Err(VerifyError::Unsupported) => {
-            SoftwareVerifier.verify(jws.alg, &jwk.key, input, &jws.signature)
-        }
-        other => other,
-    };
-    match verified {
-        Ok(()) => {}
-        Err(VerifyError::KeyMismatch) => return Err(Reason::DpopBadJwk),
-        Err(_) => return Err(Reason::DpopBadSignature),
+    // Cheap checks before the expensive one (RFC 9449 §4.3 lists the checks, not their
+    // order; all of them run): the binding, `htm`, `htu`, `iat`, `ath` and the key's size
+    // are decided before any signature is verified, so a proof that fails one of them costs
+    // no public-key operation (`docs/checks.md`, "DPoP proof keys").
+    // §2.12 / step 12.2 and §6.1: the proof key is the one the token is bound to.
+    let jkt = jwk.key.thumbprint_s256();
+    if jkt != binding.jkt {
+        return Err(Reason::DpopJktMismatch);
     }
-
     // §2.7 / step 8: `htm` equals the method (case-sensitive, RFC 9110 §9.1).
     if htm != req.method {
         return Err(Reason::DpopHtmMismatch);
@@ -182,11 +197,24 @@ pub fn check_proof(
     if ath != binding.ath {
         return Err(Reason::DpopAthMismatch);
     }
-    // §2.12 / step 12.2 and §6.1: the proof key is the one the token is bound to.
-    let jkt = jwk.key.thumbprint_s256();
-    if jkt != binding.jkt {
-        return Err(Reason::DpopJktMismatch);
+    // §2.5: the key fits `alg` (RSA >= 2048 bits) and is within the proof key caps.
+    check_key_for_alg(jws.alg, &jwk.key).map_err(|_| Reason::DpopBadJwk)?;
+    check_proof_key_size(&jwk.key)?;
+
+    // §2.6 / step 6: the signature verifies with that key.
+    let input = jws.signing_input.as_bytes();
+    let verified = match verifier.verify(jws.alg, &jwk.key, input, &jws.signature) {
+        Err(VerifyError::Unsupported) => {
+            SoftwareVerifier.verify(jws.alg, &jwk.key, input, &jws.signature)
+        }
+        other => other,
+    };
+    match verified {
+        Ok(()) => {}
+        Err(VerifyError::KeyMismatch) => return Err(Reason::DpopBadJwk),
+        Err(_) => return Err(Reason::DpopBadSignature),
     }
+
     // §2.13 / step 10 and §9: a current server nonce, where the policy turns nonces on.
     // Checked last, so `use_dpop_nonce` means "only the nonce was missing".
     if let Some(cfg) = &policy.nonce {
