@@ -146,13 +146,13 @@ class Envoy(EnvoyProcess):
 
     def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
                  concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
-                 log_level: str = "info", forward_client_cert: str | None = None):
+                 log_level: str = "info", forward_client_cert: str | None = None, normalize_paths: bool = True):
         self.policy = policy
         self.scheme = "https" if tls else "http"
         port, admin_port = free_port(), free_port()
         cfg = render.render(policy, list(filters), str(build_wasm()), port, upstream_port, admin_port,
                             jwks_address, *(tls or {}).get("args", (None, None, None)),
-                            forward_client_cert=forward_client_cert)
+                            forward_client_cert=forward_client_cert, normalize_paths=normalize_paths)
         super().__init__(cfg, port, admin_port, "envoy", concurrency, log_level)
 
     @property
