@@ -113,6 +113,14 @@ impl<'a> CanonicalPath<'a> {
         self.query
     }
 
+    /// Whether the path came without any percent-encoding (raw and decoded are the same).
+    /// FHIR types, ids and operation names never need one: the FHIR scope filter refuses an
+    /// encoded path on protected routes (`unknown_fhir_request`) rather than guess whether
+    /// the server decodes it.
+    pub fn is_plain(&self) -> bool {
+        self.raw == self.path
+    }
+
     /// The decoded path with the raw query, for parsers that take a request target.
     pub fn path_with_query(&self) -> String {
         match self.query {
@@ -251,6 +259,8 @@ mod tests {
             assert_eq!(c.query(), query, "{input}");
         }
         let c = canonical("/fhir/%50atient?x=1").unwrap();
+        assert!(!c.is_plain());
+        assert!(canonical("/fhir/Patient?x=%41").unwrap().is_plain());
         assert_eq!(c.raw_path(), "/fhir/%50atient");
         assert_eq!(c.path_with_query(), "/fhir/Patient?x=1");
     }

@@ -316,10 +316,12 @@ impl HttpContext for FhirFilter {
         // First, on every route: the one canonical path (docs/checks.md). Route matching and
         // FHIR classification use it (decoded path, raw query), never the raw `:path`.
         let raw = self.get_http_request_header(":path").unwrap_or_default();
-        let public = match fapi_guard_core::path::canonical(&raw) {
+        let (public, plain) = match fapi_guard_core::path::canonical(&raw) {
             Ok(c) => {
                 self.path = c.path_with_query();
-                self.worker.policy.routes.requirement(&self.method, &c) == Requirement::None
+                let public =
+                    self.worker.policy.routes.requirement(&self.method, &c) == Requirement::None;
+                (public, c.is_plain())
             }
             Err(f) => {
                 let denial = Denial {
@@ -333,6 +335,15 @@ impl HttpContext for FhirFilter {
         if public {
             self.worker.stats.public();
             return Action::Continue;
+        }
+        if !plain {
+            // FHIR types, ids and operations never need percent-encoding (docs/checks.md).
+            let denial = Denial {
+                reason: Reason::UnknownFhirRequest,
+                required_scope: None,
+                detail: "percent-encoded path segment".to_string(),
+            };
+            return self.deny(Reason::UnknownFhirRequest, Some(&denial));
         }
         self.if_none_exist = self.get_http_request_header("if-none-exist");
         self.authority = self
