@@ -28,6 +28,12 @@ front of a sidecar rendered with --forward-client-cert ALWAYS_FORWARD_ONLY.
 `vm_config.environment_variables.key_values`; e.g. FAPI_GUARD_VERIFIER=software).
 --direct-response makes the route answer 200 itself instead of proxying to `api`
 (benchmarks: measure the filters, not an upstream).
+
+Every connection manager normalises the path before any filter or route sees it
+(PATH_NORMALISATION: RFC 3986 dot-segments, merged slashes, `%2F`/`%5C` refused); the
+filters still refuse any path that is not canonical themselves (docs/checks.md, "Path
+canonicalisation"). --no-path-normalization leaves it out (tests only: shows the filters
+refuse on their own).
 """
 import argparse
 import json
@@ -42,6 +48,16 @@ FILTER_WASM = {
     "fhir_scope": "fapi_fhir_scope_filter.wasm",
 }
 ORDER = ["token", "dpop", "fhir_scope"]
+
+# Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
+# the filters, the route and the upstream then all see one path. Escaped slashes are
+# refused rather than unescaped and redirected: FHIR paths never hold `%2F`/`%5C`, and a
+# redirect would send a DPoP client to a URL its proof (`htu`) does not name.
+PATH_NORMALISATION = {
+    "normalize_path": True,
+    "merge_slashes": True,
+    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+}
 
 
 def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
@@ -151,16 +167,19 @@ def stream_options(hcm, clusters, http1_trailers=False, upstream_h2=False):
 
 def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
            tls_cert=None, tls_key=None, client_ca=None, vm_env=None, direct_response=False,
-           forward_client_cert=None, alpn=None, http1_trailers=False, upstream_h2=False):
+           forward_client_cert=None, alpn=None, http1_trailers=False, upstream_h2=False,
+           normalize_paths=True):
     """`forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
     sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
-    (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC."""
+    (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC.
+    `normalize_paths=False` leaves out PATH_NORMALISATION (tests: the filters alone refuse)."""
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": f"inbound_{api}",
         "codec_type": "AUTO",
+        **(PATH_NORMALISATION if normalize_paths else {}),
         **({"forward_client_cert_details": forward_client_cert} if forward_client_cert else {}),
         "route_config": {
             "name": "inbound",
@@ -226,6 +245,7 @@ def render_gateway(listen_port, admin_port, sidecar_port, tls_cert, tls_key, cli
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
         "codec_type": "AUTO",
+        **PATH_NORMALISATION,
         "use_remote_address": True,
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
@@ -311,6 +331,8 @@ def parse_args(argv=None):
     ap.add_argument("--vm-env", action="append", default=[], metavar="K=V",
                     help="Wasm VM environment variable for every filter (repeatable)")
     ap.add_argument("--direct-response", action="store_true", help="route answers 200 itself (benchmarks)")
+    ap.add_argument("--no-path-normalization", action="store_true",
+                    help="leave out the HCM path normalisation (tests only: the filters alone refuse)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     if a.gateway:
@@ -354,7 +376,7 @@ def render_text(a, root="."):
     filters = a.filter_list
     cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port,
                  a.jwks_address, a.tls_cert, a.tls_key, a.client_ca, a.vm_env_dict or None, a.direct_response,
-                 a.forward_client_cert)
+                 a.forward_client_cert, not a.no_path_normalization)
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
     if a.forward_client_cert:

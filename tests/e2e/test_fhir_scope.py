@@ -510,7 +510,10 @@ def test_user_grant_reads_any_patient(envoy, issuer):
 
 def test_malformed_fhir_path_refused(anna):
     denied(anna("GET", "/fhir/Patient/pat-anna/%24everything"), "unknown_fhir_request", 400)
-    denied(anna("GET", "/fhir//Patient/pat-anna"), "unknown_fhir_request", 400)
+    # `//` is merged by the proxy (render.py `merge_slashes`), for the upstream too, and decided
+    # merged; where the proxy does not, the filters refuse it (tests/e2e/test_path_forms.py).
+    allowed(anna("GET", "/fhir//Patient/pat-anna"))
+    denied(anna("GET", "/fhir//Patient/pat-bjorn"), "compartment_escape")
     denied(anna("GET", "/fhir/Basic/b1"), "unknown_fhir_request", 400)
 
 

@@ -18,6 +18,9 @@ It is deliberately naive (it serves whatever it is asked): it logs only method a
 Test hook: a read by id of an id starting `read-fails-` answers 500 (writes to it work).
 Like real servers it answers conditional reads (`If-None-Match` with the version ETag,
 `If-Modified-Since`) with 304 and no body, and reads chunked request bodies (trailers dropped).
+Paths are resolved the way a servlet container (Tomcat, which HAPI FHIR runs in) resolves
+them (`servlet_path`): `;` parameters dropped, percent-decoded (`%2F` too), backslash as `/`,
+`//` merged, dot-segments removed. `Fhir.hits` records every (method, raw target) received.
 """
 import argparse
 import base64
@@ -222,6 +225,27 @@ class Store:
         return {"resourceType": "Bundle", "type": "searchset", "total": len(hits), "entry": entries}
 
 
+def servlet_path(raw):
+    """The path a servlet container acts on for the raw request path (no query): Tomcat's
+    order, `;...` path parameters stripped from each segment of the undecoded path, then
+    percent-decoded (`%2F` decoded as with `encodedSolidusHandling="decode"`), then
+    normalised: a backslash read as `/`, empty segments merged, `.`/`..` removed (RFC 3986 §5.2.4)."""
+    from urllib.parse import unquote
+
+    no_params = "/".join(seg.split(";", 1)[0] for seg in raw.split("/"))
+    decoded = unquote(no_params, errors="replace").replace("\\", "/")
+    out = []
+    for seg in decoded.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
 def outcome(code, text):
     return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
 
@@ -253,12 +277,14 @@ def apply_json_patch(doc, ops):
 class Fhir:
     def __init__(self):
         self.store = Store()
+        self.hits = []  # (method, raw request target), every request received
 
     def handle(self, method, target, body, headers):
         """Returns (status, resource-or-None, extra headers)."""
-        parts = urlsplit(target)
-        path = parts.path
-        params = parse_qsl(parts.query, keep_blank_values=True)
+        self.hits.append((method, target))
+        raw, _, query = target.split("#", 1)[0].partition("?")
+        path = servlet_path(raw)
+        params = parse_qsl(query, keep_blank_values=True)
         if not (path == BASE or path.startswith(BASE + "/")):
             return 404, outcome("not-found", "not under the FHIR base"), {}
         segs = [s for s in path[len(BASE):].split("/") if s]
@@ -485,8 +511,10 @@ def make_handler(fhir):
 
 
 def serve(host="127.0.0.1", port=8080):
-    httpd = ThreadingHTTPServer((host, port), make_handler(Fhir()))
+    fhir = Fhir()
+    httpd = ThreadingHTTPServer((host, port), make_handler(fhir))
     httpd.daemon_threads = True
+    httpd.fhir = fhir
     return httpd
 
 

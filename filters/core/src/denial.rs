@@ -23,7 +23,8 @@ pub enum Class {
     Forbidden,
     /// 404: the policy prefers not to reveal that a foreign resource exists.
     NotFound,
-    /// 400 with an OperationOutcome: the FHIR request itself cannot be understood.
+    /// 400 with an OperationOutcome: the request itself (its path, its FHIR interaction, its
+    /// body) cannot be understood or decided.
     BadFhirRequest,
     /// 503: the guard cannot decide now (keys never loaded, replay cache full). Fail closed.
     Unavailable,
@@ -89,6 +90,13 @@ reasons! {
     KeysUnavailable => "jwks_unavailable", Unavailable;
     /// A filter after the token filter found no verified token for a route that needs one.
     NoVerifiedToken => "no_verified_token", InvalidToken;
+
+    // ---- every request, every route: the one canonical path (`crate::path`) ----
+    /// The `:path` holds a form a server could read as another path (dot-segments, `;`,
+    /// encoded `/` or `\`, `%25`, controls, non-ASCII, ...): RFC 3986 §5.2.4, §6.2.2.
+    PathNotCanonical => "path_not_canonical", BadFhirRequest;
+    /// The path is longer than `path::MAX_PATH_BYTES`.
+    PathTooLong => "path_too_long", BadFhirRequest;
 
     // ---- §2 DPoP / sender constraint ----
     /// §2.14 / RFC 9449 §7.2: a DPoP-bound token (`cnf.jkt`) presented as `Bearer`.

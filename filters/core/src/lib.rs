@@ -12,6 +12,7 @@ pub mod dpop;
 pub mod fhir;
 pub mod jose;
 pub mod jwks_store;
+pub mod path;
 pub mod policy;
 pub mod routes;
 pub mod shared_store;

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::path::{self, CanonicalPath};
 use crate::policy::PolicyError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -58,6 +59,17 @@ impl RouteTable {
                     "must be a path without query or fragment",
                 ));
             }
+            // Prefixes are compared with the decoded canonical path (docs/checks.md, "Path
+            // canonicalisation"): a prefix must already be in that form or it never matches.
+            let canonical_ok = path::canonical(&d.path_prefix)
+                .map(|c| c.path() == d.path_prefix)
+                .unwrap_or(false);
+            if !canonical_ok {
+                return Err(PolicyError::new(
+                    format!("routes[{i}].path_prefix"),
+                    "must be a canonical path: no dot-segments, `//`, `;`, `\\`, `%`-encoding or non-ASCII",
+                ));
+            }
             for (j, m) in d.methods.iter().enumerate() {
                 if !METHODS.contains(&m.as_str()) {
                     return Err(PolicyError::new(
@@ -75,9 +87,10 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
-    /// The requirement for `method` on `path` (query already removed or not; it is ignored).
-    pub fn requirement(&self, method: &str, path: &str) -> Requirement {
-        let path = path.split(['?', '#']).next().unwrap_or("");
+    /// The requirement for `method` on the request's one canonical path (`crate::path`: a
+    /// path a server could read differently never gets here).
+    pub fn requirement(&self, method: &str, path: &CanonicalPath<'_>) -> Requirement {
+        let path = path.path();
         for r in &self.routes {
             let prefix_ok = path == r.prefix
                 || (path.starts_with(&r.prefix)
@@ -92,6 +105,7 @@ impl RouteTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -113,9 +127,17 @@ mod tests {
             ("GET", "/metadataX", Requirement::Token),
             ("GET", "/.well-known/smart-configuration", Requirement::None),
             ("GET", "/Patient/1", Requirement::Token),
+            // Decided on the decoded path, as the upstream reads it.
+            ("GET", "/%6Detadata", Requirement::None),
+            (
+                "GET",
+                "/.well-known/%73mart-configuration",
+                Requirement::None,
+            ),
         ];
         for (m, p, want) in cases {
-            assert_eq!(t.requirement(m, p), want, "{m} {p}");
+            let c = path::canonical(p).unwrap();
+            assert_eq!(t.requirement(m, &c), want, "{m} {p}");
         }
     }
 
@@ -126,5 +148,16 @@ mod tests {
                 .unwrap_or_default();
         let err = RouteTable::compile(Some(&docs)).err().map(|e| e.field);
         assert_eq!(err.as_deref(), Some("routes[0].methods[0]"));
+        for bad in [
+            "/a/../b", "/a//b", "/a;b", "/a%2Fb", "/%61", "/a\\b", "/a/.",
+        ] {
+            let docs = vec![RouteDoc {
+                path_prefix: bad.to_string(),
+                methods: vec![],
+                require: Requirement::None,
+            }];
+            let err = RouteTable::compile(Some(&docs)).err().map(|e| e.field);
+            assert_eq!(err.as_deref(), Some("routes[0].path_prefix"), "{bad}");
+        }
     }
 }

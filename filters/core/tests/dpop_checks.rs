@@ -494,6 +494,7 @@ fn token_binding_rules() {
         t.dpop_scheme = false;
         t
     };
+    let long = format!("/fhir/metadata/{}", "a".repeat(5000));
     let cases = [
         // §2.14: a cnf.jkt token as Bearer
         (
@@ -539,6 +540,28 @@ fn token_binding_rules() {
             Err(Reason::NoVerifiedToken),
         ),
         ("public route", json!({}), None, "/fhir/metadata", Ok(true)),
+        // Issue 8 §1: the canonical path first, public routes included (docs/checks.md).
+        (
+            "dot-segment through a public route",
+            json!({}),
+            None,
+            "/fhir/metadata/../Patient/123",
+            Err(Reason::PathNotCanonical),
+        ),
+        (
+            "servlet `..;` through a public route",
+            json!({}),
+            None,
+            "/fhir/metadata/..;/Patient/123",
+            Err(Reason::PathNotCanonical),
+        ),
+        (
+            "path over the cap",
+            json!({}),
+            None,
+            long.as_str(),
+            Err(Reason::PathTooLong),
+        ),
     ];
     for (name, section, tok, path, want) in cases {
         let (policy, dpop) = policy(section);

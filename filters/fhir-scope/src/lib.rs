@@ -345,16 +345,37 @@ impl Context for FhirFilter {
 impl HttpContext for FhirFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.method = self.get_http_request_header(":method").unwrap_or_default();
-        self.path = self.get_http_request_header(":path").unwrap_or_default();
-        if self
-            .worker
-            .policy
-            .routes
-            .requirement(&self.method, &self.path)
-            == Requirement::None
-        {
+        // First, on every route: the one canonical path (docs/checks.md). Route matching and
+        // FHIR classification use it (decoded path, raw query), never the raw `:path`.
+        let raw = self.get_http_request_header(":path").unwrap_or_default();
+        let (public, plain) = match fapi_guard_core::path::canonical(&raw) {
+            Ok(c) => {
+                self.path = c.path_with_query();
+                let public =
+                    self.worker.policy.routes.requirement(&self.method, &c) == Requirement::None;
+                (public, c.is_plain())
+            }
+            Err(f) => {
+                let denial = Denial {
+                    reason: f.reason(),
+                    required_scope: None,
+                    detail: f.detail().to_string(),
+                };
+                return self.deny(f.reason(), Some(&denial));
+            }
+        };
+        if public {
             self.worker.stats.public();
             return Action::Continue;
+        }
+        if !plain {
+            // FHIR types, ids and operations never need percent-encoding (docs/checks.md).
+            let denial = Denial {
+                reason: Reason::UnknownFhirRequest,
+                required_scope: None,
+                detail: "percent-encoded path segment".to_string(),
+            };
+            return self.deny(Reason::UnknownFhirRequest, Some(&denial));
         }
         self.if_none_exist = self.get_http_request_header("if-none-exist");
         self.authority = self

@@ -238,7 +238,12 @@ impl TokenFilter {
             None => {
                 let path = self.get_http_request_header(":path").unwrap_or_default();
                 let method = self.get_http_request_header(":method").unwrap_or_default();
-                if w.policy.routes.requirement(&method, &path) == Requirement::None {
+                // First, on every route: the one canonical path (docs/checks.md).
+                let canonical = match fapi_guard_core::path::canonical(&path) {
+                    Ok(c) => c,
+                    Err(f) => return Outcome::Deny(f.reason(), None),
+                };
+                if w.policy.routes.requirement(&method, &canonical) == Requirement::None {
                     return Outcome::Public;
                 }
                 // Envoy folds a repeated `Authorization` into one value (`extract` refuses it).

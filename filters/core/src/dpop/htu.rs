@@ -9,6 +9,7 @@
 //! headers are read only when the policy trusts them.
 
 use super::policy::DpopPolicy;
+use crate::path::MAX_PATH_BYTES;
 
 /// `scheme://host[:port]`, normalised: lower-case scheme and host, default port dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,8 +164,11 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// RFC 3986 §6.2.2: percent-encoded unreserved characters decoded, other percent-encodings
 /// upper-cased, characters that may not appear literally encoded, dot segments removed
 /// (§5.2.4), and §6.2.3: an empty path is `/`. Query/fragment must already be removed.
-/// `None` for a broken percent-encoding.
+/// `None` for a broken percent-encoding or a path over [`MAX_PATH_BYTES`] (linear time).
 pub fn normalise_path(path: &str) -> Option<String> {
+    if path.len() > MAX_PATH_BYTES {
+        return None;
+    }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(bytes.len() + 1);
     let mut i = 0;
@@ -200,36 +204,52 @@ pub fn normalise_path(path: &str) -> Option<String> {
     Some(path)
 }
 
-/// RFC 3986 §5.2.4.
+/// RFC 3986 §5.2.4, in one pass: the input is consumed from the front (a moving slice,
+/// never copied), and rule E's "remove the last segment" only cuts what the output's last
+/// segment holds, so every byte is moved and cut at most once: linear time.
 fn remove_dot_segments(input: &str) -> String {
-    let mut input = input.to_string();
     let mut output = String::with_capacity(input.len());
-    while !input.is_empty() {
-        if let Some(rest) = input.strip_prefix("../") {
-            input = rest.to_string();
-        } else if let Some(rest) = input.strip_prefix("./") {
-            input = rest.to_string();
-        } else if input.starts_with("/./") {
-            input.replace_range(..3, "/");
-        } else if input == "/." {
-            input = "/".to_string();
-        } else if input.starts_with("/../") || input == "/.." {
-            let cut = if input == "/.." { 3 } else { 4 };
-            input.replace_range(..cut, "/");
-            match output.rfind('/') {
-                Some(i) => output.truncate(i),
-                None => output.clear(),
-            }
-        } else if input == "." || input == ".." {
-            input.clear();
+    let mut rest = input;
+    let pop = |output: &mut String| match output.rfind('/') {
+        Some(i) => output.truncate(i),
+        None => output.clear(),
+    };
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("../") {
+            // A
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("./") {
+            // A
+            rest = r;
+        } else if rest.starts_with("/./") {
+            // B: `/./x` -> `/x`
+            rest = rest.strip_prefix("/.").unwrap_or(rest);
+        } else if rest == "/." {
+            // B: `/.` -> `/`, which rule E then moves to the output.
+            output.push('/');
+            break;
+        } else if rest.starts_with("/../") {
+            // C: `/../x` -> `/x`, and the last output segment goes.
+            rest = rest.strip_prefix("/..").unwrap_or(rest);
+            pop(&mut output);
+        } else if rest == "/.." {
+            pop(&mut output);
+            output.push('/');
+            break;
+        } else if rest == "." || rest == ".." {
+            // D
+            break;
         } else {
-            let start = usize::from(input.starts_with('/'));
-            let end = input[start..]
-                .find('/')
+            // E: the first segment (with its leading `/`) moves to the output.
+            let start = usize::from(rest.starts_with('/'));
+            let end = rest
+                .get(start..)
+                .and_then(|r| r.find('/'))
                 .map(|i| i + start)
-                .unwrap_or(input.len());
-            output.push_str(&input[..end]);
-            input.replace_range(..end, "");
+                .unwrap_or(rest.len());
+            let (segment, after) = rest.split_at(end);
+            output.push_str(segment);
+            rest = after;
         }
     }
     output
@@ -253,7 +273,8 @@ pub struct RequestTarget<'a> {
     pub scheme: &'a str,
     /// `:authority` as the proxy sees it.
     pub authority: &'a str,
-    /// `:path` (query included or not; it is ignored).
+    /// `:path` (query included or not; it is ignored). The DPoP filter passes the raw path
+    /// of the request's one canonical path (`crate::path::canonical`).
     pub path: &'a str,
     /// `X-Forwarded-Proto`, read only when the policy trusts forwarded headers.
     pub forwarded_proto: Option<&'a str>,
@@ -369,5 +390,49 @@ mod tests {
         ] {
             assert_eq!(parse_htu(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn remove_dot_segments_follows_rfc3986_5_2_4() {
+        // RFC 3986 §5.2.4 and §5.4 examples (merged paths), plus edge cases.
+        let cases = [
+            ("/a/b/c/./../../g", "/a/g"),
+            ("mid/content=5/../6", "mid/6"),
+            ("/b/c/./g", "/b/c/g"),
+            ("/b/c/../g", "/b/g"),
+            ("/b/c/../../../g", "/g"),
+            ("/b/c/g/.", "/b/c/g/"),
+            ("/b/c/g/..", "/b/c/"),
+            ("/b/c/g.", "/b/c/g."),
+            ("/b/c/.g", "/b/c/.g"),
+            ("/b/c/..g", "/b/c/..g"),
+            ("/b/c/./../g", "/b/g"),
+            ("/b/c/g/./h", "/b/c/g/h"),
+            ("/b/c/g/../h", "/b/c/h"),
+            ("../x", "x"),
+            ("./x", "x"),
+            (".", ""),
+            ("..", ""),
+            ("/..", "/"),
+            ("/.", "/"),
+            ("//a/../b", "//b"),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(remove_dot_segments(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn long_paths_are_capped_and_linear() {
+        // Issue 8 §6: a long run of `/..` or `/a` used to cost quadratic time.
+        let many = "/a".repeat(MAX_PATH_BYTES / 2);
+        assert_eq!(normalise_path(&many).map(|p| p.len()), Some(MAX_PATH_BYTES));
+        let dots = format!("{}{}", "/a".repeat(600), "/..".repeat(600));
+        assert_eq!(normalise_path(&dots).as_deref(), Some("/"));
+        assert_eq!(normalise_path(&format!("{many}/")), None);
+        // Well over the cap, straight to the algorithm: still fast (no timing asserted).
+        let huge = format!("{}{}", "/ab".repeat(40_000), "/..".repeat(40_000));
+        assert_eq!(remove_dot_segments(&huge), "/");
     }
 }

@@ -106,11 +106,11 @@ pub fn evaluate(
         retry_after: None,
     };
 
-    if policy
-        .routes
-        .requirement(req.proof.method, req.proof.target.path)
-        == Requirement::None
-    {
+    // First, on every route: the one canonical path (docs/checks.md, "Path
+    // canonicalisation"). The `htu` check below compares the proof with this same path
+    // (`req.proof.target.path`, query ignored), which has no dot-segment or encoded separator.
+    let path = crate::path::canonical(req.proof.target.path).map_err(|f| deny(f.reason()))?;
+    if policy.routes.requirement(req.proof.method, &path) == Requirement::None {
         return Ok(Outcome::Public);
     }
     let Some(token) = token else {
