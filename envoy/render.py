@@ -118,6 +118,14 @@ def jwks_clusters(policy, jwks_address):
     return out
 
 
+def read_before_write_clusters(policy, upstream_port):
+    """The FHIR scope filter's read-before-write cluster when the policy names one other than
+    `api` (Istio-deployed policies name the loopback cluster tools/gen_wasmplugins.py adds with an
+    EnvoyFilter, or an Istio outbound cluster): here it reaches the same upstream as `api`."""
+    name = policy.get("fhir", {}).get("read_before_write_cluster", "api") if isinstance(policy.get("fhir"), dict) else "api"
+    return [] if name == "api" else [cluster(name, "127.0.0.1", upstream_port)]
+
+
 def downstream_tls(cert, key, client_ca):
     ctx = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -167,7 +175,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jw
         "static_resources": {
             "listeners": [{"name": "virtualInbound", "address": address("127.0.0.1", listen_port),
                            "filter_chains": [chain]}],
-            "clusters": [cluster("api", "127.0.0.1", upstream_port)] + jwks_clusters(policy, jwks_address),
+            "clusters": [cluster("api", "127.0.0.1", upstream_port)] + read_before_write_clusters(policy, upstream_port)
+            + jwks_clusters(policy, jwks_address),
         },
     }
 
