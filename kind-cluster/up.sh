@@ -5,7 +5,7 @@
 #   packaged and pushed as Wasm OCI images, the generated WasmPlugins applied, then a smoke test
 #   from a client pod: allowed read 200, missing DPoP 401, other patient's record 403, update of
 #   own Observation 200 (read before write), moving the other patient's Observation 403.
-# Needs: docker, kind, kubectl, istioctl, cargo (with wasm32-wasip1), python3.
+# Needs: docker, kind >= 0.27, kubectl, istioctl 1.28.x, cargo (with wasm32-wasip1), python3, node/npm.
 # Safe to run again. Tear down with ./down.sh.
 set -euo pipefail
 
@@ -16,15 +16,28 @@ REG_NAME=${REG_NAME:-kind-registry}
 REG_PORT=${REG_PORT:-5001}
 TAG=${TAG:-0.1.0}
 RUN="$ROOT/run/kind"
+# Pinned, compatible versions (kind-cluster/README.md; tests/mesh/test_kind_recipe.py checks them
+# against Istio's minimum Kubernetes version per release):
+KIND_MIN_VERSION=0.27.0              # its node images include the one below
+KIND_NODE_IMAGE=kindest/node:v1.32.2 # Kubernetes 1.32
+ISTIO_MINOR=1.28                     # istioctl 1.28.x: needs Kubernetes >= 1.29
 FHIR_BASE=http://hapi-fhir.fhir.svc.cluster.local:8080/fhir
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'up.sh: %s\n' "$*" >&2; exit 1; }
 
-for tool in docker kind kubectl istioctl cargo python3; do
+for tool in docker kind kubectl istioctl cargo python3 npm; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (see kind-cluster/README.md, prerequisites)"
 done
 docker info >/dev/null 2>&1 || die "the Docker engine is not reachable"
+kind_version=$(kind version | sed -n 's/^kind v\([0-9.]*\).*/\1/p')
+[ "$(printf '%s\n%s\n' "$KIND_MIN_VERSION" "$kind_version" | sort -V | head -n1)" = "$KIND_MIN_VERSION" ] \
+  || die "kind $kind_version is too old: need >= $KIND_MIN_VERSION"
+istio_version=$(istioctl version --remote=false 2>/dev/null | grep -o '[0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*' | head -n1 || true)
+case "$istio_version" in
+  "$ISTIO_MINOR".*) ;;
+  *) die "istioctl $istio_version: this recipe is pinned to Istio $ISTIO_MINOR.x (see kind-cluster/README.md)" ;;
+esac
 mkdir -p "$RUN"
 PY="$ROOT/.venv/bin/python"
 if ! "$PY" -c 'import cryptography, yaml' >/dev/null 2>&1; then
@@ -39,7 +52,7 @@ fi
 
 say "kind cluster $CLUSTER"
 if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  kind create cluster --name "$CLUSTER" --wait 120s
+  kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --wait 120s
 fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 if [ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "$REG_NAME")" = "null" ]; then

@@ -207,6 +207,10 @@ def check_deploy(path: Path, d: object) -> dict:
     img = d.get("image")
     if not isinstance(img, dict) or set(img) != IMAGE_KEYS or not all(isinstance(img[k], str) and img[k] for k in IMAGE_KEYS):
         raise GenError(f"{where}: `image` must be {{registry, repository, tag}}")
+    if any(c in img["registry"] for c in ":/") and not re.fullmatch(r"[a-z0-9.-]+:[0-9]{1,5}", img["registry"]):
+        # Only oci:// URLs are generated: Istio checks `sha256` for remote modules only; a
+        # file:// URL becomes a local data source with no checksum (pilot/pkg/model/extensions.go).
+        raise GenError(f"{where}: `image.registry` must be a registry host[:port] (the URL is always oci://)")
     ports = d.get("match_ports", [])
     if not isinstance(ports, list) or not all(isinstance(p, int) and 1 <= p <= 65535 for p in ports):
         raise GenError(f"{where}: `match_ports` must be a list of port numbers")

@@ -1,5 +1,5 @@
 """The Envoy config the e2e tests run (envoy/render.py) builds the filter chain Istio builds from
-the generated WasmPlugins (pilot/pkg/model/wasm.go: buildPluginConfig/buildVMConfig):
+the generated WasmPlugins (pilot/pkg/model/extensions.go: buildWasmConfig/buildVMConfig):
 same filters in the same order, same root_id, same configuration bytes' meaning, V8, fail closed."""
 
 from __future__ import annotations

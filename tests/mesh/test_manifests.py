@@ -146,6 +146,7 @@ BAD_DEPLOYS = {
     "target-ref-gateway-without-group": {k: v for k, v in DEPLOY.items() if k != "selector"} | {"target_refs": [{"kind": "Gateway", "name": "x"}]},
     "pull-secret-not-a-name": DEPLOY | {"image_pull_secret": "Not A Secret"},
     "app-port-zero": DEPLOY | {"app_port": 0},
+    "file-url-registry": DEPLOY | {"image": {"registry": "file:///var/wasm", "repository": "fg", "tag": "1"}},
     "image-missing-tag": DEPLOY | {"image": {"registry": "r", "repository": "p"}},
     "bad-port": DEPLOY | {"match_ports": [0]},
     "no-token-filter": DEPLOY | {"filters": ["dpop"]},
