@@ -119,11 +119,15 @@ def jwks_clusters(policy, jwks_address):
 
 
 def read_before_write_clusters(policy, upstream_port):
-    """The FHIR scope filter's read-before-write cluster when the policy names one other than
-    `api` (Istio-deployed policies name the loopback cluster tools/gen_wasmplugins.py adds with an
-    EnvoyFilter, or an Istio outbound cluster): here it reaches the same upstream as `api`."""
-    name = policy.get("fhir", {}).get("read_before_write_cluster", "api") if isinstance(policy.get("fhir"), dict) else "api"
-    return [] if name == "api" else [cluster(name, "127.0.0.1", upstream_port)]
+    """The cluster an Istio-deployed policy names for the FHIR scope filter's read before write:
+    in the mesh, the loopback cluster tools/gen_wasmplugins.py adds with an EnvoyFilter
+    (`fapi_guard_rbw_<api>`) or an Istio Service cluster (`outbound|...`). Here it reaches the
+    same upstream as `api`. Any other name gets no cluster (as in the mesh: the read fails closed)."""
+    fhir = policy.get("fhir") if isinstance(policy.get("fhir"), dict) else {}
+    name = fhir.get("read_before_write_cluster", "api")
+    if name.startswith("fapi_guard_rbw_") or name.startswith("outbound|"):
+        return [cluster(name, "127.0.0.1", upstream_port)]
+    return []
 
 
 def downstream_tls(cert, key, client_ca):
