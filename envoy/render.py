@@ -134,6 +134,18 @@ def jwks_clusters(policy, jwks_address):
     return out
 
 
+def read_before_write_clusters(policy, upstream_port):
+    """The cluster an Istio-deployed policy names for the FHIR scope filter's read before write:
+    in the mesh, the loopback cluster tools/gen_wasmplugins.py adds with an EnvoyFilter
+    (`fapi_guard_rbw_<api>`) or an Istio Service cluster (`outbound|...`). Here it reaches the
+    same upstream as `api`. Any other name gets no cluster (as in the mesh: the read fails closed)."""
+    fhir = policy.get("fhir") if isinstance(policy.get("fhir"), dict) else {}
+    name = fhir.get("read_before_write_cluster", "api")
+    if name.startswith("fapi_guard_rbw_") or name.startswith("outbound|"):
+        return [cluster(name, "127.0.0.1", upstream_port)]
+    return []
+
+
 def downstream_tls(cert, key, client_ca, alpn=None):
     ctx = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -198,7 +210,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jw
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if tls_cert:
         chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca, alpn)
-    clusters = [cluster("api", "127.0.0.1", upstream_port)] + jwks_clusters(policy, jwks_address)
+    clusters = ([cluster("api", "127.0.0.1", upstream_port)] + read_before_write_clusters(policy, upstream_port)
+                + jwks_clusters(policy, jwks_address))
     stream_options(hcm, clusters, http1_trailers, upstream_h2)
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},

@@ -3,8 +3,9 @@
 #   kind cluster + local registry (localhost:5001), Istio (minimal profile), HAPI FHIR with two
 #   synthetic patients, the demo issuer's JWKS served in-cluster, the three filters built,
 #   packaged and pushed as Wasm OCI images, the generated WasmPlugins applied, then a smoke test
-#   from a client pod: allowed read 200, missing DPoP 401, other patient's record 403.
-# Needs: docker, kind, kubectl, istioctl, cargo (with wasm32-wasip1), python3.
+#   from a client pod: allowed read 200, missing DPoP 401, other patient's record 403, update of
+#   own Observation 200 (read before write), moving the other patient's Observation 403.
+# Needs: docker, kind >= 0.27, kubectl, istioctl 1.28.x, cargo (with wasm32-wasip1), python3, node/npm.
 # Safe to run again. Tear down with ./down.sh.
 set -euo pipefail
 
@@ -15,16 +16,33 @@ REG_NAME=${REG_NAME:-kind-registry}
 REG_PORT=${REG_PORT:-5001}
 TAG=${TAG:-0.1.0}
 RUN="$ROOT/run/kind"
+# Pinned, compatible versions (kind-cluster/README.md; tests/mesh/test_kind_recipe.py checks them
+# against Istio's minimum Kubernetes version per release):
+KIND_MIN_VERSION=0.27.0              # its node images include the one below
+KIND_NODE_IMAGE=kindest/node:v1.32.2 # Kubernetes 1.32
+ISTIO_MINOR=1.28                     # istioctl 1.28.x: needs Kubernetes >= 1.29
 FHIR_BASE=http://hapi-fhir.fhir.svc.cluster.local:8080/fhir
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'up.sh: %s\n' "$*" >&2; exit 1; }
 
-for tool in docker kind kubectl istioctl cargo python3; do
+for tool in docker kind kubectl istioctl cargo python3 npm; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (see kind-cluster/README.md, prerequisites)"
 done
 docker info >/dev/null 2>&1 || die "the Docker engine is not reachable"
+kind_version=$(kind version | sed -n 's/^kind v\([0-9.]*\).*/\1/p')
+[ "$(printf '%s\n%s\n' "$KIND_MIN_VERSION" "$kind_version" | sort -V | head -n1)" = "$KIND_MIN_VERSION" ] \
+  || die "kind $kind_version is too old: need >= $KIND_MIN_VERSION"
+istio_version=$(istioctl version --remote=false 2>/dev/null | grep -o '[0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*' | head -n1 || true)
+case "$istio_version" in
+  "$ISTIO_MINOR".*) ;;
+  *) die "istioctl $istio_version: this recipe is pinned to Istio $ISTIO_MINOR.x (see kind-cluster/README.md)" ;;
+esac
 mkdir -p "$RUN"
+PY="$ROOT/.venv/bin/python"
+if ! "$PY" -c 'import cryptography, yaml' >/dev/null 2>&1; then
+  bash "$ROOT/scripts/bootstrap.sh"
+fi
 
 say "local registry $REG_NAME on 127.0.0.1:$REG_PORT"
 if [ "$(docker inspect -f '{{.State.Running}}' "$REG_NAME" 2>/dev/null || true)" != "true" ]; then
@@ -34,7 +52,7 @@ fi
 
 say "kind cluster $CLUSTER"
 if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  kind create cluster --name "$CLUSTER" --wait 120s
+  kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --wait 120s
 fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 if [ "$(docker inspect -f '{{json .NetworkSettings.Networks.kind}}' "$REG_NAME")" = "null" ]; then
@@ -44,13 +62,12 @@ REG_IP=$(docker inspect -f '{{.NetworkSettings.Networks.kind.IPAddress}}' "$REG_
 [ -n "$REG_IP" ] || die "could not find $REG_NAME's address on the kind network"
 sed "s/192\.0\.2\.1/$REG_IP/" "$HERE/manifests/registry-service.yaml" | kubectl apply -f -
 
-say "Istio (minimal profile; Wasm custom stats exported; plain-HTTP pulls from the local registry)"
+say "Istio (istio-operator.yaml: minimal profile, pathNormalization DECODE_AND_MERGE_SLASHES, Wasm stats, local registry)"
 if ! kubectl get deploy istiod -n istio-system >/dev/null 2>&1; then
-  istioctl install -y --set profile=minimal \
-    --set 'meshConfig.defaultConfig.proxyMetadata.WASM_INSECURE_REGISTRIES=kind-registry.kube-system.svc.cluster.local:5000' \
-    --set 'meshConfig.defaultConfig.proxyStatsMatcher.inclusionPrefixes[0]=wasmcustom.fapi_guard' \
-    --set 'meshConfig.defaultConfig.proxyStatsMatcher.inclusionPrefixes[1]=wasm'
+  istioctl install -y -f "$HERE/istio-operator.yaml"
 fi
+"$PY" "$ROOT/tools/gen_wasmplugins.py" --check-mesh <(kubectl get configmap istio -n istio-system -o yaml) \
+  || die "the mesh config is not what the guard expects (see above)"
 kubectl apply -f "$HERE/manifests/namespaces.yaml"
 
 say "build, package and push the filters (reproducible: same source, same digests)"
@@ -58,10 +75,6 @@ python3 "$ROOT/tools/package_wasm.py" --build --tag "$TAG" --out "$RUN/wasm-oci"
 python3 "$ROOT/tools/gen_wasmplugins.py" --root "$HERE/policies" --lock "$RUN/wasm-oci/digests.json" --out "$RUN/wasmplugins"
 
 say "demo issuer: keys on this machine, JWKS in the cluster"
-PY="$ROOT/.venv/bin/python"
-if ! "$PY" -c 'import cryptography' >/dev/null 2>&1; then
-  bash "$ROOT/scripts/bootstrap.sh"
-fi
 [ -f "$RUN/issuer/jwks.json" ] || "$PY" "$HERE/demo_issuer.py" keygen "$RUN/issuer"
 kubectl create configmap guard-issuer-jwks -n guard-issuer --from-file=jwks.json="$RUN/issuer/jwks.json" \
   --dry-run=client -o yaml | kubectl apply -f -
@@ -115,6 +128,21 @@ check "allowed read of own Patient" 200 "$(curl_in_client -H "Authorization: DPo
 check "missing DPoP proof" 401 "$(curl_in_client -H "Authorization: DPoP $at" "$alice_url")"
 proof=$("$PY" "$HERE/demo_issuer.py" proof "$RUN/issuer" --htm GET --htu "$bob_url" --token "$at")
 check "other patient's record" 403 "$(curl_in_client -H "Authorization: DPoP $at" -H "DPoP: $proof" "$bob_url")"
+
+# Writes by id under a patient grant: the FHIR scope filter reads the stored resource first
+# (fhir.read_before_write_cluster, the loopback cluster the generated EnvoyFilter adds).
+obs() { # id patient
+  printf '{"resourceType":"Observation","id":"%s","status":"amended","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":65,"unit":"beats/minute","system":"http://unitsofmeasure.org","code":"/min"}}' "$1" "$2"
+}
+wat=$("$PY" "$HERE/demo_issuer.py" token "$RUN/issuer" --patient pat-alice --scope 'patient/*.rs patient/Observation.u')
+put_obs() { # id patient
+  local url="$FHIR_BASE/Observation/$1" p
+  p=$("$PY" "$HERE/demo_issuer.py" proof "$RUN/issuer" --htm PUT --htu "$url" --token "$wat")
+  curl_in_client -X PUT -H "Authorization: DPoP $wat" -H "DPoP: $p" -H 'Content-Type: application/fhir+json' \
+    --data-binary "$(obs "$1" "$2")" "$url"
+}
+check "update of own Observation (read before write)" 200 "$(put_obs obs-alice-1 pat-alice)"
+check "update of other patient's Observation into own compartment" 403 "$(put_obs obs-bob-1 pat-alice)"
 
 say "filter counters on the FHIR server's sidecar"
 kubectl exec -n fhir deploy/hapi-fhir -c istio-proxy -- pilot-agent request GET stats 2>/dev/null \

@@ -15,9 +15,10 @@ Istio checks `WasmPlugin.spec.sha256` against the image *manifest* digest for `o
 
 Usage:
   tools/package_wasm.py                      # package target/wasm32-wasip1/release/*.wasm
-  tools/package_wasm.py --build              # reproducible cargo build first (path-remapped)
+  tools/package_wasm.py --build              # the suite's cargo build first (path-remapped by .cargo/config.toml)
   tools/package_wasm.py --push localhost:5001/fapi-guard --tag 0.1.0
-  tools/package_wasm.py --write-lock         # record the digests in policies/deploy/
+  tools/package_wasm.py --build --write-lock # after any filter change: record the digests in policies/deploy/
+                                             # (then tools/gen_wasmplugins.py; tests/mesh/test_lock.py checks)
 Only the Python standard library is used.
 """
 
@@ -168,20 +169,25 @@ def write_layout(image: dict, out_dir: Path, tag: str) -> None:
     (out_dir / "index.json").write_bytes(canonical_json(index))
 
 
-def cargo_build(target_dir: Path) -> Path:
-    """`cargo build --release` with source paths remapped, so the module does not embed where
-    the checkout or the cargo home happens to be (panic locations carry file paths)."""
-    cargo_home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")).resolve()
-    flags = [f"--remap-path-prefix={REPO_ROOT}=/fapi-guard", f"--remap-path-prefix={cargo_home}=/cargo"]
+def cargo_build() -> Path:
+    """The one Wasm build: `cargo build --locked --release --target wasm32-wasip1` of the three
+    filters into the standard `target/`, exactly what the test suite builds (tests/harness.py,
+    scripts/test.sh). Source paths are remapped by the repository's `.cargo/config.toml`, so the
+    modules do not depend on where the checkout or the cargo home is."""
     cmd = ["cargo", "build", "--locked", "--release", "--target", WASM_TARGET]
-    # Arrays from --config are appended to any rustflags the repo's own cargo config sets.
-    cmd += ["--config", f"target.{WASM_TARGET}.rustflags={json.dumps(flags)}"]
     for pkg, _ in FILTERS.values():
         cmd += ["-p", pkg]
-    env = dict(os.environ, CARGO_TARGET_DIR=str(target_dir))
     print("+ " + " ".join(cmd), file=sys.stderr)
+    env = {k: v for k, v in os.environ.items() if k not in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR")}
     subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
-    return target_dir / WASM_TARGET / "release"
+    return REPO_ROOT / "target" / WASM_TARGET / "release"
+
+
+def path_leaks(wasm: bytes) -> list[str]:
+    """Local paths a module must not hold: they make the build depend on the machine, so another
+    clone (CI) would get other bytes and another digest than the lock."""
+    cargo_home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")).resolve()
+    return [str(p) for p in (REPO_ROOT, cargo_home) if str(p).encode() + b"/" in wasm]
 
 
 def package(wasm_dir: Path, out_dir: Path, tag: str, filters: list[str]) -> dict:
@@ -191,7 +197,14 @@ def package(wasm_dir: Path, out_dir: Path, tag: str, filters: list[str]) -> dict
         path = wasm_dir / wasm_file
         if not path.is_file():
             raise PackagingError(f"{path} not found: build with `cargo build --release --target {WASM_TARGET}` or pass --build")
-        image = build_image(name, path.read_bytes())
+        wasm = path.read_bytes()
+        leaks = path_leaks(wasm)
+        if leaks:
+            raise PackagingError(
+                f"{path} embeds local path(s) {leaks}: not reproducible. Add a --remap-path-prefix for "
+                "them to .cargo/config.toml ([target.wasm32-wasip1] rustflags) and rebuild"
+            )
+        image = build_image(name, wasm)
         write_layout(image, out_dir / name, tag)
         summary["filters"][name] = {
             "image_manifest_digest": image["manifest_digest"],
@@ -201,6 +214,22 @@ def package(wasm_dir: Path, out_dir: Path, tag: str, filters: list[str]) -> dict
         }
     (out_dir / "digests.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+REGENERATE = "tools/package_wasm.py --build --write-lock && tools/gen_wasmplugins.py"
+
+
+def lock_drift(summary: dict, lock: dict) -> list[str]:
+    """What differs between a build's digests and the committed lock, one line per field."""
+    out = []
+    for name in sorted(set(summary.get("filters", {})) | set(lock.get("filters", {}))):
+        got, want = summary.get("filters", {}).get(name, {}), lock.get("filters", {}).get(name, {})
+        for field in sorted(set(got) | set(want)):
+            if got.get(field) != want.get(field):
+                out.append(f"{name}.{field}: build {got.get(field)!r}, lock {want.get(field)!r}")
+    if summary.get("schema") != lock.get("schema"):
+        out.append(f"schema: build {summary.get('schema')!r}, lock {lock.get('schema')!r}")
+    return out
 
 
 # ---------- pushing ----------
@@ -291,7 +320,7 @@ def push(out_dir: Path, summary: dict, repo: str, tag: str, pusher: str, plain_h
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", action="store_true", help="reproducible cargo build (target/reproducible) first")
+    ap.add_argument("--build", action="store_true", help="build the filters first (the same build the test suite makes)")
     ap.add_argument("--wasm-dir", type=Path, help=f"where the .wasm files are (default target/{WASM_TARGET}/release)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "target" / "wasm-oci", help="output directory")
     ap.add_argument("--tag", default="0.1.0", help="image tag (not part of the digest)")
@@ -300,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pusher", default="auto", choices=["auto", "crane", "skopeo", "oras", "builtin"])
     ap.add_argument("--plain-http", action="store_true", help="registry speaks HTTP (implied for localhost)")
     ap.add_argument("--dry-run", action="store_true", help="say what would be pushed, push nothing")
+    ap.add_argument("--check-lock", action="store_true", help="exit 1 if the lock differs from this build")
     ap.add_argument("--write-lock", action="store_true", help=f"record digests in {LOCK_PATH.relative_to(REPO_ROOT)}")
     args = ap.parse_args(argv)
 
@@ -309,13 +339,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown filter(s): {', '.join(unknown)}")
     try:
         if args.build:
-            wasm_dir = cargo_build(REPO_ROOT / "target" / "reproducible")
+            wasm_dir = cargo_build()
         else:
             wasm_dir = args.wasm_dir or REPO_ROOT / "target" / WASM_TARGET / "release"
         summary = package(wasm_dir, args.out, args.tag, filters)
         for name, e in summary["filters"].items():
             print(f"{name:11} image {e['image_manifest_digest']}  wasm sha256:{e['wasm_sha256']}  ({e['wasm_bytes']} bytes)")
         print(f"OCI layouts and digests.json in {args.out}")
+        if args.check_lock:
+            drift = lock_drift(summary, json.loads(LOCK_PATH.read_text()))
+            for line in drift:
+                print(f"lock drift: {line}", file=sys.stderr)
+            if drift:
+                print(f"the lock is stale; regenerate with: {REGENERATE}", file=sys.stderr)
+                return 1
+            print("lock matches this build")
         if args.write_lock:
             LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
             LOCK_PATH.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -17,7 +17,7 @@ LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
 # A stand-in policy for generator tests; the committed policies are checked by the drift test.
 PLACEHOLDER_POLICY = {
     "api": {"name": "placeholder-api", "audience": "placeholder-api", "sole_audience": True},
-    "issuers": [{"issuer": "https://issuer.test", "jwks_uri": "https://issuer.test/jwks", "jwks_cluster": "outbound|443||issuer.test"}],
+    "issuers": [{"issuer": "https://issuer.test", "jwks_uri": "https://issuer.test/jwks", "jwks_cluster": "outbound|80||issuer.test"}],
     "token": {"schemes": ["DPoP"], "clock_skew_seconds": 1000000},
     "routes": [{"path_prefix": "/metadata", "methods": ["GET"], "require": "none"}],
 }
@@ -37,10 +37,14 @@ def docs_of(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d is not None]
 
 
-def run_gen(gen, root: Path, lock: Path = LOCK) -> list[dict]:
+def run_gen_all(gen, root: Path, lock: Path = LOCK) -> list[dict]:
     result, _ = gen.generate([root], lock)
     (text,) = result[root].values()
     return docs_of(text)
+
+
+def run_gen(gen, root: Path, lock: Path = LOCK) -> list[dict]:
+    return [d for d in run_gen_all(gen, root, lock) if d["kind"] == "WasmPlugin"]
 
 
 def test_committed_manifests_match_the_generator(gen_wasmplugins, tmp_path):
@@ -122,7 +126,8 @@ def test_target_refs_and_ports_and_subset(gen_wasmplugins, tmp_path):
     assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-fhir-scope"]
     for d in docs:
         assert d["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}]
-        assert d["spec"]["match"] == [{"mode": "SERVER", "ports": [{"number": 8443}]}]
+        # A gateway's listeners are CLIENT in Istio (pilot/pkg/model/extensions.go): SERVER never attaches.
+        assert d["spec"]["match"] == [{"mode": "CLIENT", "ports": [{"number": 8443}]}]
         assert d["spec"]["imagePullPolicy"] == "Always"
         assert "selector" not in d["spec"]
 
@@ -135,6 +140,13 @@ BAD_DEPLOYS = {
     "unknown-field": DEPLOY | {"pluginConfig": {}},
     "bad-namespace": DEPLOY | {"namespace": "Not_A_Label"},
     "target-ref-deployment": {k: v for k, v in DEPLOY.items() if k != "selector"} | {"target_refs": [{"kind": "Deployment", "name": "x"}]},
+    # Istio attaches Service targetRefs only to waypoints: a sidecar would enforce nothing.
+    "target-ref-service": {k: v for k, v in DEPLOY.items() if k != "selector"} | {"target_refs": [{"kind": "Service", "name": "x"}]},
+    "target-ref-core-service": {k: v for k, v in DEPLOY.items() if k != "selector"} | {"target_refs": [{"group": "core", "kind": "Service", "name": "x"}]},
+    "target-ref-gateway-without-group": {k: v for k, v in DEPLOY.items() if k != "selector"} | {"target_refs": [{"kind": "Gateway", "name": "x"}]},
+    "pull-secret-not-a-name": DEPLOY | {"image_pull_secret": "Not A Secret"},
+    "app-port-zero": DEPLOY | {"app_port": 0},
+    "file-url-registry": DEPLOY | {"image": {"registry": "file:///var/wasm", "repository": "fg", "tag": "1"}},
     "image-missing-tag": DEPLOY | {"image": {"registry": "r", "repository": "p"}},
     "bad-port": DEPLOY | {"match_ports": [0]},
     "no-token-filter": DEPLOY | {"filters": ["dpop"]},
@@ -163,11 +175,142 @@ def test_policy_without_deploy_file_is_reported_not_deployed(gen_wasmplugins, tm
     assert any("not deployed" in n for n in notes)
 
 
-def test_non_istio_jwks_cluster_is_reported(gen_wasmplugins, tmp_path):
-    policy = json.loads(json.dumps(PLACEHOLDER_POLICY))
-    policy["issuers"][0]["jwks_cluster"] = "my_idp"
-    _, notes = gen_wasmplugins.generate([make_root(tmp_path, policy=policy)], LOCK)
-    assert any("my_idp" in n and "not an Istio cluster name" in n for n in notes)
+def test_gateway_without_ports_matches_client_mode(gen_wasmplugins, tmp_path):
+    deploy = {k: v for k, v in DEPLOY.items() if k != "selector"} | {
+        "target_refs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}]}
+    for d in run_gen(gen_wasmplugins, make_root(tmp_path, deploy=deploy)):
+        assert d["spec"]["match"] == [{"mode": "CLIENT"}]
+
+
+def test_image_pull_secret_is_passed_to_istio(gen_wasmplugins, tmp_path):
+    docs = run_gen(gen_wasmplugins, make_root(tmp_path, deploy=DEPLOY | {"image_pull_secret": "registry-creds"}))
+    assert {d["spec"]["imagePullSecret"] for d in docs} == {"registry-creds"}
+    assert all("imagePullSecret" not in d["spec"] for d in run_gen(gen_wasmplugins, make_root(tmp_path / "b")))
+
+
+def _policy(**changes) -> dict:
+    p = json.loads(json.dumps(PLACEHOLDER_POLICY))
+    for k, v in changes.items():
+        p[k] = v
+    return p
+
+
+def _issuer(uri: str, cluster: str) -> list[dict]:
+    return [{"issuer": "https://issuer.test", "jwks_uri": uri, "jwks_cluster": cluster}]
+
+
+def test_external_jwks_gets_service_entry_and_tls_origination(gen_wasmplugins, tmp_path):
+    docs = run_gen_all(gen_wasmplugins, make_root(tmp_path))
+    (se,) = [d for d in docs if d["kind"] == "ServiceEntry"]
+    (dr,) = [d for d in docs if d["kind"] == "DestinationRule"]
+    assert se["spec"]["hosts"] == ["issuer.test"] and se["spec"]["location"] == "MESH_EXTERNAL"
+    assert se["spec"]["resolution"] == "DNS" and se["spec"]["exportTo"] == ["."]
+    ports = {p["number"]: p for p in se["spec"]["ports"]}
+    # Istio's TLS origination pattern: the filter's plain HTTP on 80 goes out as TLS to 443;
+    # 443 stays TLS passthrough for the app's own HTTPS calls (no double encryption).
+    assert ports[80]["protocol"] == "HTTP" and ports[80]["targetPort"] == 443
+    assert ports[443]["protocol"] == "TLS"
+    assert dr["spec"]["host"] == "issuer.test"
+    (pls,) = dr["spec"]["trafficPolicy"]["portLevelSettings"]
+    assert pls == {"port": {"number": 80}, "tls": {"mode": "SIMPLE", "sni": "issuer.test"}}
+    assert "tls" not in dr["spec"]["trafficPolicy"], "port 443 must not be TLS-originated again"
+
+
+def test_in_cluster_jwks_needs_no_service_entry(gen_wasmplugins, tmp_path):
+    host = "issuer.idp.svc.cluster.local"
+    policy = _policy(issuers=_issuer(f"http://{host}/jwks.json", f"outbound|80||{host}"))
+    docs = run_gen_all(gen_wasmplugins, make_root(tmp_path, policy=policy))
+    assert {d["kind"] for d in docs} == {"WasmPlugin"}
+
+
+BAD_JWKS = {
+    "short-name": _issuer("https://issuer.test/jwks", "my_idp"),
+    "external-443-passthrough": _issuer("https://issuer.test/jwks", "outbound|443||issuer.test"),
+    "external-other-host": _issuer("https://issuer.test/jwks", "outbound|80||other.test"),
+    "external-plain-http": _issuer("http://issuer.test/jwks", "outbound|80||issuer.test"),
+    "in-cluster-wrong-port": _issuer("http://i.idp.svc.cluster.local:8080/jwks", "outbound|80||i.idp.svc.cluster.local"),
+}
+
+
+@pytest.mark.parametrize("issuers", BAD_JWKS.values(), ids=BAD_JWKS.keys())
+def test_jwks_cluster_that_would_not_exist_is_refused(gen_wasmplugins, tmp_path, issuers):
+    with pytest.raises(gen_wasmplugins.GenError, match="jwks"):
+        gen_wasmplugins.generate([make_root(tmp_path, policy=_policy(issuers=issuers))], LOCK)
+
+
+def test_read_before_write_cluster_is_generated_for_sidecars(gen_wasmplugins, tmp_path):
+    policy = _policy(fhir={"read_before_write_cluster": "fapi_guard_rbw_placeholder-api"})
+    docs = run_gen_all(gen_wasmplugins, make_root(tmp_path, policy=policy, deploy=DEPLOY | {"match_ports": [8080]}))
+    (ef,) = [d for d in docs if d["kind"] == "EnvoyFilter"]
+    assert ef["spec"]["workloadSelector"] == {"labels": {"app": "placeholder"}}
+    (patch,) = ef["spec"]["configPatches"]
+    assert patch["applyTo"] == "CLUSTER" and patch["match"] == {"context": "SIDECAR_INBOUND"}
+    assert patch["patch"]["operation"] == "ADD"
+    c = patch["patch"]["value"]
+    assert c["name"] == "fapi_guard_rbw_placeholder-api" and c["type"] == "STATIC"
+    addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert addr == {"address": "127.0.0.1", "port_value": 8080}
+    app_port = run_gen_all(gen_wasmplugins, make_root(tmp_path / "b", policy=policy, deploy=DEPLOY | {"app_port": 9090}))
+    (ef,) = [d for d in app_port if d["kind"] == "EnvoyFilter"]
+    assert "port_value: 9090" in gen_wasmplugins.to_yaml(ef)
+
+
+GATEWAY = {k: v for k, v in DEPLOY.items() if k != "selector"} | {
+    "target_refs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}]}
+BAD_RBW = {
+    # the filters' default cluster `api` exists only in the plain-Envoy configs
+    "sidecar-default-api": ({}, DEPLOY | {"match_ports": [8080]}),
+    "sidecar-outbound-cluster": ({"read_before_write_cluster": "outbound|8080||api.apis.svc.cluster.local"}, DEPLOY | {"match_ports": [8080]}),
+    "sidecar-no-app-port": ({"read_before_write_cluster": "fapi_guard_rbw_placeholder-api"}, DEPLOY),
+    "gateway-default-api": ({}, GATEWAY),
+    "gateway-loopback-cluster": ({"read_before_write_cluster": "fapi_guard_rbw_placeholder-api"}, GATEWAY),
+}
+
+
+@pytest.mark.parametrize("fhir,deploy", BAD_RBW.values(), ids=BAD_RBW.keys())
+def test_read_before_write_cluster_that_would_not_exist_is_refused(gen_wasmplugins, tmp_path, fhir, deploy):
+    root = make_root(tmp_path, policy=_policy(fhir=fhir), deploy=deploy)
+    with pytest.raises(gen_wasmplugins.GenError, match="read_before_write_cluster|app_port"):
+        gen_wasmplugins.generate([root], LOCK)
+
+
+def test_read_before_write_not_needed_without_the_fhir_filter(gen_wasmplugins, tmp_path):
+    root = make_root(tmp_path, policy=_policy(fhir={}), deploy=DEPLOY | {"filters": ["token", "dpop"]})
+    assert {d["kind"] for d in run_gen_all(gen_wasmplugins, root)} == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
+
+
+def test_same_api_name_twice_in_a_namespace_is_refused(gen_wasmplugins, tmp_path):
+    root = make_root(tmp_path)
+    (root / "second-api.json").write_text(json.dumps(PLACEHOLDER_POLICY))
+    (root / "deploy" / "second-api.json").write_text(json.dumps(DEPLOY | {"selector": {"app": "other"}}))
+    with pytest.raises(gen_wasmplugins.GenError, match="api.name"):
+        gen_wasmplugins.generate([root], LOCK)
+    (root / "deploy" / "second-api.json").write_text(json.dumps(DEPLOY | {"namespace": "elsewhere"}))
+    gen_wasmplugins.generate([root], LOCK)
+
+
+MESH_CONFIGS = {
+    "operator-ok": ({"kind": "IstioOperator", "spec": {"meshConfig": {"pathNormalization": {"normalization": "DECODE_AND_MERGE_SLASHES"}}}}, True),
+    "operator-default-base": ({"kind": "IstioOperator", "spec": {"meshConfig": {}}}, False),
+    "operator-merge-only": ({"kind": "IstioOperator", "spec": {"meshConfig": {"pathNormalization": {"normalization": "MERGE_SLASHES"}}}}, False),
+    "bare-mesh-none": ({"pathNormalization": {"normalization": "NONE"}}, False),
+    "configmap-ok": ({"kind": "ConfigMap", "data": {"mesh": {"pathNormalization": {"normalization": "DECODE_AND_MERGE_SLASHES"}}}}, True),
+}
+
+
+@pytest.mark.parametrize("doc,ok", MESH_CONFIGS.values(), ids=MESH_CONFIGS.keys())
+def test_mesh_config_lint(gen_wasmplugins, doc, ok):
+    assert (gen_wasmplugins.mesh_config_errors(doc) == []) is ok
+
+
+def test_mesh_config_lint_cli(gen_wasmplugins, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"},
+                                    "data": {"mesh": "pathNormalization:\n  normalization: DECODE_AND_MERGE_SLASHES\n"}}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio"}, "data": {"mesh": "{}"}}))
+    assert gen_wasmplugins.main(["--check-mesh", str(good)]) == 0
+    assert gen_wasmplugins.main(["--check-mesh", str(bad)]) == 1
 
 
 def test_same_api_in_two_roots_is_refused(gen_wasmplugins, tmp_path):
@@ -210,7 +353,9 @@ def test_generated_yaml_is_the_same_data_as_the_policy(gen_wasmplugins):
         for path in sorted((root / "deploy" / "generated").glob("*.yaml")):
             policy = json.loads((root / f"{path.stem}.json").read_text())
             for d in docs_of(path.read_text()):
-                assert d["spec"]["pluginConfig"] == policy, path
+                if d["kind"] == "WasmPlugin":
+                    assert d["spec"]["pluginConfig"] == policy, path
+                    assert d["metadata"]["annotations"]["fapi-guard/requires-mesh-path-normalization"] == "DECODE_AND_MERGE_SLASHES"
 
 
 def test_cli_writes_to_out_for_one_root(gen_wasmplugins, tmp_path):

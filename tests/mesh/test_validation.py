@@ -1,11 +1,13 @@
 """Offline validation of every Kubernetes manifest the project ships, and shellcheck of its scripts.
 
-- WasmPlugin: Istio's real CRD (`../shared/schemas/istio-wasmplugin-crd.yaml`): its
-  openAPIV3Schema, made strict (an unknown field is an error, as `kubectl apply --validate=strict`
+- WasmPlugin, ServiceEntry, DestinationRule, EnvoyFilter: Istio's real CRDs (copied with their
+  licence into `tests/mesh/schemas/`): their openAPIV3Schema, made strict (an unknown field is an error, as `kubectl apply --validate=strict`
   makes it; the API server would otherwise drop it silently), plus the CRD's CEL rules
   (x-kubernetes-validations), re-stated here because jsonschema does not run CEL.
 - Every other kind: the Kubernetes JSON schemas shipped in the `kubernetes-validate` package
   (no network), strict.
+- IstioOperator (the kind cluster's mesh settings): the generator's mesh lint
+  (`tools/gen_wasmplugins.py --check-mesh`), which checks what the guard expects of the mesh.
 - A manifest of any other kind fails the test: nothing ships unvalidated.
 """
 
@@ -27,7 +29,14 @@ import yaml
 from conftest import REPO_ROOT
 
 K8S_VERSION = "1.32.0"  # kind's default node image line; see kind-cluster/README.md
-CRD_PATH = REPO_ROOT.parent / "shared" / "schemas" / "istio-wasmplugin-crd.yaml"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+CRD_PATH = SCHEMAS / "istio-wasmplugin-crd.yaml"
+# Istio kinds the generator emits besides WasmPlugin: kind -> (CRD file, served version)
+ISTIO_CRDS = {
+    ("networking.istio.io/v1", "ServiceEntry"): ("istio-serviceentry-crd.yaml", "v1"),
+    ("networking.istio.io/v1", "DestinationRule"): ("istio-destinationrule-crd.yaml", "v1"),
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): ("istio-envoyfilter-crd.yaml", "v1alpha3"),
+}
 MANIFEST_DIRS = [REPO_ROOT / "kind-cluster", REPO_ROOT / "policies" / "deploy"]
 SKIP_DIRS = {".git", "target", ".venv", "node_modules", "run"}
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -55,16 +64,18 @@ def all_docs() -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module")
 def crd_schema() -> dict:
-    if not CRD_PATH.is_file():
-        pytest.fail(f"Istio WasmPlugin CRD not found at {CRD_PATH} (shared/ must sit beside the repository)")
-    crd = yaml.safe_load(CRD_PATH.read_text())
-    assert crd["spec"]["names"]["kind"] == "WasmPlugin"
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    return crd_to_schema(CRD_PATH, "WasmPlugin", "v1alpha1")
+
+
+def crd_to_schema(path: Path, kind: str, version_name: str) -> dict:
+    crd = yaml.safe_load(path.read_text())
+    assert crd["spec"]["names"]["kind"] == kind
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == version_name]
     schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
     # Every object carries these beside the CRD's own spec/status (the API server adds them).
     schema["properties"] |= {
         "apiVersion": {"type": "string"},
-        "kind": {"type": "string", "enum": ["WasmPlugin"]},
+        "kind": {"type": "string", "enum": [kind]},
         "metadata": {
             "type": "object",
             "properties": {
@@ -124,6 +135,15 @@ def cel_rules(spec: dict) -> list[str]:
     return errors
 
 
+def istio_errors(doc: dict) -> list[str]:
+    """ServiceEntry / DestinationRule / EnvoyFilter against Istio's CRD, strict."""
+    entry = ISTIO_CRDS.get((doc.get("apiVersion"), doc.get("kind")))
+    if entry is None:
+        return [f"no Istio CRD for {doc.get('apiVersion')}/{doc.get('kind')}"]
+    schema = crd_to_schema(SCHEMAS / entry[0], doc["kind"], entry[1])
+    return [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(doc)] + metadata_errors(doc)
+
+
 def metadata_errors(doc: dict) -> list[str]:
     md = doc.get("metadata", {})
     errors = []
@@ -178,9 +198,50 @@ def test_there_are_manifests_of_both_kinds():
 def test_manifest_is_valid(where, doc, crd_schema):
     if doc.get("kind") == "WasmPlugin":
         errors = wasmplugin_errors(doc, crd_schema)
+    elif str(doc.get("apiVersion", "")).startswith("networking.istio.io/"):
+        errors = istio_errors(doc)
+    elif doc.get("kind") == "IstioOperator":
+        errors = [] if doc.get("apiVersion") == "install.istio.io/v1alpha1" else [f"apiVersion {doc.get('apiVersion')}"]
+        errors += _gen().mesh_config_errors(doc)
     else:
         errors = k8s_errors(doc)
     assert not errors, f"{where}: {errors}"
+
+
+def _gen():
+    import sys
+
+    return sys.modules.get("gen_wasmplugins") or __import__("conftest")._load("gen_wasmplugins")
+
+
+def test_generated_istio_kinds_are_all_validated():
+    kinds = {(d.get("apiVersion"), d.get("kind")) for _, d in all_docs()}
+    assert set(ISTIO_CRDS) <= kinds, "the generator's ServiceEntry/DestinationRule/EnvoyFilter must be in the committed manifests"
+
+
+def _first(kind: str) -> dict:
+    for _, d in all_docs():
+        if d.get("kind") == kind:
+            return copy.deepcopy(d)
+    raise AssertionError(f"no {kind}")
+
+
+BROKEN_ISTIO = {
+    "serviceentry-location-typo": ("ServiceEntry", lambda d: d["spec"].__setitem__("location", "EXTERNAL")),
+    "serviceentry-port-string": ("ServiceEntry", lambda d: d["spec"]["ports"][0].__setitem__("number", "80")),
+    "destinationrule-tls-mode": ("DestinationRule", lambda d: d["spec"]["trafficPolicy"]["portLevelSettings"][0]["tls"].__setitem__("mode", "TLS")),
+    "destinationrule-unknown": ("DestinationRule", lambda d: d["spec"].__setitem__("hostname", "x")),
+    "envoyfilter-apply-to": ("EnvoyFilter", lambda d: d["spec"]["configPatches"][0].__setitem__("applyTo", "CLUSTERS")),
+    "envoyfilter-operation": ("EnvoyFilter", lambda d: d["spec"]["configPatches"][0]["patch"].__setitem__("operation", "APPEND")),
+}
+
+
+@pytest.mark.parametrize("kind,mutate", BROKEN_ISTIO.values(), ids=BROKEN_ISTIO.keys())
+def test_istio_crd_validation_catches(kind, mutate):
+    doc = _first(kind)
+    assert not istio_errors(doc), "the baseline must be valid"
+    mutate(doc)
+    assert istio_errors(doc)
 
 
 def _good_plugin() -> dict:

@@ -199,6 +199,7 @@ mod tests {
         RemoteJwks {
             uri: "http://127.0.0.1/jwks".into(),
             cluster: "c".into(),
+            api: "a".into(),
             authority: "127.0.0.1".into(),
             path: "/jwks".into(),
             refresh_seconds: 300,

@@ -165,6 +165,9 @@ pub enum KeySource {
 pub struct RemoteJwks {
     pub uri: String,
     pub cluster: String,
+    /// The API this policy is for (`api.name`): shared-data keys are namespaced by it, because
+    /// every plugin in an Istio proxy shares one shared-data namespace (docs/platform-guide.md).
+    pub api: String,
     /// `:authority` for the fetch, from the URI.
     pub authority: String,
     /// `:path` for the fetch, from the URI.
@@ -230,7 +233,11 @@ impl Policy {
         }
         let mut issuers = Vec::new();
         for (i, d) in doc.issuers.iter().enumerate() {
-            issuers.push(compile_issuer(i, d)?);
+            let mut issuer = compile_issuer(i, d)?;
+            if let KeySource::Remote(r) = &mut issuer.keys {
+                r.api = doc.api.name.clone();
+            }
+            issuers.push(issuer);
         }
         for (i, a) in issuers.iter().enumerate() {
             if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
@@ -324,6 +331,8 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
             KeySource::Remote(RemoteJwks {
                 uri: uri.clone(),
                 cluster,
+                api: String::new(), // set once the API name is known, below
+
                 authority,
                 path,
                 refresh_seconds: d.jwks_refresh_seconds,

@@ -157,3 +157,16 @@ fn bad_policies_name_the_field() {
     assert!(Policy::from_json(b"not json").is_err());
     assert!(Policy::from_json(base().to_string().as_bytes()).is_ok());
 }
+
+/// Shared-data keys are namespaced per API (Istio: one shared-data namespace per proxy), so a
+/// remote key source carries the API name (docs/platform-guide.md, "Memory and shared data").
+#[test]
+fn remote_jwks_carries_the_api_name_for_shared_data_keys() {
+    let doc = r#"{"api":{"name":"api-one","audience":"a"},
+        "issuers":[{"issuer":"https://i.test","jwks_uri":"https://i.test/jwks","jwks_cluster":"c"}]}"#;
+    let policy = Policy::from_json(doc.as_bytes()).unwrap();
+    match &policy.issuers[0].keys {
+        fapi_guard_core::policy::KeySource::Remote(r) => assert_eq!(r.api, "api-one"),
+        other => panic!("remote keys expected: {other:?}"),
+    }
+}

@@ -15,12 +15,13 @@ use fapi_guard_core::shared_store::{version_for_write, SharedStore};
 use crate::shared::HostSharedData;
 use proxy_wasm::types::LogLevel;
 
+// Namespaced per API and filter: Istio gives every plugin of a proxy one shared-data namespace.
 fn doc_key(remote: &RemoteJwks) -> String {
-    format!("fapi_guard.jwks|{}", remote.uri)
+    format!("fapi_guard.token.{}.jwks|{}", remote.api, remote.uri)
 }
 
 fn lease_key(remote: &RemoteJwks) -> String {
-    format!("fapi_guard.jwks_lease|{}", remote.uri)
+    format!("fapi_guard.token.{}.jwks_lease|{}", remote.api, remote.uri)
 }
 
 /// Picks up a document another worker stored. Returns the new CAS if it changed.
