@@ -162,6 +162,16 @@ reasons! {
     StoredReadFailed => "stored_read_failed", Unavailable;
     /// Read before write: a patch or delete by id names no stored resource.
     StoredResourceMissing => "stored_resource_missing", NotFound;
+
+    // ---- §4 per-route authorization (`authz` of a route rule) ----
+    /// A scope of `scopes.all_of` / every one of `scopes.any_of` is not granted (RFC 6750 §3.1).
+    AuthzScope => "authz_missing_scope", InsufficientScope;
+    /// A `claims[]` condition does not hold (missing claim, wrong value, below a level).
+    AuthzClaim => "authz_claim", Forbidden;
+    /// No RFC 9396 `authorization_details` entry of the type satisfies the conditions.
+    AuthzDetails => "authz_authorization_details", Forbidden;
+    /// A path parameter or header is not the token's (object-level authorisation).
+    AuthzBinding => "authz_binding", Forbidden;
 }
 
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).

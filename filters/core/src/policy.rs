@@ -51,6 +51,9 @@ pub struct PolicyDoc {
     pub dpop: Option<crate::dpop::policy::DpopDoc>,
     #[serde(default)]
     pub fhir: Option<crate::fhir::policy::FhirDoc>,
+    /// `enforce` (default) or `shadow` (dry run) for every route without its own `mode`.
+    #[serde(default)]
+    pub mode: crate::authz::Mode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +213,7 @@ pub struct Policy {
     pub routes: RouteTable,
     pub dpop: Option<crate::dpop::policy::DpopPolicy>,
     pub fhir: Option<crate::fhir::policy::FhirPolicy>,
+    pub mode: crate::authz::Mode,
 }
 
 impl Policy {
@@ -268,7 +272,13 @@ impl Policy {
             routes,
             dpop,
             fhir,
+            mode: doc.mode,
         })
+    }
+
+    /// The mode for a request: the matching route's `mode`, else the policy's.
+    pub fn mode_for(&self, method: &str, path: &str) -> crate::authz::Mode {
+        self.routes.lookup(method, path).mode.unwrap_or(self.mode)
     }
 
     pub fn issuer(&self, iss: &str) -> Option<&Issuer> {

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::authz::{self, Authz, AuthzDoc, Mode};
 use crate::policy::PolicyError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -23,19 +24,36 @@ pub struct RouteDoc {
     #[serde(default)]
     pub methods: Vec<String>,
     pub require: Requirement,
+    /// Per-route authorization after the token verified (`crate::authz`).
+    #[serde(default)]
+    pub authz: Option<AuthzDoc>,
+    /// `enforce` or `shadow` for this rule; unset = the policy's `mode`.
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Route {
     prefix: String,
     methods: Vec<String>,
     require: Requirement,
+    authz: Option<Authz>,
+    mode: Option<Mode>,
 }
 
 /// Compiled route rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteTable {
     routes: Vec<Route>,
+}
+
+/// The rule a request matched: its requirement, authorization, mode and template parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch<'a> {
+    pub require: Requirement,
+    pub authz: Option<&'a Authz>,
+    pub mode: Option<Mode>,
+    pub params: Vec<(String, String)>,
 }
 
 const METHODS: [&str; 9] = [
@@ -66,10 +84,25 @@ impl RouteTable {
                     ));
                 }
             }
+            let authz = match &d.authz {
+                Some(_) if d.require == Requirement::None => {
+                    return Err(PolicyError::new(
+                        format!("routes[{i}].authz"),
+                        "needs `require: token` (a public route has no token to authorize)",
+                    ))
+                }
+                Some(a) => Some(Authz::compile(i, &d.path_prefix, a)?),
+                None => {
+                    authz::template_params(&d.path_prefix, &format!("routes[{i}].path_prefix"))?;
+                    None
+                }
+            };
             routes.push(Route {
                 prefix: d.path_prefix.clone(),
                 methods: d.methods.clone(),
                 require: d.require,
+                authz,
+                mode: d.mode,
             });
         }
         Ok(RouteTable { routes })
@@ -77,17 +110,44 @@ impl RouteTable {
 
     /// The requirement for `method` on `path` (query already removed or not; it is ignored).
     pub fn requirement(&self, method: &str, path: &str) -> Requirement {
+        self.lookup(method, path).require
+    }
+
+    /// The first rule matching `method` on `path`; no match = a token, nothing more.
+    pub fn lookup(&self, method: &str, path: &str) -> RouteMatch<'_> {
         let path = path.split(['?', '#']).next().unwrap_or("");
         for r in &self.routes {
-            let prefix_ok = path == r.prefix
-                || (path.starts_with(&r.prefix)
-                    && (r.prefix.ends_with('/')
-                        || path.as_bytes().get(r.prefix.len()) == Some(&b'/')));
-            if prefix_ok && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)) {
-                return r.require;
+            if !(r.methods.is_empty() || r.methods.iter().any(|m| m == method)) {
+                continue;
             }
+            let params = if r.prefix.contains('{') {
+                match authz::match_template(&r.prefix, path) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            } else {
+                let prefix_ok = path == r.prefix
+                    || (path.starts_with(&r.prefix)
+                        && (r.prefix.ends_with('/')
+                            || path.as_bytes().get(r.prefix.len()) == Some(&b'/')));
+                if !prefix_ok {
+                    continue;
+                }
+                Vec::new()
+            };
+            return RouteMatch {
+                require: r.require,
+                authz: r.authz.as_ref(),
+                mode: r.mode,
+                params,
+            };
         }
-        Requirement::Token
+        RouteMatch {
+            require: Requirement::Token,
+            authz: None,
+            mode: None,
+            params: Vec::new(),
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl RootContext for DpopRoot {
             policy,
             dpop,
             stats: FilterStats::new(FILTER),
-            verifier: HostVerifier::new(true),
+            verifier: HostVerifier::from_env(),
         }));
         true
     }
@@ -173,8 +173,13 @@ impl DpopFilter {
             }
             Err(denial) => {
                 let reply = denial.reply(&w.policy, &w.dpop);
-                reply::deny_with(FILTER, &w.stats, denial.reason, &reply);
-                Action::Pause
+                // Dry run (`mode: shadow`): decided and counted, the request passes.
+                let mode = w.policy.mode_for(&method, &path);
+                if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use fapi_guard_core::authz::Mode;
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
 use fapi_guard_core::fhir::interaction::classify;
@@ -61,7 +62,14 @@ impl Worker {
         s
     }
 
-    fn deny(&self, token: Option<&VerifiedToken>, reason: Reason, denial: Option<&Denial>) {
+    /// Denies (true), or in `mode: shadow` records the denial and lets the request pass (false).
+    fn deny(
+        &self,
+        token: Option<&VerifiedToken>,
+        reason: Reason,
+        denial: Option<&Denial>,
+        mode: Mode,
+    ) -> bool {
         let schemes = self.schemes(token);
         let ctx = ChallengeContext {
             schemes: &schemes,
@@ -70,7 +78,7 @@ impl Worker {
             required_scope: denial.and_then(|d| d.required_scope.clone()),
             detail: denial.map(|d| d.detail.clone()),
         };
-        reply::deny(FILTER, &self.stats, reason, &ctx);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
     }
 }
 
@@ -158,8 +166,13 @@ impl FhirFilter {
     fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
         self.done = true;
         self.check = None;
-        self.worker.deny(self.token.as_ref(), reason, denial);
-        Action::Pause
+        let mode = self.worker.policy.mode_for(&self.method, &self.path);
+        if self.worker.deny(self.token.as_ref(), reason, denial, mode) {
+            Action::Pause
+        } else {
+            // Shadow: a request held for a stored read is released by the caller.
+            Action::Continue
+        }
     }
 
     /// Applies a decision made with the body present (or known empty).
@@ -304,7 +317,9 @@ impl Context for FhirFilter {
             }
             Err(reason) => {
                 let detail = self.stored_denial(reason);
-                self.deny(reason, Some(&detail));
+                if let Action::Continue = self.deny(reason, Some(&detail)) {
+                    self.resume_http_request();
+                }
             }
         }
     }
