@@ -167,3 +167,22 @@ def test_policy_in_shadow_mode_with_an_enforce_only_route(upstream, issuer):
         assert e.counter("token.shadow_denied.malformed_token") == 1
         assert e.counter("dpop.shadow_denied.no_verified_token") + e.counter("dpop.shadow_denied.dpop_missing") >= 1
         assert_forbidden(get(e, issuer, "/strict"), "authz_missing_scope")
+
+
+def test_fhir_scope_filter_honours_shadow_mode(upstream, issuer):
+    """The FHIR scope filter in a shadow policy: a SMART scope refusal is counted and passes;
+    the same request under an enforcing policy is refused."""
+    fhir = {"base_path": "/fhir", "resource_types": ["Patient", "Observation", "Condition"]}
+    p = make_policy(issuer, [{"path_prefix": "/fhir/metadata", "methods": ["GET"], "require": "none"}])
+    p["fhir"] = fhir
+    tok = issuer.token("ES256", aud=AUD, scope=["patient/Condition.rs"], patient="p1")
+    h = {"Authorization": f"DPoP {tok}"}
+    with Envoy(p, upstream.port, filters=["token", "fhir_scope"]) as e:
+        r = e.get("/fhir/Observation?patient=p1", h)
+        assert_forbidden(r, "insufficient_scope")
+    p["mode"] = "shadow"
+    with Envoy(p, upstream.port, filters=["token", "fhir_scope"]) as e:
+        r = e.get("/fhir/Observation?patient=p1", h)
+        assert r.status_code == 200, r.text
+        assert e.counter("fhir_scope.shadow_denied.insufficient_scope") == 1
+        assert e.counter("fhir_scope.denied.insufficient_scope") == 0
