@@ -186,3 +186,25 @@ def test_fhir_scope_filter_honours_shadow_mode(upstream, issuer):
         assert r.status_code == 200, r.text
         assert e.counter("fhir_scope.shadow_denied.insufficient_scope") == 1
         assert e.counter("fhir_scope.denied.insufficient_scope") == 0
+
+
+def test_ambiguous_paths_refused_where_routes_have_authz(envoy, issuer):
+    """`/orgs/<mine>/x/../<other>/documents` would match no template here but reach another
+    organisation's documents at a server that normalises the path: refused (RFC 3986 §5.2.4)."""
+    import http.client
+    import json
+
+    tok = issuer.token("ES256", aud=AUD, scope="nhn:api/read", authorization_details=org())
+    for path in ("/orgs/111222333/x/../111222334/documents", "/orgs//111222334/documents",
+                 "/orgs/111222333/%2e%2e/111222334/documents", "/orgs/111222333/documents"):
+        # http.client sends the path as given (requests would resolve the dot-segments).
+        c = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
+        c.request("GET", path, headers={"Authorization": f"DPoP {tok}"})
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        if path == "/orgs/111222333/documents":
+            assert r.status == 200, body
+            continue
+        assert r.status == 400, (path, r.status, body)
+        assert json.loads(body)["issue"][0]["details"]["coding"][0]["code"] == "authz_ambiguous_path"

@@ -340,6 +340,25 @@ pub fn match_template(prefix: &str, path: &str) -> Option<Vec<(String, String)>>
     Some(params)
 }
 
+/// Whether `path` (query ignored) could mean another path to the upstream than to the route
+/// table: dot-segments, empty segments, backslashes, percent-encoded `.`, `/`, `\` (RFC 3986
+/// §5.2.4, §6.2.2.2). With `authz` rules in a policy such a path is refused: it could slip
+/// past a template (`/orgs/1/x/../2/documents`) to a server that normalises it.
+pub fn ambiguous_path(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let lower = path.to_ascii_lowercase();
+    let body = path.strip_prefix('/').unwrap_or(path);
+    let body = body.strip_suffix('/').unwrap_or(body);
+    lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
+        || (!body.is_empty()
+            && body
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == ".."))
+}
+
 impl Authz {
     /// Compiles `routes[index].authz` for a route whose `path_prefix` is `prefix`.
     pub fn compile(index: usize, prefix: &str, d: &AuthzDoc) -> Result<Authz, PolicyError> {
@@ -806,6 +825,24 @@ mod tests {
             .unwrap_err();
         assert_eq!(d.required_scope.as_deref(), Some("api/read"));
         assert!(!d.detail.contains("999"));
+    }
+
+    #[test]
+    fn ambiguous_paths() {
+        for p in ["/orgs/1/documents", "/", "/a/", "/a/b?x=../y", "/a.b/c"] {
+            assert!(!ambiguous_path(p), "{p}");
+        }
+        for p in [
+            "/orgs/1/x/../2/documents",
+            "/orgs/./1",
+            "/orgs//1",
+            "/orgs/%2E%2E/1",
+            "/orgs/1%2fx",
+            "/orgs/1\\x",
+            "/orgs/1/..",
+        ] {
+            assert!(ambiguous_path(p), "{p}");
+        }
     }
 
     #[test]

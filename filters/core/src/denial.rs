@@ -172,6 +172,9 @@ reasons! {
     AuthzDetails => "authz_authorization_details", Forbidden;
     /// A path parameter or header is not the token's (object-level authorisation).
     AuthzBinding => "authz_binding", Forbidden;
+    /// A path with dot-segments, empty segments or encoded separators on a policy with `authz`
+    /// rules (RFC 3986 §5.2.4): it could reach another route than the one decided.
+    AuthzAmbiguousPath => "authz_ambiguous_path", InvalidRequest;
 }
 
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).

@@ -108,6 +108,11 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
+    /// Whether any rule has an `authz` section.
+    pub fn has_authz(&self) -> bool {
+        self.routes.iter().any(|r| r.authz.is_some())
+    }
+
     /// The requirement for `method` on `path` (query already removed or not; it is ignored).
     pub fn requirement(&self, method: &str, path: &str) -> Requirement {
         self.lookup(method, path).require

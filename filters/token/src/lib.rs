@@ -344,7 +344,11 @@ impl TokenFilter {
 
     /// The matching route's `authz` (checks.md §4), on the verified token.
     fn authorize(&self, token: &VerifiedToken, scheme: Scheme) -> Outcome {
-        let route = self.worker.policy.routes.lookup(&self.method, &self.path);
+        let routes = &self.worker.policy.routes;
+        if routes.has_authz() && fapi_guard_core::authz::ambiguous_path(&self.path) {
+            return Outcome::Deny(Reason::AuthzAmbiguousPath, Some(scheme));
+        }
+        let route = routes.lookup(&self.method, &self.path);
         let Some(authz) = route.authz else {
             return Outcome::Allow;
         };
