@@ -188,6 +188,16 @@ reasons! {
     /// A conditional create/update/patch/delete that cannot be shown to stay in the patient's
     /// compartment (body `id` on a conditional update, stored matches outside it, too many matches).
     UnsafeConditionalWrite => "unsafe_conditional_write", Forbidden;
+
+    // ---- §4 per-route authorization (`authz` of a route rule) ----
+    /// A scope of `scopes.all_of` / every one of `scopes.any_of` is not granted (RFC 6750 §3.1).
+    AuthzScope => "authz_missing_scope", InsufficientScope;
+    /// A `claims[]` condition does not hold (missing claim, wrong value, below a level).
+    AuthzClaim => "authz_claim", Forbidden;
+    /// No RFC 9396 `authorization_details` entry of the type satisfies the conditions.
+    AuthzDetails => "authz_authorization_details", Forbidden;
+    /// A path parameter or header is not the token's (object-level authorisation).
+    AuthzBinding => "authz_binding", Forbidden;
 }
 
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).

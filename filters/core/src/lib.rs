@@ -4,6 +4,7 @@
 //! decision; the proxy-wasm crates only translate host calls. Spec references point at
 //! `RESOURCE-SERVER-CHECKS.md` (§1 token, §2 DPoP, §3 SMART scopes) and the RFCs it cites.
 
+pub mod authz;
 pub mod b64;
 pub mod cache;
 pub mod claims;

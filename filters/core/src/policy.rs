@@ -51,6 +51,9 @@ pub struct PolicyDoc {
     pub dpop: Option<crate::dpop::policy::DpopDoc>,
     #[serde(default)]
     pub fhir: Option<crate::fhir::policy::FhirDoc>,
+    /// `enforce` (default) or `shadow` (dry run) for every route without its own `mode`.
+    #[serde(default)]
+    pub mode: crate::authz::Mode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +119,10 @@ pub struct TokenDoc {
     /// Also accept `typ: JWT` (HelseID historic tokens; checklist §1.2 choice).
     #[serde(default)]
     pub allow_typ_jwt: bool,
+    /// RFC 9068 §2.2 `sub` required (default). `false` accepts client-credentials tokens
+    /// that carry only `client_id` (Duende IdentityServer / HelseID system tokens).
+    #[serde(default = "default_true")]
+    pub require_sub: bool,
     /// Clock skew for `exp`/`nbf`/`iat` (checklist §1.7). Default 10 s.
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
@@ -133,6 +140,9 @@ fn default_algs() -> Vec<String> {
         .map(|a| a.name().to_string())
         .collect()
 }
+fn default_true() -> bool {
+    true
+}
 fn default_skew() -> u64 {
     10
 }
@@ -146,6 +156,7 @@ impl Default for TokenDoc {
             schemes: default_schemes(),
             allowed_algs: default_algs(),
             allow_typ_jwt: false,
+            require_sub: true,
             clock_skew_seconds: default_skew(),
             cache_max_entries: default_cache(),
         }
@@ -189,6 +200,7 @@ pub struct TokenRules {
     pub allow_bearer: bool,
     pub algs: Vec<Alg>,
     pub allow_typ_jwt: bool,
+    pub require_sub: bool,
     pub skew_seconds: u64,
     pub cache_max_entries: usize,
 }
@@ -204,6 +216,7 @@ pub struct Policy {
     pub routes: RouteTable,
     pub dpop: Option<crate::dpop::policy::DpopPolicy>,
     pub fhir: Option<crate::fhir::policy::FhirPolicy>,
+    pub mode: crate::authz::Mode,
 }
 
 impl Policy {
@@ -266,7 +279,17 @@ impl Policy {
             routes,
             dpop,
             fhir,
+            mode: doc.mode,
         })
+    }
+
+    /// The mode for a request: the matching route's `mode`, else the policy's.
+    pub fn mode_for(
+        &self,
+        method: &str,
+        path: &crate::path::CanonicalPath<'_>,
+    ) -> crate::authz::Mode {
+        self.routes.lookup(method, path).mode.unwrap_or(self.mode)
     }
 
     pub fn issuer(&self, iss: &str) -> Option<&Issuer> {
@@ -378,8 +401,9 @@ fn compile_token(d: &TokenDoc) -> Result<TokenRules, PolicyError> {
     let mut algs = Vec::new();
     for (i, name) in d.allowed_algs.iter().enumerate() {
         // RFC 8725 §3.1–3.2: `none` and HMAC can never be allowed, whatever the policy says.
-        let alg = Alg::parse(name).filter(|_| name != "Ed25519").ok_or_else(|| {
-            PolicyError::new(format!("token.allowed_algs[{i}]"), format!("`{name}` is not an allowed asymmetric JWS algorithm (use PS256, ES256, EdDSA or RS256)"))
+        // `Ed25519` (RFC 9864 §2.2) is accepted as the name of the EdDSA/Ed25519 algorithm.
+        let alg = Alg::parse(name).ok_or_else(|| {
+            PolicyError::new(format!("token.allowed_algs[{i}]"), format!("`{name}` is not an allowed asymmetric JWS algorithm (use PS256, ES256, EdDSA/Ed25519, RS256, RS384, RS512, PS384, PS512, ES384 or ES512)"))
         })?;
         if !algs.contains(&alg) {
             algs.push(alg);
@@ -405,6 +429,7 @@ fn compile_token(d: &TokenDoc) -> Result<TokenRules, PolicyError> {
         allow_bearer: d.schemes.contains(&SchemeDoc::Bearer),
         algs,
         allow_typ_jwt: d.allow_typ_jwt,
+        require_sub: d.require_sub,
         skew_seconds: d.clock_skew_seconds,
         cache_max_entries: d.cache_max_entries,
     })

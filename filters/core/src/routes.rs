@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::authz::{self, Authz, AuthzDoc, Mode};
 use crate::path::{self, CanonicalPath};
 use crate::policy::PolicyError;
 
@@ -24,19 +25,36 @@ pub struct RouteDoc {
     #[serde(default)]
     pub methods: Vec<String>,
     pub require: Requirement,
+    /// Per-route authorization after the token verified (`crate::authz`).
+    #[serde(default)]
+    pub authz: Option<AuthzDoc>,
+    /// `enforce` or `shadow` for this rule; unset = the policy's `mode`.
+    #[serde(default)]
+    pub mode: Option<Mode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Route {
     prefix: String,
     methods: Vec<String>,
     require: Requirement,
+    authz: Option<Authz>,
+    mode: Option<Mode>,
 }
 
 /// Compiled route rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteTable {
     routes: Vec<Route>,
+}
+
+/// The rule a request matched: its requirement, authorization, mode and template parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch<'a> {
+    pub require: Requirement,
+    pub authz: Option<&'a Authz>,
+    pub mode: Option<Mode>,
+    pub params: Vec<(String, String)>,
 }
 
 const METHODS: [&str; 9] = [
@@ -61,8 +79,15 @@ impl RouteTable {
             }
             // Prefixes are compared with the decoded canonical path (docs/checks.md, "Path
             // canonicalisation"): a prefix must already be in that form or it never matches.
-            let canonical_ok = path::canonical(&d.path_prefix)
-                .map(|c| c.path() == d.path_prefix)
+            // A template segment `{name}` stands for one plain segment.
+            let probe: Vec<&str> = d
+                .path_prefix
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect();
+            let probe = probe.join("/");
+            let canonical_ok = path::canonical(&probe)
+                .map(|c| c.path() == probe)
                 .unwrap_or(false);
             if !canonical_ok {
                 return Err(PolicyError::new(
@@ -78,10 +103,25 @@ impl RouteTable {
                     ));
                 }
             }
+            let authz = match &d.authz {
+                Some(_) if d.require == Requirement::None => {
+                    return Err(PolicyError::new(
+                        format!("routes[{i}].authz"),
+                        "needs `require: token` (a public route has no token to authorize)",
+                    ))
+                }
+                Some(a) => Some(Authz::compile(i, &d.path_prefix, a)?),
+                None => {
+                    authz::template_params(&d.path_prefix, &format!("routes[{i}].path_prefix"))?;
+                    None
+                }
+            };
             routes.push(Route {
                 prefix: d.path_prefix.clone(),
                 methods: d.methods.clone(),
                 require: d.require,
+                authz,
+                mode: d.mode,
             });
         }
         Ok(RouteTable { routes })
@@ -90,17 +130,44 @@ impl RouteTable {
     /// The requirement for `method` on the request's one canonical path (`crate::path`: a
     /// path a server could read differently never gets here).
     pub fn requirement(&self, method: &str, path: &CanonicalPath<'_>) -> Requirement {
+        self.lookup(method, path).require
+    }
+
+    /// The first rule matching `method` on the canonical path; no match = a token, nothing more.
+    pub fn lookup(&self, method: &str, path: &CanonicalPath<'_>) -> RouteMatch<'_> {
         let path = path.path();
         for r in &self.routes {
-            let prefix_ok = path == r.prefix
-                || (path.starts_with(&r.prefix)
-                    && (r.prefix.ends_with('/')
-                        || path.as_bytes().get(r.prefix.len()) == Some(&b'/')));
-            if prefix_ok && (r.methods.is_empty() || r.methods.iter().any(|m| m == method)) {
-                return r.require;
+            if !(r.methods.is_empty() || r.methods.iter().any(|m| m == method)) {
+                continue;
             }
+            let params = if r.prefix.contains('{') {
+                match authz::match_template(&r.prefix, path) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            } else {
+                let prefix_ok = path == r.prefix
+                    || (path.starts_with(&r.prefix)
+                        && (r.prefix.ends_with('/')
+                            || path.as_bytes().get(r.prefix.len()) == Some(&b'/')));
+                if !prefix_ok {
+                    continue;
+                }
+                Vec::new()
+            };
+            return RouteMatch {
+                require: r.require,
+                authz: r.authz.as_ref(),
+                mode: r.mode,
+                params,
+            };
         }
-        Requirement::Token
+        RouteMatch {
+            require: Requirement::Token,
+            authz: None,
+            mode: None,
+            params: Vec::new(),
+        }
     }
 }
 
@@ -155,6 +222,8 @@ mod tests {
                 path_prefix: bad.to_string(),
                 methods: vec![],
                 require: Requirement::None,
+                authz: None,
+                mode: None,
             }];
             let err = RouteTable::compile(Some(&docs)).err().map(|e| e.field);
             assert_eq!(err.as_deref(), Some("routes[0].path_prefix"), "{bad}");

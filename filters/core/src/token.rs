@@ -155,7 +155,14 @@ fn check_claims(
 ) -> Result<VerifiedToken, Reason> {
     // §1.8, RFC 9068 §2.2: required claims with their types.
     let iss = claim_str(jws, "iss").ok_or(Reason::MissingClaim)?;
-    let sub = claim_str(jws, "sub").ok_or(Reason::MissingClaim)?;
+    // RFC 9068 §2.2 requires `sub`; a client-credentials token from Duende IdentityServer
+    // (HelseID) has none, only `client_id`. `token.require_sub: false` accepts that; a `sub`
+    // that is present must still be a string.
+    let sub = match jws.payload.get("sub") {
+        Some(v) => v.as_str().ok_or(Reason::MissingClaim)?,
+        None if !policy.token.require_sub => "",
+        None => return Err(Reason::MissingClaim),
+    };
     let client_id = claim_str(jws, "client_id").ok_or(Reason::MissingClaim)?;
     claim_str(jws, "jti").ok_or(Reason::MissingClaim)?;
     let exp = claim_int(jws, "exp").ok_or(Reason::MissingClaim)?;
@@ -199,7 +206,7 @@ fn check_claims(
         sub: sub.to_string(),
         client_id: client_id.to_string(),
         exp,
-        scopes: scopes(jws),
+        scopes: crate::claims::scope_values(&jws.payload).ok_or(Reason::MissingClaim)?,
         cnf_jkt,
         cnf_x5t_s256,
         claims: jws.payload.clone(),
@@ -254,29 +261,5 @@ fn claim_nbf(jws: &CompactJws<'_>) -> Result<Option<i64>, Reason> {
     match jws.payload.get("nbf") {
         None => Ok(None),
         Some(_) => claim_int(jws, "nbf").map(Some).ok_or(Reason::MissingClaim),
-    }
-}
-
-/// §1.9: `scope` (space-delimited string) or `scp` (array of strings).
-fn scopes(jws: &CompactJws<'_>) -> Vec<String> {
-    if let Some(s) = jws.payload.get("scope").and_then(|v| v.as_str()) {
-        return s
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-    }
-    match jws.payload.get("scp") {
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str())
-            .map(str::to_string)
-            .collect(),
-        Some(serde_json::Value::String(s)) => s
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
     }
 }

@@ -187,8 +187,18 @@ impl DpopFilter {
             }
             Err(denial) => {
                 let reply = denial.reply(&w.policy, &w.dpop);
-                reply::deny_with(FILTER, &w.stats, denial.reason, &reply);
-                Action::Pause
+                // Dry run (`mode: shadow`): decided and counted, the request passes.
+                // A non-canonical path is refused in every mode (docs/checks.md, "Path
+                // canonicalisation"): it is no decision an API owner rolls out.
+                let mode = match fapi_guard_core::path::canonical(&path) {
+                    Ok(c) => w.policy.mode_for(&method, &c),
+                    Err(_) => fapi_guard_core::authz::Mode::Enforce,
+                };
+                if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
             }
         }
     }

@@ -22,6 +22,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use fapi_guard_core::authz::Mode;
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
 use fapi_guard_core::fhir::interaction::classify;
@@ -67,7 +68,14 @@ impl Worker {
         s
     }
 
-    fn deny(&self, token: Option<&VerifiedToken>, reason: Reason, denial: Option<&Denial>) {
+    /// Denies (true), or in `mode: shadow` records the denial and lets the request pass (false).
+    fn deny(
+        &self,
+        token: Option<&VerifiedToken>,
+        reason: Reason,
+        denial: Option<&Denial>,
+        mode: Mode,
+    ) -> bool {
         let schemes = self.schemes(token);
         let ctx = ChallengeContext {
             schemes: &schemes,
@@ -76,7 +84,7 @@ impl Worker {
             required_scope: denial.and_then(|d| d.required_scope.clone()),
             detail: denial.map(|d| d.detail.clone()),
         };
-        reply::deny(FILTER, &self.stats, reason, &ctx);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
     }
 }
 
@@ -123,6 +131,7 @@ impl RootContext for FhirRoot {
             check: None,
             stored: None,
             status: 0,
+            mode: Mode::Enforce,
         }))
     }
 
@@ -153,6 +162,8 @@ struct FhirFilter {
     /// The request is held until the stored read (call token) answers and passes this.
     stored: Option<(u32, StoredCheck)>,
     status: u32,
+    /// `enforce`, or `shadow` (dry run) for this request's route / policy.
+    mode: Mode,
 }
 
 impl FhirFilter {
@@ -167,12 +178,22 @@ impl FhirFilter {
     }
 
     fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
-        self.request_gate = Gate::Closed;
-        self.response_gate = Gate::Open;
         self.check = None;
         self.stored = None;
-        self.worker.deny(self.token.as_ref(), reason, denial);
-        Action::Pause
+        if self
+            .worker
+            .deny(self.token.as_ref(), reason, denial, self.mode)
+        {
+            self.request_gate = Gate::Closed;
+            self.response_gate = Gate::Open;
+            Action::Pause
+        } else {
+            // Dry run (`mode: shadow`): counted and logged, the stream goes on; a request held
+            // for a stored read is released by the caller.
+            self.request_gate = Gate::Open;
+            self.response_gate = Gate::Open;
+            Action::Continue
+        }
     }
 
     /// Applies a decision made with the body present (or known empty).
@@ -336,7 +357,9 @@ impl Context for FhirFilter {
             }
             Err(reason) => {
                 let detail = self.stored_denial(reason);
-                self.deny(reason, Some(&detail));
+                if let Action::Continue = self.deny(reason, Some(&detail)) {
+                    self.resume_http_request();
+                }
             }
         }
     }
@@ -351,6 +374,7 @@ impl HttpContext for FhirFilter {
         let (public, plain) = match fapi_guard_core::path::canonical(&raw) {
             Ok(c) => {
                 self.path = c.path_with_query();
+                self.mode = self.worker.policy.mode_for(&self.method, &c);
                 let public =
                     self.worker.policy.routes.requirement(&self.method, &c) == Requirement::None;
                 (public, c.is_plain())

@@ -31,6 +31,42 @@ pub fn deny_with(filter: &str, stats: &FilterStats, reason: Reason, reply: &Repl
     send(reply);
 }
 
+/// Dry run (`mode: shadow`): the denial `reason` was decided but is not sent; counts
+/// `fapi_guard.<filter>.shadow_denied.<reason>` and logs the reason code and the status it
+/// would have had. The caller lets the request pass.
+pub fn shadow(filter: &str, stats: &FilterStats, reason: Reason) {
+    stats.shadow_denied(reason);
+    let _ = proxy_wasm::hostcalls::log(
+        LogLevel::Info,
+        &format!(
+            "fapi_guard.{filter}: shadow_denied reason={} status={} (mode shadow: passed)",
+            reason.code(),
+            reason.status()
+        ),
+    );
+}
+
+/// Denies (`Mode::Enforce`: returns true, the caller stops the request) or records a shadow
+/// denial (`Mode::Shadow`: returns false, the caller lets the request continue).
+pub fn deny_or_shadow(
+    filter: &str,
+    stats: &FilterStats,
+    mode: fapi_guard_core::authz::Mode,
+    reason: Reason,
+    reply: &Reply,
+) -> bool {
+    match mode {
+        fapi_guard_core::authz::Mode::Enforce => {
+            deny_with(filter, stats, reason, reply);
+            true
+        }
+        fapi_guard_core::authz::Mode::Shadow => {
+            shadow(filter, stats, reason);
+            false
+        }
+    }
+}
+
 /// Sends a rendered reply as the local response.
 pub fn send(reply: &Reply) {
     let headers: Vec<(&str, &str)> = reply

@@ -11,6 +11,7 @@ pub struct FilterStats {
     public: Option<u32>,
     cache_hit: Option<u32>,
     denied: HashMap<&'static str, u32>,
+    shadow_denied: HashMap<&'static str, u32>,
 }
 
 impl FilterStats {
@@ -22,9 +23,13 @@ impl FilterStats {
         let public = define(format!("fapi_guard.{filter}.public"));
         let cache_hit = define(format!("fapi_guard.{filter}.cache_hit"));
         let mut denied = HashMap::new();
+        let mut shadow_denied = HashMap::new();
         for r in Reason::ALL {
             if let Some(id) = define(format!("fapi_guard.{filter}.denied.{}", r.code())) {
                 denied.insert(r.code(), id);
+            }
+            if let Some(id) = define(format!("fapi_guard.{filter}.shadow_denied.{}", r.code())) {
+                shadow_denied.insert(r.code(), id);
             }
         }
         FilterStats {
@@ -32,6 +37,7 @@ impl FilterStats {
             public,
             cache_hit,
             denied,
+            shadow_denied,
         }
     }
 
@@ -57,6 +63,13 @@ impl FilterStats {
 
     pub fn denied(&self, reason: Reason) {
         if let Some(id) = self.denied.get(reason.code()) {
+            let _ = proxy_wasm::hostcalls::increment_metric(*id, 1);
+        }
+    }
+
+    /// A denial not enforced: the route or policy is in `shadow` mode (dry run).
+    pub fn shadow_denied(&self, reason: Reason) {
+        if let Some(id) = self.shadow_denied.get(reason.code()) {
             let _ = proxy_wasm::hostcalls::increment_metric(*id, 1);
         }
     }

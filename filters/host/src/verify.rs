@@ -1,8 +1,9 @@
 //! `SignatureVerifier` over Envoy's `verify_signature` foreign function, with a pure-Rust
 //! fallback.
 //!
-//! ES256 and RS256 go to the host (BoringSSL at native speed, `SIGNATURE-SPEED.md`); PS256 and
-//! EdDSA always use [`SoftwareVerifier`] (BoringSSL cannot do them through this function).
+//! ES256/ES384/ES512 and RS256/RS384/RS512 go to the host (BoringSSL at native speed,
+//! `SIGNATURE-SPEED.md`); PS256/PS384/PS512 and EdDSA always use [`SoftwareVerifier`]
+//! (BoringSSL cannot do them through this function).
 //! A host without the function (`NotFound`) is remembered and never asked again; every other
 //! host failure falls back to software for that call. The key/alg check runs before any host
 //! call: BoringSSL verifies with whatever key it is handed.
@@ -22,7 +23,7 @@ use fapi_guard_core::jose::{Alg, PublicKey, SignatureVerifier, SoftwareVerifier,
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MetricType, Status};
 
-/// Verifier for the filters: host first for ES256/RS256, software otherwise.
+/// Verifier for the filters: host first for ES*/RS*, software otherwise.
 /// One per root/HTTP context (the Wasm VM is single-threaded; `Cell` is enough).
 #[derive(Debug)]
 pub struct HostVerifier {
@@ -82,7 +83,7 @@ impl HostVerifier {
         }
     }
 
-    /// Whether the next ES256/RS256 verification will be sent to the host.
+    /// Whether the next ES*/RS* verification will be sent to the host.
     pub fn uses_host(&self) -> bool {
         self.prefer_host && !self.host_missing.get()
     }
@@ -99,7 +100,7 @@ impl SignatureVerifier for HostVerifier {
         // RFC 8725 §3.1 / FAPI 2.0 §5.4: algorithm confusion and RSA size, before the host.
         check_key_for_alg(alg, key)?;
         if self.uses_host() {
-            // `None`: PS256/EdDSA, which the host cannot verify.
+            // `None`: PS*/EdDSA, which the host cannot verify.
             if let Some(args) = host_verify_args(alg, key, signing_input, signature)? {
                 match hostcalls::call_foreign_function(VERIFY_SIGNATURE_FUNCTION, Some(&args)) {
                     Ok(out) => {

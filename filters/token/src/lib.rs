@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use fapi_guard_core::authz::{AuthzDenial, AuthzRequest, Mode};
 use fapi_guard_core::cache::{CachedToken, TokenCache};
+use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
 use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
@@ -114,7 +116,14 @@ impl Worker {
         s
     }
 
-    fn deny(&self, reason: Reason, used: Option<Scheme>) {
+    /// Denies (true) or, in shadow mode, records the denial and lets the request pass (false).
+    fn deny(
+        &self,
+        reason: Reason,
+        used: Option<Scheme>,
+        authz: Option<&AuthzDenial>,
+        mode: Mode,
+    ) -> bool {
         // Challenge with the scheme the client used when it is one we accept, else all we accept.
         let all = self.challenge();
         let schemes: Vec<Scheme> = match used {
@@ -125,9 +134,11 @@ impl Worker {
         let ctx = ChallengeContext {
             schemes: &schemes,
             dpop_algs: &algs,
+            required_scope: authz.and_then(|a| a.required_scope.clone()),
+            detail: authz.map(|a| a.detail.clone()),
             ..Default::default()
         };
-        reply::deny(FILTER, &self.stats, reason, &ctx);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
     }
 }
 
@@ -206,6 +217,9 @@ impl RootContext for TokenRoot {
             worker,
             waiting_fetch: None,
             retry_token: None,
+            method: String::new(),
+            path: String::new(),
+            mode: Mode::Enforce,
         }))
     }
 
@@ -219,12 +233,18 @@ struct TokenFilter {
     /// A request paused while this context fetches keys for an unknown `kid`.
     waiting_fetch: Option<(u32, usize)>,
     retry_token: Option<(Scheme, String)>,
+    method: String,
+    path: String,
+    /// `enforce`, or `shadow` (dry run) for this request's route / policy.
+    mode: Mode,
 }
 
 enum Outcome {
     Allow,
     Public,
     Deny(Reason, Option<Scheme>),
+    /// The route's `authz` refused the verified token.
+    DenyAuthz(AuthzDenial, Scheme),
     /// Paused for a key fetch.
     Wait,
 }
@@ -236,14 +256,11 @@ impl TokenFilter {
         let (scheme, token_str) = match &self.retry_token {
             Some((s, t)) => (*s, t.clone()),
             None => {
-                let path = self.get_http_request_header(":path").unwrap_or_default();
-                let method = self.get_http_request_header(":method").unwrap_or_default();
-                // First, on every route: the one canonical path (docs/checks.md).
-                let canonical = match fapi_guard_core::path::canonical(&path) {
-                    Ok(c) => c,
-                    Err(f) => return Outcome::Deny(f.reason(), None),
+                // The path was found canonical in `on_http_request_headers` (docs/checks.md).
+                let Ok(canonical) = fapi_guard_core::path::canonical(&self.path) else {
+                    return Outcome::Deny(Reason::PathNotCanonical, None);
                 };
-                if w.policy.routes.requirement(&method, &canonical) == Requirement::None {
+                if w.policy.routes.requirement(&self.method, &canonical) == Requirement::None {
                     return Outcome::Public;
                 }
                 // Envoy folds a repeated `Authorization` into one value (`extract` refuses it).
@@ -251,7 +268,7 @@ impl TokenFilter {
                     .get_http_request_header("authorization")
                     .into_iter()
                     .collect();
-                match token::extract(&w.policy, &auth, &path) {
+                match token::extract(&w.policy, &auth, &self.path) {
                     Ok(p) => (p.scheme, p.token.to_string()),
                     Err(r) => return Outcome::Deny(r, scheme_of(&auth)),
                 }
@@ -269,7 +286,10 @@ impl TokenFilter {
             if let Some(hit) = cache.get(&digest, now, skew) {
                 w.stats.cache_hit();
                 return match token::check_scheme_binding(scheme, hit.token.cnf_jkt.as_deref()) {
-                    Ok(()) => self.hand_off(hit.handoff(scheme), scheme),
+                    Ok(()) => match self.hand_off(hit.handoff(scheme), scheme) {
+                        Outcome::Allow => self.authorize(&hit.token, scheme),
+                        other => other,
+                    },
                     Err(r) => Outcome::Deny(r, Some(scheme)),
                 };
             }
@@ -278,7 +298,10 @@ impl TokenFilter {
         match result {
             Ok(verified) => {
                 let cached = CachedToken::new(verified);
-                let outcome = self.hand_off(cached.handoff(scheme), scheme);
+                let outcome = match self.hand_off(cached.handoff(scheme), scheme) {
+                    Outcome::Allow => self.authorize(&cached.token, scheme),
+                    other => other,
+                };
                 w.cache.borrow_mut().insert(digest, cached, now, skew);
                 outcome
             }
@@ -322,6 +345,27 @@ impl TokenFilter {
         }
     }
 
+    /// The matching route's `authz` (checks.md §4), on the verified token.
+    fn authorize(&self, token: &VerifiedToken, scheme: Scheme) -> Outcome {
+        let routes = &self.worker.policy.routes;
+        let Ok(canonical) = fapi_guard_core::path::canonical(&self.path) else {
+            return Outcome::Deny(Reason::PathNotCanonical, Some(scheme));
+        };
+        let route = routes.lookup(&self.method, &canonical);
+        let Some(authz) = route.authz else {
+            return Outcome::Allow;
+        };
+        let header = |name: &str| self.get_http_request_header(name);
+        let req = AuthzRequest {
+            path_params: &route.params,
+            header: &header,
+        };
+        match authz.evaluate(&req, token) {
+            Ok(()) => Outcome::Allow,
+            Err(d) => Outcome::DenyAuthz(d, scheme),
+        }
+    }
+
     fn hand_off(&self, handoff: &[u8], scheme: Scheme) -> Outcome {
         if handoff::store_verified_token_bytes(handoff) {
             Outcome::Allow
@@ -342,8 +386,18 @@ impl TokenFilter {
                 Action::Continue
             }
             Outcome::Deny(r, used) => {
-                self.worker.deny(r, used);
-                Action::Pause
+                if self.worker.deny(r, used, None, self.mode) {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+            Outcome::DenyAuthz(d, used) => {
+                if self.worker.deny(d.reason, Some(used), Some(&d), self.mode) {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
             }
             Outcome::Public => {
                 self.worker.stats.public();
@@ -400,6 +454,18 @@ impl Context for TokenFilter {
 
 impl HttpContext for TokenFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        self.method = self.get_http_request_header(":method").unwrap_or_default();
+        // First, on every route: the one canonical path (docs/checks.md). A path fault is
+        // refused in every mode: it is no decision an API owner rolls out.
+        let mode = match fapi_guard_core::path::canonical(&self.path) {
+            Ok(c) => Ok(self.worker.policy.mode_for(&self.method, &c)),
+            Err(f) => Err(f.reason()),
+        };
+        self.mode = mode.unwrap_or(Mode::Enforce);
+        if let Err(reason) = mode {
+            return self.finish(Outcome::Deny(reason, None));
+        }
         let outcome = self.check(true);
         self.finish(outcome)
     }

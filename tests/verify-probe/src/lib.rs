@@ -62,7 +62,7 @@ impl Probe {
             return self.answer(400, "-", "bad jwk");
         };
         let verifier = HostVerifier::new(field("path") == "host");
-        let used = if verifier.uses_host() && matches!(alg, Alg::ES256 | Alg::RS256) {
+        let used = if verifier.uses_host() && !alg.is_rsa_pss() && alg != Alg::EdDSA {
             "host"
         } else {
             "software"

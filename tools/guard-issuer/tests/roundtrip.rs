@@ -17,7 +17,7 @@ use rsa::signature;
 const BIN: &str = env!("CARGO_BIN_EXE_guard-issuer");
 
 fn vectors(name: &str) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../filters/core/tests/data/vectors");
     let path = dir.join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("test vectors missing at {}: {e}", path.display()));

@@ -282,7 +282,7 @@ impl DpopDoc {
             let alg = Alg::parse(name).ok_or_else(|| {
                 PolicyError::new(
                     format!("dpop.allowed_algs[{i}]"),
-                    format!("`{name}` is not an allowed asymmetric JWS algorithm (use PS256, ES256, EdDSA)"),
+                    format!("`{name}` is not an allowed asymmetric JWS algorithm (use PS256, ES256, EdDSA/Ed25519, RS256, RS384, RS512, PS384, PS512, ES384 or ES512)"),
                 )
             })?;
             if !algs.contains(&alg) {

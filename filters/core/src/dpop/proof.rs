@@ -111,7 +111,10 @@ fn check_proof_key_size(key: &PublicKey) -> Result<(), Reason> {
             }
             Ok(())
         }
-        PublicKey::EcP256 { .. } | PublicKey::Ed25519 { .. } => Ok(()),
+        PublicKey::EcP256 { .. }
+        | PublicKey::EcP384 { .. }
+        | PublicKey::EcP521 { .. }
+        | PublicKey::Ed25519 { .. } => Ok(()),
     }
 }
 

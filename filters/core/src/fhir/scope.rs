@@ -183,8 +183,9 @@ pub fn parse_scope(s: &str) -> ParsedScope {
     })
 }
 
-/// The token's scope strings: `VerifiedToken::scopes`, else the `scope` claim (space-delimited)
-/// or `scp` claim (array) (checklist §1.9). Entries holding spaces are split.
+/// The token's scope strings: `VerifiedToken::scopes`, else the `scope`/`scp` claim as a
+/// string or an array of strings ([`crate::claims::scope_values`]). Entries holding spaces
+/// are split.
 pub fn token_scope_strings(token: &VerifiedToken) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if !token.scopes.is_empty() {
@@ -193,14 +194,7 @@ pub fn token_scope_strings(token: &VerifiedToken) -> Vec<String> {
         }
         return out;
     }
-    if let Some(s) = token.claims.get("scope").and_then(|v| v.as_str()) {
-        out.extend(s.split_whitespace().map(str::to_string));
-    }
-    if let Some(arr) = token.claims.get("scp").and_then(|v| v.as_array()) {
-        for v in arr.iter().filter_map(|v| v.as_str()) {
-            out.extend(v.split_whitespace().map(str::to_string));
-        }
-    }
+    out.extend(crate::claims::scope_values(&token.claims).unwrap_or_default());
     out
 }
 

@@ -30,8 +30,11 @@ use super::verify::{check_key_for_alg, VerifyError};
 /// The foreign function's name as Envoy registers it.
 pub const VERIFY_SIGNATURE_FUNCTION: &str = "verify_signature";
 
-/// The only hash the guard's host-verified algs use (RFC 7518 §3.3, §3.4).
+/// Hash names the host takes (Envoy `foreign.cc` maps them to BoringSSL digests;
+/// RFC 7518 §3.3, §3.4).
 pub const HASH_SHA256: &str = "sha256";
+pub const HASH_SHA384: &str = "sha384";
+pub const HASH_SHA512: &str = "sha512";
 
 /// Protobuf-encodes `VerifySignatureArguments` (fields 1–4; empty fields omitted, as proto3 does).
 pub fn encode_verify_signature_args(
@@ -59,9 +62,10 @@ pub fn encode_verify_signature_args(
 }
 
 /// The arguments for verifying a JWS with the host, or `Ok(None)` when BoringSSL cannot do
-/// `alg` (PS256: it checks PKCS#1 v1.5 padding for a plain RSA key; EdDSA: it takes no digest).
-/// Runs [`check_key_for_alg`] first; an ES256 signature that is not 64 octets and an RS256
-/// signature that is not |n| octets are refused here.
+/// `alg` (PS*: it checks PKCS#1 v1.5 padding for a plain RSA key; EdDSA: it takes no digest).
+/// The host does ES256/ES384/ES512 and RS256/RS384/RS512.
+/// Runs [`check_key_for_alg`] first; an ES* signature that is not 2×the curve's octets and an
+/// RS* signature that is not |n| octets are refused here.
 pub fn host_verify_args(
     alg: Alg,
     key: &PublicKey,
@@ -70,26 +74,47 @@ pub fn host_verify_args(
 ) -> Result<Option<Vec<u8>>, VerifyError> {
     check_key_for_alg(alg, key)?;
     let sig_der;
-    let sig = match (alg, key) {
-        (Alg::ES256, PublicKey::EcP256 { .. }) => {
+    let (hash, sig) = match (alg, key) {
+        (Alg::ES256, PublicKey::EcP256 { .. })
+        | (Alg::ES384, PublicKey::EcP384 { .. })
+        | (Alg::ES512, PublicKey::EcP521 { .. }) => {
             // RFC 7518 §3.4: raw R‖S in the JWS; BoringSSL wants ECDSA-Sig-Value.
-            sig_der = es256_sig_to_der(signature).ok_or(VerifyError::BadSignature)?;
-            &sig_der[..]
+            sig_der = ecdsa_sig_to_der(signature, ec_coordinate_len(alg))
+                .ok_or(VerifyError::BadSignature)?;
+            (hash_of(alg), &sig_der[..])
         }
-        (Alg::RS256, PublicKey::Rsa { n, .. }) => {
+        (Alg::RS256 | Alg::RS384 | Alg::RS512, PublicKey::Rsa { n, .. }) => {
             if signature.len() != strip_zeros(n).len() {
                 return Err(VerifyError::BadSignature);
             }
-            signature
+            (hash_of(alg), signature)
         }
         _ => return Ok(None),
     };
     Ok(Some(encode_verify_signature_args(
-        HASH_SHA256,
+        hash,
         &spki_der(key),
         sig,
         signing_input,
     )))
+}
+
+/// The hash the JWS alg signs with (RFC 7518 §3.1 table).
+fn hash_of(alg: Alg) -> &'static str {
+    match alg {
+        Alg::ES384 | Alg::RS384 | Alg::PS384 => HASH_SHA384,
+        Alg::ES512 | Alg::RS512 | Alg::PS512 => HASH_SHA512,
+        _ => HASH_SHA256,
+    }
+}
+
+/// Octets per ECDSA coordinate / signature half (RFC 7518 §3.4): 32, 48, 66.
+fn ec_coordinate_len(alg: Alg) -> usize {
+    match alg {
+        Alg::ES384 => 48,
+        Alg::ES512 => 66,
+        _ => 32,
+    }
 }
 
 /// `VerifySignatureResult` as the host returns it.
@@ -135,10 +160,15 @@ pub fn decode_verify_signature_result(bytes: &[u8]) -> Option<VerifySignatureRes
 /// JWS ES256 R‖S (64 octets) → DER `ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }`
 /// (RFC 3279 §2.2.3), minimal INTEGER encodings. `None` unless exactly 64 octets.
 pub fn es256_sig_to_der(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.len() != 64 {
+    ecdsa_sig_to_der(raw, 32)
+}
+
+/// JWS ES* R‖S (2 × `half` octets) → DER `ECDSA-Sig-Value`; `None` on any other length.
+pub fn ecdsa_sig_to_der(raw: &[u8], half: usize) -> Option<Vec<u8>> {
+    if raw.len() != 2 * half {
         return None;
     }
-    let (r, s) = raw.split_at(32);
+    let (r, s) = raw.split_at(half);
     let mut body = der_uint(r);
     body.extend_from_slice(&der_uint(s));
     Some(der_tlv(TAG_SEQUENCE, &body))
@@ -159,6 +189,8 @@ pub fn spki_der(key: &PublicKey) -> Vec<u8> {
             point.extend_from_slice(y);
             (alg_id, point)
         }
+        PublicKey::EcP384 { x, y } => ec_alg_id_and_point(OID_SECP384R1, x, y),
+        PublicKey::EcP521 { x, y } => ec_alg_id_and_point(OID_SECP521R1, x, y),
         PublicKey::Rsa { n, e } => {
             let mut alg_id = der_tlv(TAG_OID, OID_RSA_ENCRYPTION);
             alg_id.extend_from_slice(&[TAG_NULL, 0x00]);
@@ -187,10 +219,25 @@ const TAG_SEQUENCE: u8 = 0x30;
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 /// 1.2.840.10045.3.1.7
 const OID_PRIME256V1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// 1.3.132.0.34 (RFC 5480 §2.1.1.1)
+const OID_SECP384R1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+/// 1.3.132.0.35 (RFC 5480 §2.1.1.1)
+const OID_SECP521R1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x23];
 /// 1.2.840.113549.1.1.1
 const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 /// 1.3.101.112
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+
+/// `id-ecPublicKey` + the named curve, and the uncompressed point (RFC 5480 §2).
+fn ec_alg_id_and_point(curve: &[u8], x: &[u8], y: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut alg_id = der_tlv(TAG_OID, OID_EC_PUBLIC_KEY);
+    alg_id.extend_from_slice(&der_tlv(TAG_OID, curve));
+    let mut point = Vec::with_capacity(1 + x.len() + y.len());
+    point.push(0x04);
+    point.extend_from_slice(x);
+    point.extend_from_slice(y);
+    (alg_id, point)
+}
 
 fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 6);

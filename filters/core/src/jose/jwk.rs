@@ -17,6 +17,10 @@ const RSA_MAX_EXPONENT: u64 = (1 << 33) - 1;
 pub enum PublicKey {
     /// P-256 affine coordinates, 32 bytes each.
     EcP256 { x: [u8; 32], y: [u8; 32] },
+    /// P-384 affine coordinates, 48 bytes each (RFC 7518 §6.2.1.2).
+    EcP384 { x: [u8; 48], y: [u8; 48] },
+    /// P-521 affine coordinates, 66 bytes each (RFC 7518 §6.2.1.2).
+    EcP521 { x: [u8; 66], y: [u8; 66] },
     /// RSA modulus and exponent, big-endian, no leading zeros.
     Rsa { n: Vec<u8>, e: Vec<u8> },
     /// Ed25519 public key.
@@ -43,7 +47,12 @@ impl PublicKey {
         matches!(
             (self, alg),
             (PublicKey::EcP256 { .. }, Alg::ES256)
-                | (PublicKey::Rsa { .. }, Alg::PS256 | Alg::RS256)
+                | (PublicKey::EcP384 { .. }, Alg::ES384)
+                | (PublicKey::EcP521 { .. }, Alg::ES512)
+                | (
+                    PublicKey::Rsa { .. },
+                    Alg::PS256 | Alg::PS384 | Alg::PS512 | Alg::RS256 | Alg::RS384 | Alg::RS512
+                )
                 | (PublicKey::Ed25519 { .. }, Alg::EdDSA)
         )
     }
@@ -57,6 +66,16 @@ impl PublicKey {
         match self {
             PublicKey::EcP256 { x, y } => format!(
                 r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64::encode(x),
+                b64::encode(y)
+            ),
+            PublicKey::EcP384 { x, y } => format!(
+                r#"{{"crv":"P-384","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64::encode(x),
+                b64::encode(y)
+            ),
+            PublicKey::EcP521 { x, y } => format!(
+                r#"{{"crv":"P-521","kty":"EC","x":"{}","y":"{}"}}"#,
                 b64::encode(x),
                 b64::encode(y)
             ),
@@ -153,9 +172,22 @@ fn req_b64(obj: &Obj, name: &'static str) -> Result<Vec<u8>, JwkError> {
 }
 
 fn req_32(obj: &Obj, name: &'static str) -> Result<[u8; 32], JwkError> {
+    req_fixed(obj, name)
+}
+
+fn req_fixed<const N: usize>(obj: &Obj, name: &'static str) -> Result<[u8; N], JwkError> {
     req_b64(obj, name)?
         .try_into()
         .map_err(|_| JwkError::Malformed(name))
+}
+
+/// SEC1 uncompressed point `04 ‖ x ‖ y`.
+fn sec1(x: &[u8], y: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + x.len() + y.len());
+    out.push(0x04);
+    out.extend_from_slice(x);
+    out.extend_from_slice(y);
+    out
 }
 
 fn crv(obj: &Obj) -> Result<&str, JwkError> {
@@ -164,20 +196,27 @@ fn crv(obj: &Obj) -> Result<&str, JwkError> {
         .ok_or(JwkError::Malformed("crv"))
 }
 
-/// RFC 7518 §6.2.1: `x`/`y` are the full 32-octet coordinates; the point must be on P-256
-/// (invalid-curve attacks, RFC 8725 §3.4).
+/// RFC 7518 §6.2.1: `x`/`y` are the full-length coordinates of the curve (32, 48, 66
+/// octets); the point must be on the curve (invalid-curve attacks, RFC 8725 §3.4).
 fn parse_ec(obj: &Obj) -> Result<PublicKey, JwkError> {
-    if crv(obj)? != "P-256" {
-        return Err(JwkError::Unsupported);
+    match crv(obj)? {
+        "P-256" => {
+            let (x, y) = (req_fixed::<32>(obj, "x")?, req_fixed::<32>(obj, "y")?);
+            p256::PublicKey::from_sec1_bytes(&sec1(&x, &y)).map_err(|_| JwkError::InvalidKey)?;
+            Ok(PublicKey::EcP256 { x, y })
+        }
+        "P-384" => {
+            let (x, y) = (req_fixed::<48>(obj, "x")?, req_fixed::<48>(obj, "y")?);
+            p384::PublicKey::from_sec1_bytes(&sec1(&x, &y)).map_err(|_| JwkError::InvalidKey)?;
+            Ok(PublicKey::EcP384 { x, y })
+        }
+        "P-521" => {
+            let (x, y) = (req_fixed::<66>(obj, "x")?, req_fixed::<66>(obj, "y")?);
+            p521::PublicKey::from_sec1_bytes(&sec1(&x, &y)).map_err(|_| JwkError::InvalidKey)?;
+            Ok(PublicKey::EcP521 { x, y })
+        }
+        _ => Err(JwkError::Unsupported),
     }
-    let x = req_32(obj, "x")?;
-    let y = req_32(obj, "y")?;
-    let mut sec1 = [0u8; 65];
-    sec1[0] = 0x04;
-    sec1[1..33].copy_from_slice(&x);
-    sec1[33..].copy_from_slice(&y);
-    p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| JwkError::InvalidKey)?;
-    Ok(PublicKey::EcP256 { x, y })
 }
 
 /// RFC 7518 §6.3.1: `n` and `e` are unsigned big-endian with no leading zero octets.
@@ -385,8 +424,14 @@ mod tests {
                 Err(JwkError::PrivateKey),
             ),
             (
-                "p-384",
+                // A P-256 key labelled P-384: wrong coordinate length.
+                "p-384 label on p-256 key",
                 with(ec(), "crv", json!("P-384")),
+                Err(JwkError::Malformed("x")),
+            ),
+            (
+                "secp256k1",
+                with(ec(), "crv", json!("secp256k1")),
                 Err(JwkError::Unsupported),
             ),
             (

@@ -234,7 +234,9 @@ mod tests {
             ("none", r#"{"alg":"none"}"#, "{}", Err(JwsError::BadAlg)),
             ("NONE", r#"{"alg":"NONE"}"#, "{}", Err(JwsError::BadAlg)),
             ("hs256", r#"{"alg":"HS256"}"#, "{}", Err(JwsError::BadAlg)),
-            ("ps384", r#"{"alg":"PS384"}"#, "{}", Err(JwsError::BadAlg)),
+            ("ps384", r#"{"alg":"PS384"}"#, "{}", Ok(Alg::PS384)),
+            ("es512", r#"{"alg":"ES512"}"#, "{}", Ok(Alg::ES512)),
+            ("ed448", r#"{"alg":"Ed448"}"#, "{}", Err(JwsError::BadAlg)),
             ("alg missing", r#"{"kid":"a"}"#, "{}", Err(JwsError::BadAlg)),
             (
                 "alg not string",

@@ -1,6 +1,6 @@
 //! Signature verification behind one interface.
 
-use sha2::Sha256;
+use sha2::{Sha256, Sha384, Sha512};
 
 use super::alg::Alg;
 use super::jwk::PublicKey;
@@ -42,7 +42,8 @@ pub fn check_key_for_alg(alg: Alg, key: &PublicKey) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// Pure-Rust verifier for every [`Alg`]: `p256`, `rsa`, `ed25519-dalek` (`verify_strict`).
+/// Pure-Rust verifier for every [`Alg`]: `p256`/`p384`/`p521`, `rsa`, `ed25519-dalek`
+/// (`verify_strict`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SoftwareVerifier;
 
@@ -59,7 +60,13 @@ impl SignatureVerifier for SoftwareVerifier {
             (Alg::ES256, PublicKey::EcP256 { x, y }) => {
                 verify_es256(x, y, signing_input, signature)
             }
-            (Alg::PS256 | Alg::RS256, PublicKey::Rsa { n, e }) => {
+            (Alg::ES384, PublicKey::EcP384 { x, y }) => {
+                verify_es384(x, y, signing_input, signature)
+            }
+            (Alg::ES512, PublicKey::EcP521 { x, y }) => {
+                verify_es512(x, y, signing_input, signature)
+            }
+            (_, PublicKey::Rsa { n, e }) if alg.is_rsa_pkcs1() || alg.is_rsa_pss() => {
                 verify_rsa(alg, n, e, signing_input, signature)
             }
             (Alg::EdDSA, PublicKey::Ed25519 { x }) => verify_ed25519(x, signing_input, signature),
@@ -88,8 +95,42 @@ fn verify_es256(x: &[u8; 32], y: &[u8; 32], msg: &[u8], sig: &[u8]) -> Result<()
     vk.verify(msg, &sig).map_err(|_| VerifyError::BadSignature)
 }
 
-/// RFC 7518 §3.3 (RS256: RSASSA-PKCS1-v1_5 SHA-256) and §3.5 (PS256: RSASSA-PSS SHA-256,
-/// MGF1 SHA-256, salt length = 32 = hash length). The signature is exactly k = |n| octets
+fn sec1(x: &[u8], y: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + x.len() + y.len());
+    out.push(0x04);
+    out.extend_from_slice(x);
+    out.extend_from_slice(y);
+    out
+}
+
+/// RFC 7518 §3.4 ES384: R‖S, 48 octets each, SHA-384.
+fn verify_es384(x: &[u8; 48], y: &[u8; 48], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
+    use p384::ecdsa::signature::Verifier;
+    use p384::ecdsa::{Signature, VerifyingKey};
+
+    if sig.len() != 96 {
+        return Err(VerifyError::BadSignature);
+    }
+    let vk = VerifyingKey::from_sec1_bytes(&sec1(x, y)).map_err(|_| VerifyError::KeyMismatch)?;
+    let sig = Signature::from_slice(sig).map_err(|_| VerifyError::BadSignature)?;
+    vk.verify(msg, &sig).map_err(|_| VerifyError::BadSignature)
+}
+
+/// RFC 7518 §3.4 ES512: P-521 with SHA-512, R‖S, 66 octets each.
+fn verify_es512(x: &[u8; 66], y: &[u8; 66], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
+    use p521::ecdsa::signature::Verifier;
+    use p521::ecdsa::{Signature, VerifyingKey};
+
+    if sig.len() != 132 {
+        return Err(VerifyError::BadSignature);
+    }
+    let vk = VerifyingKey::from_sec1_bytes(&sec1(x, y)).map_err(|_| VerifyError::KeyMismatch)?;
+    let sig = Signature::from_slice(sig).map_err(|_| VerifyError::BadSignature)?;
+    vk.verify(msg, &sig).map_err(|_| VerifyError::BadSignature)
+}
+
+/// RFC 7518 §3.3 (RS*: RSASSA-PKCS1-v1_5 SHA-256/384/512) and §3.5 (PS*: RSASSA-PSS with
+/// the same hash for MGF1, salt length = hash length). The signature is exactly k = |n| octets
 /// (RFC 8017 §8.1.2 / §8.2.2 step 1; `rsa` checks that too).
 fn verify_rsa(alg: Alg, n: &[u8], e: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
     use rsa::BoxedUint;
@@ -105,8 +146,12 @@ fn verify_rsa(alg: Alg, n: &[u8], e: &[u8], msg: &[u8], sig: &[u8]) -> Result<()
     .map_err(|_| VerifyError::KeyMismatch)?;
     let checked = match alg {
         Alg::PS256 => key.pss_verify::<Sha256>(msg, sig),
+        Alg::PS384 => key.pss_verify::<Sha384>(msg, sig),
+        Alg::PS512 => key.pss_verify::<Sha512>(msg, sig),
         Alg::RS256 => key.pkcs1v15_verify::<Sha256>(msg, sig),
-        Alg::ES256 | Alg::EdDSA => return Err(VerifyError::KeyMismatch),
+        Alg::RS384 => key.pkcs1v15_verify::<Sha384>(msg, sig),
+        Alg::RS512 => key.pkcs1v15_verify::<Sha512>(msg, sig),
+        Alg::ES256 | Alg::ES384 | Alg::ES512 | Alg::EdDSA => return Err(VerifyError::KeyMismatch),
     };
     checked.map_err(|_| VerifyError::BadSignature)
 }

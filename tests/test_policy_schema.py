@@ -1,0 +1,40 @@
+"""policies/schema/*.json against the policies: every committed policy validates, and the
+schema refuses what the filters refuse for the per-route `authz` and `mode` (issue 10)."""
+import copy
+import json
+
+import jsonschema
+import pytest
+from referencing import Registry, Resource
+
+from harness import ROOT
+
+SCHEMAS = ROOT / "policies" / "schema"
+
+
+def validator():
+    docs = {p.name: json.loads(p.read_text()) for p in SCHEMAS.glob("*.json")}
+    registry = Registry().with_resources(
+        (d["$id"], Resource.from_contents(d)) for d in docs.values())
+    return jsonschema.Draft202012Validator(docs["policy.schema.json"], registry=registry)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "policies").glob("*.json")), ids=lambda p: p.name)
+def test_committed_policies_validate(path):
+    errors = [e.message for e in validator().iter_errors(json.loads(path.read_text()))]
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r["authz"].update({"unknown": 1}),
+    lambda r: r["authz"]["claims"][0].pop("claim"),
+    lambda r: r["authz"]["bind"][0].update({"header": "x-org"}),
+    lambda r: r["authz"]["bind"][0].update({"match": "prefix"}),
+    lambda r: r.update({"mode": "dry"}),
+    lambda r: r["authz"]["scopes"].update({"all_of": ["two words"]}),
+])
+def test_bad_authz_refused_by_schema(mutate):
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    bad = copy.deepcopy(doc)
+    mutate(bad["routes"][2])
+    assert list(validator().iter_errors(bad)), "schema accepted a bad authz"
