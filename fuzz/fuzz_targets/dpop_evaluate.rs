@@ -34,6 +34,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let tok = token(sel);
     let store = MemoryStore::new();
-    let _ = dpop::evaluate(policy(), dpop_policy(), &req, Some(&tok), &SoftwareVerifier, &store, NOW);
-    let _ = dpop::evaluate(policy(), dpop_policy(), &req, Some(&tok), &AcceptAll, &store, NOW);
+    let _ = dpop::evaluate(
+        policy(),
+        dpop_policy(),
+        &req,
+        Some(&tok),
+        &SoftwareVerifier,
+        &store,
+        NOW,
+    );
+    let _ = dpop::evaluate(
+        policy(),
+        dpop_policy(),
+        &req,
+        Some(&tok),
+        &AcceptAll,
+        &store,
+        NOW,
+    );
 });

@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let (h, path, authority) = (text(parts[0]), text(parts[1]), text(parts[2]));
     if let Some(n) = htu::parse_htu(&h) {
         // Normalising is idempotent on the path it produced.
-        assert_eq!(htu::normalise_path(&n.path).as_deref(), Some(n.path.as_str()));
+        assert_eq!(
+            htu::normalise_path(&n.path).as_deref(),
+            Some(n.path.as_str())
+        );
     }
     let _ = htu::normalise_path(&path);
     let _ = htu::normalise_prefix(&path);

@@ -74,7 +74,10 @@ pub fn token(selector: u8) -> VerifiedToken {
         0 => &["patient/*.rs"],
         1 => &["user/*.cruds"],
         2 => &["system/Observation.rs", "patient/Patient.r?_id=anna"],
-        _ => &["patient/Observation.rs?category=laboratory", "patient/Patient.cruds"],
+        _ => &[
+            "patient/Observation.rs?category=laboratory",
+            "patient/Patient.cruds",
+        ],
     };
     let mut claims = serde_json::Map::new();
     if selector & 0x10 == 0 {
@@ -121,7 +124,11 @@ mod tests {
     use fapi_guard_core::token;
 
     fn seed(target: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/seeds/{target}/seed-000", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/seeds/{target}/seed-000",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]

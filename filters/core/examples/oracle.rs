@@ -16,7 +16,12 @@ fn verify(jwks: &Value, token: &str) -> Value {
     };
     // The payload of a JWT must be a JSON object (CompactJws); RawJws keeps any payload.
     let (alg, kid, input, sig) = match CompactJws::parse(token) {
-        Ok(j) => (j.alg, j.header_str("kid").map(str::to_string), j.signing_input, j.signature),
+        Ok(j) => (
+            j.alg,
+            j.header_str("kid").map(str::to_string),
+            j.signing_input,
+            j.signature,
+        ),
         Err(e) => match RawJws::parse(token) {
             Ok(_) => return json!({"ok": false, "error": "payload_not_object"}),
             Err(_) => return json!({"ok": false, "error": format!("parse:{e:?}")}),
@@ -37,7 +42,12 @@ fn main() {
     for line in stdin.lock().lines() {
         let line = line.expect("stdin");
         let req: Value = serde_json::from_str(&line).expect("json line");
-        let s = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let s = |k: &str| {
+            req.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let answer = match s("op").as_str() {
             "verify" => verify(&req["jwks"], &s("token")),
             "htu" => json!({"normal": htu::parse_htu(&s("htu")).map(|n| n.to_string())}),
