@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every coverage-guided fuzz target (fuzz/, cargo-fuzz + libFuzzer) for SECONDS each
 # (default 60). Installs the nightly toolchain and cargo-fuzz if missing. New corpus entries
-# go to fuzz/corpus/<target> (not committed); seeds come from fuzz/seeds/<target>
+# go to fuzz/corpus/<target> (not committed), logs to a fresh temporary directory; seeds come
+# from fuzz/seeds/<target>
 # (built by fuzz/make_seeds.py). Any crash fails the script; the input is left in
 # fuzz/artifacts/<target>/ and must become a regression test in filters/core/tests/.
 #   scripts/fuzz.sh [SECONDS]           every target
@@ -26,17 +27,20 @@ say "building the fuzz targets (nightly, ASan, debug assertions)"
 cargo +nightly fuzz build --fuzz-dir fuzz
 
 targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list --fuzz-dir fuzz)}
+# One log directory per run, so runs at the same time never share a log.
+logs=$(mktemp -d "${TMPDIR:-/tmp}/fapi-fuzz.XXXXXX")
+say "libFuzzer logs in $logs"
 failed=()
 summary=()
 for t in $targets; do
   mkdir -p "fuzz/corpus/$t"
-  log="fuzz/corpus/$t.log"
+  log="$logs/$t.log"
   say "$t: ${SECONDS_EACH}s"
   if cargo +nightly fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
       -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
       >"$log" 2>&1; then
     # libFuzzer's last status line: "#N DONE cov: C ft: F corp: K/S ... exec/s: E ..."
-    line=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -1 || true)
+    line=$(grep -aE '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|INITED)' "$log" | tail -1 || true)
     summary+=("$t: $line")
   else
     failed+=("$t")
@@ -46,6 +50,6 @@ done
 say "summary (target: last libFuzzer status line)"
 printf '  %s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
-  say "CRASH in: ${failed[*]} (inputs under fuzz/artifacts/; logs fuzz/corpus/<target>.log)"
+  say "CRASH in: ${failed[*]} (inputs under fuzz/artifacts/; logs in $logs)"
   exit 1
 fi
