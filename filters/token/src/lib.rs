@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fapi_guard_core::cache::{CachedToken, TokenCache};
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::diagnostics;
 use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
 use fapi_guard_core::policy::{KeySource, Policy};
@@ -114,7 +115,7 @@ impl Worker {
         s
     }
 
-    fn deny(&self, reason: Reason, used: Option<Scheme>) {
+    fn deny(&self, reason: Reason, used: Option<Scheme>, token: Option<&str>) {
         // Challenge with the scheme the client used when it is one we accept, else all we accept.
         let all = self.challenge();
         let schemes: Vec<Scheme> = match used {
@@ -125,6 +126,8 @@ impl Worker {
         let ctx = ChallengeContext {
             schemes: &schemes,
             dpop_algs: &algs,
+            // Safe facts only (docs/reason-codes.md): expected values, times, the kid.
+            detail: diagnostics::token_detail(&self.policy, token, reason, clock::now_seconds()),
             ..Default::default()
         };
         reply::deny(FILTER, &self.stats, reason, &ctx);
@@ -337,7 +340,13 @@ impl TokenFilter {
                 Action::Continue
             }
             Outcome::Deny(r, used) => {
-                self.worker.deny(r, used);
+                let token = match &self.retry_token {
+                    Some((_, t)) => Some(t.clone()),
+                    None => self
+                        .get_http_request_header("authorization")
+                        .and_then(|a| diagnostics::token_of(&a).map(str::to_string)),
+                };
+                self.worker.deny(r, used, token.as_deref());
                 Action::Pause
             }
             Outcome::Public => {
