@@ -37,7 +37,7 @@ pub fn parse_request_line(line: &str) -> Result<RequestLine, String> {
     let (method, target) = line
         .split_once(char::is_whitespace)
         .ok_or("request: write it as `METHOD /path?query` (e.g. `GET /r4/Observation/123`)")?;
-    let target = target.trim().split_whitespace().next().unwrap_or("");
+    let target = target.split_whitespace().next().unwrap_or("");
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!(
             "request: `{}` is not an HTTP method (GET, POST, PUT, PATCH, DELETE)",
@@ -86,8 +86,15 @@ pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
             )
         })?;
         let k = k.trim();
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(format!("headers, line {}: `{k}` is not a header name", i + 1));
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "headers, line {}: `{k}` is not a header name",
+                i + 1
+            ));
         }
         out.push((k.to_string(), v.trim().to_string()));
     }
@@ -151,10 +158,13 @@ pub fn explain_request(
         return error("JWKS: not JSON (paste the issuer's JWKS document, {\"keys\": [...]})");
     }
     let scheme = line.scheme.clone().unwrap_or_else(|| "http".into());
-    let authority = line
-        .authority
-        .clone()
-        .unwrap_or_else(|| if authority.trim().is_empty() { "localhost".into() } else { authority.trim().into() });
+    let authority = line.authority.clone().unwrap_or_else(|| {
+        if authority.trim().is_empty() {
+            "localhost".into()
+        } else {
+            authority.trim().into()
+        }
+    });
     let filters: Vec<String> = filters
         .split(',')
         .map(|f| f.trim().to_string())
@@ -211,12 +221,15 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        let l = parse_request_line("GET https://api.example/r4/Patient/1?x=1").unwrap_or_else(|e| RequestLine {
-            method: e,
-            scheme: None,
-            authority: None,
-            path: String::new(),
-        });
+        let l =
+            parse_request_line("GET https://api.example/r4/Patient/1?x=1").unwrap_or_else(|e| {
+                RequestLine {
+                    method: e,
+                    scheme: None,
+                    authority: None,
+                    path: String::new(),
+                }
+            });
         assert_eq!(l.authority.as_deref(), Some("api.example"));
         assert_eq!(l.path, "/r4/Patient/1?x=1");
         assert!(parse_request_line("get /x").is_err());
@@ -226,14 +239,26 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_message() {
-        let v: Value = serde_json::from_str(&explain_request("{", "GET /x", "", "", "", 200, 0.0, "", "")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&explain_request(
+            "{", "GET /x", "", "", "", 200, 0.0, "", "",
+        ))
+        .unwrap_or_default();
         assert_eq!(v["ok"], false);
         assert!(v["error"].as_str().unwrap_or("").contains("loader"));
         let huge = "x".repeat(MAX_INPUT_BYTES + 1);
-        let v: Value = serde_json::from_str(&explain_request(&huge, "GET /x", "", "", "", 200, 0.0, "", "")).unwrap_or_default();
+        let v: Value = serde_json::from_str(&explain_request(
+            &huge, "GET /x", "", "", "", 200, 0.0, "", "",
+        ))
+        .unwrap_or_default();
         assert!(v["error"].as_str().unwrap_or("").contains("refused unread"));
-        let v: Value = serde_json::from_str(&explain_request("{}", "GET /x", "no colon", "", "", 200, 0.0, "", "")).unwrap_or_default();
-        assert!(v["error"].as_str().unwrap_or("").contains("headers, line 1"));
+        let v: Value = serde_json::from_str(&explain_request(
+            "{}", "GET /x", "no colon", "", "", 200, 0.0, "", "",
+        ))
+        .unwrap_or_default();
+        assert!(v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("headers, line 1"));
     }
 
     #[test]
