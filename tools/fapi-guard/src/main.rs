@@ -371,3 +371,23 @@ fn reason_codes(args: &[String]) -> Result<u8, String> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_with_its_referenced_sections_is_applied() {
+        let ok = serde_json::json!({"api": {"name": "a", "audience": "b"},
+            "issuers": [{"issuer": "i", "jwks": {"keys": []}}]});
+        assert_eq!(schema_errors(&ok).map(|e| e.len()), Ok(0));
+        // `dpop` and `fhir` are `$ref`s to the other schema files.
+        let bad = serde_json::json!({"api": {"name": "a", "audience": "b"},
+            "issuers": [{"issuer": "i", "jwks": {"keys": []}, "jwks_cluster": "c"}],
+            "dpop": {"no_such_field": 1}, "fhir": {"base_path": 7}});
+        let errors = schema_errors(&bad).unwrap_or_default();
+        for at in ["/issuers/0", "/dpop", "/fhir/base_path"] {
+            assert!(errors.iter().any(|e| e.starts_with(at)), "{at}: {errors:?}");
+        }
+    }
+}
