@@ -172,7 +172,7 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
     }
     let algs: Vec<&str> = policy.token.algs.iter().map(|a| a.name()).collect();
     out.push(format!(
-        "Token: `Authorization: {}`, a JWT access token (typ at+jwt{}) signed with {}, clock skew {} s.",
+        "Token: `Authorization: {}`, a JWT access token (typ at+jwt{}) signed with {}, with the claims iss, sub, client_id, jti, exp, iat, aud (RFC 9068 §2.2), clock skew {} s.",
         schemes.join("` or `"),
         if policy.token.allow_typ_jwt { " or JWT" } else { "" },
         algs.join(", "),
@@ -235,12 +235,16 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
                 f.contexts.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
                 f.patient_claim
             ));
+            out.push(format!(
+                "Scopes needed: SMART v1/v2 `<context>/<Type>.<permissions>` for the interaction (read/search need r/s, create c, update u, delete d; `{}/*.rs` reads everything in the patient's compartment).",
+                f.contexts.first().map(|c| c.name()).unwrap_or("patient")
+            ));
             out.push("patient/ grants: only the patient's own compartment; reads by id the request cannot decide are checked on the response body; writes by id read the stored resource first.".into());
             if !f.patient_shared_types.is_empty() {
                 out.push(format!("Shared with every patient: {}.", f.patient_shared_types.join(", ")));
             }
             for o in &f.operations {
-                out.push(format!("Operation `{}` needs `{}`{}.", o.name, o.perms.letters(), if o.all_types { " on every type" } else { "" }));
+                out.push(format!("Operation `${}` needs `{}`{}.", o.name.trim_start_matches('$'), o.perms.letters(), if o.all_types { " on every type" } else { "" }));
             }
             if f.operations.is_empty() {
                 out.push("No $operations allowed.".into());
