@@ -144,6 +144,10 @@ def test_allowed_and_denied_requests_render_the_trace(browser, issuer):
     r = explain(browser)
     assert (r["status"], r["reason"]) == ("401", "dpop_htu_mismatch"), r
     assert f"expected htu `{base}{path}`" in r["text"]
+    if os.environ.get("FAPI_GUARD_SCREENSHOT"):
+        browser.set_window_size(1400, 1250)
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.save_screenshot(str(ROOT / "docs" / "web-explainer.png"))
 
     old = issuer.token(aud=AUD, patient="pat-anna", exp=int(time.time()) - 600, cnf={"jkt": p.jkt})
     fill(browser, headers=f"Authorization: DPoP {old}\nDPoP: {p.proof(base + path, old)}")
@@ -193,6 +197,3 @@ def test_check_policy_lists_lints_and_meaning(browser, issuer):
     browser.find_element("id", "check").click()
     text = browser.find_element("id", "description").text
     assert "hold_headers_while_buffering" in text and "FHIR API under `/fhir`" in text, text
-    if os.environ.get("FAPI_GUARD_SCREENSHOT"):
-        browser.find_element("id", "example").click()
-        browser.save_screenshot(str(ROOT / "docs" / "web-explainer.png"))
