@@ -213,7 +213,7 @@ Why a request gets its answer: target/release/fapi-guard explain --policy $POLIC
   --authority 127.0.0.1:10000 --request "GET $BASE/Patient/pat-bjorn" --header "Authorization: $SCHEME \$(cat $T)" ...
 
 # allowed: pat-anna reads her own record (200)
-curl -i $(auth_args GET $U/Patient/pat-anna) \\
+curl -i $(auth_args GET "$U/Patient/pat-anna") \\
   $U/Patient/pat-anna
 TXT
 if [ "$SCHEME" = DPoP ]; then cat <<TXT
@@ -225,11 +225,11 @@ fi
 cat <<TXT
 
 # denied: another patient's record (403)
-curl -i $(auth_args GET $U/Patient/pat-bjorn) \\
+curl -i $(auth_args GET "$U/Patient/pat-bjorn") \\
   $U/Patient/pat-bjorn
 
 # denied: another patient's Observation by id, decided on the response body (403, body withheld)
-curl -i $(auth_args GET $U/Observation/obs-bjorn-hb) \\
+curl -i $(auth_args GET "$U/Observation/obs-bjorn-hb") \\
   $U/Observation/obs-bjorn-hb
 
 # denied: no token at all (401 with a challenge); public: the CapabilityStatement (200)
