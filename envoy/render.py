@@ -117,8 +117,9 @@ def cluster(name, host, port, tls_sni=None):
     return c
 
 
-def jwks_clusters(policy, jwks_address):
-    """A cluster per issuer `jwks_cluster`, reaching the `jwks_uri` host (or an override)."""
+def jwks_clusters(policy, jwks_address, jwks_plain=False):
+    """A cluster per issuer `jwks_cluster`, reaching the `jwks_uri` host (or an override).
+    `jwks_plain`: plain HTTP even for an https `jwks_uri` (the demo's local JWKS server)."""
     out, seen = [], set()
     for issuer in policy.get("issuers", []):
         uri, name = issuer.get("jwks_uri"), issuer.get("jwks_cluster")
@@ -130,7 +131,7 @@ def jwks_clusters(policy, jwks_address):
         host, port = parts.hostname, parts.port or (443 if https else 80)
         if jwks_address:
             host, port = jwks_address.rsplit(":", 1)
-        out.append(cluster(name, host, port, parts.hostname if https else None))
+        out.append(cluster(name, host, port, parts.hostname if https and not jwks_plain else None))
     return out
 
 
@@ -180,7 +181,7 @@ def stream_options(hcm, clusters, http1_trailers=False, upstream_h2=False):
 def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
            tls_cert=None, tls_key=None, client_ca=None, vm_env=None, direct_response=False,
            forward_client_cert=None, alpn=None, http1_trailers=False, upstream_h2=False,
-           normalize_paths=True):
+           normalize_paths=True, jwks_plain=False):
     """`forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
     sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
     (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC.
@@ -211,7 +212,7 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jw
     if tls_cert:
         chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca, alpn)
     clusters = ([cluster("api", "127.0.0.1", upstream_port)] + read_before_write_clusters(policy, upstream_port)
-                + jwks_clusters(policy, jwks_address))
+                + jwks_clusters(policy, jwks_address, jwks_plain))
     stream_options(hcm, clusters, http1_trailers, upstream_h2)
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},
@@ -337,6 +338,8 @@ def parse_args(argv=None):
     ap.add_argument("--internal-authority", default="fhir-api.fhir.svc.cluster.local:8080",
                     help="--gateway: the :authority the sidecar sees")
     ap.add_argument("--jwks-address", help="HOST:PORT every JWKS cluster connects to (local tests)")
+    ap.add_argument("--jwks-plain", action="store_true",
+                    help="JWKS clusters without TLS even for https jwks_uris (with --jwks-address: the demo)")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--client-ca")
@@ -389,7 +392,7 @@ def render_text(a, root="."):
     filters = a.filter_list
     cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port,
                  a.jwks_address, a.tls_cert, a.tls_key, a.client_ca, a.vm_env_dict or None, a.direct_response,
-                 a.forward_client_cert, not a.no_path_normalization)
+                 a.forward_client_cert, normalize_paths=not a.no_path_normalization, jwks_plain=a.jwks_plain)
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
     if a.forward_client_cert:

@@ -118,6 +118,13 @@ for h, path, auth in [(htu, "/fhir/Patient/anna", "api.test"),
                       ("http://user@api.test/", "//x/../y", "api.test:80")]:
     add("htu", f"{h}\n{path}\n{auth}")
 
+# The canonical request path: the path forms of tests/e2e/test_path_forms.py.
+for p in ["/fhir/Patient/anna", "/fhir/metadata/../Patient/pat-bjorn", "/fhir/metadata/..;/Patient/x",
+          "/fhir/%2e%2E/Patient", "/fhir//Patient", "/fhir/a%2Fb", "/fhir\\Patient", "/fhir/%252e",
+          "/fhir/%6Detadata?_format=json", "/fhir/Patient/anna;jsessionid=1", "/fhir/%C0%AE%C0%AE/x",
+          "/orgs/{orgnr}/documents", "/fhir/Patient/anna.", "/"]:
+    add("path_canonical", p)
+
 # XFCC.
 add("xfcc", xfcc)
 add("xfcc", f'Hash={"ab" * 32},By=spiffe://b;Hash={"00" * 32}')

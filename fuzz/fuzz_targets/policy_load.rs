@@ -5,7 +5,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = Policy::from_json(data) {
-        let _ = p.routes.requirement("GET", "/fhir/Patient/anna");
+        if let Ok(c) = fapi_guard_core::path::canonical("/fhir/Patient/anna") {
+            let _ = p.routes.requirement("GET", &c);
+            let _ = p.mode_for("GET", &c);
+        }
     }
     let _ = fapi_guard_core::fhir::policy::FhirPolicy::from_section_json(data);
 });

@@ -166,6 +166,7 @@ mod tests {
             Some(&token(s[0])),
             &SoftwareVerifier,
             &MemoryStore::new(),
+            &fapi_guard_core::dpop::KeyBudget::new(),
             NOW,
         );
         assert!(got.is_ok(), "{got:?}");

@@ -518,11 +518,19 @@ def serve(host="127.0.0.1", port=8080):
     return httpd
 
 
+def set_base(base: str) -> None:
+    """Serves under `base` (`/r4`, `/`, ...) instead of /fhir: the demo runs any policy's base."""
+    global BASE
+    BASE = "/" + base.strip("/") if base.strip("/") else ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--base", default=BASE, help="FHIR base path to serve under (a policy's fhir.base_path)")
     a = ap.parse_args()
+    set_base(a.base)
     httpd = serve(a.host, a.port)
     sys.stderr.write(f"fhir-upstream listening on http://{a.host}:{a.port}{BASE}\n")
     try:

@@ -33,11 +33,15 @@ pub enum Class {
 }
 
 macro_rules! reasons {
-    ($( $(#[$doc:meta])* $variant:ident => $code:literal, $class:ident; )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident => $code:literal, $class:ident; )*) => {
         /// A stable, space-free reason code per refusal (logs, stats, `OperationOutcome`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Reason { $( $(#[$doc])* $variant, )* }
+        pub enum Reason { $( $(#[doc = $doc])* $variant, )* }
         impl Reason {
+            /// What the refusal means: the variant's doc comment (`docs/reason-codes.md`).
+            pub fn meaning(self) -> &'static str {
+                match self { $( Reason::$variant => concat!($($doc),*), )* }
+            }
             /// Stable code, e.g. `bad_signature`.
             pub fn code(self) -> &'static str { match self { $( Reason::$variant => $code, )* } }
             /// How the refusal is answered.
@@ -348,7 +352,17 @@ impl Reason {
             "application/fhir+json".to_string(),
         ));
         headers.push(("cache-control".to_string(), "no-store".to_string()));
-        let diagnostics = match &ctx.detail {
+        Reply {
+            status: self.status(),
+            headers,
+            body: self.operation_outcome(ctx.detail.as_deref()),
+        }
+    }
+
+    /// The `OperationOutcome` body; `diagnostics` is `code` or `code: detail` (safe facts
+    /// only: no token content, no patient data).
+    pub fn operation_outcome(self, detail: Option<&str>) -> Vec<u8> {
+        let diagnostics = match detail {
             Some(d) => format!("{}: {}", self.code(), d),
             None => self.code().to_string(),
         };
@@ -361,11 +375,7 @@ impl Reason {
                 "diagnostics": diagnostics,
             }]
         });
-        Reply {
-            status: self.status(),
-            headers,
-            body: body.to_string().into_bytes(),
-        }
+        body.to_string().into_bytes()
     }
 }
 

@@ -10,7 +10,7 @@ mod support;
 use fapi_guard_core::cache::{CachedToken, TokenCache};
 use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::dpop::replay::MemoryStore;
-use fapi_guard_core::dpop::{evaluate, nonce};
+use fapi_guard_core::dpop::{evaluate, nonce, KeyBudget};
 use fapi_guard_core::jose::SoftwareVerifier;
 use fapi_guard_core::jwks_store::KeyRing;
 use fapi_guard_core::policy::Policy;
@@ -37,6 +37,7 @@ fn replayed_proof_stays_refused_across_clock_jumps() {
             Some(&tok),
             &SoftwareVerifier,
             &store,
+            &KeyBudget::new(),
             now,
         )
         .map(|_| ())

@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use fapi_guard_core::diagnostics;
 use fapi_guard_core::dpop::policy::CertSource;
 use fapi_guard_core::dpop::replay;
 use fapi_guard_core::dpop::{
@@ -186,7 +187,20 @@ impl DpopFilter {
                 Action::Continue
             }
             Err(denial) => {
-                let reply = denial.reply(&w.policy, &w.dpop);
+                // Safe facts in `diagnostics` (expected htu, iat against the clock).
+                let detail = diagnostics::dpop_detail(
+                    &w.dpop,
+                    &method,
+                    &req.proof.target,
+                    dpop_headers.first().copied(),
+                    denial.reason,
+                    now,
+                );
+                let reply = diagnostics::with_detail(
+                    denial.reply(&w.policy, &w.dpop),
+                    denial.reason,
+                    detail.as_deref(),
+                );
                 // Dry run (`mode: shadow`): decided and counted, the request passes.
                 // A non-canonical path is refused in every mode (docs/checks.md, "Path
                 // canonicalisation"): it is no decision an API owner rolls out.

@@ -10,6 +10,7 @@ use fapi_guard_core::authz::{AuthzDenial, AuthzRequest, Mode};
 use fapi_guard_core::cache::{CachedToken, TokenCache};
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::diagnostics;
 use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
 use fapi_guard_core::policy::{KeySource, Policy};
@@ -117,11 +118,13 @@ impl Worker {
     }
 
     /// Denies (true) or, in shadow mode, records the denial and lets the request pass (false).
+    /// `token`: the presented token, only to derive safe facts for `diagnostics`.
     fn deny(
         &self,
         reason: Reason,
         used: Option<Scheme>,
         authz: Option<&AuthzDenial>,
+        token: Option<&str>,
         mode: Mode,
     ) -> bool {
         // Challenge with the scheme the client used when it is one we accept, else all we accept.
@@ -135,7 +138,13 @@ impl Worker {
             schemes: &schemes,
             dpop_algs: &algs,
             required_scope: authz.and_then(|a| a.required_scope.clone()),
-            detail: authz.map(|a| a.detail.clone()),
+            // Safe facts only (docs/reason-codes.md): expected values, times, the kid.
+            detail: match authz {
+                Some(a) => Some(a.detail.clone()),
+                None => {
+                    diagnostics::token_detail(&self.policy, token, reason, clock::now_seconds())
+                }
+            },
             ..Default::default()
         };
         reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
@@ -386,14 +395,23 @@ impl TokenFilter {
                 Action::Continue
             }
             Outcome::Deny(r, used) => {
-                if self.worker.deny(r, used, None, self.mode) {
+                let token = match &self.retry_token {
+                    Some((_, t)) => Some(t.clone()),
+                    None => self
+                        .get_http_request_header("authorization")
+                        .and_then(|a| diagnostics::token_of(&a).map(str::to_string)),
+                };
+                if self.worker.deny(r, used, None, token.as_deref(), self.mode) {
                     Action::Pause
                 } else {
                     Action::Continue
                 }
             }
             Outcome::DenyAuthz(d, used) => {
-                if self.worker.deny(d.reason, Some(used), Some(&d), self.mode) {
+                if self
+                    .worker
+                    .deny(d.reason, Some(used), Some(&d), None, self.mode)
+                {
                     Action::Pause
                 } else {
                     Action::Continue
