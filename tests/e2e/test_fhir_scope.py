@@ -1,4 +1,4 @@
-"""FHIR scope filter in real Envoy (checklist §3), in front of the sample FHIR upstream
+"""FHIR scope filter in real Envoy (docs/checks.md §3), in front of the sample FHIR upstream
 (tests/fhir_upstream/server.py) serving two patients, `pat-anna` and `pat-bjorn`.
 
 Chain: token -> fhir_scope -> upstream. Tokens are made by joserfc (harness.Issuer); the

@@ -6,9 +6,9 @@ the sample FHIR API (tests/fhir_upstream/server.py).
 
 The harness starts both proxies on free ports (`harness.behind_gateway` moves the policy's
 public origin from :8443 to the test gateway's port). Proven here: `htu` is checked against
-the public URI (RFC 9449 §4.3 step 9; checklist §2.8), forwarded headers are trusted only as
+the public URI (RFC 9449 §4.3 step 9; docs/checks.md §2.8), forwarded headers are trusted only as
 the gateway sets them, certificate-bound tokens (RFC 8705 §3) work with the certificate the
-gateway saw and not with a client-made XFCC, and the SMART patient compartment (checklist §3)
+gateway saw and not with a client-made XFCC, and the SMART patient compartment (docs/checks.md §3)
 holds through the gateway.
 """
 from __future__ import annotations
@@ -187,7 +187,7 @@ def anna_mtls(issuer, pki):
     return Client(issuer, pki, cert_bound=True)
 
 
-# ---------------------------------------------------------------- htu (checklist §2.8)
+# ---------------------------------------------------------------- htu (docs/checks.md §2.8)
 
 def test_committed_topology_policy_is_what_runs(topo):
     """The sidecar runs the committed policy, only the public origin's port moved."""
@@ -311,7 +311,7 @@ def test_going_around_the_gateway_with_a_forged_xfcc(fhir, jwks, pki, topo, anna
     assert anna_mtls.direct(topo.sidecar, "/Patient/pat-anna", htu, forged).status_code == 200
 
 
-# ---------------------------------------------------------------- SMART patient compartment (checklist §3)
+# ---------------------------------------------------------------- SMART patient compartment (docs/checks.md §3)
 
 def test_another_patients_record_refused_through_the_gateway(topo, anna, anna_mtls):
     for client in (anna, anna_mtls):

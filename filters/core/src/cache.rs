@@ -1,4 +1,4 @@
-//! Verified-token cache (SIGNATURE-SPEED.md: tokens repeat across a client's requests).
+//! Verified-token cache (docs/checks.md §1.10, `bench/README.md`: tokens repeat across a client's requests).
 //! Keyed by base64url(SHA-256(token)); an entry is used only while the token's time
 //! claims still hold, and the whole cache is dropped when the issuer keys change.
 //! Bounded: at capacity, expired entries go first, then the oldest insertions (FIFO).

@@ -24,7 +24,7 @@ pub struct VerifiedToken {
     pub client_id: String,
     pub exp: i64,
     /// Granted scopes, from `scope` or `scp`, each a space-delimited string or an array of
-    /// strings (checklist §1.9; [`scope_values`]).
+    /// strings (docs/checks.md §1.9; [`scope_values`]).
     pub scopes: Vec<String>,
     /// `cnf.jkt` (RFC 9449 §6.1).
     pub cnf_jkt: Option<String>,

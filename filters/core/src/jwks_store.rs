@@ -1,6 +1,6 @@
 //! The issuer key ring and the JWKS refresh rules, as pure state (time injected).
 //!
-//! Rules (checklist §1.4; issue 2): inline keys never change; remote keys are fetched at
+//! Rules (docs/checks.md §1.4; issue 2): inline keys never change; remote keys are fetched at
 //! start, refreshed every `refresh_seconds`, refetched when a token names an unknown `kid`
 //! (at most once per `min_refetch_seconds`), retried with exponential backoff after a
 //! failure, and the last good keys are kept through an outage or a garbage answer.

@@ -2,7 +2,7 @@
 //!
 //! Every check is a pure function of (compiled policy, request view, now) and returns a
 //! decision; the proxy-wasm crates only translate host calls. Spec references point at
-//! `RESOURCE-SERVER-CHECKS.md` (§1 token, §2 DPoP, §3 SMART scopes) and the RFCs it cites.
+//! `docs/checks.md` (§1 token, §2 DPoP, §3 SMART scopes, §4 per-route authz) and the RFCs.
 
 pub mod authz;
 pub mod b64;

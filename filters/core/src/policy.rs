@@ -110,20 +110,20 @@ pub enum SchemeDoc {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenDoc {
-    /// Accepted `Authorization` schemes (checklist §1.1). Default: DPoP only.
+    /// Accepted `Authorization` schemes (docs/checks.md §1.1). Default: DPoP only.
     #[serde(default = "default_schemes")]
     pub schemes: Vec<SchemeDoc>,
-    /// JWS `alg` allow-list (checklist §1.3). Default PS256, ES256, EdDSA.
+    /// JWS `alg` allow-list (docs/checks.md §1.3). Default PS256, ES256, EdDSA.
     #[serde(default = "default_algs")]
     pub allowed_algs: Vec<String>,
-    /// Also accept `typ: JWT` (HelseID historic tokens; checklist §1.2 choice).
+    /// Also accept `typ: JWT` (HelseID historic tokens; docs/checks.md §1.2 choice).
     #[serde(default)]
     pub allow_typ_jwt: bool,
     /// RFC 9068 §2.2 `sub` required (default). `false` accepts client-credentials tokens
     /// that carry only `client_id` (Duende IdentityServer / HelseID system tokens).
     #[serde(default = "default_true")]
     pub require_sub: bool,
-    /// Clock skew for `exp`/`nbf`/`iat` (checklist §1.7). Default 10 s.
+    /// Clock skew for `exp`/`nbf`/`iat` (docs/checks.md §1.7). Default 10 s.
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
     /// Verified-token cache size per worker.

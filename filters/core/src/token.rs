@@ -1,4 +1,4 @@
-//! Access-token checks at the resource server (checklist §1; RFC 9068, RFC 6750, RFC 8725,
+//! Access-token checks at the resource server (docs/checks.md §1; RFC 9068, RFC 6750, RFC 8725,
 //! FAPI 2.0 §5.3.4/§5.4). Pure: the caller supplies the keys, the verifier and the time.
 
 use sha2::{Digest, Sha256};

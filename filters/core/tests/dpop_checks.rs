@@ -1,4 +1,4 @@
-//! Checklist §2 items 1–16, one named case per check with an allowed twin, on proofs signed
+//! docs/checks.md §2 items 1–16, one named case per check with an allowed twin, on proofs signed
 //! in-test (ES256 and EdDSA) and by joserfc (PS256, ES256, EdDSA: `fixtures/dpop_joserfc.json`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -378,7 +378,7 @@ fn jwk_extra_members_are_ignored_and_jwk_alg_must_agree() {
 #[test]
 fn ed25519_spelling_of_eddsa_is_accepted_and_alg_list_is_enforced() {
     let key = Key::ed(5);
-    // npm `dpop` writes alg "Ed25519" (checklist §2.4).
+    // npm `dpop` writes alg "Ed25519" (docs/checks.md §2.4).
     assert!(run_with(
         json!({}),
         &key,

@@ -1,4 +1,4 @@
-//! Checklist §2.8 `htu` matching behind gateways (public origins, stripped prefix, forwarded
+//! docs/checks.md §2.8 `htu` matching behind gateways (public origins, stripped prefix, forwarded
 //! headers only when trusted) and the `dpop` policy section (defaults, errors naming fields).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,4 @@
-//! Table-driven tests of the FHIR scope filter's core (checklist §3). The tables are data
+//! Table-driven tests of the FHIR scope filter's core (docs/checks.md §3). The tables are data
 //! under `tests/data/` so they can be reviewed as tables:
 //!
 //! - `scope_grammar.tsv`: scope string -> parsed grant / not-smart / malformed.

@@ -1,4 +1,4 @@
-//! Checklist §1 as a table: each case mutates a known-good token (header, claims, scheme,
+//! docs/checks.md §1 as a table: each case mutates a known-good token (header, claims, scheme,
 //! clock) and names the expected outcome. Tokens are signed here with `p256` (ES256);
 //! the decoded content of the base token is in `base_claims` below.
 #![allow(

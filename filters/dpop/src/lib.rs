@@ -1,4 +1,4 @@
-//! The DPoP filter: RFC 9449 proof-of-possession on every request (checklist §2), server
+//! The DPoP filter: RFC 9449 proof-of-possession on every request (docs/checks.md §2), server
 //! nonces, the shared `jti` replay cache, and RFC 8705 certificate binding.
 //! Runs after the token filter and reads the verified token it left in filter state; the
 //! access token is never verified again. Thin: decisions are in `fapi_guard_core::dpop`.
@@ -121,7 +121,7 @@ impl DpopFilter {
         let authority = self.header(":authority");
         let dpop_values = request::header_values("dpop");
         let dpop_headers: Vec<&str> = dpop_values.iter().map(String::as_str).collect();
-        // Checklist §2.8: forwarded headers are read only when the policy trusts them.
+        // docs/checks.md §2.8: forwarded headers are read only when the policy trusts them.
         let (fwd_proto, fwd_host, fwd_prefix) = if w.dpop.trust_forwarded_headers {
             (
                 request::header("x-forwarded-proto"),

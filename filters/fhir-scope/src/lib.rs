@@ -1,4 +1,4 @@
-//! The FHIR scope filter (checklist §3): SMART v1/v2 scopes against the FHIR REST
+//! The FHIR scope filter (docs/checks.md §3): SMART v1/v2 scopes against the FHIR REST
 //! interaction, and patient-compartment enforcement (BOLA). Runs after the token filter and
 //! reads the verified token it left in filter state. Thin: decisions are in
 //! `fapi_guard_core::fhir`; this file buffers bodies and moves data.
@@ -230,7 +230,7 @@ impl FhirFilter {
 }
 
 impl FhirFilter {
-    /// Read before write (checklist §3, BOLA): GET the stored resource and hold the request.
+    /// Read before write (docs/checks.md §3, BOLA): GET the stored resource and hold the request.
     /// No `Authorization`/`DPoP` is forwarded (a proof is bound to the client's request and
     /// would be a replay); the API must serve this internal read from the sidecar.
     fn read_stored(&mut self, c: StoredCheck) -> Action {

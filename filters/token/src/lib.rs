@@ -1,4 +1,4 @@
-//! The token filter: validates the RFC 9068 access token on every request (checklist §1)
+//! The token filter: validates the RFC 9068 access token on every request (docs/checks.md §1)
 //! and hands the verified claims to the filters after it through Envoy filter state.
 //! Thin: decisions are in `fapi_guard_core::token`; this file only moves data.
 

@@ -1,4 +1,4 @@
-//! `htu` matching (RFC 9449 §4.3 step 9; checklist §2.8).
+//! `htu` matching (RFC 9449 §4.3 step 9; docs/checks.md §2.8).
 //!
 //! Both the proof's `htu` and the request's URI are brought to the RFC 3986 §6.2.2
 //! (syntax-based: case, percent-encoding, dot segments) and §6.2.3 (scheme-based: default
@@ -289,7 +289,7 @@ fn first_element(v: &str) -> &str {
     v.split(',').next().unwrap_or("").trim()
 }
 
-/// Checklist §2.8: whether the proof's `htu` names this request.
+/// docs/checks.md §2.8: whether the proof's `htu` names this request.
 pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -> bool {
     let Some(proof) = parse_htu(htu) else {
         return false;

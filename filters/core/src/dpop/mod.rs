@@ -1,4 +1,4 @@
-//! RFC 9449 DPoP proof checks at a resource server (checklist §2), server nonces (§8/§9),
+//! RFC 9449 DPoP proof checks at a resource server (docs/checks.md §2), server nonces (§8/§9),
 //! the replay cache rule (§11.1) and RFC 8705 certificate binding.
 //!
 //! [`evaluate`] is the whole decision of the DPoP filter for one request: it runs after the
@@ -85,7 +85,7 @@ pub fn replay_namespace(policy: &Policy) -> &str {
     &policy.api_name
 }
 
-/// The whole DPoP/mTLS decision for one request (checklist §2, RFC 8705 §3).
+/// The whole DPoP/mTLS decision for one request (docs/checks.md §2, RFC 8705 §3).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     policy: &Policy,

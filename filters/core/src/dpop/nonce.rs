@@ -1,4 +1,4 @@
-//! Server-issued DPoP nonces (RFC 9449 §8 at the AS, §9 at the RS; checklist §2.13).
+//! Server-issued DPoP nonces (RFC 9449 §8 at the AS, §9 at the RS; docs/checks.md §2.13).
 //!
 //! A nonce is stateless so that every replica can check it without shared storage:
 //!

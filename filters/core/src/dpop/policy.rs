@@ -1,4 +1,4 @@
-//! The policy's `dpop` section (checklist §2; RFC 9449, RFC 8705).
+//! The policy's `dpop` section (docs/checks.md §2; RFC 9449, RFC 8705).
 //!
 //! ```json
 //! "dpop": {
@@ -30,16 +30,16 @@ pub struct DpopDoc {
     /// When false, the proof is still checked for every DPoP-bound token or `DPoP` scheme use.
     #[serde(default = "default_true")]
     pub required: bool,
-    /// Proof `alg` allow-list (checklist §2.4). `Ed25519` may be written for EdDSA.
+    /// Proof `alg` allow-list (docs/checks.md §2.4). `Ed25519` may be written for EdDSA.
     #[serde(default = "default_algs")]
     pub allowed_algs: Vec<String>,
-    /// How old a proof's `iat` may be (checklist §2.9).
+    /// How old a proof's `iat` may be (docs/checks.md §2.9).
     #[serde(default = "default_past")]
     pub iat_window_past_seconds: u64,
     /// How far in the future a proof's `iat` may be (clock skew).
     #[serde(default = "default_future")]
     pub iat_window_future_seconds: u64,
-    /// Origins (`scheme://host[:port]`) clients use to reach this API (checklist §2.8).
+    /// Origins (`scheme://host[:port]`) clients use to reach this API (docs/checks.md §2.8).
     /// Empty: the origin the proxy sees (`:scheme` + `:authority`).
     #[serde(default)]
     pub public_origins: Vec<String>,
@@ -278,7 +278,7 @@ impl DpopDoc {
     pub fn compile(&self) -> Result<DpopPolicy, PolicyError> {
         let mut algs = Vec::new();
         for (i, name) in self.allowed_algs.iter().enumerate() {
-            // Checklist §2.4: asymmetric only; `none`/HMAC have no `Alg` and are refused here.
+            // docs/checks.md §2.4: asymmetric only; `none`/HMAC have no `Alg` and are refused here.
             let alg = Alg::parse(name).ok_or_else(|| {
                 PolicyError::new(
                     format!("dpop.allowed_algs[{i}]"),

@@ -1,4 +1,4 @@
-//! The FHIR scope decision (checklist §3): SMART grants × FHIR interaction × patient context.
+//! The FHIR scope decision (docs/checks.md §3): SMART grants × FHIR interaction × patient context.
 //!
 //! Pure functions. [`decide_request`] looks at the request (and its body when it says
 //! [`Decision::NeedBody`]); reads whose compartment the request cannot show come back as
@@ -32,7 +32,7 @@ pub enum Decision {
     AllowIfResponseMatches(ResponseCheck),
     /// Update, patch or delete by id that the request alone cannot confine (a patient or
     /// query-constrained grant): read the stored resource first (`GET` the same path) and
-    /// forward the request only if [`check_stored`] accepts the answer (BOLA, checklist §3).
+    /// forward the request only if [`check_stored`] accepts the answer (BOLA, docs/checks.md §3).
     AllowIfStoredMatches(StoredCheck),
     /// The request body is needed to decide: buffer it and ask again.
     NeedBody,
@@ -434,7 +434,7 @@ fn decide_at(
         Ok(r) => r,
         Err(why) => return deny(Reason::UnknownFhirRequest, why),
     };
-    // Checklist §3: `GET /metadata` and `/.well-known/smart-configuration` are public.
+    // docs/checks.md §3: `GET /metadata` and `/.well-known/smart-configuration` are public.
     if matches!(
         req.interaction,
         Interaction::Capabilities | Interaction::SmartConfiguration

@@ -1,5 +1,5 @@
 //! SMART App Launch v2.2 scopes against FHIR REST interactions, and patient-compartment
-//! enforcement (checklist §3).
+//! enforcement (docs/checks.md §3).
 //!
 //! - [`scope`]: the scope grammar (v1 and v2, query-constrained scopes).
 //! - [`interaction`]: method + path + query -> FHIR REST interaction.

@@ -1,4 +1,4 @@
-//! SMART App Launch v2.2 "Scopes and launch context": the scope grammar (checklist §3).
+//! SMART App Launch v2.2 "Scopes and launch context": the scope grammar (docs/checks.md §3).
 //!
 //! `(patient|user|system)/(ResourceType|*).<permissions>[?param=value(&param=value)*]`
 //! where `<permissions>` is a non-empty subset of `cruds` in that order (v2), or one of the

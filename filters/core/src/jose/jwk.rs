@@ -310,7 +310,7 @@ impl Jwks {
             .collect();
         Ok(Jwks { keys })
     }
-    /// RFC 8725 §3.10 / checklist §1.4: the key for a JWS header: by `kid` (when the JWS has one),
+    /// RFC 8725 §3.10 / docs/checks.md §1.4: the key for a JWS header: by `kid` (when the JWS has one),
     /// then only keys that `fits(alg)` and whose `alg`/`use` (when present) agree.
     ///
     /// With a `kid`, the first such key with that `kid`. Without one, the single key that fits;
