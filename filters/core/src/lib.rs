@@ -7,6 +7,7 @@
 pub mod authz;
 pub mod b64;
 pub mod cache;
+pub mod challenge;
 pub mod claims;
 pub mod denial;
 pub mod dpop;

@@ -23,8 +23,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fapi_guard_core::authz::Mode;
+use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
-use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::denial::Reason;
 use fapi_guard_core::fhir::interaction::classify;
 use fapi_guard_core::fhir::policy::FhirPolicy;
 use fapi_guard_core::fhir::stream::{step, Gate, Part, Step, CONDITIONAL_READ_HEADERS};
@@ -53,21 +54,6 @@ struct Worker {
 }
 
 impl Worker {
-    /// Challenge schemes: the one the token came with, else every one the API accepts.
-    fn schemes(&self, token: Option<&VerifiedToken>) -> Vec<Scheme> {
-        if let Some(t) = token {
-            return vec![t.scheme()];
-        }
-        let mut s = Vec::new();
-        if self.policy.token.allow_dpop {
-            s.push(Scheme::Dpop);
-        }
-        if self.policy.token.allow_bearer {
-            s.push(Scheme::Bearer);
-        }
-        s
-    }
-
     /// Denies (true), or in `mode: shadow` records the denial and lets the request pass (false).
     fn deny(
         &self,
@@ -76,15 +62,14 @@ impl Worker {
         denial: Option<&Denial>,
         mode: Mode,
     ) -> bool {
-        let schemes = self.schemes(token);
-        let ctx = ChallengeContext {
-            schemes: &schemes,
-            dpop_algs: &self.policy.token.algs,
-            dpop_nonce: None,
+        // The challenge names the scheme the token came with (else every one the API accepts).
+        let c = Challenge {
             required_scope: denial.and_then(|d| d.required_scope.clone()),
             detail: denial.map(|d| d.detail.clone()),
+            ..Challenge::used(token.map(|t| t.scheme()))
         };
-        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
+        let reply = challenge::reply(&self.policy, reason, &c);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use fapi_guard_core::authz::{AuthzDenial, AuthzRequest, Mode};
 use fapi_guard_core::cache::{CachedToken, TokenCache};
+use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
-use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
 use fapi_guard_core::policy::{KeySource, Policy};
@@ -105,17 +106,6 @@ impl Worker {
         }
     }
 
-    fn challenge(&self) -> Vec<Scheme> {
-        let mut s = Vec::new();
-        if self.policy.token.allow_dpop {
-            s.push(Scheme::Dpop);
-        }
-        if self.policy.token.allow_bearer {
-            s.push(Scheme::Bearer);
-        }
-        s
-    }
-
     /// Denies (true) or, in shadow mode, records the denial and lets the request pass (false).
     fn deny(
         &self,
@@ -124,21 +114,13 @@ impl Worker {
         authz: Option<&AuthzDenial>,
         mode: Mode,
     ) -> bool {
-        // Challenge with the scheme the client used when it is one we accept, else all we accept.
-        let all = self.challenge();
-        let schemes: Vec<Scheme> = match used {
-            Some(s) if all.contains(&s) => vec![s],
-            _ => all,
-        };
-        let algs = self.policy.token.algs.clone();
-        let ctx = ChallengeContext {
-            schemes: &schemes,
-            dpop_algs: &algs,
+        let c = Challenge {
             required_scope: authz.and_then(|a| a.required_scope.clone()),
             detail: authz.map(|a| a.detail.clone()),
-            ..Default::default()
+            ..Challenge::used(used)
         };
-        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
+        let reply = challenge::reply(&self.policy, reason, &c);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod proof;
 pub mod replay;
 
 use crate::claims::VerifiedToken;
-use crate::denial::{ChallengeContext, Reason, Reply, Scheme};
+use crate::denial::{Reason, Reply};
 use crate::jose::SignatureVerifier;
 use crate::policy::Policy;
 use crate::routes::Requirement;
@@ -54,29 +54,19 @@ pub struct Denial {
 
 impl Denial {
     /// The reply (RFC 9449 §7.1: `WWW-Authenticate: DPoP error=..., algs="..."`).
+    /// Built by [`crate::challenge::reply`]; a 429 says how long to wait (RFC 6585 §4).
     pub fn reply(&self, policy: &Policy, dpop: &DpopPolicy) -> Reply {
-        let schemes: &[Scheme] = if policy.token.allow_bearer && !dpop.required {
-            &[Scheme::Dpop, Scheme::Bearer]
-        } else {
-            &[Scheme::Dpop]
-        };
-        let mut reply = Reason::reply(
+        crate::challenge::reply(
+            policy,
             self.reason,
-            &ChallengeContext {
-                schemes,
-                dpop_algs: &dpop.algs,
-                dpop_nonce: self.nonce.clone(),
+            &crate::challenge::Challenge {
+                offer: crate::challenge::Offer::DpopFilter(dpop),
+                nonce: self.nonce.clone(),
                 required_scope: None,
                 detail: None,
+                retry_after: self.retry_after,
             },
-        );
-        if let Some(secs) = self.retry_after {
-            // RFC 6585 §4: a 429 may say how long to wait.
-            reply
-                .headers
-                .push(("retry-after".to_string(), secs.to_string()));
-        }
-        reply
+        )
     }
 }
 
