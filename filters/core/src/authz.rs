@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::claims::VerifiedToken;
 use crate::denial::Reason;
-use crate::policy::PolicyError;
+use crate::error::PolicyError;
 
 /// Enforce (deny) or shadow (decide, count `shadow_denied.<reason>`, log, let it pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -623,7 +623,7 @@ mod tests {
 
     fn token(claims: Value, scopes: &[&str]) -> VerifiedToken {
         VerifiedToken {
-            dpop_scheme: true,
+            scheme: crate::scheme::Scheme::Dpop,
             token_sha256: String::new(),
             iss: "i".into(),
             sub: String::new(),

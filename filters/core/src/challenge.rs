@@ -3,10 +3,11 @@
 //! and the DPoP `algs=` attribute, which lists the algorithms the API accepts for DPoP
 //! **proofs** (`dpop.allowed_algs`), not the access token's (RFC 9449 §7.1).
 
-use crate::denial::{ChallengeContext, Reason, Reply, Scheme};
+use crate::denial::{ChallengeContext, Reason, Reply};
 use crate::dpop::policy::DpopPolicy;
 use crate::jose::Alg;
 use crate::policy::Policy;
+use crate::scheme::Scheme;
 
 /// Which schemes a challenge offers.
 #[derive(Debug, Clone, Copy)]

@@ -8,33 +8,8 @@ use serde::Deserialize;
 use crate::jose::{Alg, Jwks};
 use crate::routes::{RouteDoc, RouteTable};
 
-/// A policy problem, naming the field (`issuers[0].jwks_uri`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    pub field: String,
-    pub message: String,
-}
-
-impl PolicyError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        PolicyError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "policy: {}", self.message)
-        } else {
-            write!(f, "policy field `{}`: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
+// A leaf module (`error.rs`), so the section policies need not import this one back.
+pub use crate::error::PolicyError;
 
 // ---------- the document, as written ----------
 

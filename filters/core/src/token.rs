@@ -5,11 +5,12 @@ use sha2::{Digest, Sha256};
 
 use crate::b64;
 use crate::claims::VerifiedToken;
-use crate::denial::{Reason, Scheme};
+use crate::denial::Reason;
 use crate::jose::jws::JwsError;
 use crate::jose::verify::VerifyError;
 use crate::jose::{Alg, CompactJws, Jwk, SignatureVerifier};
 use crate::policy::Policy;
+use crate::scheme::Scheme;
 
 /// The token as presented: scheme and the token68 string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +201,7 @@ fn check_claims(
         .and_then(|v| v.as_str())
         .map(str::to_string);
     let verified = VerifiedToken {
-        dpop_scheme: presented.scheme == Scheme::Dpop,
+        scheme: presented.scheme,
         token_sha256: token_sha256(presented.token),
         iss: iss.to_string(),
         sub: sub.to_string(),

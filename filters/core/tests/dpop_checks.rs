@@ -486,12 +486,12 @@ fn token_binding_rules() {
     let hdrs = [proof.as_str()];
     let bearer_bound = {
         let mut t = token(Some(&key.jkt()));
-        t.dpop_scheme = false;
+        t.scheme = fapi_guard_core::scheme::Scheme::Bearer;
         t
     };
     let bearer_unbound = {
         let mut t = token(None);
-        t.dpop_scheme = false;
+        t.scheme = fapi_guard_core::scheme::Scheme::Bearer;
         t
     };
     let long = format!("/fhir/metadata/{}", "a".repeat(5000));
@@ -772,7 +772,7 @@ fn mtls_bound_tokens() {
     let xfcc_other = format!("Hash={other_hex},By=x;Hash={hex}");
     // A token bound only by certificate (no DPoP), DPoP not required.
     let mut tok = token(None);
-    tok.dpop_scheme = false;
+    tok.scheme = fapi_guard_core::scheme::Scheme::Bearer;
     tok.cnf_x5t_s256 = Some(x5t.clone());
     let connection = json!({"required": false});
     let xfcc = json!({"required": false, "mtls": {"client_cert_source": "xfcc"}});

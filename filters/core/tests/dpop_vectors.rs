@@ -115,7 +115,11 @@ fn rs_case(c: &Value) -> RsCase {
 fn run(c: &RsCase, store: &MemoryStore) -> Result<Outcome, Reason> {
     let (scheme_name, tok) = c.authorization.split_once(' ').unwrap();
     let token = VerifiedToken {
-        dpop_scheme: scheme_name == "DPoP",
+        scheme: if scheme_name == "DPoP" {
+            fapi_guard_core::scheme::Scheme::Dpop
+        } else {
+            fapi_guard_core::scheme::Scheme::Bearer
+        },
         token_sha256: sha256_b64(tok),
         iss: "https://server.example.com".into(),
         sub: "someone@example.com".into(),

@@ -73,7 +73,7 @@ fn token(scopes: &str, patient: &str) -> VerifiedToken {
         claims.insert("patient".into(), serde_json::Value::String(patient.into()));
     }
     VerifiedToken {
-        dpop_scheme: true,
+        scheme: fapi_guard_core::scheme::Scheme::Dpop,
         token_sha256: "x".into(),
         iss: "https://issuer.example".into(),
         sub: "user-1".into(),

@@ -347,7 +347,7 @@ fn verified_token_carries_scopes_cnf_and_digest() {
     assert_eq!(v.cnf_jkt.as_deref(), Some("J"));
     assert_eq!(v.cnf_x5t_s256.as_deref(), Some("X"));
     assert_eq!(v.claim_str("patient"), Some("pat-1"));
-    assert!(v.dpop_scheme);
+    assert_eq!(v.scheme, fapi_guard_core::scheme::Scheme::Dpop);
     let scp = case(
         "scp",
         json!({}),

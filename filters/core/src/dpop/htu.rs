@@ -8,7 +8,6 @@
 //! prefix removed): the policy names the public origin(s) and the stripped prefix. Forwarded
 //! headers are read only when the policy trusts them.
 
-use super::policy::DpopPolicy;
 use crate::path::MAX_PATH_BYTES;
 
 /// `scheme://host[:port]`, normalised: lower-case scheme and host, default port dropped.
@@ -289,12 +288,26 @@ fn first_element(v: &str) -> &str {
     v.split(',').next().unwrap_or("").trim()
 }
 
+/// What `htu` matching reads from the policy (implemented by `DpopPolicy`). A trait here, so
+/// this module does not import the policy module that imports it (no cycle).
+pub trait HtuRules {
+    /// Normalised public origins; empty = the origin the proxy sees.
+    fn public_origins(&self) -> &[Origin];
+    /// Normalised prefix (starts with `/`, no trailing `/`), or empty.
+    fn stripped_path_prefix(&self) -> &str;
+    fn trust_forwarded_headers(&self) -> bool;
+}
+
 /// docs/checks.md §2.8: whether the proof's `htu` names this request.
-pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -> bool {
+pub fn htu_matches<P: HtuRules + ?Sized>(
+    policy: &P,
+    target: &RequestTarget<'_>,
+    htu: &str,
+) -> bool {
     let Some(proof) = parse_htu(htu) else {
         return false;
     };
-    let trust = policy.trust_forwarded_headers;
+    let trust = policy.trust_forwarded_headers();
 
     // ---- path ----
     let raw_path = target.path.split(['?', '#']).next().unwrap_or("");
@@ -306,7 +319,7 @@ pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -
             Ok(p) => p,
             Err(_) => return false,
         },
-        None => policy.stripped_path_prefix.clone(),
+        None => policy.stripped_path_prefix().to_string(),
     };
     let path_ok = if prefix.is_empty() {
         proof.path == req_path
@@ -344,13 +357,13 @@ pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -
             Origin::from_parts(scheme, target.authority)
         }
     };
-    if policy.public_origins.is_empty() {
+    if policy.public_origins().is_empty() {
         seen.as_ref() == Some(&proof.origin)
     } else if trust && target.forwarded_host.is_some() {
         // A trusted forwarded origin must still be one of the public ones.
-        seen.as_ref() == Some(&proof.origin) && policy.public_origins.contains(&proof.origin)
+        seen.as_ref() == Some(&proof.origin) && policy.public_origins().contains(&proof.origin)
     } else {
-        policy.public_origins.contains(&proof.origin)
+        policy.public_origins().contains(&proof.origin)
     }
 }
 

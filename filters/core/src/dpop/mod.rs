@@ -17,6 +17,7 @@ use crate::denial::{Reason, Reply};
 use crate::jose::SignatureVerifier;
 use crate::policy::Policy;
 use crate::routes::Requirement;
+use crate::scheme::Scheme;
 
 pub use htu::RequestTarget;
 pub use mtls::ClientCert;
@@ -109,7 +110,7 @@ pub fn evaluate(
 
     // §2.14 / RFC 9449 §7.2: a DPoP-bound token used as a Bearer token is refused
     // (the token filter refuses it first; checked again so this filter never relies on order).
-    if token.cnf_jkt.is_some() && !token.dpop_scheme {
+    if token.cnf_jkt.is_some() && token.scheme != Scheme::Dpop {
         return Err(deny(Reason::BearerDowngrade));
     }
 
@@ -118,13 +119,13 @@ pub fn evaluate(
         mtls::check_binding(x5t, dpop.cert_source, &req.client_cert).map_err(deny)?;
     }
 
-    let needs_proof = dpop.required || token.dpop_scheme || token.cnf_jkt.is_some();
+    let needs_proof = dpop.required || token.scheme == Scheme::Dpop || token.cnf_jkt.is_some();
     if !needs_proof {
         return Ok(Outcome::Accepted {
             nonce: fresh_nonce(),
         });
     }
-    if !token.dpop_scheme {
+    if token.scheme != Scheme::Dpop {
         // The policy demands DPoP but the token came as Bearer.
         return Err(deny(Reason::BearerDowngrade));
     }

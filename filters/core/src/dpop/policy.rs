@@ -18,9 +18,9 @@
 
 use serde::Deserialize;
 
-use super::htu::Origin;
+use super::htu::{HtuRules, Origin};
+use crate::error::PolicyError;
 use crate::jose::Alg;
-use crate::policy::PolicyError;
 
 /// The document as written. Unknown fields are refused.
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +248,18 @@ pub struct DpopPolicy {
     pub cert_source: CertSource,
     /// Key for the replay cache's slot hash (the nonce secret when configured, else empty).
     pub replay_key: Vec<u8>,
+}
+
+impl HtuRules for DpopPolicy {
+    fn public_origins(&self) -> &[Origin] {
+        &self.public_origins
+    }
+    fn stripped_path_prefix(&self) -> &str {
+        &self.stripped_path_prefix
+    }
+    fn trust_forwarded_headers(&self) -> bool {
+        self.trust_forwarded_headers
+    }
 }
 
 impl Default for DpopPolicy {

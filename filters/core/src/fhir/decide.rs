@@ -178,7 +178,7 @@ enum Outcome {
     Deny(Denial),
 }
 
-struct Cx<'a> {
+struct DecisionInput<'a> {
     policy: &'a FhirPolicy,
     grants: Vec<SmartScope>,
     /// The patient in context, if the token carries a valid FHIR id under the claim.
@@ -190,7 +190,7 @@ struct Cx<'a> {
     raw_query: &'a str,
 }
 
-impl Cx<'_> {
+impl DecisionInput<'_> {
     /// `Observation read` ...: what the detail strings start with.
     fn what(&self) -> String {
         match &self.req.resource_type {
@@ -292,7 +292,7 @@ impl Cx<'_> {
     }
 
     /// Like `over_grants` where no grant can ask for a response check.
-    fn over_grants_final<F>(&self, rt: Option<&str>, letters: Perms, f: F) -> Decision
+    fn over_grants_request_only<F>(&self, rt: Option<&str>, letters: Perms, f: F) -> Decision
     where
         F: FnMut(&SmartScope, &str) -> Outcome,
     {
@@ -306,7 +306,7 @@ impl Cx<'_> {
         }
     }
 
-    fn deny_o(&self, reason: Reason, msg: &str) -> Outcome {
+    fn grant_denial(&self, reason: Reason, msg: &str) -> Outcome {
         Outcome::Deny(denial(reason, format!("{}: {msg}", self.what())))
     }
 }
@@ -364,19 +364,19 @@ fn escape_param(p: &Param) -> Option<&'static str> {
 /// How one search-value names a patient, for pinning (`patient=pid`, `subject=Patient/pid`).
 #[derive(PartialEq)]
 enum Names {
-    Mine,
+    PatientInContext,
     OtherPatient,
-    NotAPatient,
+    Neither,
 }
 
 fn names(value: &str, pid: &str, typed_patient: bool) -> Names {
     if value == pid || is_patient_ref(value, pid) {
-        return Names::Mine;
+        return Names::PatientInContext;
     }
     if value.contains("Patient/") || typed_patient || (is_fhir_id(value) && !value.contains('/')) {
         return Names::OtherPatient;
     }
-    Names::NotAPatient
+    Names::Neither
 }
 
 /// Is the search on `t` confined to patient `pid`? Returns the pinning parameter names.
@@ -395,7 +395,7 @@ fn pin(t: &str, params: &[Param], pid: &str) -> Result<Vec<String>, (Reason, &'s
             Some(_) => continue, // `:missing`, `:not`, `:identifier` only narrow (AND).
         };
         let vals: Vec<Names> = p.or_values().iter().map(|v| names(v, pid, typed)).collect();
-        let mine = vals.iter().filter(|n| **n == Names::Mine).count();
+        let mine = vals.iter().filter(|n| **n == Names::PatientInContext).count();
         if mine == vals.len() {
             pinned.push(p.base_name().to_string());
         } else if mine > 0 {
@@ -471,7 +471,7 @@ fn decide_at(
             );
         }
     }
-    let cx = Cx {
+    let cx = DecisionInput {
         policy,
         grants: grants(token, &policy.contexts),
         pid: patient_in_context(policy, token),
@@ -500,12 +500,12 @@ fn decide_at(
     }
 }
 
-fn rt(cx: &Cx<'_>) -> String {
+fn rt(cx: &DecisionInput<'_>) -> String {
     cx.req.resource_type.clone().unwrap_or_default()
 }
 
 /// read, vread, instance history: letter `r` (SMART v2.2).
-fn read(cx: &Cx<'_>) -> Decision {
+fn read(cx: &DecisionInput<'_>) -> Decision {
     let t = rt(cx);
     let id = cx.req.id.clone().unwrap_or_default();
     let res = cx.over_grants(Some(&t), Perms::R, |g, pid| {
@@ -519,7 +519,7 @@ fn read(cx: &Cx<'_>) -> Decision {
         match g.context {
             Context::Patient if t == "Patient" => {
                 if id != pid {
-                    return cx.deny_o(cx.foreign(), "not the patient in context");
+                    return cx.grant_denial(cx.foreign(), "not the patient in context");
                 }
                 if constrained {
                     alt(None)
@@ -536,7 +536,7 @@ fn read(cx: &Cx<'_>) -> Decision {
                     Outcome::Allow
                 }
             }
-            Context::Patient => cx.deny_o(
+            Context::Patient => cx.grant_denial(
                 Reason::CompartmentEscape,
                 "type is outside the patient compartment",
             ),
@@ -558,7 +558,7 @@ fn read(cx: &Cx<'_>) -> Decision {
 }
 
 /// Query + form body parameters of a search.
-fn search_params(cx: &Cx<'_>) -> Result<Vec<Param>, Decision> {
+fn search_params(cx: &DecisionInput<'_>) -> Result<Vec<Param>, Decision> {
     let mut params = cx.req.params.clone();
     if cx.req.via_post {
         let Some(body) = cx.body else {
@@ -591,9 +591,15 @@ fn include_parts(v: &str) -> Option<(&str, &str, Option<&str>)> {
 }
 
 /// A patient grant's type search: pinned to the patient, nothing that leaves the compartment.
-fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: &str) -> Outcome {
+fn confined_search(
+    cx: &DecisionInput<'_>,
+    t: &str,
+    params: &[Param],
+    g: &SmartScope,
+    pid: &str,
+) -> Outcome {
     if let Some(why) = params.iter().find_map(escape_param) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::UnsafeSearch,
             &format!("{why} cannot be confined to the patient"),
         );
@@ -605,20 +611,20 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
     if cx.policy.is_shared(t) {
         // Reference data (Medication, ...): unconfined, but nothing may be pulled in.
         if !includes.is_empty() {
-            return cx.deny_o(
+            return cx.grant_denial(
                 Reason::UnsafeSearch,
                 "`_include`/`_revinclude` leave the compartment",
             );
         }
     } else if !in_patient_compartment(t) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::CompartmentEscape,
             "type is outside the patient compartment",
         );
     } else {
         let pinned = match pin(t, params, pid) {
             Ok(p) => p,
-            Err((reason, msg)) => return cx.deny_o(reason, msg),
+            Err((reason, msg)) => return cx.grant_denial(reason, msg),
         };
         for p in includes {
             for v in p.or_values() {
@@ -643,7 +649,7 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
                     _ => false,
                 };
                 if !ok {
-                    return cx.deny_o(
+                    return cx.grant_denial(
                         Reason::UnsafeSearch,
                         &format!(
                             "`{}` leaves the compartment or is not granted",
@@ -655,7 +661,7 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
         }
     }
     if !carries(params, &g.constraint) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::QueryConstraintMissing,
             "the search lacks the scope's parameters",
         );
@@ -667,10 +673,10 @@ fn confined_search(cx: &Cx<'_>, t: &str, params: &[Param], g: &SmartScope, pid: 
 }
 
 /// A user/system grant's search: chains and includes need grants on what they reach.
-fn open_search(cx: &Cx<'_>, params: &[Param], g: &SmartScope) -> Outcome {
+fn open_search(cx: &DecisionInput<'_>, params: &[Param], g: &SmartScope) -> Outcome {
     for p in params {
         if escape_param(p).is_some() && !g.is_wildcard() {
-            return cx.deny_o(
+            return cx.grant_denial(
                 Reason::UnsafeSearch,
                 "chained/`_has`/`_filter`/iterate parameters need a `*` grant",
             );
@@ -704,7 +710,7 @@ fn open_search(cx: &Cx<'_>, params: &[Param], g: &SmartScope) -> Outcome {
         }
     }
     if !carries(params, &g.constraint) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::QueryConstraintMissing,
             "the search lacks the scope's parameters",
         );
@@ -712,7 +718,7 @@ fn open_search(cx: &Cx<'_>, params: &[Param], g: &SmartScope) -> Outcome {
     Outcome::Allow
 }
 
-fn search_type(cx: &Cx<'_>) -> Decision {
+fn search_type(cx: &DecisionInput<'_>) -> Decision {
     let t = rt(cx);
     let params = match search_params(cx) {
         Ok(p) => p,
@@ -728,7 +734,7 @@ fn search_type(cx: &Cx<'_>) -> Decision {
 /// A search allowed only by patient grants is also checked on the response (defence in
 /// depth: FHIR servers may ignore unknown parameters, FHIR R4 §3.1.1.5.9 `handling`).
 fn searchset_decision(
-    cx: &Cx<'_>,
+    cx: &DecisionInput<'_>,
     resource_type: Option<String>,
     res: Result<Vec<Alternative>, Decision>,
 ) -> Decision {
@@ -753,7 +759,7 @@ fn searchset_decision(
     }
 }
 
-fn search_compartment(cx: &Cx<'_>) -> Decision {
+fn search_compartment(cx: &DecisionInput<'_>) -> Decision {
     let target = cx.req.resource_type.clone();
     if let Some(t) = &target {
         if !in_patient_compartment(t) {
@@ -771,10 +777,10 @@ fn search_compartment(cx: &Cx<'_>) -> Decision {
     let res = cx.over_grants(target.as_deref(), Perms::S, |g, pid| match g.context {
         Context::Patient => {
             if cid != pid {
-                return cx.deny_o(cx.foreign(), "another patient's compartment");
+                return cx.grant_denial(cx.foreign(), "another patient's compartment");
             }
             if let Some(why) = params.iter().find_map(escape_param) {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::UnsafeSearch,
                     &format!("{why} cannot be confined to the patient"),
                 );
@@ -783,13 +789,13 @@ fn search_compartment(cx: &Cx<'_>) -> Decision {
                 .iter()
                 .any(|p| matches!(p.base_name(), "_include" | "_revinclude"))
             {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::UnsafeSearch,
                     "`_include`/`_revinclude` leave the compartment",
                 );
             }
             if !carries(&params, &g.constraint) {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::QueryConstraintMissing,
                     "the search lacks the scope's parameters",
                 );
@@ -811,7 +817,7 @@ fn pinned_outcome(g: &SmartScope, pid: &str) -> Outcome {
 
 /// `GET [base]?...`, `POST [base]/_search`: needs `s` on every type searched; never under
 /// a patient grant (nothing confines it).
-fn search_system(cx: &Cx<'_>) -> Decision {
+fn search_system(cx: &DecisionInput<'_>) -> Decision {
     let params = match search_params(cx) {
         Ok(p) => p,
         Err(d) => return d,
@@ -827,8 +833,8 @@ fn search_system(cx: &Cx<'_>) -> Decision {
         .cloned()
         .collect();
     let run = |rt: Option<&str>| {
-        cx.over_grants_final(rt, Perms::S, |g, _| match g.context {
-            Context::Patient => cx.deny_o(
+        cx.over_grants_request_only(rt, Perms::S, |g, _| match g.context {
+            Context::Patient => cx.grant_denial(
                 Reason::UnsafeSearch,
                 "a system-level search cannot be confined to the patient",
             ),
@@ -854,14 +860,14 @@ fn search_system(cx: &Cx<'_>) -> Decision {
 }
 
 /// Type and system history: `s` (SMART v2.2). No parameters can confine them.
-fn history(cx: &Cx<'_>) -> Decision {
+fn history(cx: &DecisionInput<'_>) -> Decision {
     let t = cx.req.resource_type.clone();
-    cx.over_grants_final(t.as_deref(), Perms::S, |g, _| match g.context {
-        Context::Patient => cx.deny_o(
+    cx.over_grants_request_only(t.as_deref(), Perms::S, |g, _| match g.context {
+        Context::Patient => cx.grant_denial(
             Reason::UnsafeSearch,
             "history across resources cannot be confined to the patient",
         ),
-        _ if !g.constraint.is_empty() => cx.deny_o(
+        _ if !g.constraint.is_empty() => cx.grant_denial(
             Reason::QueryConstraintMissing,
             "history cannot carry the scope's parameters",
         ),
@@ -870,34 +876,39 @@ fn history(cx: &Cx<'_>) -> Decision {
 }
 
 /// The body as a resource of the path's type, or a denial.
-fn body_resource(cx: &Cx<'_>, t: &str) -> Result<Value, Outcome> {
+fn body_resource(cx: &DecisionInput<'_>, t: &str) -> Result<Value, Outcome> {
     let Some(body) = cx.body else {
         return Err(Outcome::NeedBody);
     };
     let Some(v) = parse_resource(body) else {
-        return Err(cx.deny_o(
+        return Err(cx.grant_denial(
             Reason::UnknownFhirRequest,
             "body is not a FHIR JSON resource",
         ));
     };
     if v.get("resourceType").and_then(Value::as_str) != Some(t) {
-        return Err(cx.deny_o(
+        return Err(cx.grant_denial(
             Reason::UnknownFhirRequest,
             "body resourceType differs from the URL",
         ));
     }
     if let (Some(id), Some(body_id)) = (&cx.req.id, v.get("id")) {
         if body_id.as_str() != Some(id.as_str()) {
-            return Err(cx.deny_o(Reason::UnknownFhirRequest, "body id differs from the URL"));
+            return Err(cx.grant_denial(Reason::UnknownFhirRequest, "body id differs from the URL"));
         }
     }
     Ok(v)
 }
 
 /// Criteria of a conditional write under a patient grant must pin the patient like a search.
-fn confined_criteria(cx: &Cx<'_>, t: &str, params: &[Param], pid: &str) -> Option<Outcome> {
+fn confined_criteria(
+    cx: &DecisionInput<'_>,
+    t: &str,
+    params: &[Param],
+    pid: &str,
+) -> Option<Outcome> {
     if let Some(why) = params.iter().find_map(escape_param) {
-        return Some(cx.deny_o(
+        return Some(cx.grant_denial(
             Reason::UnsafeSearch,
             &format!("{why} in conditional criteria"),
         ));
@@ -906,17 +917,17 @@ fn confined_criteria(cx: &Cx<'_>, t: &str, params: &[Param], pid: &str) -> Optio
         .iter()
         .any(|p| matches!(p.base_name(), "_include" | "_revinclude"))
     {
-        return Some(cx.deny_o(Reason::UnsafeSearch, "`_include` in conditional criteria"));
+        return Some(cx.grant_denial(Reason::UnsafeSearch, "`_include` in conditional criteria"));
     }
     match pin(t, params, pid) {
         Ok(_) => None,
-        Err((reason, msg)) => Some(cx.deny_o(reason, msg)),
+        Err((reason, msg)) => Some(cx.grant_denial(reason, msg)),
     }
 }
 
 /// Patient-grant write of a whole resource (create, update): compartment check on the body.
 fn patient_write(
-    cx: &Cx<'_>,
+    cx: &DecisionInput<'_>,
     t: &str,
     g: &SmartScope,
     pid: &str,
@@ -924,16 +935,16 @@ fn patient_write(
 ) -> Outcome {
     if t == "Patient" {
         if cx.req.interaction == Interaction::Create {
-            return cx.deny_o(
+            return cx.grant_denial(
                 Reason::WriteOutsideCompartment,
                 "a patient grant cannot create Patient resources",
             );
         }
         if cx.req.id.as_deref().is_some_and(|id| id != pid) {
-            return cx.deny_o(Reason::CompartmentEscape, "not the patient in context");
+            return cx.grant_denial(Reason::CompartmentEscape, "not the patient in context");
         }
     } else if !in_patient_compartment(t) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::WriteOutsideCompartment,
             "type is outside the patient compartment",
         );
@@ -948,7 +959,7 @@ fn patient_write(
         Err(o) => return o,
     };
     if has_conditional_reference(&v) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::ConditionalReference,
             "the resource holds a conditional reference",
         );
@@ -956,25 +967,25 @@ fn patient_write(
     if cx.req.conditional && t != "Patient" && v.get("id").is_some() {
         // FHIR R4 http.html#cond-update "no matches, id provided": the server may update (or
         // create) the resource by that id, which may be another patient's.
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::UnsafeConditionalWrite,
             "a conditional update must not carry an id",
         );
     }
     if t == "Patient" && cx.req.conditional && v.get("id").and_then(Value::as_str) != Some(pid) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::WriteOutsideCompartment,
             "the resource is not the patient in context",
         );
     }
     if !resource_written_for(&v, pid) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::WriteOutsideCompartment,
             "the resource does not reference (only) the patient in context",
         );
     }
     if !g.constraint.is_empty() && !resource_matches_constraint(&v, &g.constraint) {
-        return cx.deny_o(
+        return cx.grant_denial(
             Reason::InsufficientScope,
             "the resource does not match the scope's parameters",
         );
@@ -995,7 +1006,7 @@ fn patient_write(
 
 /// Update, patch or delete naming the resource by id (not conditional: those are pinned
 /// by their criteria).
-fn by_id_write(cx: &Cx<'_>) -> bool {
+fn by_id_write(cx: &DecisionInput<'_>) -> bool {
     matches!(
         cx.req.interaction,
         Interaction::Update | Interaction::Patch | Interaction::Delete
@@ -1004,7 +1015,7 @@ fn by_id_write(cx: &Cx<'_>) -> bool {
 }
 
 /// Conditional update, patch or delete (criteria in the query).
-fn conditional_write(cx: &Cx<'_>) -> bool {
+fn conditional_write(cx: &DecisionInput<'_>) -> bool {
     matches!(
         cx.req.interaction,
         Interaction::Update | Interaction::Patch | Interaction::Delete
@@ -1022,7 +1033,11 @@ fn conditional_check(g: &SmartScope, pid: &str) -> Outcome {
 }
 
 /// Grants that allowed a write by id only with the stored resource checked.
-fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decision>) -> Decision {
+fn stored_decision(
+    cx: &DecisionInput<'_>,
+    t: String,
+    res: Result<Vec<Alternative>, Decision>,
+) -> Decision {
     match res {
         Err(d) => d,
         Ok(alternatives) if conditional_write(cx) => Decision::AllowIfStoredMatches(StoredCheck {
@@ -1056,16 +1071,16 @@ fn stored_decision(cx: &Cx<'_>, t: String, res: Result<Vec<Alternative>, Decisio
 }
 
 /// User/system write of a whole resource: only a constrained grant looks at the body.
-fn open_write(cx: &Cx<'_>, t: &str, g: &SmartScope) -> Outcome {
+fn open_write(cx: &DecisionInput<'_>, t: &str, g: &SmartScope) -> Outcome {
     if g.constraint.is_empty() {
         return Outcome::Allow;
     }
     match body_resource(cx, t) {
-        Ok(v) if has_conditional_reference(&v) => cx.deny_o(
+        Ok(v) if has_conditional_reference(&v) => cx.grant_denial(
             Reason::ConditionalReference,
             "the resource holds a conditional reference",
         ),
-        Ok(v) if cx.req.conditional && v.get("id").is_some() => cx.deny_o(
+        Ok(v) if cx.req.conditional && v.get("id").is_some() => cx.grant_denial(
             Reason::UnsafeConditionalWrite,
             "a conditional update must not carry an id",
         ),
@@ -1080,7 +1095,7 @@ fn open_write(cx: &Cx<'_>, t: &str, g: &SmartScope) -> Outcome {
             })
         }
         Ok(v) if resource_matches_constraint(&v, &g.constraint) => Outcome::Allow,
-        Ok(_) => cx.deny_o(
+        Ok(_) => cx.grant_denial(
             Reason::InsufficientScope,
             "the resource does not match the scope's parameters",
         ),
@@ -1088,7 +1103,7 @@ fn open_write(cx: &Cx<'_>, t: &str, g: &SmartScope) -> Outcome {
     }
 }
 
-fn if_none_exist_params(cx: &Cx<'_>) -> Result<Option<Vec<Param>>, Decision> {
+fn if_none_exist_params(cx: &DecisionInput<'_>) -> Result<Option<Vec<Param>>, Decision> {
     match cx.if_none_exist {
         None => Ok(None),
         Some(h) => {
@@ -1106,7 +1121,7 @@ fn if_none_exist_params(cx: &Cx<'_>) -> Result<Option<Vec<Param>>, Decision> {
 /// A user/system write: conditional criteria must be a search the grant allows, then the
 /// body must match the grant's constraint.
 fn open_write_with_criteria(
-    cx: &Cx<'_>,
+    cx: &DecisionInput<'_>,
     t: &str,
     g: &SmartScope,
     criteria: Option<&[Param]>,
@@ -1120,20 +1135,20 @@ fn open_write_with_criteria(
 }
 
 /// create (incl. conditional create): letter `c`.
-fn create(cx: &Cx<'_>) -> Decision {
+fn create(cx: &DecisionInput<'_>) -> Decision {
     let t = rt(cx);
     let criteria = match if_none_exist_params(cx) {
         Ok(c) => c,
         Err(d) => return d,
     };
-    cx.over_grants_final(Some(&t), Perms::C, |g, pid| match g.context {
+    cx.over_grants_request_only(Some(&t), Perms::C, |g, pid| match g.context {
         Context::Patient => patient_write(cx, &t, g, pid, criteria.as_deref()),
         _ => open_write_with_criteria(cx, &t, g, criteria.as_deref()),
     })
 }
 
 /// update (incl. conditional, update-as-create): letter `u`.
-fn update(cx: &Cx<'_>) -> Decision {
+fn update(cx: &DecisionInput<'_>) -> Decision {
     let t = rt(cx);
     let criteria = cx.req.conditional.then(|| cx.req.params.clone());
     let res = cx.over_grants(Some(&t), Perms::U, |g, pid| match g.context {
@@ -1348,23 +1363,24 @@ fn patched_elements(body: &[u8], t: &str) -> Result<Vec<String>, PatchRefusal> {
 
 /// patch (incl. conditional): letter `u`. Under a patient grant a patch must not touch the
 /// elements that place the resource in a compartment (it must not move it to another patient).
-fn patch(cx: &Cx<'_>) -> Decision {
+fn patch(cx: &DecisionInput<'_>) -> Decision {
     let t = rt(cx);
     let criteria = cx.req.conditional.then(|| cx.req.params.clone());
     let res = cx.over_grants(Some(&t), Perms::U, |g, pid| match g.context {
         Context::Patient => {
             if t == "Patient" {
                 if cx.req.conditional {
-                    return cx.deny_o(
+                    return cx.grant_denial(
                         Reason::UnsafeSearch,
                         "conditional patch of Patient cannot be confined",
                     );
                 }
                 if cx.req.id.as_deref() != Some(pid) {
-                    return cx.deny_o(Reason::CompartmentEscape, "not the patient in context");
+                    return cx
+                        .grant_denial(Reason::CompartmentEscape, "not the patient in context");
                 }
                 if !g.constraint.is_empty() {
-                    return cx.deny_o(
+                    return cx.grant_denial(
                         Reason::InsufficientScope,
                         "a constrained grant cannot authorise a patch",
                     );
@@ -1372,13 +1388,13 @@ fn patch(cx: &Cx<'_>) -> Decision {
                 return Outcome::Allow;
             }
             if !in_patient_compartment(&t) {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::WriteOutsideCompartment,
                     "type is outside the patient compartment",
                 );
             }
             if !g.constraint.is_empty() {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::InsufficientScope,
                     "a constrained grant cannot authorise a patch",
                 );
@@ -1393,7 +1409,7 @@ fn patch(cx: &Cx<'_>) -> Decision {
             };
             let touched = match patched_elements(body, &t) {
                 Ok(t) => t,
-                Err((reason, msg)) => return cx.deny_o(reason, msg),
+                Err((reason, msg)) => return cx.grant_denial(reason, msg),
             };
             let mut guarded = compartment_elements(&t);
             // Changing what the resource is changes which compartment rules apply.
@@ -1402,7 +1418,7 @@ fn patch(cx: &Cx<'_>) -> Decision {
                 .iter()
                 .any(|e| e.is_empty() || guarded.contains(&e.as_str()))
             {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::WriteOutsideCompartment,
                     "the patch changes the patient reference",
                 );
@@ -1416,7 +1432,7 @@ fn patch(cx: &Cx<'_>) -> Decision {
         }
         _ => {
             if !g.constraint.is_empty() {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::InsufficientScope,
                     "a constrained grant cannot authorise a patch",
                 );
@@ -1433,13 +1449,13 @@ fn patch(cx: &Cx<'_>) -> Decision {
 /// delete (incl. conditional): letter `d`. Under a patient grant a delete by id is allowed
 /// once the stored resource is shown to be in the compartment (read before write); a
 /// conditional delete pinned to the patient is confined by its criteria.
-fn delete(cx: &Cx<'_>) -> Decision {
+fn delete(cx: &DecisionInput<'_>) -> Decision {
     let t = rt(cx);
     let params = cx.req.params.clone();
     let res = cx.over_grants(Some(&t), Perms::D, |g, pid| match g.context {
         Context::Patient => {
             if !in_patient_compartment(&t) {
-                return cx.deny_o(
+                return cx.grant_denial(
                     Reason::WriteOutsideCompartment,
                     "type is outside the patient compartment",
                 );
@@ -1449,7 +1465,7 @@ fn delete(cx: &Cx<'_>) -> Decision {
                     return o;
                 }
                 if !carries(&params, &g.constraint) {
-                    return cx.deny_o(
+                    return cx.grant_denial(
                         Reason::QueryConstraintMissing,
                         "the criteria lack the scope's parameters",
                     );
@@ -1458,7 +1474,8 @@ fn delete(cx: &Cx<'_>) -> Decision {
             }
             if t == "Patient" {
                 if cx.req.id.as_deref() != Some(pid) {
-                    return cx.deny_o(Reason::CompartmentEscape, "not the patient in context");
+                    return cx
+                        .grant_denial(Reason::CompartmentEscape, "not the patient in context");
                 }
                 if g.constraint.is_empty() {
                     return Outcome::Allow;
@@ -1488,7 +1505,7 @@ fn delete(cx: &Cx<'_>) -> Decision {
 }
 
 /// Operations: only those the policy lists, at the levels it lists, with its letters.
-fn operation(cx: &Cx<'_>) -> Decision {
+fn operation(cx: &DecisionInput<'_>) -> Decision {
     let Some((name, level)) = cx.req.operation.clone() else {
         return deny(Reason::UnknownFhirRequest, "operation without a name");
     };
@@ -1640,7 +1657,12 @@ fn operation(cx: &Cx<'_>) -> Decision {
 
 /// Batch / transaction (FHIR R4 §3.1.0.11): every entry authorised on its own; one
 /// forbidden entry refuses the whole Bundle.
-fn batch(policy: &FhirPolicy, token: &VerifiedToken, cx: &Cx<'_>, depth: u8) -> Decision {
+fn batch(
+    policy: &FhirPolicy,
+    token: &VerifiedToken,
+    cx: &DecisionInput<'_>,
+    depth: u8,
+) -> Decision {
     if depth > 0 {
         return deny(
             Reason::BundleEntryForbidden,

@@ -20,7 +20,7 @@
 
 use serde::Deserialize;
 
-use crate::policy::PolicyError;
+use crate::error::PolicyError;
 
 use super::compartment::{in_patient_compartment, PATIENT_COMPARTMENT};
 use super::interaction::{normalise_base, Level};

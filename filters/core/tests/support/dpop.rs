@@ -140,7 +140,7 @@ pub fn policy(dpop: Value) -> (Policy, DpopPolicy) {
 /// A verified DPoP-scheme token bound to `jkt`.
 pub fn token(jkt: Option<&str>) -> VerifiedToken {
     VerifiedToken {
-        dpop_scheme: true,
+        scheme: fapi_guard_core::scheme::Scheme::Dpop,
         token_sha256: sha256_b64(TOKEN),
         iss: "https://issuer.test".into(),
         sub: "user-1".into(),

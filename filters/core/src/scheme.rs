@@ -1,0 +1,17 @@
+//! The `Authorization` scheme of a request and of a challenge (RFC 6750 §2.1, RFC 9449 §7.1).
+
+/// An `Authorization` scheme: the one a token came with, or one a challenge offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Scheme {
+    Dpop,
+    Bearer,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Dpop => "DPoP",
+            Scheme::Bearer => "Bearer",
+        }
+    }
+}
