@@ -118,7 +118,7 @@ fn is_outcome(v: &Value) -> bool {
     v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
 }
 
-/// Decides a buffered response for [`Decision::AllowIfResponseMatches`]. Error statuses with
+/// Decides a buffered response for [`Decision::AllowIfResponseMatches`](super::decide::Decision::AllowIfResponseMatches). Error statuses with
 /// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails,
 /// and so do 304, 412 and 206 (answers about the resource without it).
 pub fn check_response(
@@ -200,7 +200,7 @@ fn stored_matches_pass(
     Ok(matches.iter().all(|r| resource_passes(&check.resource, r)))
 }
 
-/// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`]. `status` 0
+/// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`](super::decide::Decision::AllowIfStoredMatches). `status` 0
 /// means no answer (timeout, reset). Fails closed on anything but a 2xx the check accepts,
 /// or a 404 where update-as-create is allowed.
 pub fn check_stored(
