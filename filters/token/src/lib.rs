@@ -76,7 +76,7 @@ impl Worker {
         if self.in_flight.borrow().get(index).copied().unwrap_or(true) {
             return None;
         }
-        let hold = (remote.timeout_ms / 1000) as i64 + 1;
+        let hold = fapi_guard_core::jwks_store::lease_hold_seconds(remote);
         if !jwks::take_lease(remote, now, hold) {
             return None;
         }
