@@ -21,3 +21,4 @@ pub mod routes;
 pub mod scheme;
 pub mod shared_store;
 pub mod token;
+pub mod token_flow;

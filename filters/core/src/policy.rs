@@ -180,6 +180,19 @@ pub struct TokenRules {
     pub cache_max_entries: usize,
 }
 
+/// Where a request stands before any token is read ([`Policy::route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRoute {
+    /// A `require: none` route: no token needed.
+    pub public: bool,
+    /// `enforce`, or `shadow` (dry run) for this route / policy.
+    pub mode: crate::authz::Mode,
+    /// The canonical (decoded) path and the raw query, as decisions read it.
+    pub path_with_query: String,
+    /// No percent-encoding in the path (FHIR types, ids and operations never need one).
+    pub plain: bool,
+}
+
 /// A validated policy. Built only by [`Policy::from_json`].
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -258,6 +271,23 @@ impl Policy {
         })
     }
 
+    /// The first step of every filter on every request: the one canonical path (docs/checks.md
+    /// "Path canonicalisation"), then the route: public or protected, and its mode. A path
+    /// fault is refused in every mode (it is no decision an API owner rolls out).
+    pub fn route(
+        &self,
+        method: &str,
+        raw_path: &str,
+    ) -> Result<RequestRoute, crate::path::PathFault> {
+        let c = crate::path::canonical(raw_path)?;
+        Ok(RequestRoute {
+            public: self.routes.requirement(method, &c) == crate::routes::Requirement::None,
+            mode: self.mode_for(method, &c),
+            path_with_query: c.path_with_query(),
+            plain: c.is_plain(),
+        })
+    }
+
     /// The mode for a request: the matching route's `mode`, else the policy's.
     pub fn mode_for(
         &self,
@@ -269,6 +299,19 @@ impl Policy {
 
     pub fn issuer(&self, iss: &str) -> Option<&Issuer> {
         self.issuers.iter().find(|i| i.issuer == iss)
+    }
+
+    /// The index of issuer `iss` (exact match, RFC 9068 §4), the one issuer look-up.
+    pub fn issuer_index(&self, iss: &str) -> Option<usize> {
+        self.issuers.iter().position(|i| i.issuer == iss)
+    }
+
+    /// Issuer `index`'s remote JWKS, if its keys are fetched.
+    pub fn remote_jwks(&self, index: usize) -> Option<&RemoteJwks> {
+        match &self.issuers.get(index)?.keys {
+            KeySource::Remote(r) => Some(r),
+            KeySource::Inline(_) => None,
+        }
     }
 }
 

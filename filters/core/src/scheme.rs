@@ -8,6 +8,17 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// The scheme an `Authorization` value names (case-insensitive, RFC 9110 §11.1), if ours.
+    pub fn parse(name: &str) -> Option<Scheme> {
+        if name.eq_ignore_ascii_case("DPoP") {
+            Some(Scheme::Dpop)
+        } else if name.eq_ignore_ascii_case("Bearer") {
+            Some(Scheme::Bearer)
+        } else {
+            None
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scheme::Dpop => "DPoP",

@@ -38,14 +38,8 @@ pub fn extract<'a>(
         _ => return Err(Reason::MultipleAuthorization),
     };
     let (scheme_name, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let scheme = if scheme_name.eq_ignore_ascii_case("DPoP") {
-        Scheme::Dpop
-    } else if scheme_name.eq_ignore_ascii_case("Bearer") {
-        Scheme::Bearer
-    } else {
-        // Another scheme (Basic, ...) carries no token of ours: challenge without `error`.
-        return Err(Reason::MissingToken);
-    };
+    // Another scheme (Basic, ...) carries no token of ours: challenge without `error`.
+    let scheme = Scheme::parse(scheme_name).ok_or(Reason::MissingToken)?;
     let allowed = match scheme {
         Scheme::Dpop => policy.token.allow_dpop,
         Scheme::Bearer => policy.token.allow_bearer,
@@ -74,6 +68,18 @@ fn query_has_access_token(path: &str) -> bool {
         let name = pair.split('=').next().unwrap_or("");
         name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5Ftoken")
     })
+}
+
+/// The scheme a single `Authorization` value names, for the challenge of a refusal made
+/// before the token was read (RFC 6750 §3: answer in the scheme the client used).
+pub fn scheme_named(authorization: &[String]) -> Option<Scheme> {
+    Scheme::parse(authorization.first()?.split(' ').next()?)
+}
+
+/// The policy index of the issuer an (unverified) token names, to know whose keys to refetch.
+pub fn issuer_index_of(policy: &Policy, token: &str) -> Option<usize> {
+    let jws = CompactJws::parse(token).ok()?;
+    policy.issuer_index(jws.payload.get("iss")?.as_str()?)
 }
 
 /// base64url(SHA-256(token)): the cache key and the `ath` a DPoP proof must carry.
@@ -122,11 +128,7 @@ pub fn validate(
     }
     // §1.5: issuer exact. Looked up before the key: the key set is per issuer.
     let iss = claim_str(&jws, "iss").ok_or(Reason::MissingClaim)?;
-    let issuer_index = policy
-        .issuers
-        .iter()
-        .position(|i| i.issuer == iss)
-        .ok_or(Reason::UnknownIssuer)?;
+    let issuer_index = policy.issuer_index(iss).ok_or(Reason::UnknownIssuer)?;
     // §1.4: key by kid from the issuer's JWKS only; jku/x5u/jwk/x5c are never consulted.
     let jwk = match keys.lookup(issuer_index, jws.header_str("kid"), jws.alg) {
         KeyLookup::Found(k) => k,

@@ -7,15 +7,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fapi_guard_core::authz::{AuthzDenial, AuthzRequest, Mode};
-use fapi_guard_core::cache::{CachedToken, TokenCache};
+use fapi_guard_core::cache::TokenCache;
 use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{Reason, Scheme};
-use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
 use fapi_guard_core::policy::{KeySource, Policy};
-use fapi_guard_core::routes::Requirement;
 use fapi_guard_core::token::{self, Presented};
+use fapi_guard_core::token_flow::{self, Checked, KeyFetcher, TokenWorker};
 use fapi_guard_host::{
     clock, config, handoff, jwks, reply, stats::FilterStats, verify::HostVerifier,
 };
@@ -43,10 +42,7 @@ struct Worker {
 
 impl Worker {
     fn remote(&self, index: usize) -> Option<&fapi_guard_core::policy::RemoteJwks> {
-        match &self.policy.issuers.get(index)?.keys {
-            KeySource::Remote(r) => Some(r),
-            KeySource::Inline(_) => None,
-        }
+        self.policy.remote_jwks(index)
     }
 
     /// Picks up documents other workers fetched.
@@ -121,6 +117,17 @@ impl Worker {
         };
         let reply = challenge::reply(&self.policy, reason, &c);
         reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
+    }
+}
+
+impl KeyFetcher for Worker {
+    fn sync_shared(&self, _ring: &RefCell<KeyRing>) {
+        // `ring` is this worker's own `self.ring`.
+        Worker::sync_shared(self);
+    }
+
+    fn start_fetch(&self, index: usize, now: i64) -> Option<u32> {
+        Worker::start_fetch(self, index, now, jwks::dispatch)
     }
 }
 
@@ -234,17 +241,10 @@ enum Outcome {
 impl TokenFilter {
     fn check(&mut self, allow_refetch: bool) -> Outcome {
         let w = self.worker.clone();
-        let now = clock::now_seconds();
         let (scheme, token_str) = match &self.retry_token {
             Some((s, t)) => (*s, t.clone()),
             None => {
-                // The path was found canonical in `on_http_request_headers` (docs/checks.md).
-                let Ok(canonical) = fapi_guard_core::path::canonical(&self.path) else {
-                    return Outcome::Deny(Reason::PathNotCanonical, None);
-                };
-                if w.policy.routes.requirement(&self.method, &canonical) == Requirement::None {
-                    return Outcome::Public;
-                }
+                // Public routes were let through in `on_http_request_headers` (`Policy::route`).
                 // Envoy folds a repeated `Authorization` into one value (`extract` refuses it).
                 let auth: Vec<String> = self
                     .get_http_request_header("authorization")
@@ -252,7 +252,7 @@ impl TokenFilter {
                     .collect();
                 match token::extract(&w.policy, &auth, &self.path) {
                     Ok(p) => (p.scheme, p.token.to_string()),
-                    Err(r) => return Outcome::Deny(r, scheme_of(&auth)),
+                    Err(r) => return Outcome::Deny(r, token::scheme_named(&auth)),
                 }
             }
         };
@@ -260,70 +260,34 @@ impl TokenFilter {
             scheme,
             token: &token_str,
         };
-        let digest = token::token_sha256(&token_str);
-        let skew = w.policy.token.skew_seconds as i64;
-        {
-            let mut cache = w.cache.borrow_mut();
-            cache.sync_keys_generation(w.ring.borrow().generation);
-            if let Some(hit) = cache.get(&digest, now, skew) {
-                w.stats.cache_hit();
-                return match token::check_scheme_binding(scheme, hit.token.cnf_jkt.as_deref()) {
-                    Ok(()) => match self.hand_off(hit.handoff(scheme), scheme) {
-                        Outcome::Allow => self.authorize(&hit.token, scheme),
-                        other => other,
-                    },
-                    Err(r) => Outcome::Deny(r, Some(scheme)),
-                };
+        // The sequence (cache, binding, validation, keys from other workers, refetch) is
+        // `token_flow::check`; this only hands the accepted token on and applies the route.
+        let worker = TokenWorker {
+            policy: &w.policy,
+            ring: &w.ring,
+            cache: &w.cache,
+            verifier: &w.verifier,
+        };
+        let checked = token_flow::check(
+            &worker,
+            &*w,
+            presented,
+            clock::now_seconds(),
+            allow_refetch,
+            &mut || w.stats.cache_hit(),
+            &mut |t, scheme| match self.hand_off(t.handoff(scheme), scheme) {
+                Outcome::Allow => self.authorize(&t.token, scheme),
+                other => other,
+            },
+        );
+        match checked {
+            Checked::Accepted(outcome) => outcome,
+            Checked::Denied(r, scheme) => Outcome::Deny(r, Some(scheme)),
+            Checked::WaitForKeys { call, issuer } => {
+                self.waiting_fetch = Some((call, issuer));
+                self.retry_token = Some((scheme, token_str));
+                Outcome::Wait
             }
-        }
-        let result = token::validate(&w.policy, &*w.ring.borrow(), &w.verifier, presented, now);
-        match result {
-            Ok(verified) => {
-                let cached = CachedToken::new(verified);
-                let outcome = match self.hand_off(cached.handoff(scheme), scheme) {
-                    Outcome::Allow => self.authorize(&cached.token, scheme),
-                    other => other,
-                };
-                w.cache.borrow_mut().insert(digest, cached, now, skew);
-                outcome
-            }
-            Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => {
-                // Rotation: a new kid (or keys not loaded yet) triggers a rate-limited refetch;
-                // the request waits for it instead of failing straight away.
-                // First: another worker may already have fetched newer keys.
-                let generation = w.ring.borrow().generation;
-                w.sync_shared();
-                if w.ring.borrow().generation != generation {
-                    self.retry_token = Some((scheme, token_str));
-                    return self.check(allow_refetch);
-                }
-                match issuer_index(&w.policy, &token_str) {
-                    Some(i) => {
-                        let permitted = match (w.remote(i), w.ring.borrow().issuers.get(i)) {
-                            (Some(remote), Some(keys)) => keys.kid_refetch_allowed(now, remote),
-                            _ => false,
-                        };
-                        let call = if permitted {
-                            w.start_fetch(i, now, jwks::dispatch)
-                        } else {
-                            None
-                        };
-                        match call {
-                            Some(t) => {
-                                if let Some(k) = w.ring.borrow_mut().issuers.get_mut(i) {
-                                    k.note_kid_refetch(now);
-                                }
-                                self.waiting_fetch = Some((t, i));
-                                self.retry_token = Some((scheme, token_str));
-                                Outcome::Wait
-                            }
-                            None => Outcome::Deny(r, Some(scheme)),
-                        }
-                    }
-                    None => Outcome::Deny(r, Some(scheme)),
-                }
-            }
-            Err(r) => Outcome::Deny(r, Some(scheme)),
         }
     }
 
@@ -390,25 +354,6 @@ impl TokenFilter {
     }
 }
 
-/// The scheme named in a single `Authorization` header, for the challenge.
-fn scheme_of(auth: &[String]) -> Option<Scheme> {
-    let first = auth.first()?.split(' ').next()?;
-    if first.eq_ignore_ascii_case("DPoP") {
-        Some(Scheme::Dpop)
-    } else if first.eq_ignore_ascii_case("Bearer") {
-        Some(Scheme::Bearer)
-    } else {
-        None
-    }
-}
-
-/// The issuer index named by an (unverified) token, to know which keys to refetch.
-fn issuer_index(policy: &Policy, token: &str) -> Option<usize> {
-    let jws = CompactJws::parse(token).ok()?;
-    let iss = jws.payload.get("iss")?.as_str()?;
-    policy.issuers.iter().position(|i| i.issuer == iss)
-}
-
 impl Context for TokenFilter {
     fn on_http_call_response(
         &mut self,
@@ -440,13 +385,16 @@ impl HttpContext for TokenFilter {
         self.method = self.get_http_request_header(":method").unwrap_or_default();
         // First, on every route: the one canonical path (docs/checks.md). A path fault is
         // refused in every mode: it is no decision an API owner rolls out.
-        let mode = match fapi_guard_core::path::canonical(&self.path) {
-            Ok(c) => Ok(self.worker.policy.mode_for(&self.method, &c)),
-            Err(f) => Err(f.reason()),
+        let route = match self.worker.policy.route(&self.method, &self.path) {
+            Ok(route) => route,
+            Err(f) => {
+                self.mode = Mode::Enforce;
+                return self.finish(Outcome::Deny(f.reason(), None));
+            }
         };
-        self.mode = mode.unwrap_or(Mode::Enforce);
-        if let Err(reason) = mode {
-            return self.finish(Outcome::Deny(reason, None));
+        self.mode = route.mode;
+        if route.public {
+            return self.finish(Outcome::Public);
         }
         let outcome = self.check(true);
         self.finish(outcome)

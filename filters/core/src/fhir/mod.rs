@@ -13,6 +13,7 @@
 
 pub mod compartment;
 pub mod decide;
+pub mod exchange;
 pub mod interaction;
 pub mod policy;
 pub mod query;
