@@ -617,6 +617,11 @@ impl Bind {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -357,6 +357,11 @@ impl Reason {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
 

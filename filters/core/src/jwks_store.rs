@@ -196,8 +196,9 @@ pub fn encode_shared(fetched_at: i64, body: &[u8]) -> Vec<u8> {
 
 pub fn decode_shared(bytes: &[u8]) -> Option<(i64, &[u8])> {
     let nl = bytes.iter().position(|b| *b == b'\n')?;
-    let ts = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
-    Some((ts, &bytes[nl + 1..]))
+    let (ts, body) = bytes.split_at(nl);
+    let ts = std::str::from_utf8(ts).ok()?.parse().ok()?;
+    Some((ts, body.get(1..)?))
 }
 
 // ---------- sharing between workers (proxy-wasm shared data, through `SharedStore`) ----------
@@ -298,6 +299,11 @@ pub fn apply_answer(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
     use crate::shared_store::MemoryStore;

@@ -241,7 +241,7 @@ impl Policy {
             issuers.push(issuer);
         }
         for (i, a) in issuers.iter().enumerate() {
-            if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
+            if issuers.iter().take(i).any(|b| b.issuer == a.issuer) {
                 return Err(PolicyError::new(
                     format!("issuers[{i}].issuer"),
                     "issuer listed twice",
@@ -315,8 +315,38 @@ impl Policy {
     }
 }
 
+/// Upper bounds of the issuer's JWKS timings (also in `policies/schema/policy.schema.json`):
+/// a period beyond them is a mistake, and unbounded values would reach signed time arithmetic.
+pub const MAX_JWKS_REFRESH_SECONDS: u64 = 7 * 86_400;
+pub const MAX_JWKS_MIN_REFETCH_SECONDS: u64 = 86_400;
+pub const MAX_JWKS_FETCH_TIMEOUT_MS: u64 = 60_000;
+
 fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
     let field = |name: &str| format!("issuers[{i}].{name}");
+    for (name, value, max) in [
+        (
+            "jwks_refresh_seconds",
+            d.jwks_refresh_seconds,
+            MAX_JWKS_REFRESH_SECONDS,
+        ),
+        (
+            "jwks_min_refetch_seconds",
+            d.jwks_min_refetch_seconds,
+            MAX_JWKS_MIN_REFETCH_SECONDS,
+        ),
+        (
+            "jwks_fetch_timeout_ms",
+            d.jwks_fetch_timeout_ms,
+            MAX_JWKS_FETCH_TIMEOUT_MS,
+        ),
+    ] {
+        if value > max {
+            return Err(PolicyError::new(
+                field(name),
+                format!("must be at most {max}"),
+            ));
+        }
+    }
     if d.issuer.is_empty() {
         return Err(PolicyError::new(field("issuer"), "must not be empty"));
     }
@@ -400,7 +430,7 @@ fn split_http_uri(uri: &str) -> Option<(String, String)> {
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))?;
     let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+        Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {

@@ -172,7 +172,7 @@ fn check_claims(
     let iat = claim_int(jws, "iat").ok_or(Reason::MissingClaim)?;
     let aud = jws.payload.get("aud").ok_or(Reason::MissingClaim)?;
     check_times(
-        policy.token.skew_seconds as i64,
+        i64::try_from(policy.token.skew_seconds).unwrap_or(i64::MAX),
         now,
         exp,
         claim_nbf(jws)?,

@@ -1,6 +1,13 @@
 //! docs/checks.md §2 items 1–16, one named case per check with an allowed twin, on proofs signed
 //! in-test (ES256 and EdDSA) and by joserfc (PS256, ES256, EdDSA: `fixtures/dpop_joserfc.json`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 #[path = "support/dpop.rs"]
 mod support;

@@ -2,7 +2,14 @@
 //! `tests/fixtures/`; `FAPI_DPOP_VECTORS=<path>` reads another copy): thumbprint, `ath`, the
 //! three published proofs, and the resource-server cases derived from §4.3 / §7, run through
 //! the whole DPoP decision ([`evaluate`]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 #[path = "support/dpop.rs"]
 mod support;

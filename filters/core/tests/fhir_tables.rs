@@ -7,7 +7,14 @@
 //! - `responses.tsv`: the same plus an upstream response -> passed or refused.
 //!
 //! All use the policy in `tests/data/fhir_policy.json`. Bodies are files in `tests/data/bodies/`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::path::PathBuf;
 

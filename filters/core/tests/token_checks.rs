@@ -2,6 +2,9 @@
 //! clock) and names the expected outcome. Tokens are signed here with `p256` (ES256);
 //! the decoded content of the base token is in `base_claims` below.
 #![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,

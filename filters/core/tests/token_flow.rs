@@ -1,7 +1,14 @@
 //! The token filter's sequence (`token_flow::check`, docs/checks.md §1.4, §1.10): cache,
 //! scheme binding, validation, keys from other workers, rate-limited refetch and the retry,
 //! with a recording key fetcher in place of shared data and `dispatch_http_call`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::cell::{Cell, RefCell};
 

@@ -36,24 +36,25 @@ impl Origin {
         // IP-literal `[v6]:port` or `host:port`.
         let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
             let end = rest.find(']')?;
-            let host = &authority[..end + 2];
-            let after = &rest[end + 1..];
+            let host = authority.get(..end + 2)?;
+            let after = rest.get(end + 1..)?;
             let port = match after {
                 "" => None,
                 p => Some(p.strip_prefix(':')?),
             };
             (host, port)
         } else {
-            match authority.rfind(':') {
-                Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
                 None => (authority, None),
             }
         };
         let host_ok = if host.starts_with('[') {
             host.len() > 2
-                && host[1..host.len() - 1]
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                && host.get(1..host.len() - 1).is_some_and(|h| {
+                    h.bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                })
         } else {
             !host.is_empty() && host.bytes().all(reg_name_byte)
         };
@@ -130,7 +131,7 @@ pub fn parse_htu(htu: &str) -> Option<NormalUri> {
     let without = htu.split(['?', '#']).next().unwrap_or("");
     let (scheme, rest) = without.split_once("://")?;
     let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+        Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
     let origin = Origin::from_parts(scheme, authority)?;
@@ -160,6 +161,11 @@ fn hex_val(b: u8) -> Option<u8> {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// The upper-case hex digit of the low nibble of `n` (RFC 3986 §6.2.2.1).
+fn hex_upper(n: u8) -> char {
+    char::from(HEX.get(usize::from(n & 0x0f)).copied().unwrap_or(b'0'))
+}
+
 /// RFC 3986 §6.2.2: percent-encoded unreserved characters decoded, other percent-encodings
 /// upper-cased, characters that may not appear literally encoded, dot segments removed
 /// (§5.2.4), and §6.2.3: an empty path is `/`. Query/fragment must already be removed.
@@ -171,8 +177,7 @@ pub fn normalise_path(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(bytes.len() + 1);
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         if b == b'%' {
             let hi = hex_val(*bytes.get(i + 1)?)?;
             let lo = hex_val(*bytes.get(i + 2)?)?;
@@ -181,8 +186,8 @@ pub fn normalise_path(path: &str) -> Option<String> {
                 out.push(char::from(v));
             } else {
                 out.push('%');
-                out.push(char::from(HEX[usize::from(hi)]));
-                out.push(char::from(HEX[usize::from(lo)]));
+                out.push(hex_upper(hi));
+                out.push(hex_upper(lo));
             }
             i += 3;
         } else {
@@ -190,8 +195,8 @@ pub fn normalise_path(path: &str) -> Option<String> {
                 out.push(char::from(b));
             } else {
                 out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+                out.push(hex_upper(b >> 4));
+                out.push(hex_upper(b & 0x0f));
             }
             i += 1;
         }

@@ -214,13 +214,13 @@ impl ReplayConfig {
         // at any time on average.
         let per_key = max_live_per_key.div_ceil(buckets - 1).max(1);
         ReplayConfig {
-            bucket_seconds: w as i64,
+            bucket_seconds: i64::try_from(w).unwrap_or(i64::MAX),
             buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
             slots: u32::try_from(slots).unwrap_or(u32::MAX),
             entries_per_slot: ENTRIES_PER_SLOT,
             max_probes: MAX_PROBES,
             per_key_per_bucket: u32::try_from(per_key).unwrap_or(u32::MAX),
-            iat_past: past as i64,
+            iat_past: i64::try_from(past).unwrap_or(i64::MAX),
         }
     }
 }
@@ -362,8 +362,9 @@ impl DpopDoc {
         Ok(DpopPolicy {
             required: self.required,
             algs,
-            iat_past: self.iat_window_past_seconds as i64,
-            iat_future: self.iat_window_future_seconds as i64,
+            // Bounded above (≤ 3600 and ≤ 300 s), so these never saturate.
+            iat_past: i64::try_from(self.iat_window_past_seconds).unwrap_or(i64::MAX),
+            iat_future: i64::try_from(self.iat_window_future_seconds).unwrap_or(i64::MAX),
             public_origins,
             stripped_path_prefix,
             trust_forwarded_headers: self.trust_forwarded_headers,

@@ -294,7 +294,7 @@ impl FhirDoc {
                             format!("`{t}` is not a FHIR resource type name"),
                         ));
                     }
-                    if list[..i].contains(t) {
+                    if list.iter().take(i).any(|u| u == t) {
                         return Err(err(format!("resource_types[{i}]"), "listed twice"));
                     }
                 }

@@ -77,7 +77,7 @@ impl Perms {
         let mut next = 0usize;
         let mut bits = 0u8;
         for ch in s.chars() {
-            let pos = LETTERS[next..].iter().position(|l| *l == ch)? + next;
+            let pos = LETTERS.iter().skip(next).position(|l| *l == ch)? + next;
             bits |= 1 << pos;
             next = pos + 1;
         }

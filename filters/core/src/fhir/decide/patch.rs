@@ -153,7 +153,7 @@ pub(super) fn patched_elements(body: &[u8], t: &str) -> Result<Vec<String>, Patc
         if names
             .iter()
             .enumerate()
-            .any(|(i, n)| names[..i].contains(n))
+            .any(|(i, n)| names.iter().take(i).any(|m| m == n))
         {
             // The guard and the server could read different parts.
             return Err((
