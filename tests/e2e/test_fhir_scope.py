@@ -7,16 +7,13 @@ allowed and a denied case; reads the request cannot decide are decided on the re
 """
 import base64
 import json
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from harness import Envoy, Issuer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  (tests/fhir_upstream/server.py)
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -27,8 +25,7 @@ from requests_oauth2client import DPoPKey
 
 from harness import ROOT, Envoy, Gateway, Issuer, JwksServer, Pki, behind_gateway, free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  (tests/fhir_upstream/server.py)
 
 pytestmark = pytest.mark.e2e
 
