@@ -21,7 +21,7 @@ from harness import Envoy, Issuer
 
 from test_trailers import AUD, ANNA, BJORN, policy_for
 
-import server as fhir_server  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ import pytest
 
 from harness import Envoy, Issuer
 
-import server as fhir_server  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ import requests
 from h2_tools import Answer, H2Upstream, h1_chunked_request, h2_request
 from harness import Envoy, Issuer, Pki
 
-import server as fhir_server  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ from requests_oauth2client import DPoPKey
 
 from harness import ROOT, Envoy, Gateway, Issuer, JwksServer, Pki, behind_gateway, free_port
 
-import server as fhir_server  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 
