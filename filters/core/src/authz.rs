@@ -662,6 +662,37 @@ mod tests {
     const SL: &str = "helseid://claims/identity/security_level";
 
     #[test]
+    fn policy_authorize_matches_the_route_and_binds_its_parameters() {
+        // `Policy::authorize`: route matching and the authz decision in core (issue 11 item 3).
+        let doc = json!({
+            "api": {"name": "a", "audience": "a"},
+            "issuers": [{"issuer": "i", "jwks_uri": "https://i/jwks", "jwks_cluster": "c"}],
+            "routes": [{"path_prefix": "/orgs/{orgnr}/documents", "require": "token",
+                        "authz": {"bind": [{"path_param": "orgnr", "claim": "org"}]}}]
+        });
+        let policy = crate::policy::Policy::from_json(doc.to_string().as_bytes()).unwrap();
+        let t = token(json!({"org": "111"}), &[]);
+        let no_header = |_: &str| None;
+        assert!(policy
+            .authorize("GET", "/orgs/111/documents", &no_header, &t)
+            .is_ok());
+        assert!(policy.authorize("GET", "/other", &no_header, &t).is_ok());
+        let refused = policy.authorize("GET", "/orgs/222/documents", &no_header, &t);
+        assert!(
+            matches!(&refused, Err(crate::policy::RouteRefusal::Authz(d)) if d.reason == Reason::AuthzBinding),
+            "{refused:?}"
+        );
+        let refused = policy.authorize("GET", "/orgs/111/x/../222/documents", &no_header, &t);
+        assert!(
+            matches!(
+                refused,
+                Err(crate::policy::RouteRefusal::Path(Reason::PathNotCanonical))
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
     fn condition_kinds() {
         let prefix = "/orgs/{orgnr}/docs";
         let a = authz(

@@ -193,6 +193,15 @@ pub struct RequestRoute {
     pub plain: bool,
 }
 
+/// Why [`Policy::authorize`] refused.
+#[derive(Debug, Clone)]
+pub enum RouteRefusal {
+    /// The path is not canonical (`path_not_canonical`, ...).
+    Path(crate::denial::Reason),
+    /// The route's `authz` refused (details name the condition).
+    Authz(crate::authz::AuthzDenial),
+}
+
 /// A validated policy. Built only by [`Policy::from_json`].
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -286,6 +295,27 @@ impl Policy {
             path_with_query: c.path_with_query(),
             plain: c.is_plain(),
         })
+    }
+
+    /// The matching route's `authz` (docs/checks.md §4) on a verified token: `Ok` when the
+    /// route has none or it allows. `header` reads a request header (bindings).
+    pub fn authorize(
+        &self,
+        method: &str,
+        raw_path: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        token: &crate::claims::VerifiedToken,
+    ) -> Result<(), RouteRefusal> {
+        let c = crate::path::canonical(raw_path).map_err(|f| RouteRefusal::Path(f.reason()))?;
+        let route = self.routes.lookup(method, &c);
+        let Some(authz) = route.authz else {
+            return Ok(());
+        };
+        let req = crate::authz::AuthzRequest {
+            path_params: &route.params,
+            header,
+        };
+        authz.evaluate(&req, token).map_err(RouteRefusal::Authz)
     }
 
     /// The mode for a request: the matching route's `mode`, else the policy's.

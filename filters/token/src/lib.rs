@@ -6,13 +6,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fapi_guard_core::authz::{AuthzDenial, AuthzRequest, Mode};
+use fapi_guard_core::authz::{AuthzDenial, Mode};
 use fapi_guard_core::cache::TokenCache;
 use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::jwks_store::KeyRing;
-use fapi_guard_core::policy::{KeySource, Policy};
+use fapi_guard_core::policy::{KeySource, Policy, RouteRefusal};
 use fapi_guard_core::token::{self, Presented};
 use fapi_guard_core::token_flow::{self, Checked, KeyFetcher, TokenWorker};
 use fapi_guard_host::{
@@ -291,24 +291,17 @@ impl TokenFilter {
         }
     }
 
-    /// The matching route's `authz` (checks.md §4), on the verified token.
+    /// The matching route's `authz` (checks.md §4), on the verified token (`Policy::authorize`).
     fn authorize(&self, token: &VerifiedToken, scheme: Scheme) -> Outcome {
-        let routes = &self.worker.policy.routes;
-        let Ok(canonical) = fapi_guard_core::path::canonical(&self.path) else {
-            return Outcome::Deny(Reason::PathNotCanonical, Some(scheme));
-        };
-        let route = routes.lookup(&self.method, &canonical);
-        let Some(authz) = route.authz else {
-            return Outcome::Allow;
-        };
         let header = |name: &str| self.get_http_request_header(name);
-        let req = AuthzRequest {
-            path_params: &route.params,
-            header: &header,
-        };
-        match authz.evaluate(&req, token) {
+        match self
+            .worker
+            .policy
+            .authorize(&self.method, &self.path, &header, token)
+        {
             Ok(()) => Outcome::Allow,
-            Err(d) => Outcome::DenyAuthz(d, scheme),
+            Err(RouteRefusal::Path(r)) => Outcome::Deny(r, Some(scheme)),
+            Err(RouteRefusal::Authz(d)) => Outcome::DenyAuthz(d, scheme),
         }
     }
 
