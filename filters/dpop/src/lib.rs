@@ -190,10 +190,10 @@ impl DpopFilter {
                 // Dry run (`mode: shadow`): decided and counted, the request passes.
                 // A non-canonical path is refused in every mode (docs/checks.md, "Path
                 // canonicalisation"): it is no decision an API owner rolls out.
-                let mode = match fapi_guard_core::path::canonical(&path) {
-                    Ok(c) => w.policy.mode_for(&method, &c),
-                    Err(_) => fapi_guard_core::authz::Mode::Enforce,
-                };
+                let mode = w
+                    .policy
+                    .route(&method, &path)
+                    .map_or(fapi_guard_core::authz::Mode::Enforce, |r| r.mode);
                 if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
                     Action::Pause
                 } else {
