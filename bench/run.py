@@ -20,7 +20,7 @@ Every configuration is its own Envoy (`--concurrency 1`, loopback only) whose ro
   k  token filter, RS256, cache off, host path
   l  Envoy jwt_authn, RS256, no JWT cache
 
-Method (shared/specs/SIGNATURE-SPEED.md): all Envoys start first; each round drives every
+Method (bench/README.md): all Envoys start first; each round drives every
 configuration once with `wrk -t1 -c4 -d<duration>s --latency`, in an order that rotates from
 round to round (so no configuration always runs first or right after another); the table
 reports per-configuration medians over rounds. Before measuring, each configuration must

@@ -36,18 +36,43 @@ canonicalisation"). --no-path-normalization leaves it out (tests only: shows the
 refuse on their own).
 """
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
-FILTER_WASM = {
-    "token": "fapi_token_filter.wasm",
-    "dpop": "fapi_dpop_filter.wasm",
-    "fhir_scope": "fapi_fhir_scope_filter.wasm",
-}
-ORDER = ["token", "dpop", "fhir_scope"]
+# The one registry of filter names (filters/registry.json): here by their chain names.
+REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())["filters"]
+FILTER_WASM = {f["envoy"]: f["wasm"] for f in REGISTRY}
+ROOT_ID = {f["envoy"]: f["root_id"] for f in REGISTRY}
+ORDER = [f["envoy"] for f in REGISTRY]
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """Everything about a sidecar render besides the policy, filters, Wasm directory and ports.
+
+    `forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
+    sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
+    (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC.
+    `normalize_paths=False` leaves out PATH_NORMALISATION (tests: the filters alone refuse).
+    `jwks_plain`: every `jwks_uri` cluster speaks plain HTTP (the demo's local JWKS server)."""
+    jwks_address: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    vm_env: dict | None = None
+    direct_response: bool = False
+    forward_client_cert: str | None = None
+    alpn: list | None = None
+    http1_trailers: bool = False
+    upstream_h2: bool = False
+    normalize_paths: bool = True
+    jwks_plain: bool = False
+
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
 # the filters, the route and the upstream then all see one path. Escaped slashes are
@@ -66,8 +91,8 @@ def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": f"fapi_{name}",
-                "root_id": f"fapi_{name}",
+                "name": ROOT_ID[name],
+                "root_id": ROOT_ID[name],
                 "fail_open": False,
                 # Let a Pause from on_http_{request,response}_headers hold the headers while
                 # the body is still delivered to the filter (proxy-wasm-cpp-host #434). The
@@ -79,7 +104,7 @@ def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
                     "value": policy_json,
                 },
                 "vm_config": {
-                    "vm_id": f"fapi_{name}",
+                    "vm_id": ROOT_ID[name],
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": f"{wasm_dir}/{FILTER_WASM[name]}"}},
                 },
@@ -178,14 +203,16 @@ def stream_options(hcm, clusters, http1_trailers=False, upstream_h2=False):
             "explicit_http_config": http}}
 
 
-def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, jwks_address=None,
-           tls_cert=None, tls_key=None, client_ca=None, vm_env=None, direct_response=False,
-           forward_client_cert=None, alpn=None, http1_trailers=False, upstream_h2=False,
-           normalize_paths=True, jwks_plain=False):
-    """`forward_client_cert`: the connection manager's `forward_client_cert_details`, for a
-    sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
-    (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC.
-    `normalize_paths=False` leaves out PATH_NORMALISATION (tests: the filters alone refuse)."""
+def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, options=None, **fields):
+    """The sidecar bootstrap. Options come as a `RenderOptions` and/or as its field names by
+    keyword (`render(..., jwks_address="127.0.0.1:8082", vm_env={...})`), never by position."""
+    if options is not None and not isinstance(options, RenderOptions):
+        raise TypeError("render(): options are a RenderOptions or keywords, not positional values")
+    o = dataclasses.replace(options or RenderOptions(), **fields)
+    jwks_address, tls_cert, tls_key, client_ca = o.jwks_address, o.tls_cert, o.tls_key, o.client_ca
+    vm_env, direct_response, forward_client_cert, alpn = o.vm_env, o.direct_response, o.forward_client_cert, o.alpn
+    http1_trailers, upstream_h2, normalize_paths = o.http1_trailers, o.upstream_h2, o.normalize_paths
+    jwks_plain = o.jwks_plain
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
@@ -390,9 +417,11 @@ def render_text(a, root="."):
     with open(os.path.join(root, a.policy), encoding="utf-8") as f:
         policy = json.load(f)
     filters = a.filter_list
-    cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port,
-                 a.jwks_address, a.tls_cert, a.tls_key, a.client_ca, a.vm_env_dict or None, a.direct_response,
-                 a.forward_client_cert, normalize_paths=not a.no_path_normalization, jwks_plain=a.jwks_plain)
+    cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port, RenderOptions(
+        jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
+        vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
+        forward_client_cert=a.forward_client_cert, normalize_paths=not a.no_path_normalization,
+        jwks_plain=a.jwks_plain))
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
     if a.forward_client_cert:

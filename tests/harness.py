@@ -155,8 +155,9 @@ class Envoy(EnvoyProcess):
         self.policy = policy
         self.scheme = "https" if tls else "http"
         port, admin_port = free_port(), free_port()
+        tls_cert, tls_key, client_ca = (tls or {}).get("args", (None, None, None))
         cfg = render.render(policy, list(filters), str(build_wasm()), port, upstream_port, admin_port,
-                            jwks_address, *(tls or {}).get("args", (None, None, None)),
+                            jwks_address=jwks_address, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
                             forward_client_cert=forward_client_cert, **render_opts)
         super().__init__(cfg, port, admin_port, "envoy", concurrency, log_level)
 

@@ -91,3 +91,19 @@ def test_validate_refuses_a_broken_policy(tmp_path, monkeypatch):
     r = validate_config(cfg)
     assert r.returncode != 0
     assert "fapi_token" in r.stdout + r.stderr
+
+
+def test_render_options_are_keywords_and_the_cli_passes_each_by_name():
+    # Issue 11 item 7: with 13 positional parameters, the CLI's `--no-path-normalization` landed
+    # in `alpn` and the normalisation stayed on. Options are now a RenderOptions or keywords.
+    a = render.parse_args(["--policy", "policies/demo-fhir-api.json", "--no-path-normalization"])
+    assert "normalize_path" not in render.render_text(a, str(ROOT))
+    a = render.parse_args(["--policy", "policies/demo-fhir-api.json"])
+    assert "normalize_path: true" in render.render_text(a, str(ROOT))
+    with pytest.raises(TypeError):
+        render.render({"api": {"name": "x"}}, ["token"], "/w", 1, 2, 3, "127.0.0.1:8082")
+    opts = render.RenderOptions(direct_response=True)
+    cfg = render.render({"api": {"name": "x"}}, ["token"], "/w", 1, 2, 3, opts, vm_env={"K": "V"})
+    route = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]["routes"][0]
+    assert "direct_response" in route

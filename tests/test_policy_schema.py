@@ -38,3 +38,20 @@ def test_bad_authz_refused_by_schema(mutate):
     bad = copy.deepcopy(doc)
     mutate(bad["routes"][2])
     assert list(validator().iter_errors(bad)), "schema accepted a bad authz"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("jwks_refresh_seconds", 2 ** 63),
+    ("jwks_refresh_seconds", 604801),
+    ("jwks_min_refetch_seconds", 86401),
+    ("jwks_fetch_timeout_ms", 60001),
+])
+def test_unbounded_jwks_timings_refused_by_schema(field, value):
+    # Issue 11 item 6: the schema bounds what compile bounds (`issuers[i].<field>` named there).
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    good = copy.deepcopy(doc)
+    good["issuers"][0] = {"issuer": "https://i.test", "jwks_uri": "https://i.test/jwks",
+                          "jwks_cluster": "idp"}
+    assert not list(validator().iter_errors(good))
+    good["issuers"][0][field] = value
+    assert list(validator().iter_errors(good)), f"schema accepted {field}={value}"

@@ -43,12 +43,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROOTS = [REPO_ROOT / "policies", REPO_ROOT / "kind-cluster" / "policies"]
 DEFAULT_LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
 
-# filter -> (priority, pluginName). pluginName is the root_id envoy/render.py gives each filter.
-# Istio orders plugins of one phase by descending priority.
+# filter -> (priority, pluginName), from the one registry (filters/registry.json). pluginName is
+# the root_id envoy/render.py gives each filter. Istio orders plugins of one phase by descending
+# priority.
 FILTERS: dict[str, tuple[int, str]] = {
-    "token": (300, "fapi_token"),
-    "dpop": (200, "fapi_dpop"),
-    "fhir-scope": (100, "fapi_fhir_scope"),
+    f["name"]: (f["istio_priority"], f["root_id"])
+    for f in json.loads((REPO_ROOT / "filters" / "registry.json").read_text())["filters"]
 }
 DEPLOY_KEYS = {
     "namespace", "selector", "target_refs", "image", "match_ports", "image_pull_policy", "image_pull_secret",

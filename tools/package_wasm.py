@@ -43,11 +43,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WASM_TARGET = "wasm32-wasip1"
 
-# filter name -> (cargo package, wasm file produced by `cargo build --release`)
+# filter name -> (cargo package, wasm file produced by `cargo build --release`), from the one
+# registry (filters/registry.json).
 FILTERS: dict[str, tuple[str, str]] = {
-    "token": ("fapi-token-filter", "fapi_token_filter.wasm"),
-    "dpop": ("fapi-dpop-filter", "fapi_dpop_filter.wasm"),
-    "fhir-scope": ("fapi-fhir-scope-filter", "fapi_fhir_scope_filter.wasm"),
+    f["name"]: (f["crate"], f["wasm"])
+    for f in json.loads((REPO_ROOT / "filters" / "registry.json").read_text())["filters"]
 }
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

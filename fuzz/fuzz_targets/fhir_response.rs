@@ -2,7 +2,7 @@
 //! request is decided first; when it asks for a response check, the fuzzed body is checked.
 //! Input: `<selector byte><method>\n<path with query>\n<status>\n<response body>`.
 #![no_main]
-use fapi_guard_core::fhir::decide::{check_response, decide_request, Decision};
+use fapi_guard_core::fhir::{check_response, decide, Decision, RequestView};
 use fuzz_support::{fhir_policy, split, text, token};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,7 +15,16 @@ fuzz_target!(|data: &[u8]| {
     let status = text(parts[2]).trim().parse::<u32>().unwrap_or(200);
     let tok = token(sel);
     if let Decision::AllowIfResponseMatches(check) =
-        decide_request(fhir_policy(), Some(&tok), &method, &path, None)
+        decide(
+        fhir_policy(),
+        Some(&tok),
+        &RequestView {
+            method: &method,
+            path_with_query: &path,
+            if_none_exist: None,
+            body: None,
+        },
+    )
     {
         let _ = check_response(fhir_policy(), &check, status, parts[3]);
     }

@@ -1,7 +1,7 @@
 //! Read-before-write checks (checklist §3, BOLA): an update/patch/delete by id is decided on
 //! the stored resource. Input: `<selector byte><method>\n<path>\n<status>\n<stored body>\n<request body>`.
 #![no_main]
-use fapi_guard_core::fhir::decide::{check_stored, decide_request, Decision};
+use fapi_guard_core::fhir::{check_stored, decide, Decision, RequestView};
 use fuzz_support::{fhir_policy, split, text, token};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,7 +15,16 @@ fuzz_target!(|data: &[u8]| {
     let tok = token(sel);
     let body = (!parts[4].is_empty()).then_some(parts[4]);
     if let Decision::AllowIfStoredMatches(check) =
-        decide_request(fhir_policy(), Some(&tok), &method, &path, body)
+        decide(
+        fhir_policy(),
+        Some(&tok),
+        &RequestView {
+            method: &method,
+            path_with_query: &path,
+            if_none_exist: None,
+            body,
+        },
+    )
     {
         let _ = check_stored(fhir_policy(), &check, status, parts[3]);
     }

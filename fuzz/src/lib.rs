@@ -84,7 +84,11 @@ pub fn token(selector: u8) -> VerifiedToken {
         claims.insert("patient".into(), "anna".into());
     }
     VerifiedToken {
-        dpop_scheme: selector & 0x20 == 0,
+        scheme: if selector & 0x20 == 0 {
+            fapi_guard_core::scheme::Scheme::Dpop
+        } else {
+            fapi_guard_core::scheme::Scheme::Bearer
+        },
         token_sha256: fapi_guard_core::token::token_sha256("fuzz-token"),
         iss: ISS.into(),
         sub: "user-1".into(),

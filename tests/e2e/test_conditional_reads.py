@@ -12,8 +12,6 @@ records what reached it.
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,11 +19,9 @@ import requests
 from h2_tools import H2Upstream, h2_request
 from harness import Envoy, Issuer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_trailers import AUD, ANNA, BJORN, policy_for  # noqa: E402
+from test_trailers import AUD, ANNA, BJORN, policy_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""DPoP filter in real Envoy (checklist §2, RFC 9449; RFC 8705 binding).
+"""DPoP filter in real Envoy (docs/checks.md §2, RFC 9449; RFC 8705 binding).
 
 Proofs come from independent clients:
 - npm `dpop` (panva) with access tokens signed by npm `jose` (tests/e2e/clients/dpop-client.mjs);
@@ -187,7 +187,7 @@ def test_npm_dpop_client_with_jose_token_each_alg(envoy, issuer, upstream, alg):
     out = node_client({"alg": alg, "token": {**issuer_private(issuer), "claims": node_token_claims(issuer)},
                        "proofs": [{"htm": "GET", "htu": url}]})
     header = json.loads(base64.urlsafe_b64decode(out["proofs"][0].split(".")[0] + "=="))
-    assert header["alg"] == alg  # npm `dpop` writes `Ed25519` for EdDSA (checklist §2.4)
+    assert header["alg"] == alg  # npm `dpop` writes `Ed25519` for EdDSA (docs/checks.md §2.4)
     r = envoy.get("/fhir/Patient/1", dpop_headers(out["access_token"], out["proofs"][0]))
     assert r.status_code == 200, r.text
     assert upstream.requests[-1]["path"] == "/fhir/Patient/1"

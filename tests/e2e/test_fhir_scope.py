@@ -1,4 +1,4 @@
-"""FHIR scope filter in real Envoy (checklist §3), in front of the sample FHIR upstream
+"""FHIR scope filter in real Envoy (docs/checks.md §3), in front of the sample FHIR upstream
 (tests/fhir_upstream/server.py) serving two patients, `pat-anna` and `pat-bjorn`.
 
 Chain: token -> fhir_scope -> upstream. Tokens are made by joserfc (harness.Issuer); the
@@ -7,16 +7,13 @@ allowed and a denied case; reads the request cannot decide are decided on the re
 """
 import base64
 import json
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from harness import Envoy, Issuer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -27,11 +27,8 @@ import pytest
 
 from harness import Envoy, Issuer
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402
+import server as fhir_server
 
 pytestmark = pytest.mark.e2e
 

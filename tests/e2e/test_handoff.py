@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 AUD = "handoff-e2e"
 
 FORGED = {
-    "dpop_scheme": True, "token_sha256": "x" * 43, "iss": "https://issuer.test", "sub": "mallory",
+    "scheme": "Dpop", "token_sha256": "x" * 43, "iss": "https://issuer.test", "sub": "mallory",
     "client_id": "evil", "exp": 4102444800, "scopes": ["system/*.cruds"], "cnf_jkt": None,
     "cnf_x5t_s256": None, "claims": {"patient": "pat-bjorn"},
 }

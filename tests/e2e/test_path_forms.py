@@ -14,7 +14,6 @@ refused with no request reaching the upstream:
 import http.client
 import json
 import socket
-import sys
 import threading
 from pathlib import Path
 
@@ -25,8 +24,7 @@ import pytest
 
 from harness import Envoy, Issuer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Token filter in real Envoy (checklist §1): every check with an allowed and a denied case.
+"""Token filter in real Envoy (docs/checks.md §1): every check with an allowed and a denied case.
 
 Tokens are made by joserfc (independent of our Rust code) unless a test says otherwise.
 """

@@ -12,9 +12,7 @@ FHIR server (tests/fhir_upstream/server.py) with its two patients.
 """
 import json
 import ssl
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import requests
@@ -22,8 +20,7 @@ import requests
 from h2_tools import Answer, H2Upstream, h1_chunked_request, h2_request
 from harness import Envoy, Issuer, Pki
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ the sample FHIR API (tests/fhir_upstream/server.py).
 
 The harness starts both proxies on free ports (`harness.behind_gateway` moves the policy's
 public origin from :8443 to the test gateway's port). Proven here: `htu` is checked against
-the public URI (RFC 9449 §4.3 step 9; checklist §2.8), forwarded headers are trusted only as
+the public URI (RFC 9449 §4.3 step 9; docs/checks.md §2.8), forwarded headers are trusted only as
 the gateway sets them, certificate-bound tokens (RFC 8705 §3) work with the certificate the
-gateway saw and not with a client-made XFCC, and the SMART patient compartment (checklist §3)
+gateway saw and not with a client-made XFCC, and the SMART patient compartment (docs/checks.md §3)
 holds through the gateway.
 """
 from __future__ import annotations
@@ -16,10 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -27,8 +25,7 @@ from requests_oauth2client import DPoPKey
 
 from harness import ROOT, Envoy, Gateway, Issuer, JwksServer, Pki, behind_gateway, free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402  (tests/fhir_upstream/server.py)
+import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +184,7 @@ def anna_mtls(issuer, pki):
     return Client(issuer, pki, cert_bound=True)
 
 
-# ---------------------------------------------------------------- htu (checklist §2.8)
+# ---------------------------------------------------------------- htu (docs/checks.md §2.8)
 
 def test_committed_topology_policy_is_what_runs(topo):
     """The sidecar runs the committed policy, only the public origin's port moved."""
@@ -311,7 +308,7 @@ def test_going_around_the_gateway_with_a_forged_xfcc(fhir, jwks, pki, topo, anna
     assert anna_mtls.direct(topo.sidecar, "/Patient/pat-anna", htu, forged).status_code == 200
 
 
-# ---------------------------------------------------------------- SMART patient compartment (checklist §3)
+# ---------------------------------------------------------------- SMART patient compartment (docs/checks.md §3)
 
 def test_another_patients_record_refused_through_the_gateway(topo, anna, anna_mtls):
     for client in (anna, anna_mtls):

@@ -13,14 +13,13 @@ import yaml
 
 from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "envoy"))
-import render  # noqa: E402
+import render
 
 GENERATED = sorted((REPO_ROOT / "policies" / "deploy" / "generated").glob("*.yaml")) + sorted(
     (REPO_ROOT / "kind-cluster" / "policies" / "deploy" / "generated").glob("*.yaml")
 )
-# generator filter name -> renderer filter name
-NAMES = {"token": "token", "dpop": "dpop", "fhir-scope": "fhir_scope"}
+# generator filter name -> renderer filter name (filters/registry.json)
+NAMES = {f["name"]: f["envoy"] for f in render.REGISTRY}
 
 
 def istio_chain(plugins: list[dict]) -> list[dict]:

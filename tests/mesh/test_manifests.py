@@ -102,9 +102,6 @@ def test_one_plugin_per_filter_in_order_fail_closed(gen_wasmplugins, tmp_path):
 
 
 def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins):
-    import sys
-
-    sys.path.insert(0, str(REPO_ROOT / "envoy"))
     import render
 
     rendered = render.wasm_filter("token", "{}", "/w")["typed_config"]["config"]["root_id"]

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -25,11 +23,9 @@ import yaml
 from conftest import REPO_ROOT
 from harness import EnvoyProcess, Issuer, JwksServer, build_wasm, free_port
 
-sys.path.insert(0, str(REPO_ROOT / "envoy"))
-import render  # noqa: E402
+import render
 
-sys.path.insert(0, str(REPO_ROOT / "tests" / "fhir_upstream"))
-import server as fhir_server  # noqa: E402
+import server as fhir_server
 
 pytestmark = pytest.mark.e2e
 

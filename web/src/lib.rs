@@ -45,8 +45,8 @@ pub fn parse_request_line(line: &str) -> Result<RequestLine, String> {
         ));
     }
     if let Some((scheme, rest)) = target.split_once("://") {
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
+        let (authority, path) = match rest.find('/').and_then(|i| rest.split_at_checked(i)) {
+            Some(parts) => parts,
             None => (rest, "/"),
         };
         if !(scheme == "http" || scheme == "https") || authority.is_empty() {
@@ -216,6 +216,7 @@ pub fn check_policy(policy: &str, target: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -2,7 +2,7 @@
 //! on stdin and answers one JSON line each, through the core's public entry points only.
 //!   {"op": "verify", "jwks": {...}, "token": "h.p.s"} -> {"ok": bool, "error": "..."}
 //!   {"op": "htu", "htu": "..."}                        -> {"normal": "scheme://host[:port]/path" | null}
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::{BufRead, Write};
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::claims::VerifiedToken;
 use crate::denial::Reason;
-use crate::policy::PolicyError;
+use crate::error::PolicyError;
 
 /// Enforce (deny) or shadow (decide, count `shadow_denied.<reason>`, log, let it pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -617,13 +617,18 @@ impl Bind {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn token(claims: Value, scopes: &[&str]) -> VerifiedToken {
         VerifiedToken {
-            dpop_scheme: true,
+            scheme: crate::scheme::Scheme::Dpop,
             token_sha256: String::new(),
             iss: "i".into(),
             sub: String::new(),
@@ -655,6 +660,37 @@ mod tests {
     }
 
     const SL: &str = "helseid://claims/identity/security_level";
+
+    #[test]
+    fn policy_authorize_matches_the_route_and_binds_its_parameters() {
+        // `Policy::authorize`: route matching and the authz decision in core (issue 11 item 3).
+        let doc = json!({
+            "api": {"name": "a", "audience": "a"},
+            "issuers": [{"issuer": "i", "jwks_uri": "https://i/jwks", "jwks_cluster": "c"}],
+            "routes": [{"path_prefix": "/orgs/{orgnr}/documents", "require": "token",
+                        "authz": {"bind": [{"path_param": "orgnr", "claim": "org"}]}}]
+        });
+        let policy = crate::policy::Policy::from_json(doc.to_string().as_bytes()).unwrap();
+        let t = token(json!({"org": "111"}), &[]);
+        let no_header = |_: &str| None;
+        assert!(policy
+            .authorize("GET", "/orgs/111/documents", &no_header, &t)
+            .is_ok());
+        assert!(policy.authorize("GET", "/other", &no_header, &t).is_ok());
+        let refused = policy.authorize("GET", "/orgs/222/documents", &no_header, &t);
+        assert!(
+            matches!(&refused, Err(crate::policy::RouteRefusal::Authz(d)) if d.reason == Reason::AuthzBinding),
+            "{refused:?}"
+        );
+        let refused = policy.authorize("GET", "/orgs/111/x/../222/documents", &no_header, &t);
+        assert!(
+            matches!(
+                refused,
+                Err(crate::policy::RouteRefusal::Path(Reason::PathNotCanonical))
+            ),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn condition_kinds() {

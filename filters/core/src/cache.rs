@@ -1,4 +1,4 @@
-//! Verified-token cache (SIGNATURE-SPEED.md: tokens repeat across a client's requests).
+//! Verified-token cache (docs/checks.md §1.10, `bench/README.md`: tokens repeat across a client's requests).
 //! Keyed by base64url(SHA-256(token)); an entry is used only while the token's time
 //! claims still hold, and the whole cache is dropped when the issuer keys change.
 //! Bounded: at capacity, expired entries go first, then the oldest insertions (FIFO).
@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::claims::VerifiedToken;
-use crate::denial::Scheme;
+use crate::scheme::Scheme;
 
 /// A verified token with its hand-off bytes serialised once, so a cache hit costs a
 /// lookup and one host call, not a clone and a JSON encoding.
@@ -19,9 +19,9 @@ pub struct CachedToken {
 
 impl CachedToken {
     pub fn new(mut token: VerifiedToken) -> CachedToken {
-        token.dpop_scheme = true;
+        token.scheme = Scheme::Dpop;
         let handoff_dpop = token.to_bytes();
-        token.dpop_scheme = false;
+        token.scheme = Scheme::Bearer;
         let handoff_bearer = token.to_bytes();
         CachedToken {
             token,

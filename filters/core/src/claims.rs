@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::denial::Scheme;
+use crate::scheme::Scheme;
 
 /// Filter-state key (Envoy stores it as `wasm.fapi_guard.verified_token`).
 pub const VERIFIED_TOKEN_PROPERTY: &str = "fapi_guard.verified_token";
@@ -14,7 +14,7 @@ pub const VERIFIED_TOKEN_PROPERTY: &str = "fapi_guard.verified_token";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifiedToken {
     /// `DPoP` or `Bearer`, as the request's `Authorization` used.
-    pub dpop_scheme: bool,
+    pub scheme: Scheme,
     /// base64url(SHA-256(token)) = the `ath` a DPoP proof must carry (RFC 9449 §4.2).
     pub token_sha256: String,
     pub iss: String,
@@ -24,7 +24,7 @@ pub struct VerifiedToken {
     pub client_id: String,
     pub exp: i64,
     /// Granted scopes, from `scope` or `scp`, each a space-delimited string or an array of
-    /// strings (checklist §1.9; [`scope_values`]).
+    /// strings (docs/checks.md §1.9; [`scope_values`]).
     pub scopes: Vec<String>,
     /// `cnf.jkt` (RFC 9449 §6.1).
     pub cnf_jkt: Option<String>,
@@ -61,11 +61,7 @@ pub fn scope_values(claims: &serde_json::Map<String, serde_json::Value>) -> Opti
 
 impl VerifiedToken {
     pub fn scheme(&self) -> Scheme {
-        if self.dpop_scheme {
-            Scheme::Dpop
-        } else {
-            Scheme::Bearer
-        }
+        self.scheme
     }
 
     /// A string claim by name (e.g. the configurable patient claim).

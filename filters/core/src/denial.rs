@@ -207,21 +207,8 @@ reasons! {
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
-/// The auth scheme the challenge uses: DPoP when the request used it or the API requires it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Dpop,
-    Bearer,
-}
-
-impl Scheme {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scheme::Dpop => "DPoP",
-            Scheme::Bearer => "Bearer",
-        }
-    }
-}
+// A leaf module (`scheme.rs`): tokens, claims and challenges use it without this table.
+pub use crate::scheme::Scheme;
 
 /// What a denial needs besides its reason to render a reply.
 #[derive(Debug, Clone, Default)]
@@ -380,6 +367,11 @@ impl Reason {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
 

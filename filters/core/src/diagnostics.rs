@@ -68,7 +68,7 @@ pub fn token_detail(
     let decoded = token.and_then(decode_unverified);
     let header = decoded.as_ref().map(|d| &d.0);
     let payload = decoded.as_ref().map(|d| &d.1);
-    let skew = policy.token.skew_seconds as i64;
+    let skew = i64::try_from(policy.token.skew_seconds).unwrap_or(i64::MAX);
     match reason {
         Reason::MissingToken => Some(format!(
             "send `Authorization: {} <access token>`",

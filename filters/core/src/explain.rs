@@ -13,8 +13,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::authz::{AuthzRequest, Mode};
+use crate::challenge::{self, Challenge};
 use crate::claims::VerifiedToken;
-use crate::denial::{ChallengeContext, Reason, Reply, Scheme};
+use crate::denial::{Reason, Reply, Scheme};
 use crate::diagnostics;
 use crate::dpop::{self, ClientCert, DpopRequest, KeyBudget, ProofRequest, RequestTarget};
 use crate::fhir::{self, Decision, RequestView};
@@ -422,6 +423,9 @@ pub fn explain(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> Trace 
     trace
 }
 
+// Indexes and slices only the constant check tables (TOKEN_CHECKS, DPOP_CHECKS) at constant
+// positions inside their lengths.
+#[allow(clippy::indexing_slicing)]
 fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> Trace {
     let filters = chain(policy, &opts.filters);
     let has = |f: &str| filters.iter().any(|g| g == f);
@@ -611,16 +615,15 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                             reason: Some(d.reason.code()),
                             detail: Some(d.detail.clone()),
                         });
-                        let schemes =
-                            diagnostics::token_challenge_schemes(policy, Some(presented.scheme));
-                        let ctx = ChallengeContext {
-                            schemes: &schemes,
-                            dpop_algs: &policy.token.algs,
-                            required_scope: d.required_scope.clone(),
-                            detail: Some(d.detail.clone()),
-                            ..Default::default()
-                        };
-                        let reply = d.reason.reply(&ctx);
+                        let reply = challenge::reply(
+                            policy,
+                            d.reason,
+                            &Challenge {
+                                required_scope: d.required_scope.clone(),
+                                detail: Some(d.detail.clone()),
+                                ..Challenge::used(Some(presented.scheme))
+                            },
+                        );
                         let answer =
                             reply_answer("token", d.reason, reply, why(d.reason, Some(&d.detail)));
                         return trace(steps, decoded_list, answer, notes);
@@ -741,9 +744,9 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
             opts.now,
         ) {
             Ok(_) => {
-                let proof_checked = verified
-                    .as_ref()
-                    .is_some_and(|t| dp.required || t.dpop_scheme || t.cnf_jkt.is_some());
+                let proof_checked = verified.as_ref().is_some_and(|t| {
+                    dp.required || t.scheme == Scheme::Dpop || t.cnf_jkt.is_some()
+                });
                 if proof_checked {
                     record(&mut steps, "dpop", DPOP_CHECKS, None, 0);
                 } else {
@@ -834,17 +837,14 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                 Some(r),
                 Some(detail.clone()),
             ));
-            let schemes = match verified.as_ref() {
-                Some(t) => vec![t.scheme()],
-                None => diagnostics::schemes(policy),
-            };
-            let ctx = ChallengeContext {
-                schemes: &schemes,
-                dpop_algs: &policy.token.algs,
-                detail: Some(detail.clone()),
-                ..Default::default()
-            };
-            let reply = r.reply(&ctx);
+            let reply = challenge::reply(
+                policy,
+                r,
+                &Challenge {
+                    detail: Some(detail.clone()),
+                    ..Challenge::used(verified.as_ref().map(|t| t.scheme))
+                },
+            );
             let answer = reply_answer("fhir_scope", r, reply, why(r, Some(&detail)));
             return trace(steps, decoded_list, answer, notes);
         }
@@ -897,18 +897,15 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
         };
         let spec = "checklist §3; SMART App Launch v2.2 §scopes; FHIR R4 §3.1.0, compartments";
         let fhir_deny = |reason: Reason, required_scope: Option<String>, detail: Option<String>| {
-            let schemes = match verified.as_ref() {
-                Some(t) => vec![t.scheme()],
-                None => diagnostics::schemes(policy),
-            };
-            let ctx = ChallengeContext {
-                schemes: &schemes,
-                dpop_algs: &policy.token.algs,
-                dpop_nonce: None,
-                required_scope,
-                detail: detail.filter(|d| !d.is_empty()),
-            };
-            reason.reply(&ctx)
+            challenge::reply(
+                policy,
+                reason,
+                &Challenge {
+                    required_scope,
+                    detail: detail.filter(|d| !d.is_empty()),
+                    ..Challenge::used(verified.as_ref().map(|t| t.scheme))
+                },
+            )
         };
         match d {
             Decision::Allow => {
@@ -1110,14 +1107,14 @@ pub fn token_reply(
     detail: Option<&str>,
     _now: i64,
 ) -> Reply {
-    let schemes = diagnostics::token_challenge_schemes(policy, used);
-    let ctx = ChallengeContext {
-        schemes: &schemes,
-        dpop_algs: &policy.token.algs,
-        detail: detail.map(str::to_string),
-        ..Default::default()
-    };
-    reason.reply(&ctx)
+    challenge::reply(
+        policy,
+        reason,
+        &Challenge {
+            detail: detail.map(str::to_string),
+            ..Challenge::used(used)
+        },
+    )
 }
 
 /// The decoded claims of a JWS as a JSON object (empty when not decodable).

@@ -1,6 +1,6 @@
 //! The issuer key ring and the JWKS refresh rules, as pure state (time injected).
 //!
-//! Rules (checklist §1.4; issue 2): inline keys never change; remote keys are fetched at
+//! Rules (docs/checks.md §1.4; issue 2): inline keys never change; remote keys are fetched at
 //! start, refreshed every `refresh_seconds`, refetched when a token names an unknown `kid`
 //! (at most once per `min_refetch_seconds`), retried with exponential backoff after a
 //! failure, and the last good keys are kept through an outage or a garbage answer.
@@ -9,7 +9,14 @@
 
 use crate::jose::{Alg, Jwks};
 use crate::policy::{KeySource, Policy, RemoteJwks};
+use crate::shared_store::{version_for_write, SharedStore};
 use crate::token::{KeyLookup, KeyProvider};
+
+/// A policy period as a signed time, saturating (never wrapping negative: a negative period
+/// would make every check "due"). Compile also bounds these fields.
+fn seconds(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
+}
 
 /// What a fetch answer did to the key set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +51,7 @@ impl IssuerKeys {
         };
         match self.last_success {
             None => backoff_over,
-            Some(t) => now - t >= remote.refresh_seconds as i64 && backoff_over,
+            Some(t) => now - t >= seconds(remote.refresh_seconds) && backoff_over,
         }
     }
 
@@ -52,7 +59,7 @@ impl IssuerKeys {
     pub fn kid_refetch_allowed(&self, now: i64, remote: &RemoteJwks) -> bool {
         match self.last_kid_refetch {
             None => true,
-            Some(t) => now - t >= remote.min_refetch_seconds as i64,
+            Some(t) => now - t >= seconds(remote.min_refetch_seconds),
         }
     }
 
@@ -62,12 +69,14 @@ impl IssuerKeys {
     }
 
     /// Exponential backoff after failures: 1, 2, 4 ... seconds, capped at the refresh period.
-    fn backoff_seconds(&self, remote: &RemoteJwks) -> i64 {
+    /// The one backoff rule: the schedule ([`Self::fetch_due`]) and the shared fetch lease
+    /// ([`apply_answer`]) both use it.
+    pub fn backoff_seconds(&self, remote: &RemoteJwks) -> i64 {
         if self.consecutive_failures == 0 {
             return 0;
         }
         let exp = 1i64 << self.consecutive_failures.min(20).saturating_sub(1);
-        exp.min(remote.refresh_seconds as i64).max(1)
+        exp.min(seconds(remote.refresh_seconds)).max(1)
     }
 
     pub fn note_attempt(&mut self, now: i64) {
@@ -187,13 +196,117 @@ pub fn encode_shared(fetched_at: i64, body: &[u8]) -> Vec<u8> {
 
 pub fn decode_shared(bytes: &[u8]) -> Option<(i64, &[u8])> {
     let nl = bytes.iter().position(|b| *b == b'\n')?;
-    let ts = std::str::from_utf8(&bytes[..nl]).ok()?.parse().ok()?;
-    Some((ts, &bytes[nl + 1..]))
+    let (ts, body) = bytes.split_at(nl);
+    let ts = std::str::from_utf8(ts).ok()?.parse().ok()?;
+    Some((ts, body.get(1..)?))
+}
+
+// ---------- sharing between workers (proxy-wasm shared data, through `SharedStore`) ----------
+
+/// Shared-data key of the last good document. Namespaced per API and filter: Istio gives
+/// every plugin of a proxy one shared-data namespace (docs/checks.md, issue 14).
+pub fn doc_key(remote: &RemoteJwks) -> String {
+    format!("fapi_guard.token.{}.jwks|{}", remote.api, remote.uri)
+}
+
+/// Shared-data key of the fetch lease ("fetching until <t>").
+pub fn lease_key(remote: &RemoteJwks) -> String {
+    format!("fapi_guard.token.{}.jwks_lease|{}", remote.api, remote.uri)
+}
+
+/// How long a fetch holds the lease: its timeout, rounded up, plus a second.
+pub fn lease_hold_seconds(remote: &RemoteJwks) -> i64 {
+    i64::try_from(remote.timeout_ms / 1000)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1)
+}
+
+/// Picks up a document another worker stored. Returns the new version if it changed.
+pub fn sync_from_shared(
+    store: &impl SharedStore,
+    ring: &mut KeyRing,
+    index: usize,
+    remote: &RemoteJwks,
+    seen: Option<u32>,
+) -> Option<u32> {
+    let (bytes, version) = store.get(&doc_key(remote));
+    if version.is_none() || version == seen {
+        return None;
+    }
+    let bytes = bytes?;
+    let (fetched_at, body) = decode_shared(&bytes)?;
+    ring.install_shared(index, body, fetched_at);
+    version
+}
+
+/// Tries to take the fetch lease until `now + hold_seconds`. False if another worker holds it.
+/// Compare-and-swap (create-only when the key is new), so two workers cannot both take it.
+pub fn take_lease(
+    store: &impl SharedStore,
+    remote: &RemoteJwks,
+    now: i64,
+    hold_seconds: i64,
+) -> bool {
+    let key = lease_key(remote);
+    let (current, version) = store.get(&key);
+    let held_until: i64 = current
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if held_until > now {
+        return false;
+    }
+    let until = now.saturating_add(hold_seconds).to_string();
+    store
+        .set(&key, until.as_bytes(), version_for_write(version))
+        .is_ok()
+}
+
+/// Sets the lease to `until` (after a result: `now`, or `now + backoff` to hold back).
+pub fn set_lease(store: &impl SharedStore, remote: &RemoteJwks, until: i64) {
+    let _ = store.set(&lease_key(remote), until.to_string().as_bytes(), None);
+}
+
+/// Applies this worker's fetch answer (`status` None: no answer or timeout) to the ring,
+/// shares a good document with the other workers and releases the lease; after a failure the
+/// lease is held for the backoff ([`IssuerKeys::backoff_seconds`]), so no worker refetches
+/// before it.
+pub fn apply_answer(
+    store: &impl SharedStore,
+    ring: &mut KeyRing,
+    index: usize,
+    remote: &RemoteJwks,
+    now: i64,
+    status: Option<u32>,
+    body: &[u8],
+) -> Option<FetchOutcome> {
+    let outcome = ring.apply_fetch(index, now, status, body)?;
+    match &outcome {
+        FetchOutcome::Updated | FetchOutcome::Unchanged => {
+            let _ = store.set(&doc_key(remote), &encode_shared(now, body), None);
+            set_lease(store, remote, now);
+        }
+        FetchOutcome::KeptLastGood(_) => {
+            let backoff = ring
+                .issuers
+                .get(index)
+                .map_or(1, |k| k.backoff_seconds(remote).max(1));
+            set_lease(store, remote, now.saturating_add(backoff));
+        }
+    }
+    Some(outcome)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
+    use crate::shared_store::MemoryStore;
 
     fn remote() -> RemoteJwks {
         RemoteJwks {
@@ -242,5 +355,61 @@ mod tests {
         let enc = encode_shared(42, b"{\"keys\":[]}");
         assert_eq!(decode_shared(&enc), Some((42, &b"{\"keys\":[]}"[..])));
         assert_eq!(decode_shared(b"garbage"), None);
+    }
+
+    #[test]
+    fn lease_is_taken_once_and_held_for_the_backoff() {
+        let r = remote();
+        let store = MemoryStore::new();
+        let policy_ring = || KeyRing {
+            issuers: vec![IssuerKeys::default()],
+            generation: 1,
+        };
+        let mut ring = policy_ring();
+        assert_eq!(lease_hold_seconds(&r), 2);
+        assert!(take_lease(&store, &r, 100, 2));
+        assert!(!take_lease(&store, &r, 101, 2), "another worker holds it");
+        // Two failures: the lease is held for the same 2 s backoff the schedule uses.
+        apply_answer(&store, &mut ring, 0, &r, 101, None, b"");
+        apply_answer(&store, &mut ring, 0, &r, 102, Some(500), b"");
+        let backoff = ring.issuers[0].backoff_seconds(&r);
+        assert_eq!(backoff, 2);
+        assert!(!take_lease(&store, &r, 103, 2));
+        assert!(take_lease(&store, &r, 104, 2));
+        assert!(!ring.issuers[0].fetch_due(103, &r));
+        assert!(ring.issuers[0].fetch_due(104, &r));
+        // A good answer is shared and picked up by another worker's ring.
+        let doc = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        assert_eq!(
+            apply_answer(&store, &mut ring, 0, &r, 105, Some(200), doc),
+            Some(FetchOutcome::Updated)
+        );
+        assert!(take_lease(&store, &r, 105, 2), "released after success");
+        let mut other = policy_ring();
+        let seen = sync_from_shared(&store, &mut other, 0, &r, None);
+        assert!(seen.is_some());
+        assert!(other.issuers[0].jwks.is_some());
+        assert_eq!(sync_from_shared(&store, &mut other, 0, &r, seen), None);
+    }
+
+    #[test]
+    fn huge_timeouts_and_refresh_periods_do_not_wrap() {
+        let mut r = remote();
+        r.timeout_ms = u64::MAX;
+        r.refresh_seconds = u64::MAX;
+        assert!(lease_hold_seconds(&r) > 0);
+        let mut k = IssuerKeys::default();
+        assert!(k.fetch_due(0, &r));
+        k.apply_fetch(0, Some(500), b"");
+        assert!(!k.fetch_due(0, &r), "backoff, not a negative period");
+        k.last_success = Some(0);
+        k.consecutive_failures = 0;
+        assert!(
+            !k.fetch_due(1_000_000, &r),
+            "refresh far away, not every tick"
+        );
+        k.note_kid_refetch(0);
+        r.min_refetch_seconds = u64::MAX;
+        assert!(!k.kid_refetch_allowed(1_000_000, &r));
     }
 }

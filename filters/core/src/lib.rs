@@ -2,16 +2,18 @@
 //!
 //! Every check is a pure function of (compiled policy, request view, now) and returns a
 //! decision; the proxy-wasm crates only translate host calls. Spec references point at
-//! `RESOURCE-SERVER-CHECKS.md` (§1 token, §2 DPoP, §3 SMART scopes) and the RFCs it cites.
+//! `docs/checks.md` (§1 token, §2 DPoP, §3 SMART scopes, §4 per-route authz) and the RFCs.
 
 pub mod authz;
 pub mod b64;
 pub mod cache;
+pub mod challenge;
 pub mod claims;
 pub mod denial;
 pub mod describe;
 pub mod diagnostics;
 pub mod dpop;
+pub mod error;
 pub mod explain;
 pub mod fhir;
 pub mod jose;
@@ -20,5 +22,7 @@ pub mod path;
 pub mod policy;
 pub mod reason_doc;
 pub mod routes;
+pub mod scheme;
 pub mod shared_store;
 pub mod token;
+pub mod token_flow;

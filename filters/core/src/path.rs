@@ -176,8 +176,7 @@ pub fn canonical(target: &str) -> Result<CanonicalPath<'_>, PathFault> {
     out.push(b'/');
     let mut seg_start = 1;
     let mut i = 1;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         if b == b'%' {
             let hi = bytes.get(i + 1).copied().and_then(hex_val);
             let lo = bytes.get(i + 2).copied().and_then(hex_val);
@@ -198,7 +197,7 @@ pub fn canonical(target: &str) -> Result<CanonicalPath<'_>, PathFault> {
         }
         match b {
             b'/' => {
-                check_segment(&out[seg_start..], false)?;
+                check_segment(out.get(seg_start..).unwrap_or_default(), false)?;
                 out.push(b'/');
                 seg_start = out.len();
             }
@@ -211,7 +210,7 @@ pub fn canonical(target: &str) -> Result<CanonicalPath<'_>, PathFault> {
         }
         i += 1;
     }
-    check_segment(&out[seg_start..], true)?;
+    check_segment(out.get(seg_start..).unwrap_or_default(), true)?;
     // Only ASCII was pushed.
     let path = String::from_utf8(out).map_err(|_| PathFault::NotAscii)?;
     Ok(CanonicalPath { raw, path, query })

@@ -8,33 +8,8 @@ use serde::Deserialize;
 use crate::jose::{Alg, Jwks};
 use crate::routes::{RouteDoc, RouteTable};
 
-/// A policy problem, naming the field (`issuers[0].jwks_uri`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    pub field: String,
-    pub message: String,
-}
-
-impl PolicyError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        PolicyError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "policy: {}", self.message)
-        } else {
-            write!(f, "policy field `{}`: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for PolicyError {}
+// A leaf module (`error.rs`), so the section policies need not import this one back.
+pub use crate::error::PolicyError;
 
 // ---------- the document, as written ----------
 
@@ -110,20 +85,20 @@ pub enum SchemeDoc {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenDoc {
-    /// Accepted `Authorization` schemes (checklist §1.1). Default: DPoP only.
+    /// Accepted `Authorization` schemes (docs/checks.md §1.1). Default: DPoP only.
     #[serde(default = "default_schemes")]
     pub schemes: Vec<SchemeDoc>,
-    /// JWS `alg` allow-list (checklist §1.3). Default PS256, ES256, EdDSA.
+    /// JWS `alg` allow-list (docs/checks.md §1.3). Default PS256, ES256, EdDSA.
     #[serde(default = "default_algs")]
     pub allowed_algs: Vec<String>,
-    /// Also accept `typ: JWT` (HelseID historic tokens; checklist §1.2 choice).
+    /// Also accept `typ: JWT` (HelseID historic tokens; docs/checks.md §1.2 choice).
     #[serde(default)]
     pub allow_typ_jwt: bool,
     /// RFC 9068 §2.2 `sub` required (default). `false` accepts client-credentials tokens
     /// that carry only `client_id` (Duende IdentityServer / HelseID system tokens).
     #[serde(default = "default_true")]
     pub require_sub: bool,
-    /// Clock skew for `exp`/`nbf`/`iat` (checklist §1.7). Default 10 s.
+    /// Clock skew for `exp`/`nbf`/`iat` (docs/checks.md §1.7). Default 10 s.
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
     /// Verified-token cache size per worker.
@@ -205,6 +180,28 @@ pub struct TokenRules {
     pub cache_max_entries: usize,
 }
 
+/// Where a request stands before any token is read ([`Policy::route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRoute {
+    /// A `require: none` route: no token needed.
+    pub public: bool,
+    /// `enforce`, or `shadow` (dry run) for this route / policy.
+    pub mode: crate::authz::Mode,
+    /// The canonical (decoded) path and the raw query, as decisions read it.
+    pub path_with_query: String,
+    /// No percent-encoding in the path (FHIR types, ids and operations never need one).
+    pub plain: bool,
+}
+
+/// Why [`Policy::authorize`] refused.
+#[derive(Debug, Clone)]
+pub enum RouteRefusal {
+    /// The path is not canonical (`path_not_canonical`, ...).
+    Path(crate::denial::Reason),
+    /// The route's `authz` refused (details name the condition).
+    Authz(crate::authz::AuthzDenial),
+}
+
 /// A validated policy. Built only by [`Policy::from_json`].
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -253,7 +250,7 @@ impl Policy {
             issuers.push(issuer);
         }
         for (i, a) in issuers.iter().enumerate() {
-            if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
+            if issuers.iter().take(i).any(|b| b.issuer == a.issuer) {
                 return Err(PolicyError::new(
                     format!("issuers[{i}].issuer"),
                     "issuer listed twice",
@@ -283,6 +280,44 @@ impl Policy {
         })
     }
 
+    /// The first step of every filter on every request: the one canonical path (docs/checks.md
+    /// "Path canonicalisation"), then the route: public or protected, and its mode. A path
+    /// fault is refused in every mode (it is no decision an API owner rolls out).
+    pub fn route(
+        &self,
+        method: &str,
+        raw_path: &str,
+    ) -> Result<RequestRoute, crate::path::PathFault> {
+        let c = crate::path::canonical(raw_path)?;
+        Ok(RequestRoute {
+            public: self.routes.requirement(method, &c) == crate::routes::Requirement::None,
+            mode: self.mode_for(method, &c),
+            path_with_query: c.path_with_query(),
+            plain: c.is_plain(),
+        })
+    }
+
+    /// The matching route's `authz` (docs/checks.md §4) on a verified token: `Ok` when the
+    /// route has none or it allows. `header` reads a request header (bindings).
+    pub fn authorize(
+        &self,
+        method: &str,
+        raw_path: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        token: &crate::claims::VerifiedToken,
+    ) -> Result<(), RouteRefusal> {
+        let c = crate::path::canonical(raw_path).map_err(|f| RouteRefusal::Path(f.reason()))?;
+        let route = self.routes.lookup(method, &c);
+        let Some(authz) = route.authz else {
+            return Ok(());
+        };
+        let req = crate::authz::AuthzRequest {
+            path_params: &route.params,
+            header,
+        };
+        authz.evaluate(&req, token).map_err(RouteRefusal::Authz)
+    }
+
     /// The mode for a request: the matching route's `mode`, else the policy's.
     pub fn mode_for(
         &self,
@@ -295,10 +330,53 @@ impl Policy {
     pub fn issuer(&self, iss: &str) -> Option<&Issuer> {
         self.issuers.iter().find(|i| i.issuer == iss)
     }
+
+    /// The index of issuer `iss` (exact match, RFC 9068 §4), the one issuer look-up.
+    pub fn issuer_index(&self, iss: &str) -> Option<usize> {
+        self.issuers.iter().position(|i| i.issuer == iss)
+    }
+
+    /// Issuer `index`'s remote JWKS, if its keys are fetched.
+    pub fn remote_jwks(&self, index: usize) -> Option<&RemoteJwks> {
+        match &self.issuers.get(index)?.keys {
+            KeySource::Remote(r) => Some(r),
+            KeySource::Inline(_) => None,
+        }
+    }
 }
+
+/// Upper bounds of the issuer's JWKS timings (also in `policies/schema/policy.schema.json`):
+/// a period beyond them is a mistake, and unbounded values would reach signed time arithmetic.
+pub const MAX_JWKS_REFRESH_SECONDS: u64 = 7 * 86_400;
+pub const MAX_JWKS_MIN_REFETCH_SECONDS: u64 = 86_400;
+pub const MAX_JWKS_FETCH_TIMEOUT_MS: u64 = 60_000;
 
 fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
     let field = |name: &str| format!("issuers[{i}].{name}");
+    for (name, value, max) in [
+        (
+            "jwks_refresh_seconds",
+            d.jwks_refresh_seconds,
+            MAX_JWKS_REFRESH_SECONDS,
+        ),
+        (
+            "jwks_min_refetch_seconds",
+            d.jwks_min_refetch_seconds,
+            MAX_JWKS_MIN_REFETCH_SECONDS,
+        ),
+        (
+            "jwks_fetch_timeout_ms",
+            d.jwks_fetch_timeout_ms,
+            MAX_JWKS_FETCH_TIMEOUT_MS,
+        ),
+    ] {
+        if value > max {
+            return Err(PolicyError::new(
+                field(name),
+                format!("must be at most {max}"),
+            ));
+        }
+    }
     if d.issuer.is_empty() {
         return Err(PolicyError::new(field("issuer"), "must not be empty"));
     }
@@ -382,7 +460,7 @@ fn split_http_uri(uri: &str) -> Option<(String, String)> {
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))?;
     let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+        Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use crate::authz::{self, Authz, AuthzDoc, Mode};
+use crate::error::PolicyError;
 use crate::path::{self, CanonicalPath};
-use crate::policy::PolicyError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,15 +1,16 @@
-//! Access-token checks at the resource server (checklist §1; RFC 9068, RFC 6750, RFC 8725,
+//! Access-token checks at the resource server (docs/checks.md §1; RFC 9068, RFC 6750, RFC 8725,
 //! FAPI 2.0 §5.3.4/§5.4). Pure: the caller supplies the keys, the verifier and the time.
 
 use sha2::{Digest, Sha256};
 
 use crate::b64;
 use crate::claims::VerifiedToken;
-use crate::denial::{Reason, Scheme};
+use crate::denial::Reason;
 use crate::jose::jws::JwsError;
 use crate::jose::verify::VerifyError;
 use crate::jose::{Alg, CompactJws, Jwk, SignatureVerifier};
 use crate::policy::Policy;
+use crate::scheme::Scheme;
 
 /// The token as presented: scheme and the token68 string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,14 +38,8 @@ pub fn extract<'a>(
         _ => return Err(Reason::MultipleAuthorization),
     };
     let (scheme_name, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let scheme = if scheme_name.eq_ignore_ascii_case("DPoP") {
-        Scheme::Dpop
-    } else if scheme_name.eq_ignore_ascii_case("Bearer") {
-        Scheme::Bearer
-    } else {
-        // Another scheme (Basic, ...) carries no token of ours: challenge without `error`.
-        return Err(Reason::MissingToken);
-    };
+    // Another scheme (Basic, ...) carries no token of ours: challenge without `error`.
+    let scheme = Scheme::parse(scheme_name).ok_or(Reason::MissingToken)?;
     let allowed = match scheme {
         Scheme::Dpop => policy.token.allow_dpop,
         Scheme::Bearer => policy.token.allow_bearer,
@@ -73,6 +68,18 @@ fn query_has_access_token(path: &str) -> bool {
         let name = pair.split('=').next().unwrap_or("");
         name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5Ftoken")
     })
+}
+
+/// The scheme a single `Authorization` value names, for the challenge of a refusal made
+/// before the token was read (RFC 6750 §3: answer in the scheme the client used).
+pub fn scheme_named(authorization: &[String]) -> Option<Scheme> {
+    Scheme::parse(authorization.first()?.split(' ').next()?)
+}
+
+/// The policy index of the issuer an (unverified) token names, to know whose keys to refetch.
+pub fn issuer_index_of(policy: &Policy, token: &str) -> Option<usize> {
+    let jws = CompactJws::parse(token).ok()?;
+    policy.issuer_index(jws.payload.get("iss")?.as_str()?)
 }
 
 /// base64url(SHA-256(token)): the cache key and the `ath` a DPoP proof must carry.
@@ -121,11 +128,7 @@ pub fn validate(
     }
     // §1.5: issuer exact. Looked up before the key: the key set is per issuer.
     let iss = claim_str(&jws, "iss").ok_or(Reason::MissingClaim)?;
-    let issuer_index = policy
-        .issuers
-        .iter()
-        .position(|i| i.issuer == iss)
-        .ok_or(Reason::UnknownIssuer)?;
+    let issuer_index = policy.issuer_index(iss).ok_or(Reason::UnknownIssuer)?;
     // §1.4: key by kid from the issuer's JWKS only; jku/x5u/jwk/x5c are never consulted.
     let jwk = match keys.lookup(issuer_index, jws.header_str("kid"), jws.alg) {
         KeyLookup::Found(k) => k,
@@ -169,7 +172,7 @@ fn check_claims(
     let iat = claim_int(jws, "iat").ok_or(Reason::MissingClaim)?;
     let aud = jws.payload.get("aud").ok_or(Reason::MissingClaim)?;
     check_times(
-        policy.token.skew_seconds as i64,
+        i64::try_from(policy.token.skew_seconds).unwrap_or(i64::MAX),
         now,
         exp,
         claim_nbf(jws)?,
@@ -200,7 +203,7 @@ fn check_claims(
         .and_then(|v| v.as_str())
         .map(str::to_string);
     let verified = VerifiedToken {
-        dpop_scheme: presented.scheme == Scheme::Dpop,
+        scheme: presented.scheme,
         token_sha256: token_sha256(presented.token),
         iss: iss.to_string(),
         sub: sub.to_string(),

@@ -3,7 +3,14 @@
 //! ES384/ES512): every `valid` case verifies, every `invalid` one does not, through
 //! `SoftwareVerifier`; and the host path (`verify_signature`) is asked exactly for ES*/RS*.
 //! The files are copies in `tests/data/vectors/wycheproof/` (Apache-2.0, licence beside them).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::path::PathBuf;
 

@@ -1,6 +1,13 @@
-//! Checklist §2 items 1–16, one named case per check with an allowed twin, on proofs signed
+//! docs/checks.md §2 items 1–16, one named case per check with an allowed twin, on proofs signed
 //! in-test (ES256 and EdDSA) and by joserfc (PS256, ES256, EdDSA: `fixtures/dpop_joserfc.json`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 #[path = "support/dpop.rs"]
 mod support;
@@ -378,7 +385,7 @@ fn jwk_extra_members_are_ignored_and_jwk_alg_must_agree() {
 #[test]
 fn ed25519_spelling_of_eddsa_is_accepted_and_alg_list_is_enforced() {
     let key = Key::ed(5);
-    // npm `dpop` writes alg "Ed25519" (checklist §2.4).
+    // npm `dpop` writes alg "Ed25519" (docs/checks.md §2.4).
     assert!(run_with(
         json!({}),
         &key,
@@ -486,12 +493,12 @@ fn token_binding_rules() {
     let hdrs = [proof.as_str()];
     let bearer_bound = {
         let mut t = token(Some(&key.jkt()));
-        t.dpop_scheme = false;
+        t.scheme = fapi_guard_core::scheme::Scheme::Bearer;
         t
     };
     let bearer_unbound = {
         let mut t = token(None);
-        t.dpop_scheme = false;
+        t.scheme = fapi_guard_core::scheme::Scheme::Bearer;
         t
     };
     let long = format!("/fhir/metadata/{}", "a".repeat(5000));
@@ -772,7 +779,7 @@ fn mtls_bound_tokens() {
     let xfcc_other = format!("Hash={other_hex},By=x;Hash={hex}");
     // A token bound only by certificate (no DPoP), DPoP not required.
     let mut tok = token(None);
-    tok.dpop_scheme = false;
+    tok.scheme = fapi_guard_core::scheme::Scheme::Bearer;
     tok.cnf_x5t_s256 = Some(x5t.clone());
     let connection = json!({"required": false});
     let xfcc = json!({"required": false, "mtls": {"client_cert_source": "xfcc"}});

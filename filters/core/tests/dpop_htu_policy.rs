@@ -1,6 +1,13 @@
-//! Checklist §2.8 `htu` matching behind gateways (public origins, stripped prefix, forwarded
+//! docs/checks.md §2.8 `htu` matching behind gateways (public origins, stripped prefix, forwarded
 //! headers only when trusted) and the `dpop` policy section (defaults, errors naming fields).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 #[path = "support/dpop.rs"]
 mod support;

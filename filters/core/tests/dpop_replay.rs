@@ -3,7 +3,14 @@
 //! stays bounded, a full bucket refuses instead of accepting, a cache sized for a peak rate
 //! records every proof at that rate, concurrent writers (Envoy worker threads) cannot both
 //! accept the same `jti`, and one proof key cannot take more than its budget.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::sync::{Arc, Barrier};
 

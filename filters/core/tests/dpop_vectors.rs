@@ -2,7 +2,14 @@
 //! `tests/fixtures/`; `FAPI_DPOP_VECTORS=<path>` reads another copy): thumbprint, `ath`, the
 //! three published proofs, and the resource-server cases derived from §4.3 / §7, run through
 //! the whole DPoP decision ([`evaluate`]).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 #[path = "support/dpop.rs"]
 mod support;
@@ -115,7 +122,11 @@ fn rs_case(c: &Value) -> RsCase {
 fn run(c: &RsCase, store: &MemoryStore) -> Result<Outcome, Reason> {
     let (scheme_name, tok) = c.authorization.split_once(' ').unwrap();
     let token = VerifiedToken {
-        dpop_scheme: scheme_name == "DPoP",
+        scheme: if scheme_name == "DPoP" {
+            fapi_guard_core::scheme::Scheme::Dpop
+        } else {
+            fapi_guard_core::scheme::Scheme::Bearer
+        },
         token_sha256: sha256_b64(tok),
         iss: "https://server.example.com".into(),
         sub: "someone@example.com".into(),

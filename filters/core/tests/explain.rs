@@ -1,7 +1,12 @@
 //! The chain explainer (`explain.rs`, used by `fapi-guard explain` and the web page): the
 //! trace for an allowed request and for refusals of each filter, the answer the proxy would
 //! give, safe `diagnostics` facts, and bad input that must not panic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[path = "support/dpop.rs"]
 mod support;

@@ -1,4 +1,4 @@
-//! Table-driven tests of the FHIR scope filter's core (checklist §3). The tables are data
+//! Table-driven tests of the FHIR scope filter's core (docs/checks.md §3). The tables are data
 //! under `tests/data/` so they can be reviewed as tables:
 //!
 //! - `scope_grammar.tsv`: scope string -> parsed grant / not-smart / malformed.
@@ -7,7 +7,14 @@
 //! - `responses.tsv`: the same plus an upstream response -> passed or refused.
 //!
 //! All use the policy in `tests/data/fhir_policy.json`. Bodies are files in `tests/data/bodies/`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::path::PathBuf;
 
@@ -73,7 +80,7 @@ fn token(scopes: &str, patient: &str) -> VerifiedToken {
         claims.insert("patient".into(), serde_json::Value::String(patient.into()));
     }
     VerifiedToken {
-        dpop_scheme: true,
+        scheme: fapi_guard_core::scheme::Scheme::Dpop,
         token_sha256: "x".into(),
         iss: "https://issuer.example".into(),
         sub: "user-1".into(),

@@ -2,7 +2,14 @@
 //! an RS256 token from an RSA 3072 key whose JWKS entry carries `x5c`/`x5t`/`x5t#S256`; the
 //! Duende claim layout with and without `sub`; `scope` as array and string; DPoP proofs in
 //! every alg HelseID advertises plus `Ed25519` (RFC 9864).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use fapi_guard_core::denial::Reason;
 use fapi_guard_core::denial::Scheme;

@@ -1,7 +1,14 @@
 //! The JOSE layer against every published vector in `tests/data/vectors/` (RFC examples and
 //! Wycheproof, copied into the repo with their licence). A missing file fails the tests; it
 //! never skips them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,5 +1,8 @@
 //! Every committed policy loads; broken ones are refused with the field named.
 #![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -121,6 +124,38 @@ fn bad_policies_name_the_field() {
             "huge skew",
             Box::new(|p| p["token"] = json!({"clock_skew_seconds": 3600})),
             "token.clock_skew_seconds",
+        ),
+        (
+            "jwks_refresh_seconds that would wrap negative (2^63)",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_refresh_seconds": 9_223_372_036_854_775_808u64}])
+            }),
+            "issuers[0].jwks_refresh_seconds",
+        ),
+        (
+            "jwks_refresh_seconds over a week",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_refresh_seconds": 604_801}])
+            }),
+            "issuers[0].jwks_refresh_seconds",
+        ),
+        (
+            "jwks_min_refetch_seconds unbounded",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_min_refetch_seconds": u64::MAX}])
+            }),
+            "issuers[0].jwks_min_refetch_seconds",
+        ),
+        (
+            "jwks_fetch_timeout_ms unbounded",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_fetch_timeout_ms": 60_001}])
+            }),
+            "issuers[0].jwks_fetch_timeout_ms",
         ),
         (
             "route without slash",

@@ -1,7 +1,10 @@
-//! Checklist §1 as a table: each case mutates a known-good token (header, claims, scheme,
+//! docs/checks.md §1 as a table: each case mutates a known-good token (header, claims, scheme,
 //! clock) and names the expected outcome. Tokens are signed here with `p256` (ES256);
 //! the decoded content of the base token is in `base_claims` below.
 #![allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -347,7 +350,7 @@ fn verified_token_carries_scopes_cnf_and_digest() {
     assert_eq!(v.cnf_jkt.as_deref(), Some("J"));
     assert_eq!(v.cnf_x5t_s256.as_deref(), Some("X"));
     assert_eq!(v.claim_str("patient"), Some("pat-1"));
-    assert!(v.dpop_scheme);
+    assert_eq!(v.scheme, fapi_guard_core::scheme::Scheme::Dpop);
     let scp = case(
         "scp",
         json!({}),

@@ -1,4 +1,4 @@
-//! The DPoP filter: RFC 9449 proof-of-possession on every request (checklist §2), server
+//! The DPoP filter: RFC 9449 proof-of-possession on every request (docs/checks.md §2), server
 //! nonces, the shared `jti` replay cache, and RFC 8705 certificate binding.
 //! Runs after the token filter and reads the verified token it left in filter state; the
 //! access token is never verified again. Thin: decisions are in `fapi_guard_core::dpop`.
@@ -122,7 +122,7 @@ impl DpopFilter {
         let authority = self.header(":authority");
         let dpop_values = request::header_values("dpop");
         let dpop_headers: Vec<&str> = dpop_values.iter().map(String::as_str).collect();
-        // Checklist §2.8: forwarded headers are read only when the policy trusts them.
+        // docs/checks.md §2.8: forwarded headers are read only when the policy trusts them.
         let (fwd_proto, fwd_host, fwd_prefix) = if w.dpop.trust_forwarded_headers {
             (
                 request::header("x-forwarded-proto"),
@@ -204,10 +204,10 @@ impl DpopFilter {
                 // Dry run (`mode: shadow`): decided and counted, the request passes.
                 // A non-canonical path is refused in every mode (docs/checks.md, "Path
                 // canonicalisation"): it is no decision an API owner rolls out.
-                let mode = match fapi_guard_core::path::canonical(&path) {
-                    Ok(c) => w.policy.mode_for(&method, &c),
-                    Err(_) => fapi_guard_core::authz::Mode::Enforce,
-                };
+                let mode = w
+                    .policy
+                    .route(&method, &path)
+                    .map_or(fapi_guard_core::authz::Mode::Enforce, |r| r.mode);
                 if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
                     Action::Pause
                 } else {

@@ -1,4 +1,4 @@
-//! The FHIR scope filter (checklist §3): SMART v1/v2 scopes against the FHIR REST
+//! The FHIR scope filter (docs/checks.md §3): SMART v1/v2 scopes against the FHIR REST
 //! interaction, and patient-compartment enforcement (BOLA). Runs after the token filter and
 //! reads the verified token it left in filter state. Thin: decisions are in
 //! `fapi_guard_core::fhir`; this file buffers bodies and moves data.
@@ -23,16 +23,16 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fapi_guard_core::authz::Mode;
+use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
-use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
-use fapi_guard_core::fhir::interaction::classify;
+use fapi_guard_core::denial::Reason;
+use fapi_guard_core::fhir::exchange;
 use fapi_guard_core::fhir::policy::FhirPolicy;
-use fapi_guard_core::fhir::stream::{step, Gate, Part, Step, CONDITIONAL_READ_HEADERS};
+use fapi_guard_core::fhir::stream::{step, Gate, Part, Step};
 use fapi_guard_core::fhir::{
-    check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck, StoredCheck,
+    check_response, decide, Decision, Denial, RequestView, ResponseCheck, StoredCheck,
 };
 use fapi_guard_core::policy::Policy;
-use fapi_guard_core::routes::Requirement;
 use fapi_guard_host::{config, handoff, reply, stats::FilterStats};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -53,21 +53,6 @@ struct Worker {
 }
 
 impl Worker {
-    /// Challenge schemes: the one the token came with, else every one the API accepts.
-    fn schemes(&self, token: Option<&VerifiedToken>) -> Vec<Scheme> {
-        if let Some(t) = token {
-            return vec![t.scheme()];
-        }
-        let mut s = Vec::new();
-        if self.policy.token.allow_dpop {
-            s.push(Scheme::Dpop);
-        }
-        if self.policy.token.allow_bearer {
-            s.push(Scheme::Bearer);
-        }
-        s
-    }
-
     /// Denies (true), or in `mode: shadow` records the denial and lets the request pass (false).
     fn deny(
         &self,
@@ -76,15 +61,14 @@ impl Worker {
         denial: Option<&Denial>,
         mode: Mode,
     ) -> bool {
-        let schemes = self.schemes(token);
-        let ctx = ChallengeContext {
-            schemes: &schemes,
-            dpop_algs: &self.policy.token.algs,
-            dpop_nonce: None,
+        // The challenge names the scheme the token came with (else every one the API accepts).
+        let c = Challenge {
             required_scope: denial.and_then(|d| d.required_scope.clone()),
             detail: denial.map(|d| d.detail.clone()),
+            ..Challenge::used(token.map(|t| t.scheme()))
         };
-        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
+        let reply = challenge::reply(&self.policy, reason, &c);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
     }
 }
 
@@ -207,14 +191,10 @@ impl FhirFilter {
             Decision::AllowIfResponseMatches(c) => {
                 // Allowed so far; the count for the response check is under `response_checked`.
                 FilterStats::bump(FILTER, "response_checked");
-                // docs/checks.md "Conditional reads": the API must send the whole resource.
-                for h in CONDITIONAL_READ_HEADERS {
-                    self.set_http_request_header(h, None);
-                }
-                if matches!(c, ResponseCheck::Searchset(_)) {
-                    // FHIR R4 §3.1.1.5.9: ask the server to refuse parameters it does not
-                    // support instead of ignoring them (the searchset is checked anyway).
-                    self.prefer_strict_handling();
+                // Conditional-read headers removed, `Prefer: handling=strict` on searchsets.
+                let prefer = self.get_http_request_header("prefer");
+                for (name, value) in exchange::response_check_request_edits(&c, prefer.as_deref()) {
+                    self.set_http_request_header(name, value.as_deref());
                 }
                 self.check = Some(c);
                 self.request_gate = Gate::Open;
@@ -230,33 +210,17 @@ impl FhirFilter {
 }
 
 impl FhirFilter {
-    /// Read before write (checklist §3, BOLA): GET the stored resource and hold the request.
+    /// Read before write (docs/checks.md §3, BOLA): GET the stored resource and hold the request.
     /// No `Authorization`/`DPoP` is forwarded (a proof is bound to the client's request and
     /// would be a replay); the API must serve this internal read from the sidecar.
     fn read_stored(&mut self, c: StoredCheck) -> Action {
-        let mut path = self
-            .path
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if let Some(search) = &c.search {
-            // A conditional write: search with its own criteria (issue 8 §3).
-            path.push('?');
-            path.push_str(&search.query);
-        }
-        let authority = self.authority.clone();
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", authority.as_str()),
-            ("accept", "application/fhir+json"),
-        ];
-        headers.extend(
-            self.stored_read_headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        let path = exchange::stored_read_path(&self.path, &c);
+        let owned =
+            exchange::stored_read_headers(&path, &self.authority, &self.stored_read_headers);
+        let headers: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let cluster = self.worker.fhir.read_before_write_cluster.clone();
         match self.dispatch_http_call(&cluster, headers, None, vec![], STORED_READ_TIMEOUT) {
             Ok(token) => {
@@ -279,43 +243,12 @@ impl FhirFilter {
     }
 
     fn stored_denial(&self, reason: Reason) -> Denial {
-        let why = match reason {
-            Reason::StoredReadFailed => "the stored resource could not be read",
-            Reason::StoredResourceMissing => "no stored resource to change",
-            _ => "the stored resource is outside the granted scopes or the patient's compartment",
-        };
-        Denial {
-            reason,
-            required_scope: None,
-            detail: format!("{}: {why}", self.what()),
-        }
-    }
-
-    fn prefer_strict_handling(&self) {
-        let current = self.get_http_request_header("prefer").unwrap_or_default();
-        let kept: Vec<&str> = current
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("handling"))
-            .collect();
-        let mut value = kept.join(", ");
-        if !value.is_empty() {
-            value.push_str(", ");
-        }
-        value.push_str("handling=strict");
-        self.set_http_request_header("prefer", Some(&value));
+        exchange::stored_denial(reason, &self.what())
     }
 
     /// `read Observation`, for denials decided on the response (no ids).
     fn what(&self) -> String {
-        match classify(&self.worker.fhir.base_path, &self.method, &self.path) {
-            Ok(r) => format!(
-                "{} {}",
-                r.label(),
-                r.resource_type.as_deref().unwrap_or("*")
-            ),
-            Err(_) => "request".to_string(),
-        }
+        exchange::request_label(&self.worker.fhir, &self.method, &self.path)
     }
 }
 
@@ -333,22 +266,18 @@ impl Context for FhirFilter {
         if token != token_id || self.request_gate != Gate::Waiting {
             return;
         }
-        // No headers: the call failed or timed out (status 0 fails closed).
+        // No headers: the call failed or timed out (fails closed).
         let status = if num_headers == 0 {
-            0
+            None
         } else {
             self.get_http_call_response_header(":status")
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
         };
-        let verdict = if body_size > self.worker.fhir.max_response_bytes {
-            Err(Reason::ResponseTooLarge)
-        } else {
-            let body = self
-                .get_http_call_response_body(0, body_size)
-                .unwrap_or_default();
-            check_stored(&self.worker.fhir, &check, status, &body)
-        };
+        let verdict =
+            exchange::check_stored_answer(&self.worker.fhir, &check, status, body_size, || {
+                self.get_http_call_response_body(0, body_size)
+                    .unwrap_or_default()
+            });
         match verdict {
             Ok(()) => {
                 self.worker.stats.allowed();
@@ -371,13 +300,11 @@ impl HttpContext for FhirFilter {
         // First, on every route: the one canonical path (docs/checks.md). Route matching and
         // FHIR classification use it (decoded path, raw query), never the raw `:path`.
         let raw = self.get_http_request_header(":path").unwrap_or_default();
-        let (public, plain) = match fapi_guard_core::path::canonical(&raw) {
-            Ok(c) => {
-                self.path = c.path_with_query();
-                self.mode = self.worker.policy.mode_for(&self.method, &c);
-                let public =
-                    self.worker.policy.routes.requirement(&self.method, &c) == Requirement::None;
-                (public, c.is_plain())
+        let (public, plain) = match self.worker.policy.route(&self.method, &raw) {
+            Ok(route) => {
+                self.path = route.path_with_query;
+                self.mode = route.mode;
+                (route.public, route.plain)
             }
             Err(f) => {
                 let denial = Denial {
@@ -488,19 +415,13 @@ impl HttpContext for FhirFilter {
             .get_http_response_header(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let encoded = self
-            .get_http_response_header("content-encoding")
-            .is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
-        if encoded {
-            // Cannot read an encoded body: refuse rather than pass unchecked.
-            return self.deny(Reason::ResponseOutsideGrant, None);
-        }
-        let too_long = self
-            .get_http_response_header("content-length")
-            .and_then(|l| l.parse::<usize>().ok())
-            .is_some_and(|l| l > self.worker.fhir.max_response_bytes);
-        if too_long {
-            return self.deny(Reason::ResponseTooLarge, None);
+        // An encoded body cannot be read, a declared length over the limit is refused.
+        if let Err(reason) = exchange::check_response_headers(
+            &self.worker.fhir,
+            self.get_http_response_header("content-encoding").as_deref(),
+            self.get_http_response_header("content-length").as_deref(),
+        ) {
+            return self.deny(reason, None);
         }
         if end_of_stream {
             return self.finish_response(&[]);
@@ -570,14 +491,7 @@ impl FhirFilter {
                 Action::Continue
             }
             Err(reason) => {
-                let detail = Denial {
-                    reason,
-                    required_scope: None,
-                    detail: format!(
-                        "{}: the response holds a resource outside the granted scopes or the patient's compartment",
-                        self.what()
-                    ),
-                };
+                let detail = exchange::response_denial(reason, &self.what());
                 self.deny(reason, Some(&detail))
             }
         }

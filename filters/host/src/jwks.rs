@@ -4,25 +4,16 @@
 //! - `fapi_guard.jwks_lease|<uri>` holds "fetching until <t>", taken with compare-and-swap,
 //!   so one worker fetches while the others pick the result up on their next tick.
 //!
-//! The refresh rules themselves are in `fapi_guard_core::jwks_store`.
+//! The refresh rules, the lease and the backoff are in `fapi_guard_core::jwks_store` (on a
+//! `SharedStore`); this file only sends the fetch, reads its answer, counts and logs.
 
 use std::time::Duration;
 
-use fapi_guard_core::jwks_store::{decode_shared, encode_shared, FetchOutcome, KeyRing};
+use fapi_guard_core::jwks_store::{self, FetchOutcome, KeyRing};
 use fapi_guard_core::policy::RemoteJwks;
-use fapi_guard_core::shared_store::{version_for_write, SharedStore};
 
 use crate::shared::HostSharedData;
 use proxy_wasm::types::LogLevel;
-
-// Namespaced per API and filter: Istio gives every plugin of a proxy one shared-data namespace.
-fn doc_key(remote: &RemoteJwks) -> String {
-    format!("fapi_guard.token.{}.jwks|{}", remote.api, remote.uri)
-}
-
-fn lease_key(remote: &RemoteJwks) -> String {
-    format!("fapi_guard.token.{}.jwks_lease|{}", remote.api, remote.uri)
-}
 
 /// Picks up a document another worker stored. Returns the new CAS if it changed.
 pub fn sync_from_shared(
@@ -31,41 +22,12 @@ pub fn sync_from_shared(
     remote: &RemoteJwks,
     seen_cas: Option<u32>,
 ) -> Option<u32> {
-    let (bytes, cas) = proxy_wasm::hostcalls::get_shared_data(&doc_key(remote)).ok()?;
-    if cas == seen_cas {
-        return None;
-    }
-    let bytes = bytes?;
-    let (fetched_at, body) = decode_shared(&bytes)?;
-    ring.install_shared(index, body, fetched_at);
-    cas
+    jwks_store::sync_from_shared(&HostSharedData, ring, index, remote, seen_cas)
 }
 
-/// Tries to take the fetch lease for `hold_seconds`. False if another worker holds it.
-/// Compare-and-swap (create-only when the key is new), so two workers cannot both take it.
+/// Tries to take the fetch lease for `hold_seconds` (`jwks_store::take_lease`).
 pub fn take_lease(remote: &RemoteJwks, now: i64, hold_seconds: i64) -> bool {
-    let key = lease_key(remote);
-    let (current, cas) = HostSharedData.get(&key);
-    let held_until: i64 = current
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    if held_until > now {
-        return false;
-    }
-    let until = (now + hold_seconds).to_string();
-    HostSharedData
-        .set(&key, until.as_bytes(), version_for_write(cas))
-        .is_ok()
-}
-
-/// Extends (or shortens) the lease after a result, e.g. to hold back during backoff.
-pub fn set_lease(remote: &RemoteJwks, until: i64) {
-    let _ = proxy_wasm::hostcalls::set_shared_data(
-        &lease_key(remote),
-        Some(until.to_string().as_bytes()),
-        None,
-    );
+    jwks_store::take_lease(&HostSharedData, remote, now, hold_seconds)
 }
 
 /// Sends the GET for `remote`; returns the call token.
@@ -117,8 +79,8 @@ pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
     (status, body)
 }
 
-/// Applies an answer to the ring, shares good documents, and sets the lease for backoff.
-/// `status` None means the call failed or timed out.
+/// Applies an answer (`jwks_store::apply_answer`: ring, shared document, lease and backoff),
+/// then counts and logs it. `status` None means the call failed or timed out.
 pub fn apply_answer(
     ring: &mut KeyRing,
     index: usize,
@@ -127,24 +89,13 @@ pub fn apply_answer(
     status: Option<u32>,
     body: &[u8],
 ) -> Option<FetchOutcome> {
-    let outcome = ring.apply_fetch(index, now, status, body)?;
+    let outcome =
+        jwks_store::apply_answer(&HostSharedData, ring, index, remote, now, status, body)?;
     match &outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
-            let _ = proxy_wasm::hostcalls::set_shared_data(
-                &doc_key(remote),
-                Some(&encode_shared(now, body)),
-                None,
-            );
-            set_lease(remote, now);
             crate::stats::FilterStats::bump("token", "jwks.fetch_ok");
         }
         FetchOutcome::KeptLastGood(why) => {
-            let failures = ring
-                .issuers
-                .get(index)
-                .map_or(1, |k| k.consecutive_failures);
-            let backoff = 1i64 << failures.clamp(1, 20).saturating_sub(1);
-            set_lease(remote, now + backoff.min(remote.refresh_seconds as i64));
             crate::stats::FilterStats::bump("token", "jwks.fetch_failed");
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Warn,

@@ -2,7 +2,7 @@
 //! fallback.
 //!
 //! ES256/ES384/ES512 and RS256/RS384/RS512 go to the host (BoringSSL at native speed,
-//! `SIGNATURE-SPEED.md`); PS256/PS384/PS512 and EdDSA always use [`SoftwareVerifier`]
+//! `bench/README.md`); PS256/PS384/PS512 and EdDSA always use [`SoftwareVerifier`]
 //! (BoringSSL cannot do them through this function).
 //! A host without the function (`NotFound`) is remembered and never asked again; every other
 //! host failure falls back to software for that call. The key/alg check runs before any host

@@ -1,4 +1,4 @@
-//! The token filter: validates the RFC 9068 access token on every request (checklist §1)
+//! The token filter: validates the RFC 9068 access token on every request (docs/checks.md §1)
 //! and hands the verified claims to the filters after it through Envoy filter state.
 //! Thin: decisions are in `fapi_guard_core::token`; this file only moves data.
 
@@ -6,16 +6,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fapi_guard_core::authz::{AuthzDenial, AuthzRequest, Mode};
-use fapi_guard_core::cache::{CachedToken, TokenCache};
+use fapi_guard_core::authz::{AuthzDenial, Mode};
+use fapi_guard_core::cache::TokenCache;
+use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
-use fapi_guard_core::denial::{ChallengeContext, Reason, Scheme};
+use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::diagnostics;
-use fapi_guard_core::jose::CompactJws;
 use fapi_guard_core::jwks_store::KeyRing;
-use fapi_guard_core::policy::{KeySource, Policy};
-use fapi_guard_core::routes::Requirement;
+use fapi_guard_core::policy::{KeySource, Policy, RouteRefusal};
 use fapi_guard_core::token::{self, Presented};
+use fapi_guard_core::token_flow::{self, Checked, KeyFetcher, TokenWorker};
 use fapi_guard_host::{
     clock, config, handoff, jwks, reply, stats::FilterStats, verify::HostVerifier,
 };
@@ -43,10 +43,7 @@ struct Worker {
 
 impl Worker {
     fn remote(&self, index: usize) -> Option<&fapi_guard_core::policy::RemoteJwks> {
-        match &self.policy.issuers.get(index)?.keys {
-            KeySource::Remote(r) => Some(r),
-            KeySource::Inline(_) => None,
-        }
+        self.policy.remote_jwks(index)
     }
 
     /// Picks up documents other workers fetched.
@@ -76,7 +73,7 @@ impl Worker {
         if self.in_flight.borrow().get(index).copied().unwrap_or(true) {
             return None;
         }
-        let hold = (remote.timeout_ms / 1000) as i64 + 1;
+        let hold = fapi_guard_core::jwks_store::lease_hold_seconds(remote);
         if !jwks::take_lease(remote, now, hold) {
             return None;
         }
@@ -106,19 +103,7 @@ impl Worker {
         }
     }
 
-    fn challenge(&self) -> Vec<Scheme> {
-        let mut s = Vec::new();
-        if self.policy.token.allow_dpop {
-            s.push(Scheme::Dpop);
-        }
-        if self.policy.token.allow_bearer {
-            s.push(Scheme::Bearer);
-        }
-        s
-    }
-
     /// Denies (true) or, in shadow mode, records the denial and lets the request pass (false).
-    /// `token`: the presented token, only to derive safe facts for `diagnostics`.
     fn deny(
         &self,
         reason: Reason,
@@ -127,16 +112,7 @@ impl Worker {
         token: Option<&str>,
         mode: Mode,
     ) -> bool {
-        // Challenge with the scheme the client used when it is one we accept, else all we accept.
-        let all = self.challenge();
-        let schemes: Vec<Scheme> = match used {
-            Some(s) if all.contains(&s) => vec![s],
-            _ => all,
-        };
-        let algs = self.policy.token.algs.clone();
-        let ctx = ChallengeContext {
-            schemes: &schemes,
-            dpop_algs: &algs,
+        let c = Challenge {
             required_scope: authz.and_then(|a| a.required_scope.clone()),
             // Safe facts only (docs/reason-codes.md): expected values, times, the kid.
             detail: match authz {
@@ -145,9 +121,21 @@ impl Worker {
                     diagnostics::token_detail(&self.policy, token, reason, clock::now_seconds())
                 }
             },
-            ..Default::default()
+            ..Challenge::used(used)
         };
-        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reason.reply(&ctx))
+        let reply = challenge::reply(&self.policy, reason, &c);
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
+    }
+}
+
+impl KeyFetcher for Worker {
+    fn sync_shared(&self, _ring: &RefCell<KeyRing>) {
+        // `ring` is this worker's own `self.ring`.
+        Worker::sync_shared(self);
+    }
+
+    fn start_fetch(&self, index: usize, now: i64) -> Option<u32> {
+        Worker::start_fetch(self, index, now, jwks::dispatch)
     }
 }
 
@@ -261,17 +249,10 @@ enum Outcome {
 impl TokenFilter {
     fn check(&mut self, allow_refetch: bool) -> Outcome {
         let w = self.worker.clone();
-        let now = clock::now_seconds();
         let (scheme, token_str) = match &self.retry_token {
             Some((s, t)) => (*s, t.clone()),
             None => {
-                // The path was found canonical in `on_http_request_headers` (docs/checks.md).
-                let Ok(canonical) = fapi_guard_core::path::canonical(&self.path) else {
-                    return Outcome::Deny(Reason::PathNotCanonical, None);
-                };
-                if w.policy.routes.requirement(&self.method, &canonical) == Requirement::None {
-                    return Outcome::Public;
-                }
+                // Public routes were let through in `on_http_request_headers` (`Policy::route`).
                 // Envoy folds a repeated `Authorization` into one value (`extract` refuses it).
                 let auth: Vec<String> = self
                     .get_http_request_header("authorization")
@@ -279,7 +260,7 @@ impl TokenFilter {
                     .collect();
                 match token::extract(&w.policy, &auth, &self.path) {
                     Ok(p) => (p.scheme, p.token.to_string()),
-                    Err(r) => return Outcome::Deny(r, scheme_of(&auth)),
+                    Err(r) => return Outcome::Deny(r, token::scheme_named(&auth)),
                 }
             }
         };
@@ -287,91 +268,48 @@ impl TokenFilter {
             scheme,
             token: &token_str,
         };
-        let digest = token::token_sha256(&token_str);
-        let skew = w.policy.token.skew_seconds as i64;
-        {
-            let mut cache = w.cache.borrow_mut();
-            cache.sync_keys_generation(w.ring.borrow().generation);
-            if let Some(hit) = cache.get(&digest, now, skew) {
-                w.stats.cache_hit();
-                return match token::check_scheme_binding(scheme, hit.token.cnf_jkt.as_deref()) {
-                    Ok(()) => match self.hand_off(hit.handoff(scheme), scheme) {
-                        Outcome::Allow => self.authorize(&hit.token, scheme),
-                        other => other,
-                    },
-                    Err(r) => Outcome::Deny(r, Some(scheme)),
-                };
+        // The sequence (cache, binding, validation, keys from other workers, refetch) is
+        // `token_flow::check`; this only hands the accepted token on and applies the route.
+        let worker = TokenWorker {
+            policy: &w.policy,
+            ring: &w.ring,
+            cache: &w.cache,
+            verifier: &w.verifier,
+        };
+        let checked = token_flow::check(
+            &worker,
+            &*w,
+            presented,
+            clock::now_seconds(),
+            allow_refetch,
+            &mut || w.stats.cache_hit(),
+            &mut |t, scheme| match self.hand_off(t.handoff(scheme), scheme) {
+                Outcome::Allow => self.authorize(&t.token, scheme),
+                other => other,
+            },
+        );
+        match checked {
+            Checked::Accepted(outcome) => outcome,
+            Checked::Denied(r, scheme) => Outcome::Deny(r, Some(scheme)),
+            Checked::WaitForKeys { call, issuer } => {
+                self.waiting_fetch = Some((call, issuer));
+                self.retry_token = Some((scheme, token_str));
+                Outcome::Wait
             }
-        }
-        let result = token::validate(&w.policy, &*w.ring.borrow(), &w.verifier, presented, now);
-        match result {
-            Ok(verified) => {
-                let cached = CachedToken::new(verified);
-                let outcome = match self.hand_off(cached.handoff(scheme), scheme) {
-                    Outcome::Allow => self.authorize(&cached.token, scheme),
-                    other => other,
-                };
-                w.cache.borrow_mut().insert(digest, cached, now, skew);
-                outcome
-            }
-            Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => {
-                // Rotation: a new kid (or keys not loaded yet) triggers a rate-limited refetch;
-                // the request waits for it instead of failing straight away.
-                // First: another worker may already have fetched newer keys.
-                let generation = w.ring.borrow().generation;
-                w.sync_shared();
-                if w.ring.borrow().generation != generation {
-                    self.retry_token = Some((scheme, token_str));
-                    return self.check(allow_refetch);
-                }
-                match issuer_index(&w.policy, &token_str) {
-                    Some(i) => {
-                        let permitted = match (w.remote(i), w.ring.borrow().issuers.get(i)) {
-                            (Some(remote), Some(keys)) => keys.kid_refetch_allowed(now, remote),
-                            _ => false,
-                        };
-                        let call = if permitted {
-                            w.start_fetch(i, now, jwks::dispatch)
-                        } else {
-                            None
-                        };
-                        match call {
-                            Some(t) => {
-                                if let Some(k) = w.ring.borrow_mut().issuers.get_mut(i) {
-                                    k.note_kid_refetch(now);
-                                }
-                                self.waiting_fetch = Some((t, i));
-                                self.retry_token = Some((scheme, token_str));
-                                Outcome::Wait
-                            }
-                            None => Outcome::Deny(r, Some(scheme)),
-                        }
-                    }
-                    None => Outcome::Deny(r, Some(scheme)),
-                }
-            }
-            Err(r) => Outcome::Deny(r, Some(scheme)),
         }
     }
 
-    /// The matching route's `authz` (checks.md §4), on the verified token.
+    /// The matching route's `authz` (checks.md §4), on the verified token (`Policy::authorize`).
     fn authorize(&self, token: &VerifiedToken, scheme: Scheme) -> Outcome {
-        let routes = &self.worker.policy.routes;
-        let Ok(canonical) = fapi_guard_core::path::canonical(&self.path) else {
-            return Outcome::Deny(Reason::PathNotCanonical, Some(scheme));
-        };
-        let route = routes.lookup(&self.method, &canonical);
-        let Some(authz) = route.authz else {
-            return Outcome::Allow;
-        };
         let header = |name: &str| self.get_http_request_header(name);
-        let req = AuthzRequest {
-            path_params: &route.params,
-            header: &header,
-        };
-        match authz.evaluate(&req, token) {
+        match self
+            .worker
+            .policy
+            .authorize(&self.method, &self.path, &header, token)
+        {
             Ok(()) => Outcome::Allow,
-            Err(d) => Outcome::DenyAuthz(d, scheme),
+            Err(RouteRefusal::Path(r)) => Outcome::Deny(r, Some(scheme)),
+            Err(RouteRefusal::Authz(d)) => Outcome::DenyAuthz(d, scheme),
         }
     }
 
@@ -426,25 +364,6 @@ impl TokenFilter {
     }
 }
 
-/// The scheme named in a single `Authorization` header, for the challenge.
-fn scheme_of(auth: &[String]) -> Option<Scheme> {
-    let first = auth.first()?.split(' ').next()?;
-    if first.eq_ignore_ascii_case("DPoP") {
-        Some(Scheme::Dpop)
-    } else if first.eq_ignore_ascii_case("Bearer") {
-        Some(Scheme::Bearer)
-    } else {
-        None
-    }
-}
-
-/// The issuer index named by an (unverified) token, to know which keys to refetch.
-fn issuer_index(policy: &Policy, token: &str) -> Option<usize> {
-    let jws = CompactJws::parse(token).ok()?;
-    let iss = jws.payload.get("iss")?.as_str()?;
-    policy.issuers.iter().position(|i| i.issuer == iss)
-}
-
 impl Context for TokenFilter {
     fn on_http_call_response(
         &mut self,
@@ -476,13 +395,16 @@ impl HttpContext for TokenFilter {
         self.method = self.get_http_request_header(":method").unwrap_or_default();
         // First, on every route: the one canonical path (docs/checks.md). A path fault is
         // refused in every mode: it is no decision an API owner rolls out.
-        let mode = match fapi_guard_core::path::canonical(&self.path) {
-            Ok(c) => Ok(self.worker.policy.mode_for(&self.method, &c)),
-            Err(f) => Err(f.reason()),
+        let route = match self.worker.policy.route(&self.method, &self.path) {
+            Ok(route) => route,
+            Err(f) => {
+                self.mode = Mode::Enforce;
+                return self.finish(Outcome::Deny(f.reason(), None));
+            }
         };
-        self.mode = mode.unwrap_or(Mode::Enforce);
-        if let Err(reason) = mode {
-            return self.finish(Outcome::Deny(reason, None));
+        self.mode = route.mode;
+        if route.public {
+            return self.finish(Outcome::Public);
         }
         let outcome = self.check(true);
         self.finish(outcome)

@@ -44,10 +44,11 @@ const FHIR_SCHEMA: &str = include_str!("../../../policies/schema/fhir.schema.jso
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
-        Some("check") => check(&args[1..]),
-        Some("explain") => explain_cmd(&args[1..]),
-        Some("reason-codes") => reason_codes(&args[1..]),
+        Some("check") => check(rest),
+        Some("explain") => explain_cmd(rest),
+        Some("reason-codes") => reason_codes(rest),
         Some("-h") | Some("--help") | Some("help") => {
             say!("{USAGE}");
             Ok(0)
@@ -257,7 +258,7 @@ fn explain_cmd(args: &[String]) -> Result<u8, String> {
     let now = now.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     });
     let req = Request {

@@ -153,7 +153,8 @@ Exit codes: 0 ok, 1 runtime error, 2 bad arguments.
     fn now() -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
             .unwrap_or(0)
     }
 
@@ -191,8 +192,11 @@ Exit codes: 0 ok, 1 runtime error, 2 bad arguments.
             print!("{USAGE}");
             return Ok(());
         }
-        let (cmd, rest) = argv.split_at(1);
-        match cmd[0].as_str() {
+        let Some((cmd, rest)) = argv.split_first() else {
+            print!("{USAGE}");
+            return Ok(());
+        };
+        match cmd.as_str() {
             "keygen" => keygen(&Args::parse(rest, &["alg", "bits#", "kid", "out"])?),
             "jwks" => jwks(&Args::parse(rest, &["out"])?),
             "token" => token(&Args::parse(
@@ -416,10 +420,16 @@ Exit codes: 0 ok, 1 runtime error, 2 bad arguments.
             paths.push(p);
         }
         let jwks_path = dir.join("jwks.json").to_string_lossy().to_string();
-        write_out(Some(&jwks_path), &pretty(&jwks_of(&paths[..1])?)?)?;
+        let [signing, dpop] = paths.as_slice() else {
+            return Err(rt("demo: expected a signing key and a DPoP key".to_string()));
+        };
+        write_out(
+            Some(&jwks_path),
+            &pretty(&jwks_of(std::slice::from_ref(signing))?)?,
+        )?;
         println!(
             "{}",
-            pretty(&json!({"signing_key": paths[0], "jwks": jwks_path, "dpop_key": paths[1]}))?
+            pretty(&json!({"signing_key": signing, "jwks": jwks_path, "dpop_key": dpop}))?
         );
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `htu` matching (RFC 9449 §4.3 step 9; checklist §2.8).
+//! `htu` matching (RFC 9449 §4.3 step 9; docs/checks.md §2.8).
 //!
 //! Both the proof's `htu` and the request's URI are brought to the RFC 3986 §6.2.2
 //! (syntax-based: case, percent-encoding, dot segments) and §6.2.3 (scheme-based: default
@@ -8,7 +8,6 @@
 //! prefix removed): the policy names the public origin(s) and the stripped prefix. Forwarded
 //! headers are read only when the policy trusts them.
 
-use super::policy::DpopPolicy;
 use crate::path::MAX_PATH_BYTES;
 
 /// `scheme://host[:port]`, normalised: lower-case scheme and host, default port dropped.
@@ -37,24 +36,25 @@ impl Origin {
         // IP-literal `[v6]:port` or `host:port`.
         let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
             let end = rest.find(']')?;
-            let host = &authority[..end + 2];
-            let after = &rest[end + 1..];
+            let host = authority.get(..end + 2)?;
+            let after = rest.get(end + 1..)?;
             let port = match after {
                 "" => None,
                 p => Some(p.strip_prefix(':')?),
             };
             (host, port)
         } else {
-            match authority.rfind(':') {
-                Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
                 None => (authority, None),
             }
         };
         let host_ok = if host.starts_with('[') {
             host.len() > 2
-                && host[1..host.len() - 1]
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                && host.get(1..host.len() - 1).is_some_and(|h| {
+                    h.bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                })
         } else {
             !host.is_empty() && host.bytes().all(reg_name_byte)
         };
@@ -131,7 +131,7 @@ pub fn parse_htu(htu: &str) -> Option<NormalUri> {
     let without = htu.split(['?', '#']).next().unwrap_or("");
     let (scheme, rest) = without.split_once("://")?;
     let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
+        Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
     let origin = Origin::from_parts(scheme, authority)?;
@@ -161,6 +161,11 @@ fn hex_val(b: u8) -> Option<u8> {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// The upper-case hex digit of the low nibble of `n` (RFC 3986 §6.2.2.1).
+fn hex_upper(n: u8) -> char {
+    char::from(HEX.get(usize::from(n & 0x0f)).copied().unwrap_or(b'0'))
+}
+
 /// RFC 3986 §6.2.2: percent-encoded unreserved characters decoded, other percent-encodings
 /// upper-cased, characters that may not appear literally encoded, dot segments removed
 /// (§5.2.4), and §6.2.3: an empty path is `/`. Query/fragment must already be removed.
@@ -172,8 +177,7 @@ pub fn normalise_path(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(bytes.len() + 1);
     let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         if b == b'%' {
             let hi = hex_val(*bytes.get(i + 1)?)?;
             let lo = hex_val(*bytes.get(i + 2)?)?;
@@ -182,8 +186,8 @@ pub fn normalise_path(path: &str) -> Option<String> {
                 out.push(char::from(v));
             } else {
                 out.push('%');
-                out.push(char::from(HEX[usize::from(hi)]));
-                out.push(char::from(HEX[usize::from(lo)]));
+                out.push(hex_upper(hi));
+                out.push(hex_upper(lo));
             }
             i += 3;
         } else {
@@ -191,8 +195,8 @@ pub fn normalise_path(path: &str) -> Option<String> {
                 out.push(char::from(b));
             } else {
                 out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0x0f)]));
+                out.push(hex_upper(b >> 4));
+                out.push(hex_upper(b & 0x0f));
             }
             i += 1;
         }
@@ -289,12 +293,26 @@ fn first_element(v: &str) -> &str {
     v.split(',').next().unwrap_or("").trim()
 }
 
-/// Checklist §2.8: whether the proof's `htu` names this request.
-pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -> bool {
+/// What `htu` matching reads from the policy (implemented by `DpopPolicy`). A trait here, so
+/// this module does not import the policy module that imports it (no cycle).
+pub trait HtuRules {
+    /// Normalised public origins; empty = the origin the proxy sees.
+    fn public_origins(&self) -> &[Origin];
+    /// Normalised prefix (starts with `/`, no trailing `/`), or empty.
+    fn stripped_path_prefix(&self) -> &str;
+    fn trust_forwarded_headers(&self) -> bool;
+}
+
+/// docs/checks.md §2.8: whether the proof's `htu` names this request.
+pub fn htu_matches<P: HtuRules + ?Sized>(
+    policy: &P,
+    target: &RequestTarget<'_>,
+    htu: &str,
+) -> bool {
     let Some(proof) = parse_htu(htu) else {
         return false;
     };
-    let trust = policy.trust_forwarded_headers;
+    let trust = policy.trust_forwarded_headers();
 
     // ---- path ----
     let raw_path = target.path.split(['?', '#']).next().unwrap_or("");
@@ -306,7 +324,7 @@ pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -
             Ok(p) => p,
             Err(_) => return false,
         },
-        None => policy.stripped_path_prefix.clone(),
+        None => policy.stripped_path_prefix().to_string(),
     };
     let path_ok = if prefix.is_empty() {
         proof.path == req_path
@@ -344,13 +362,13 @@ pub fn htu_matches(policy: &DpopPolicy, target: &RequestTarget<'_>, htu: &str) -
             Origin::from_parts(scheme, target.authority)
         }
     };
-    if policy.public_origins.is_empty() {
+    if policy.public_origins().is_empty() {
         seen.as_ref() == Some(&proof.origin)
     } else if trust && target.forwarded_host.is_some() {
         // A trusted forwarded origin must still be one of the public ones.
-        seen.as_ref() == Some(&proof.origin) && policy.public_origins.contains(&proof.origin)
+        seen.as_ref() == Some(&proof.origin) && policy.public_origins().contains(&proof.origin)
     } else {
-        policy.public_origins.contains(&proof.origin)
+        policy.public_origins().contains(&proof.origin)
     }
 }
 

@@ -1,4 +1,4 @@
-//! RFC 9449 DPoP proof checks at a resource server (checklist §2), server nonces (§8/§9),
+//! RFC 9449 DPoP proof checks at a resource server (docs/checks.md §2), server nonces (§8/§9),
 //! the replay cache rule (§11.1) and RFC 8705 certificate binding.
 //!
 //! [`evaluate`] is the whole decision of the DPoP filter for one request: it runs after the
@@ -13,10 +13,11 @@ pub mod proof;
 pub mod replay;
 
 use crate::claims::VerifiedToken;
-use crate::denial::{ChallengeContext, Reason, Reply, Scheme};
+use crate::denial::{Reason, Reply};
 use crate::jose::SignatureVerifier;
 use crate::policy::Policy;
 use crate::routes::Requirement;
+use crate::scheme::Scheme;
 
 pub use htu::RequestTarget;
 pub use mtls::ClientCert;
@@ -54,29 +55,19 @@ pub struct Denial {
 
 impl Denial {
     /// The reply (RFC 9449 §7.1: `WWW-Authenticate: DPoP error=..., algs="..."`).
+    /// Built by [`crate::challenge::reply`]; a 429 says how long to wait (RFC 6585 §4).
     pub fn reply(&self, policy: &Policy, dpop: &DpopPolicy) -> Reply {
-        let schemes: &[Scheme] = if policy.token.allow_bearer && !dpop.required {
-            &[Scheme::Dpop, Scheme::Bearer]
-        } else {
-            &[Scheme::Dpop]
-        };
-        let mut reply = Reason::reply(
+        crate::challenge::reply(
+            policy,
             self.reason,
-            &ChallengeContext {
-                schemes,
-                dpop_algs: &dpop.algs,
-                dpop_nonce: self.nonce.clone(),
+            &crate::challenge::Challenge {
+                offer: crate::challenge::Offer::DpopFilter(dpop),
+                nonce: self.nonce.clone(),
                 required_scope: None,
                 detail: None,
+                retry_after: self.retry_after,
             },
-        );
-        if let Some(secs) = self.retry_after {
-            // RFC 6585 §4: a 429 may say how long to wait.
-            reply
-                .headers
-                .push(("retry-after".to_string(), secs.to_string()));
-        }
-        reply
+        )
     }
 }
 
@@ -85,7 +76,7 @@ pub fn replay_namespace(policy: &Policy) -> &str {
     &policy.api_name
 }
 
-/// The whole DPoP/mTLS decision for one request (checklist §2, RFC 8705 §3).
+/// The whole DPoP/mTLS decision for one request (docs/checks.md §2, RFC 8705 §3).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     policy: &Policy,
@@ -119,7 +110,7 @@ pub fn evaluate(
 
     // §2.14 / RFC 9449 §7.2: a DPoP-bound token used as a Bearer token is refused
     // (the token filter refuses it first; checked again so this filter never relies on order).
-    if token.cnf_jkt.is_some() && !token.dpop_scheme {
+    if token.cnf_jkt.is_some() && token.scheme != Scheme::Dpop {
         return Err(deny(Reason::BearerDowngrade));
     }
 
@@ -128,13 +119,13 @@ pub fn evaluate(
         mtls::check_binding(x5t, dpop.cert_source, &req.client_cert).map_err(deny)?;
     }
 
-    let needs_proof = dpop.required || token.dpop_scheme || token.cnf_jkt.is_some();
+    let needs_proof = dpop.required || token.scheme == Scheme::Dpop || token.cnf_jkt.is_some();
     if !needs_proof {
         return Ok(Outcome::Accepted {
             nonce: fresh_nonce(),
         });
     }
-    if !token.dpop_scheme {
+    if token.scheme != Scheme::Dpop {
         // The policy demands DPoP but the token came as Bearer.
         return Err(deny(Reason::BearerDowngrade));
     }

@@ -28,10 +28,11 @@ fn sha256_from_hex(s: &str) -> Option<[u8; 32]> {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    for (slot, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let [hi, lo] = pair else { return None };
+        let hi = char::from(*hi).to_digit(16)?;
+        let lo = char::from(*lo).to_digit(16)?;
+        *slot = u8::try_from(hi * 16 + lo).ok()?;
     }
     Some(out)
 }
@@ -52,13 +53,14 @@ fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
             '\\' if in_quotes => escaped = true,
             '"' => in_quotes = !in_quotes,
             c if c == sep && !in_quotes => {
-                parts.push(&s[start..i]);
+                // `start` and `i` are char boundaries (`char_indices`).
+                parts.push(s.get(start..i).unwrap_or_default());
                 start = i + c.len_utf8();
             }
             _ => {}
         }
     }
-    parts.push(&s[start..]);
+    parts.push(s.get(start..).unwrap_or_default());
     parts
 }
 
@@ -110,6 +112,11 @@ pub fn check_binding(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
 

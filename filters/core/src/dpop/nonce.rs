@@ -1,4 +1,4 @@
-//! Server-issued DPoP nonces (RFC 9449 §8 at the AS, §9 at the RS; checklist §2.13).
+//! Server-issued DPoP nonces (RFC 9449 §8 at the AS, §9 at the RS; docs/checks.md §2.13).
 //!
 //! A nonce is stateless so that every replica can check it without shared storage:
 //!
@@ -43,7 +43,7 @@ pub fn issue(cfg: &NonceConfig, now: i64) -> String {
     raw.extend_from_slice(&window.to_be_bytes());
     if let Some(m) = mac(cfg, window) {
         let tag = m.finalize().into_bytes();
-        raw.extend_from_slice(&tag[..MAC_LEN]);
+        raw.extend_from_slice(tag.get(..MAC_LEN).unwrap_or_default());
     }
     crate::b64::encode(&raw)
 }
@@ -56,21 +56,27 @@ pub fn verify(cfg: &NonceConfig, nonce: &str, now: i64) -> bool {
     if raw.len() != 8 + MAC_LEN {
         return false;
     }
-    let mut wb = [0u8; 8];
-    wb.copy_from_slice(&raw[..8]);
-    let window = u64::from_be_bytes(wb);
+    let Some((wb, tag)) = raw.split_first_chunk::<8>() else {
+        return false;
+    };
+    let window = u64::from_be_bytes(*wb);
     let current = window_of(cfg, now);
     if window != current && Some(window) != current.checked_sub(1) {
         return false;
     }
     match mac(cfg, window) {
-        Some(m) => m.verify_truncated_left(&raw[8..]).is_ok(),
+        Some(m) => m.verify_truncated_left(tag).is_ok(),
         None => false,
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,4 @@
-//! The policy's `dpop` section (checklist §2; RFC 9449, RFC 8705).
+//! The policy's `dpop` section (docs/checks.md §2; RFC 9449, RFC 8705).
 //!
 //! ```json
 //! "dpop": {
@@ -18,9 +18,9 @@
 
 use serde::Deserialize;
 
-use super::htu::Origin;
+use super::htu::{HtuRules, Origin};
+use crate::error::PolicyError;
 use crate::jose::Alg;
-use crate::policy::PolicyError;
 
 /// The document as written. Unknown fields are refused.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,16 +30,16 @@ pub struct DpopDoc {
     /// When false, the proof is still checked for every DPoP-bound token or `DPoP` scheme use.
     #[serde(default = "default_true")]
     pub required: bool,
-    /// Proof `alg` allow-list (checklist §2.4). `Ed25519` may be written for EdDSA.
+    /// Proof `alg` allow-list (docs/checks.md §2.4). `Ed25519` may be written for EdDSA.
     #[serde(default = "default_algs")]
     pub allowed_algs: Vec<String>,
-    /// How old a proof's `iat` may be (checklist §2.9).
+    /// How old a proof's `iat` may be (docs/checks.md §2.9).
     #[serde(default = "default_past")]
     pub iat_window_past_seconds: u64,
     /// How far in the future a proof's `iat` may be (clock skew).
     #[serde(default = "default_future")]
     pub iat_window_future_seconds: u64,
-    /// Origins (`scheme://host[:port]`) clients use to reach this API (checklist §2.8).
+    /// Origins (`scheme://host[:port]`) clients use to reach this API (docs/checks.md §2.8).
     /// Empty: the origin the proxy sees (`:scheme` + `:authority`).
     #[serde(default)]
     pub public_origins: Vec<String>,
@@ -214,13 +214,13 @@ impl ReplayConfig {
         // at any time on average.
         let per_key = max_live_per_key.div_ceil(buckets - 1).max(1);
         ReplayConfig {
-            bucket_seconds: w as i64,
+            bucket_seconds: i64::try_from(w).unwrap_or(i64::MAX),
             buckets: u32::try_from(buckets).unwrap_or(u32::MAX),
             slots: u32::try_from(slots).unwrap_or(u32::MAX),
             entries_per_slot: ENTRIES_PER_SLOT,
             max_probes: MAX_PROBES,
             per_key_per_bucket: u32::try_from(per_key).unwrap_or(u32::MAX),
-            iat_past: past as i64,
+            iat_past: i64::try_from(past).unwrap_or(i64::MAX),
         }
     }
 }
@@ -248,6 +248,18 @@ pub struct DpopPolicy {
     pub cert_source: CertSource,
     /// Key for the replay cache's slot hash (the nonce secret when configured, else empty).
     pub replay_key: Vec<u8>,
+}
+
+impl HtuRules for DpopPolicy {
+    fn public_origins(&self) -> &[Origin] {
+        &self.public_origins
+    }
+    fn stripped_path_prefix(&self) -> &str {
+        &self.stripped_path_prefix
+    }
+    fn trust_forwarded_headers(&self) -> bool {
+        self.trust_forwarded_headers
+    }
 }
 
 impl Default for DpopPolicy {
@@ -278,7 +290,7 @@ impl DpopDoc {
     pub fn compile(&self) -> Result<DpopPolicy, PolicyError> {
         let mut algs = Vec::new();
         for (i, name) in self.allowed_algs.iter().enumerate() {
-            // Checklist §2.4: asymmetric only; `none`/HMAC have no `Alg` and are refused here.
+            // docs/checks.md §2.4: asymmetric only; `none`/HMAC have no `Alg` and are refused here.
             let alg = Alg::parse(name).ok_or_else(|| {
                 PolicyError::new(
                     format!("dpop.allowed_algs[{i}]"),
@@ -350,8 +362,9 @@ impl DpopDoc {
         Ok(DpopPolicy {
             required: self.required,
             algs,
-            iat_past: self.iat_window_past_seconds as i64,
-            iat_future: self.iat_window_future_seconds as i64,
+            // Bounded above (≤ 3600 and ≤ 300 s), so these never saturate.
+            iat_past: i64::try_from(self.iat_window_past_seconds).unwrap_or(i64::MAX),
+            iat_future: i64::try_from(self.iat_window_future_seconds).unwrap_or(i64::MAX),
             public_origins,
             stripped_path_prefix,
             trust_forwarded_headers: self.trust_forwarded_headers,

@@ -1,4 +1,4 @@
-//! One DPoP proof at a resource server: RFC 9449 §4.3 and §7.1, checklist §2 items 1–13, 16.
+//! One DPoP proof at a resource server: RFC 9449 §4.3 and §7.1, docs/checks.md §2 items 1–13, 16.
 //!
 //! Cost per request: one JSON parse of the proof, one signature check (through whatever
 //! [`SignatureVerifier`] the caller passes: the host's fast path in Envoy), one SHA-256 for the

@@ -95,7 +95,9 @@ impl JtiDigest {
         h.update(jti.as_bytes());
         let full = h.finalize();
         let mut d = [0u8; DIGEST_LEN];
-        d.copy_from_slice(&full[..DIGEST_LEN]);
+        for (to, from) in d.iter_mut().zip(full.iter()) {
+            *to = *from;
+        }
         JtiDigest(d)
     }
 
@@ -270,7 +272,9 @@ pub fn ensure_shared_key(
 pub fn key_id(jkt: &str) -> u64 {
     let h = Sha256::digest(jkt.as_bytes());
     let mut b = [0u8; 8];
-    b.copy_from_slice(&h[..8]);
+    for (to, from) in b.iter_mut().zip(h.iter()) {
+        *to = *from;
+    }
     u64::from_be_bytes(b)
 }
 
@@ -334,7 +338,9 @@ impl KeyBudget {
         }
         let bucket = cfg.bucket_of(expires_at);
         let ring = cfg.buckets.max(1) as usize;
-        let position = bucket.rem_euclid(ring as i64) as usize;
+        // `ring` ≤ u32::MAX fits an i64; `rem_euclid` is in 0..ring.
+        let position = usize::try_from(bucket.rem_euclid(i64::try_from(ring).unwrap_or(i64::MAX)))
+            .unwrap_or(0);
         let mut buckets = self.buckets.borrow_mut();
         if buckets.len() != ring {
             *buckets = vec![(i64::MIN, HashMap::new()); ring];

@@ -1,5 +1,5 @@
 //! Which FHIR REST interaction a request is (FHIR R4 RESTful API §3.1.0, "Summary" table),
-//! from method + path + query. Anything that does not parse as one is refused (checklist §3).
+//! from method + path + query. Anything that does not parse as one is refused (docs/checks.md §3).
 
 use super::query::{self, Param};
 use super::scope::is_resource_type;

@@ -1,24 +1,27 @@
 //! SMART App Launch v2.2 scopes against FHIR REST interactions, and patient-compartment
-//! enforcement (checklist §3).
+//! enforcement (docs/checks.md §3).
 //!
 //! - [`scope`]: the scope grammar (v1 and v2, query-constrained scopes).
 //! - [`interaction`]: method + path + query -> FHIR REST interaction.
 //! - [`compartment`]: FHIR R4 `CompartmentDefinition/patient` as data; body checks.
-//! - [`decide`]: grants × interaction × patient context -> [`decide::Decision`];
-//!   [`decide::check_response`] for reads the request alone cannot decide,
-//!   [`decide::check_stored`] for writes by id that need the stored resource read first.
+//! - [`decide`]: grants × interaction × patient context -> [`decide::Decision`], one file
+//!   per concern (grants, search and read, writes, patch, operations, bundle).
+//! - [`response`]: [`check_response`] for reads the request alone cannot decide,
+//!   [`check_stored`] for writes by id that need the stored resource read first.
 //! - [`policy`]: the policy's `fhir` section.
 //! - [`stream`]: holding a stream until its decision; conditional reads.
 
 pub mod compartment;
 pub mod decide;
+pub mod exchange;
 pub mod interaction;
 pub mod policy;
 pub mod query;
+pub mod response;
 pub mod scope;
 pub mod stream;
 
 pub use decide::{
-    check_response, check_stored, decide, decide_request, Decision, Denial, RequestView,
-    ResponseCheck, StoredCheck, StoredSearch,
+    check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck,
+    StoredCheck, StoredSearch,
 };

@@ -20,7 +20,7 @@
 
 use serde::Deserialize;
 
-use crate::policy::PolicyError;
+use crate::error::PolicyError;
 
 use super::compartment::{in_patient_compartment, PATIENT_COMPARTMENT};
 use super::interaction::{normalise_base, Level};
@@ -294,7 +294,7 @@ impl FhirDoc {
                             format!("`{t}` is not a FHIR resource type name"),
                         ));
                     }
-                    if list[..i].contains(t) {
+                    if list.iter().take(i).any(|u| u == t) {
                         return Err(err(format!("resource_types[{i}]"), "listed twice"));
                     }
                 }

@@ -74,8 +74,8 @@ pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b'%' => {
                 let h = hex(*bytes.get(i + 1)?)?;
                 let l = hex(*bytes.get(i + 2)?)?;

@@ -1,4 +1,4 @@
-//! SMART App Launch v2.2 "Scopes and launch context": the scope grammar (checklist §3).
+//! SMART App Launch v2.2 "Scopes and launch context": the scope grammar (docs/checks.md §3).
 //!
 //! `(patient|user|system)/(ResourceType|*).<permissions>[?param=value(&param=value)*]`
 //! where `<permissions>` is a non-empty subset of `cruds` in that order (v2), or one of the
@@ -77,7 +77,7 @@ impl Perms {
         let mut next = 0usize;
         let mut bits = 0u8;
         for ch in s.chars() {
-            let pos = LETTERS[next..].iter().position(|l| *l == ch)? + next;
+            let pos = LETTERS.iter().skip(next).position(|l| *l == ch)? + next;
             bits |= 1 << pos;
             next = pos + 1;
         }

@@ -269,7 +269,7 @@ fn der_uint(magnitude: &[u8]) -> Vec<u8> {
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-    &b[start..]
+    b.get(start..).unwrap_or_default()
 }
 
 // --- protobuf wire format ---
@@ -312,6 +312,11 @@ fn get_len_delimited<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
     use crate::b64;

@@ -166,11 +166,16 @@ fn verify_ed25519(x: &[u8; 32], msg: &[u8], sig: &[u8]) -> Result<(), VerifyErro
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-    &b[start..]
+    b.get(start..).unwrap_or_default()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::cast_possible_wrap
+)]
 mod tests {
     use super::*;
     use crate::b64;

@@ -1,7 +1,14 @@
 //! Test support for the DPoP tests: keys that sign proofs in-test (ES256 with `p256`, EdDSA
 //! with `ed25519-dalek`), an RFC 7638 thumbprint computed here independently of the crate,
 //! and builders for policies, tokens and requests.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -140,7 +147,7 @@ pub fn policy(dpop: Value) -> (Policy, DpopPolicy) {
 /// A verified DPoP-scheme token bound to `jkt`.
 pub fn token(jkt: Option<&str>) -> VerifiedToken {
     VerifiedToken {
-        dpop_scheme: true,
+        scheme: fapi_guard_core::scheme::Scheme::Dpop,
         token_sha256: sha256_b64(TOKEN),
         iss: "https://issuer.test".into(),
         sub: "user-1".into(),

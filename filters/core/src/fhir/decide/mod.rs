@@ -1,0 +1,302 @@
+//! The FHIR scope decision (docs/checks.md §3): SMART grants × FHIR interaction × patient context.
+//!
+//! Pure functions. [`decide`] looks at the request (and its body when it says
+//! [`Decision::NeedBody`]); reads whose compartment the request cannot show come back as
+//! [`Decision::AllowIfResponseMatches`], and [`check_response`] decides them on the body.
+//!
+//! A request is allowed when ONE grant of the token allows it on its own. Patient grants
+//! confine to the compartment of the token's patient; user/system grants are checked for
+//! type and letters (the FHIR server applies its own user-level rules on top).
+
+use serde_json::Value;
+
+use crate::claims::VerifiedToken;
+use crate::denial::Reason;
+use crate::jose::jws::parse_strict_value;
+use base64::Engine;
+
+use super::compartment::{
+    compartment_elements, in_patient_compartment, is_patient_ref, pin_params,
+    resource_matches_constraint, resource_written_for,
+};
+use super::interaction::{classify, is_fhir_id, FhirRequest, Interaction, Level};
+use super::policy::FhirPolicy;
+use super::query::{self, Param};
+use super::scope::{grants, Context, Perms, SmartScope};
+
+mod bundle;
+mod grants;
+mod operations;
+mod patch;
+mod search_read;
+mod writes;
+
+// Each concern's functions, for `decide_at` and for each other.
+use bundle::*;
+use operations::*;
+use patch::*;
+use search_read::*;
+use writes::*;
+
+pub use super::response::{check_response, check_stored};
+
+/// What the filter does with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Forward, but buffer the response and pass it only if [`check_response`] accepts it.
+    AllowIfResponseMatches(ResponseCheck),
+    /// Update, patch or delete by id that the request alone cannot confine (a patient or
+    /// query-constrained grant): read the stored resource first (`GET` the same path) and
+    /// forward the request only if [`check_stored`] accepts the answer (BOLA, docs/checks.md §3).
+    AllowIfStoredMatches(StoredCheck),
+    /// The request body is needed to decide: buffer it and ask again.
+    NeedBody,
+    Deny(Denial),
+}
+
+/// What the stored resource a write by id targets must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheck {
+    /// The stored resource (type, id) must pass any of these alternatives.
+    pub resource: ResourceCheck,
+    /// A 404 on the read is fine: update-as-create (FHIR R4 §3.1.0.4.1); the body that
+    /// creates it already passed the request checks.
+    pub absent_ok: bool,
+    /// A conditional update, patch or delete (FHIR R4 http.html#cond-update): the stored read
+    /// is a search with the request's own criteria, and every match must pass `resource`.
+    pub search: Option<Box<StoredSearch>>,
+}
+
+/// The stored read of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSearch {
+    /// The request's query string, as sent (the server resolves the write with the same).
+    pub query: String,
+    /// At most this many matches (update and patch act on one; more is refused).
+    pub max_matches: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub reason: Reason,
+    /// For `insufficient_scope`: what would have been enough (RFC 6750 §3 `scope`).
+    pub required_scope: Option<String>,
+    /// Names the interaction and type; never ids, token or patient data.
+    pub detail: String,
+}
+
+/// One way a read can turn out to be allowed: every member that is set must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    /// The resource must be in this patient's compartment.
+    pub patient: Option<String>,
+    /// The resource must match these `param=value` pairs (a query-constrained scope).
+    pub constraint: Vec<Param>,
+}
+
+/// What a single resource in the response must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceCheck {
+    pub resource_type: String,
+    pub id: Option<String>,
+    /// The response is a history Bundle of versions of that resource.
+    pub history: bool,
+    /// Passes when any alternative holds.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// What every resource of a searchset must be (a search a patient grant allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCheck {
+    /// Type of the `match` entries (`None`: any, for `Patient/{id}/*`).
+    pub resource_type: Option<String>,
+    /// The patient whose compartment every entry (`match` and `include`) must be in.
+    pub patient: String,
+    /// `match` entries must pass any of these constraints (empty list: no constraint).
+    pub constraints: Vec<Vec<Param>>,
+    /// Entries of types outside the patient compartment pass (`$everything` also returns
+    /// referenced Practitioner, Medication, ...); compartment types must still be the patient's.
+    pub non_compartment_types_pass: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseCheck {
+    Resource(ResourceCheck),
+    /// A searchset confined by a patient grant: checked entry by entry, so a server that
+    /// ignores the pinning parameter (lenient handling) cannot leak another patient's data.
+    Searchset(SearchCheck),
+    /// Batch/transaction: entry `i` of the response Bundle must pass its check.
+    BundleEntries(Vec<(usize, ResponseCheck)>),
+}
+
+/// The request as the filter sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub path_with_query: &'a str,
+    /// `If-None-Exist` header (conditional create, FHIR R4 §3.1.0.8.1).
+    pub if_none_exist: Option<&'a str>,
+    pub body: Option<&'a [u8]>,
+}
+
+pub fn decide(
+    policy: &FhirPolicy,
+    token: Option<&VerifiedToken>,
+    req: &RequestView<'_>,
+) -> Decision {
+    decide_at(policy, token, req, 0)
+}
+
+// ---------- helpers ----------
+
+fn deny(reason: Reason, detail: impl Into<String>) -> Decision {
+    Decision::Deny(Denial {
+        reason,
+        required_scope: None,
+        detail: detail.into(),
+    })
+}
+
+fn denial(reason: Reason, detail: impl Into<String>) -> Denial {
+    Denial {
+        reason,
+        required_scope: None,
+        detail: detail.into(),
+    }
+}
+
+/// What one grant says about a request.
+enum Outcome {
+    Allow,
+    Check(Alternative),
+    NeedBody,
+    Deny(Denial),
+}
+
+struct DecisionInput<'a> {
+    policy: &'a FhirPolicy,
+    grants: Vec<SmartScope>,
+    /// The patient in context, if the token carries a valid FHIR id under the claim.
+    pid: Option<String>,
+    req: &'a FhirRequest,
+    body: Option<&'a [u8]>,
+    if_none_exist: Option<&'a str>,
+    /// The query string as sent (criteria of a conditional write).
+    raw_query: &'a str,
+}
+
+/// The patient claim, when it is a valid FHIR id.
+fn patient_in_context(policy: &FhirPolicy, token: &VerifiedToken) -> Option<String> {
+    token
+        .claim_str(&policy.patient_claim)
+        .filter(|p| is_fhir_id(p))
+        .map(str::to_string)
+}
+
+/// A JSON body (any other body is left to the interaction) that repeats a member name at any
+/// depth: the guard reads one value and the API may read another (serde_json keeps the last,
+/// other parsers the first). Refused with the JOSE layer's strict parser (docs/checks.md).
+fn has_duplicate_members(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+        && parse_strict_value(body).is_none()
+}
+
+fn parse_resource(body: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("resourceType").and_then(Value::as_str)?;
+    Some(v)
+}
+
+/// Every constraint parameter is carried by the search with a subset of its values
+/// (repeated names AND together, so one confining occurrence is enough).
+fn carries(params: &[Param], constraint: &[Param]) -> bool {
+    constraint.iter().all(|c| {
+        let allowed = c.or_values();
+        params
+            .iter()
+            .any(|p| p.name == c.name && p.or_values().iter().all(|v| allowed.contains(v)))
+    })
+}
+
+// ---------- the decision ----------
+
+fn decide_at(
+    policy: &FhirPolicy,
+    token: Option<&VerifiedToken>,
+    view: &RequestView<'_>,
+    depth: u8,
+) -> Decision {
+    let req = match classify(&policy.base_path, view.method, view.path_with_query) {
+        Ok(r) => r,
+        Err(why) => return deny(Reason::UnknownFhirRequest, why),
+    };
+    // docs/checks.md §3: `GET /metadata` and `/.well-known/smart-configuration` are public.
+    if matches!(
+        req.interaction,
+        Interaction::Capabilities | Interaction::SmartConfiguration
+    ) {
+        return Decision::Allow;
+    }
+    let Some(token) = token else {
+        return deny(Reason::NoVerifiedToken, "no verified access token");
+    };
+    if let Some(t) = &req.resource_type {
+        if !policy.serves(t) {
+            return deny(
+                Reason::UnknownFhirRequest,
+                format!("{}: resource type `{t}` is not served here", req.label()),
+            );
+        }
+    }
+    if let Some(b) = view.body {
+        if b.len() > policy.max_request_body_bytes {
+            return deny(
+                Reason::RequestTooLarge,
+                format!("{}: request body too large", req.label()),
+            );
+        }
+    }
+    if let Some(b) = view.body {
+        if has_duplicate_members(b) {
+            return deny(
+                Reason::DuplicateJsonMember,
+                format!(
+                    "{}: the body repeats a JSON member name (RFC 8259 §4, RFC 7493 §2.3)",
+                    req.label()
+                ),
+            );
+        }
+    }
+    let cx = DecisionInput {
+        policy,
+        grants: grants(token, &policy.contexts),
+        pid: patient_in_context(policy, token),
+        req: &req,
+        body: view.body,
+        if_none_exist: view.if_none_exist,
+        raw_query: view
+            .path_with_query
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or(""),
+    };
+    match req.interaction {
+        Interaction::Capabilities | Interaction::SmartConfiguration => Decision::Allow,
+        Interaction::Read | Interaction::Vread | Interaction::HistoryInstance => read(&cx),
+        Interaction::SearchType => search_type(&cx),
+        Interaction::SearchCompartment => search_compartment(&cx),
+        Interaction::SearchSystem => search_system(&cx),
+        Interaction::HistoryType | Interaction::HistorySystem => history(&cx),
+        Interaction::Create => create(&cx),
+        Interaction::Update => update(&cx),
+        Interaction::Patch => patch(&cx),
+        Interaction::Delete => delete(&cx),
+        Interaction::Operation => operation(&cx),
+        Interaction::Batch => batch(policy, token, &cx, depth),
+    }
+}
+
+fn rt(cx: &DecisionInput<'_>) -> String {
+    cx.req.resource_type.clone().unwrap_or_default()
+}

@@ -1,0 +1,249 @@
+//! Decisions on the upstream's answer, made in the response phase: [`check_response`] for
+//! reads the request alone cannot decide, [`check_stored`] for the read before a write
+//! (docs/checks.md §3, BOLA).
+
+use serde_json::Value;
+
+use super::compartment::{
+    in_patient_compartment, resource_in_compartment, resource_matches_constraint,
+};
+use super::decide::{ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch};
+use super::policy::FhirPolicy;
+use crate::denial::Reason;
+
+// ---------- the response ----------
+
+fn resource_passes(rc: &ResourceCheck, res: &Value) -> bool {
+    if res.get("resourceType").and_then(Value::as_str) != Some(rc.resource_type.as_str()) {
+        return false;
+    }
+    if let Some(id) = &rc.id {
+        if res.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+            return false;
+        }
+    }
+    rc.alternatives.iter().any(|a| {
+        a.patient
+            .as_deref()
+            .is_none_or(|p| resource_in_compartment(res, p))
+            && (a.constraint.is_empty() || resource_matches_constraint(res, &a.constraint))
+    })
+}
+
+fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
+    if !rc.history {
+        return resource_passes(rc, v);
+    }
+    // Instance history: a Bundle of versions; every version present must pass.
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return false;
+    }
+    v.get("entry")
+        .and_then(Value::as_array)
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e.get("resource"))
+                .all(|r| resource_passes(rc, r))
+        })
+        .unwrap_or(true)
+}
+
+fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return false;
+    }
+    let empty = Vec::new();
+    let entries = match v.get("entry") {
+        None => &empty,
+        Some(Value::Array(a)) => a,
+        Some(_) => return false,
+    };
+    entries.iter().all(|e| {
+        let Some(r) = e.get("resource") else {
+            return true;
+        };
+        let mode = e
+            .get("search")
+            .and_then(|s| s.get("mode"))
+            .and_then(Value::as_str)
+            .unwrap_or("match");
+        let rt = r.get("resourceType").and_then(Value::as_str);
+        if mode != "outcome"
+            && sc.non_compartment_types_pass
+            && !rt.is_some_and(in_patient_compartment)
+        {
+            return rt.is_some();
+        }
+        match mode {
+            "outcome" => is_outcome(r),
+            "include" => resource_in_compartment(r, &sc.patient),
+            _ => {
+                sc.resource_type.as_deref().is_none_or(|t| rt == Some(t))
+                    && resource_in_compartment(r, &sc.patient)
+                    && (sc.constraints.is_empty()
+                        || sc
+                            .constraints
+                            .iter()
+                            .any(|c| resource_matches_constraint(r, c)))
+            }
+        }
+    })
+}
+
+fn check_any(check: &ResponseCheck, v: &Value) -> bool {
+    match check {
+        ResponseCheck::Resource(rc) => check_one(rc, v),
+        ResponseCheck::Searchset(sc) => searchset_passes(sc, v),
+        ResponseCheck::BundleEntries(list) => {
+            let entries = v.get("entry").and_then(Value::as_array);
+            v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+                && list
+                    .iter()
+                    .all(|(i, c)| match entries.and_then(|es| es.get(*i)) {
+                        None => false,
+                        Some(e) => match e.get("resource") {
+                            // docs/checks.md "Conditional reads": a 304/412 entry is refused.
+                            None => super::stream::entry_without_resource_passes(
+                                e.pointer("/response/status").and_then(Value::as_str),
+                            ),
+                            Some(r) if is_outcome(r) => true,
+                            Some(r) => check_any(c, r),
+                        },
+                    })
+        }
+    }
+}
+
+fn is_outcome(v: &Value) -> bool {
+    v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
+}
+
+/// Decides a buffered response for [`Decision::AllowIfResponseMatches`](super::decide::Decision::AllowIfResponseMatches). Error statuses with
+/// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails,
+/// and so do 304, 412 and 206 (answers about the resource without it).
+pub fn check_response(
+    policy: &FhirPolicy,
+    check: &ResponseCheck,
+    status: u32,
+    body: &[u8],
+) -> Result<(), Reason> {
+    if body.len() > policy.max_response_bytes {
+        return Err(Reason::ResponseTooLarge);
+    }
+    let foreign = if policy.hide_foreign_as_not_found {
+        Reason::ResponseOutsideGrantHidden
+    } else {
+        Reason::ResponseOutsideGrant
+    };
+    let success = (200..300).contains(&status);
+    // docs/checks.md "Conditional reads": 304/412/206 answer without the resource; refused.
+    if super::stream::unverifiable_status(status) {
+        return Err(foreign);
+    }
+    if !success && body.is_empty() {
+        return Ok(());
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Err(foreign);
+    };
+    if !success && is_outcome(&v) {
+        return Ok(());
+    }
+    if check_any(check, &v) {
+        Ok(())
+    } else {
+        Err(foreign)
+    }
+}
+
+/// The stored search of a conditional write: a complete searchset (no `next` page, `total`
+/// not above what it shows) whose matches are few enough and each pass the check.
+fn stored_matches_pass(
+    check: &StoredCheck,
+    search: &StoredSearch,
+    v: &Value,
+) -> Result<bool, Reason> {
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle")
+        || v.get("type").and_then(Value::as_str) != Some("searchset")
+    {
+        return Err(Reason::StoredReadFailed);
+    }
+    let empty = Vec::new();
+    let entries = match v.get("entry") {
+        None => &empty,
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(Reason::StoredReadFailed),
+    };
+    let paged = v.get("link").and_then(Value::as_array).is_some_and(|ls| {
+        ls.iter()
+            .any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+    });
+    let matches: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            let mode = e
+                .get("search")
+                .and_then(|s| s.get("mode"))
+                .and_then(Value::as_str)
+                .unwrap_or("match");
+            mode == "match"
+        })
+        .filter_map(|e| e.get("resource"))
+        .collect();
+    let total_above = v
+        .get("total")
+        .and_then(Value::as_u64)
+        .is_some_and(|t| t > matches.len() as u64);
+    if paged || total_above || search.max_matches.is_some_and(|m| matches.len() > m) {
+        return Err(Reason::UnsafeConditionalWrite);
+    }
+    Ok(matches.iter().all(|r| resource_passes(&check.resource, r)))
+}
+
+/// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`](super::decide::Decision::AllowIfStoredMatches). `status` 0
+/// means no answer (timeout, reset). Fails closed on anything but a 2xx the check accepts,
+/// or a 404 where update-as-create is allowed.
+pub fn check_stored(
+    policy: &FhirPolicy,
+    check: &StoredCheck,
+    status: u32,
+    body: &[u8],
+) -> Result<(), Reason> {
+    if status == 404 && check.search.is_none() {
+        if check.absent_ok {
+            return Ok(());
+        }
+        return Err(Reason::StoredResourceMissing);
+    }
+    if !(200..300).contains(&status) {
+        return Err(Reason::StoredReadFailed);
+    }
+    if body.len() > policy.max_response_bytes {
+        return Err(Reason::ResponseTooLarge);
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Err(Reason::StoredReadFailed);
+    };
+    if v.get("resourceType").and_then(Value::as_str).is_none() {
+        return Err(Reason::StoredReadFailed);
+    }
+    let passes = match &check.search {
+        None => resource_passes(&check.resource, &v),
+        Some(search) => stored_matches_pass(check, search, &v)?,
+    };
+    if passes {
+        return Ok(());
+    }
+    if policy.hide_foreign_as_not_found {
+        Err(Reason::ResponseOutsideGrantHidden)
+    } else if check
+        .resource
+        .alternatives
+        .iter()
+        .any(|a| a.patient.is_some())
+    {
+        Err(Reason::WriteOutsideCompartment)
+    } else {
+        Err(Reason::InsufficientScope)
+    }
+}
