@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --target wasm32-wasip1 --quiet -- -D warnings
 echo "== cargo test (native)"
 cargo test --workspace --quiet
-echo "== cargo build --release --target wasm32-wasip1"
-cargo build --release --target wasm32-wasip1 --quiet
+echo "== scripts/build-wasm.sh (cargo build --release --target wasm32-wasip1, wasm-opt)"
+bash scripts/build-wasm.sh --quiet
 echo "== pytest (Envoy end-to-end, configs, manifests)"
 FAPI_GUARD_SKIP_BUILD=1 .venv/bin/python -m pytest "$@"

@@ -173,7 +173,8 @@ def cargo_build(target_dir: Path) -> Path:
     the checkout or the cargo home happens to be (panic locations carry file paths)."""
     cargo_home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")).resolve()
     flags = [f"--remap-path-prefix={REPO_ROOT}=/fapi-guard", f"--remap-path-prefix={cargo_home}=/cargo"]
-    cmd = ["cargo", "build", "--locked", "--release", "--target", WASM_TARGET]
+    # scripts/build-wasm.sh: `cargo build --release --target wasm32-wasip1 <these args>`, then wasm-opt.
+    cmd = ["bash", str(REPO_ROOT / "scripts" / "build-wasm.sh"), "--locked"]
     # Arrays from --config are appended to any rustflags the repo's own cargo config sets.
     cmd += ["--config", f"target.{WASM_TARGET}.rustflags={json.dumps(flags)}"]
     for pkg, _ in FILTERS.values():

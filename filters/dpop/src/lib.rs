@@ -6,9 +6,11 @@
 use std::rc::Rc;
 
 use fapi_guard_core::dpop::policy::CertSource;
+use fapi_guard_core::dpop::proof::PROOF_KEY_CACHE_ENTRIES;
 use fapi_guard_core::dpop::replay;
 use fapi_guard_core::dpop::{
-    evaluate, ClientCert, DpopPolicy, DpopRequest, KeyBudget, Outcome, ProofRequest, RequestTarget,
+    evaluate_cached, ClientCert, DpopPolicy, DpopRequest, KeyBudget, Outcome, ProofKeyCache,
+    ProofRequest, RequestTarget,
 };
 use fapi_guard_core::policy::Policy;
 use fapi_guard_host::shared::HostSharedData;
@@ -32,6 +34,8 @@ struct Worker {
     verifier: HostVerifier,
     /// Per proof key live-entry counts on this worker (fairness, `docs/dpop.md`).
     budget: KeyBudget,
+    /// Proof headers that passed the header checks, with their parsed key and thumbprint.
+    keys: ProofKeyCache,
 }
 
 #[derive(Default)]
@@ -85,6 +89,7 @@ impl RootContext for DpopRoot {
             stats: FilterStats::new(FILTER),
             verifier: HostVerifier::from_env(),
             budget: KeyBudget::new(),
+            keys: ProofKeyCache::new(PROOF_KEY_CACHE_ENTRIES),
         }));
         true
     }
@@ -109,24 +114,31 @@ struct DpopFilter {
 }
 
 impl DpopFilter {
-    fn header(&self, name: &str) -> String {
-        self.get_http_request_header(name).unwrap_or_default()
-    }
-
     fn decide(&mut self) -> Action {
         let w = self.worker.clone();
-        let method = self.header(":method");
-        let path = self.header(":path");
-        let scheme = self.header(":scheme");
-        let authority = self.header(":authority");
-        let dpop_values = request::header_values("dpop");
-        let dpop_headers: Vec<&str> = dpop_values.iter().map(String::as_str).collect();
+        // One host call for every header this filter reads (not one per header); `DPoP` may
+        // repeat, and every value is kept so §2.1 can refuse two.
+        let all = request::all_headers();
+        let first = |name: &str| {
+            all.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let method = first(":method").unwrap_or_default();
+        let path = first(":path").unwrap_or_default();
+        let scheme = first(":scheme").unwrap_or_default();
+        let authority = first(":authority").unwrap_or_default();
+        let dpop_headers: Vec<&str> = all
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("dpop"))
+            .map(|(_, v)| v.as_str())
+            .collect();
         // Checklist §2.8: forwarded headers are read only when the policy trusts them.
         let (fwd_proto, fwd_host, fwd_prefix) = if w.dpop.trust_forwarded_headers {
             (
-                request::header("x-forwarded-proto"),
-                request::header("x-forwarded-host"),
-                request::header("x-forwarded-prefix"),
+                first("x-forwarded-proto"),
+                first("x-forwarded-host"),
+                first("x-forwarded-prefix"),
             )
         } else {
             (None, None, None)
@@ -142,21 +154,25 @@ impl DpopFilter {
                     None,
                 ),
                 CertSource::Xfcc => {
-                    let v = request::header_values("x-forwarded-client-cert");
+                    let v: Vec<&str> = all
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-client-cert"))
+                        .map(|(_, v)| v.as_str())
+                        .collect();
                     (None, (!v.is_empty()).then(|| v.join(",")))
                 }
             },
         };
         let req = DpopRequest {
             proof: ProofRequest {
-                method: &method,
+                method,
                 target: RequestTarget {
-                    scheme: &scheme,
-                    authority: &authority,
-                    path: &path,
-                    forwarded_proto: fwd_proto.as_deref(),
-                    forwarded_host: fwd_host.as_deref(),
-                    forwarded_prefix: fwd_prefix.as_deref(),
+                    scheme,
+                    authority,
+                    path,
+                    forwarded_proto: fwd_proto,
+                    forwarded_host: fwd_host,
+                    forwarded_prefix: fwd_prefix,
                 },
                 dpop_headers: &dpop_headers,
             },
@@ -166,7 +182,7 @@ impl DpopFilter {
             },
         };
         let now = clock::now_seconds();
-        match evaluate(
+        match evaluate_cached(
             &w.policy,
             &w.dpop,
             &req,
@@ -174,6 +190,7 @@ impl DpopFilter {
             &w.verifier,
             &HostSharedData,
             &w.budget,
+            &w.keys,
             now,
         ) {
             Ok(Outcome::Public) => {
