@@ -456,16 +456,40 @@ def sizes(wasm_dir: Path) -> str:
     return "\n".join(lines)
 
 
+# Idle memory rows: (key, label, filters of the chain policy; None = the configuration's own).
+MEMORY_ROWS = [
+    ("none", "no filter", None),
+    ("empty_wasm", "empty Wasm filter (floor)", None),
+    ("token_only", "token filter only", ["token"]),
+    ("dpop_only", "DPoP filter only", ["dpop"]),
+    ("fhir_only", "FHIR scope filter only", ["fhir_scope"]),
+    ("full_chain", "the three guard filters", None),
+]
+
+
+class MemoryEnvoy(BenchEnvoy):
+    """The full chain's policy with some of its filters (one VM per filter and worker)."""
+
+    def __init__(self, filters: list[str], issuer: harness.Issuer, wasm_dir: Path, concurrency: int):
+        self.cfg = BY_KEY["full_chain"]
+        port, admin = harness.free_port(), harness.free_port()
+        boot = render.render(chain_policy(issuer), filters, str(wasm_dir), port, 1, admin, direct_response=True)
+        harness.EnvoyProcess.__init__(self, boot, port, admin, "bench-mem", concurrency=concurrency,
+                                      log_level="warning")
+
+
 def idle_memory(issuer: harness.Issuer, wasm_dir: Path, settle: float) -> tuple[str, dict]:
-    """Idle RSS and `server.memory_allocated` of Envoy with no filter, the empty Wasm filter and
-    the three guard filters, at 1 and 2 worker threads, after a few requests and `settle` s."""
+    """Idle RSS and `server.memory_allocated` of Envoy with no filter, the empty Wasm filter,
+    each guard filter alone and the three together, at 1 and 2 worker threads, after a few
+    requests and `settle` s."""
     clients = ChainClients(issuer, 1)
     rows, raw = [], {}
     for workers in (1, 2):
         envoys = {}
         try:
-            for key in ("none", "empty_wasm", "full_chain"):
-                envoys[key] = BenchEnvoy(BY_KEY[key], issuer, wasm_dir, concurrency=workers)
+            for key, _, filters in MEMORY_ROWS:
+                envoys[key] = (MemoryEnvoy(filters, issuer, wasm_dir, workers) if filters
+                               else BenchEnvoy(BY_KEY[key], issuer, wasm_dir, concurrency=workers))
             for key, e in envoys.items():
                 for _ in range(4):  # touch every worker's filter chain a little
                     h = {"Authorization": f"DPoP {clients.tokens[0]}",
@@ -478,9 +502,9 @@ def idle_memory(issuer: harness.Issuer, wasm_dir: Path, settle: float) -> tuple[
             for e in envoys.values():
                 e.stop()
         base = raw[f"none/{workers}"]
-        for key in ("none", "empty_wasm", "full_chain"):
+        for key, label, _ in MEMORY_ROWS:
             m = raw[f"{key}/{workers}"]
-            rows.append(f"| {workers} | {BY_KEY[key].title if key != 'full_chain' else 'the three guard filters'} | "
+            rows.append(f"| {workers} | {label} | "
                         f"{m['rss'] / 1e6:,.1f} | {(m['rss'] - base['rss']) / 1e6:+,.1f} | "
                         f"{m['allocated'] / 1e6:,.1f} | {(m['allocated'] - base['allocated']) / 1e6:+,.1f} |")
     head = ["| workers | Envoy with | RSS MB | vs no filter | server.memory_allocated MB | vs no filter |",
@@ -578,7 +602,7 @@ def soak(issuer: harness.Issuer, wasm_dir: Path, minutes: float, workers: int, c
         time.sleep(0.5)
         end_c = e.counters()
         end_mem = e.memory()
-        samples.append((seconds, end_mem))
+        samples.append(("end", end_mem))
     finally:
         for m in minters:
             m.terminate()

@@ -15,7 +15,7 @@ use fapi_guard_core::dpop::{
 use fapi_guard_core::policy::Policy;
 use fapi_guard_host::shared::HostSharedData;
 use fapi_guard_host::{
-    clock, config, handoff, reply, request, stats::FilterStats, verify::HostVerifier,
+    clock, config, handoff, reply, request, stages, stats::FilterStats, verify::HostVerifier,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -118,7 +118,9 @@ impl DpopFilter {
         let w = self.worker.clone();
         // One host call for every header this filter reads (not one per header); `DPoP` may
         // repeat, and every value is kept so §2.1 can refuse two.
+        let t = stages::now();
         let all = request::all_headers();
+        stages::add("dpop_headers", t);
         let first = |name: &str| {
             all.iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -143,7 +145,7 @@ impl DpopFilter {
         } else {
             (None, None, None)
         };
-        let token = handoff::load_verified_token();
+        let token = handoff::load_verified_token_shared();
         // The client certificate is read only for certificate-bound tokens, from the one
         // source the policy names.
         let (conn_digest, xfcc) = match token.as_ref().and_then(|t| t.cnf_x5t_s256.as_ref()) {
@@ -182,17 +184,20 @@ impl DpopFilter {
             },
         };
         let now = clock::now_seconds();
-        match evaluate_cached(
+        let t = stages::now();
+        let decision = evaluate_cached(
             &w.policy,
             &w.dpop,
             &req,
-            token.as_ref(),
+            token.as_deref(),
             &w.verifier,
             &HostSharedData,
             &w.budget,
             &w.keys,
             now,
-        ) {
+        );
+        stages::add("dpop_evaluate", t);
+        match decision {
             Ok(Outcome::Public) => {
                 w.stats.public();
                 Action::Continue
@@ -215,7 +220,11 @@ impl Context for DpopFilter {}
 
 impl HttpContext for DpopFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.decide()
+        let t = stages::now();
+        let action = self.decide();
+        stages::add("dpop_total", t);
+        stages::report(FILTER, "dpop_total");
+        action
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -133,7 +133,7 @@ impl RootContext for FhirRoot {
 
 struct FhirFilter {
     worker: Rc<Worker>,
-    token: Option<VerifiedToken>,
+    token: Option<Rc<VerifiedToken>>,
     method: String,
     path: String,
     /// Kept from the headers: the stored read may be sent from the body callback, when the
@@ -163,7 +163,7 @@ impl FhirFilter {
             if_none_exist: self.if_none_exist.as_deref(),
             body,
         };
-        decide(&self.worker.fhir, self.token.as_ref(), &view)
+        decide(&self.worker.fhir, self.token.as_deref(), &view)
     }
 
     fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
@@ -171,7 +171,7 @@ impl FhirFilter {
         self.response_gate = Gate::Open;
         self.check = None;
         self.stored = None;
-        self.worker.deny(self.token.as_ref(), reason, denial);
+        self.worker.deny(self.token.as_deref(), reason, denial);
         Action::Pause
     }
 
@@ -344,6 +344,7 @@ impl Context for FhirFilter {
 
 impl HttpContext for FhirFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let _timed = fapi_guard_host::stages::Guard::new(FILTER, "fhir_total");
         self.method = self.get_http_request_header(":method").unwrap_or_default();
         self.path = self.get_http_request_header(":path").unwrap_or_default();
         if self
@@ -366,7 +367,7 @@ impl HttpContext for FhirFilter {
                 .fhir
                 .stored_read_headers(&self.get_http_request_headers());
         }
-        self.token = handoff::load_verified_token();
+        self.token = handoff::load_verified_token_shared();
         let first = self.decide(None);
         if matches!(
             first,

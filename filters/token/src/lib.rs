@@ -256,12 +256,12 @@ impl TokenFilter {
             scheme,
             token: &token_str,
         };
-        let digest = token::token_sha256(&token_str);
+        // The cache is keyed by the token itself (no SHA-256 on a hit; `core::cache`).
         let skew = w.policy.token.skew_seconds as i64;
         {
             let mut cache = w.cache.borrow_mut();
             cache.sync_keys_generation(w.ring.borrow().generation);
-            if let Some(hit) = cache.get(&digest, now, skew) {
+            if let Some(hit) = cache.get(&token_str, now, skew) {
                 w.stats.cache_hit();
                 return match token::check_scheme_binding(scheme, hit.token.cnf_jkt.as_deref()) {
                     Ok(()) => self.hand_off(hit.handoff(scheme), scheme),
@@ -274,7 +274,11 @@ impl TokenFilter {
             Ok(verified) => {
                 let cached = CachedToken::new(verified);
                 let outcome = self.hand_off(cached.handoff(scheme), scheme);
-                w.cache.borrow_mut().insert(digest, cached, now, skew);
+                if w.policy.token.cache_max_entries > 0 {
+                    w.cache
+                        .borrow_mut()
+                        .insert(token_str.clone(), cached, now, skew);
+                }
                 outcome
             }
             Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => {
@@ -395,7 +399,11 @@ impl Context for TokenFilter {
 
 impl HttpContext for TokenFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let t = fapi_guard_host::stages::now();
         let outcome = self.check(true);
-        self.finish(outcome)
+        let action = self.finish(outcome);
+        fapi_guard_host::stages::add("token_total", t);
+        fapi_guard_host::stages::report(FILTER, "token_total");
+        action
     }
 }
