@@ -42,13 +42,14 @@ if [ -f tests/e2e/clients/package.json ]; then
   fi
 fi
 
-# Debian tools the suite uses: shellcheck (script checks), wrk (benchmark smoke test).
+# Debian tools the suite uses: shellcheck (script checks), wrk (benchmark smoke test),
+# wasm-opt (package binaryen; scripts/build-wasm.sh shrinks the filters with it).
 missing=()
-for tool in shellcheck wrk; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in shellcheck wrk wasm-opt; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt)"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]/wasm-opt/binaryen}" >/dev/null
   else
     say "missing ${missing[*]} and cannot apt-get install here; the script checks will fail"
   fi

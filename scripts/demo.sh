@@ -42,7 +42,7 @@ fi
 
 bash scripts/bootstrap.sh
 echo "[demo] building the filters (wasm32-wasip1) and the local issuer"
-cargo build --release --target wasm32-wasip1 --quiet
+bash scripts/build-wasm.sh --quiet
 cargo build --release -p fapi-guard-issuer -p fapi-guard --quiet
 ISSUER=target/release/guard-issuer
 

@@ -18,8 +18,8 @@ echo "== cargo test (native)"
 cargo test --workspace --quiet
 echo "== fuzz: every target briefly (fuzz/README.md; FUZZ_SECONDS, default 4 each)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-4}"
-echo "== cargo build --release --target wasm32-wasip1"
-cargo build --release --target wasm32-wasip1 --quiet
+echo "== scripts/build-wasm.sh (cargo build --release --target wasm32-wasip1, wasm-opt)"
+bash scripts/build-wasm.sh --quiet
 echo "== fapi-guard CLI and the explainer page (wasm32-unknown-unknown + wasm-bindgen)"
 cargo build --quiet -p fapi-guard
 bash scripts/build-web.sh

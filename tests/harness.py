@@ -43,7 +43,7 @@ def build_wasm() -> Path:
         # Another build of the filters (e.g. an older commit's, to see a new test fail on it).
         return Path(os.environ["FAPI_GUARD_WASM_DIR"])
     if not _built and not os.environ.get("FAPI_GUARD_SKIP_BUILD"):
-        subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet"], cwd=ROOT, check=True)
+        subprocess.run(["bash", str(ROOT / "scripts" / "build-wasm.sh"), "--quiet"], cwd=ROOT, check=True)
         _built = True
     return WASM_DIR
 

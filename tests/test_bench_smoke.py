@@ -1,8 +1,10 @@
-"""Smoke test of bench/run.py: a tiny run (no timing assertions) that must produce a table and
-prove, through the `fapi_guard.verify.*` counters, which path verified the token.
+"""Smoke test of bench/run.py: a tiny run (no timing assertions) that must produce the table,
+the ratios, module sizes, and prove through the filters' counters which path did the work.
 
-The proof rests on two switches the benchmark relies on: `render(direct_response=True)` and
-the Wasm VM environment variable FAPI_GUARD_VERIFIER=software (read through WASI in Envoy).
+The proof rests on switches the benchmark relies on: `render(direct_response=True)`, the Wasm
+VM environment variable FAPI_GUARD_VERIFIER=software (read through WASI in Envoy), and for
+the full chain bench/proofs.lua feeding a distinct pre-minted DPoP proof to every request
+(a repeated proof would be refused as a replay and fail the run).
 """
 import json
 import re
@@ -20,43 +22,48 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)"),
 ]
 
+CONFIGS = ["none", "token_cached", "token_es256_host", "token_es256_software", "full_chain"]
+
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "results.json"
     p = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--rounds", "1", "--duration", "1",
-         "--configs", "a,c,d,e", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--rounds", "1", "--duration", "1", "--no-memory",
+         "--chain-rate", "3000", "--configs", ",".join(CONFIGS), "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
-    return p.stdout, json.loads(out.read_text())
+    return p.stdout, json.loads(out.read_text())["results"]
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
-    """First markdown table: cfg -> cells."""
+    """First markdown table: configuration -> cells."""
     rows = {}
     for line in stdout.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if re.fullmatch(r"[a-l]", cells[0]) and len(cells) == 7:
-            rows.setdefault(cells[0], cells)
+        m = re.fullmatch(r"`([a-z0-9_]+)`", cells[0])
+        if m and len(cells) == 8:
+            rows.setdefault(m.group(1), cells)
     return rows
 
 
 def test_table_has_every_config_with_nonzero_throughput(bench):
     stdout, _ = bench
     rows = table_rows(stdout)
-    assert set(rows) == {"a", "c", "d", "e"}, stdout
+    assert set(rows) == set(CONFIGS), stdout
     for key, cells in rows.items():
         rps = float(cells[2].replace(",", ""))
         assert rps > 0, (key, cells)
-        assert float(cells[4]) > 0 and float(cells[5]) > 0, (key, cells)  # p50, p99
+        assert float(cells[5]) > 0 and float(cells[6]) > 0, (key, cells)  # p50, p99
+    assert "fapi_dpop_filter.wasm" in stdout and "fapi_token_filter.wasm" in stdout  # sizes
 
 
 @pytest.mark.parametrize("key, host, software, cache_hit", [
-    ("a", False, False, False),  # no filter: nothing verifies
-    ("c", False, False, True),   # cache on: every measured request is a cache hit
-    ("d", True, False, False),   # ES256, cache off: Envoy verify_signature
-    ("e", False, True, False),   # same, FAPI_GUARD_VERIFIER=software
+    ("none", False, False, False),                 # no filter: nothing verifies
+    ("token_cached", False, False, True),          # cache on: every measured request is a cache hit
+    ("token_es256_host", True, False, False),      # ES256, cache off: Envoy verify_signature
+    ("token_es256_software", False, True, False),  # same, FAPI_GUARD_VERIFIER=software
+    ("full_chain", True, False, True),             # cached token, each proof verified on the host
 ])
 def test_counters_prove_the_verification_path(bench, key, host, software, cache_hit):
     _, results = bench
@@ -68,3 +75,25 @@ def test_counters_prove_the_verification_path(bench, key, host, software, cache_
             assert c[name] >= run["requests"], (key, name, run)
         else:
             assert c[name] == 0, (key, name, run)
+
+
+def test_full_chain_checks_a_distinct_proof_per_request(bench):
+    """Every request passed the DPoP and FHIR filters; none was a replay."""
+    _, results = bench
+    (run,) = results["full_chain"]
+    c = run["counters"]
+    assert c["dpop.allowed"] >= run["requests"] and c["fhir_scope.allowed"] >= run["requests"], run
+    assert c["dpop.denied.dpop_replay"] == 0 and c["dpop.denied.dpop_replay_cache_full"] == 0, run
+
+
+def test_soak_mode_reports_counters_and_memory(tmp_path):
+    out = tmp_path / "soak.json"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--soak", "0.1", "--no-build", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    soak = json.loads(out.read_text())
+    assert soak["run"]["requests"] > 0 and soak["run"]["non_2xx"] == 0, soak
+    assert soak["counters"]["dpop.allowed"] >= soak["run"]["requests"], soak
+    assert soak["memory"][0][1]["rss"] > 0 and soak["memory"][-1][1]["allocated"] > 0, soak
+    assert "dpop_replay_cache_full" in p.stdout

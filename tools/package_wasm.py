@@ -170,11 +170,12 @@ def write_layout(image: dict, out_dir: Path, tag: str) -> None:
 
 
 def cargo_build() -> Path:
-    """The one Wasm build: `cargo build --locked --release --target wasm32-wasip1` of the three
-    filters into the standard `target/`, exactly what the test suite builds (tests/harness.py,
-    scripts/test.sh). Source paths are remapped by the repository's `.cargo/config.toml`, so the
-    modules do not depend on where the checkout or the cargo home is."""
-    cmd = ["cargo", "build", "--locked", "--release", "--target", WASM_TARGET]
+    """The one Wasm build, `scripts/build-wasm.sh --locked` (cargo build --release --target
+    wasm32-wasip1, then wasm-opt) of the three filters into the standard `target/`, exactly what
+    the test suite builds (tests/harness.py, scripts/test.sh). Source paths are remapped by the
+    repository's `.cargo/config.toml`, so the modules do not depend on where the checkout or the
+    cargo home is."""
+    cmd = ["bash", str(REPO_ROOT / "scripts" / "build-wasm.sh"), "--locked"]
     for pkg, _ in FILTERS.values():
         cmd += ["-p", pkg]
     print("+ " + " ".join(cmd), file=sys.stderr)

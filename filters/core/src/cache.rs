@@ -1,9 +1,12 @@
 //! Verified-token cache (docs/checks.md §1.10, `bench/README.md`: tokens repeat across a client's requests).
-//! Keyed by base64url(SHA-256(token)); an entry is used only while the token's time
-//! claims still hold, and the whole cache is dropped when the issuer keys change.
+//! Keyed by the token itself (the token filter's hot path then hashes it with the map's keyed
+//! SipHash instead of SHA-256: bench/README.md); a hit is an exact match of the whole token.
+//! An entry is used only while the token's time claims still hold, and the whole cache is
+//! dropped when the issuer keys change.
 //! Bounded: at capacity, expired entries go first, then the oldest insertions (FIFO).
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 
 use crate::claims::VerifiedToken;
 use crate::scheme::Scheme;
@@ -41,8 +44,9 @@ impl CachedToken {
 
 pub struct TokenCache {
     max_entries: usize,
-    entries: HashMap<String, CachedToken>,
-    order: VecDeque<String>,
+    /// The key is shared with `order` (a token is ~1 KB: stored once).
+    entries: HashMap<Rc<str>, CachedToken>,
+    order: VecDeque<Rc<str>>,
     keys_generation: u64,
 }
 
@@ -65,32 +69,33 @@ impl TokenCache {
         }
     }
 
-    /// A cached verified token by digest, if still before `exp + skew`.
-    pub fn get(&self, digest: &str, now: i64, skew: i64) -> Option<&CachedToken> {
+    /// A cached verified token by its key (the token), if still before `exp + skew`.
+    pub fn get(&self, token: &str, now: i64, skew: i64) -> Option<&CachedToken> {
         self.entries
-            .get(digest)
+            .get(token)
             .filter(|t| now < t.token.exp.saturating_add(skew))
     }
 
-    pub fn insert(&mut self, digest: String, token: CachedToken, now: i64, skew: i64) {
+    pub fn insert(&mut self, key: String, token: CachedToken, now: i64, skew: i64) {
         if self.max_entries == 0 {
             return;
         }
         if self.entries.len() >= self.max_entries {
             self.entries
                 .retain(|_, t| now < t.token.exp.saturating_add(skew));
-            self.order.retain(|k| self.entries.contains_key(k));
+            self.order.retain(|k| self.entries.contains_key(&**k));
         }
         while self.entries.len() >= self.max_entries {
             match self.order.pop_front() {
                 Some(old) => {
-                    self.entries.remove(&old);
+                    self.entries.remove(&*old);
                 }
                 None => break,
             }
         }
-        if self.entries.insert(digest.clone(), token).is_none() {
-            self.order.push_back(digest);
+        let key: Rc<str> = key.into();
+        if self.entries.insert(key.clone(), token).is_none() {
+            self.order.push_back(key);
         }
     }
 

@@ -57,15 +57,15 @@ pub fn check<A>(
     accept: &mut dyn FnMut(&CachedToken, Scheme) -> A,
 ) -> Checked<A> {
     let scheme = presented.scheme;
-    let digest = token::token_sha256(presented.token);
     let skew = i64::try_from(w.policy.token.skew_seconds).unwrap_or(i64::MAX);
     let mut shared_retries = 0;
     loop {
-        // §1.10: a cached verified token, while the keys it was verified with are current.
+        // §1.10: a cached verified token, while the keys it was verified with are current;
+        // keyed by the token itself (no SHA-256 per hit, `cache`).
         {
             let mut cache = w.cache.borrow_mut();
             cache.sync_keys_generation(w.ring.borrow().generation);
-            if let Some(hit) = cache.get(&digest, now, skew) {
+            if let Some(hit) = cache.get(presented.token, now, skew) {
                 on_cache_hit();
                 return match token::check_scheme_binding(scheme, hit.token.cnf_jkt.as_deref()) {
                     Ok(()) => Checked::Accepted(accept(hit, scheme)),
@@ -78,7 +78,9 @@ pub fn check<A>(
             Ok(verified) => {
                 let cached = CachedToken::new(verified);
                 let answer = accept(&cached, scheme);
-                w.cache.borrow_mut().insert(digest, cached, now, skew);
+                w.cache
+                    .borrow_mut()
+                    .insert(presented.token.to_string(), cached, now, skew);
                 return Checked::Accepted(answer);
             }
             Err(r @ (Reason::UnknownKey | Reason::KeysUnavailable)) if allow_refetch => r,

@@ -13,9 +13,11 @@
 mod support;
 
 use fapi_guard_core::denial::Reason;
+use fapi_guard_core::dpop::proof::PROOF_KEY_CACHE_ENTRIES;
 use fapi_guard_core::dpop::replay::{KeyBudget, MemoryStore};
 use fapi_guard_core::dpop::{
-    evaluate, nonce, ClientCert, DpopRequest, Outcome, ProofRequest, RequestTarget,
+    evaluate, evaluate_cached, nonce, ClientCert, DpopRequest, Outcome, ProofKeyCache,
+    ProofRequest, RequestTarget,
 };
 use fapi_guard_core::jose::SoftwareVerifier;
 use serde_json::{json, Value};
@@ -93,7 +95,7 @@ fn run_with(dpop_section: Value, key: &Key, m: &Mutation, now: i64) -> Result<Ou
         },
         client_cert: ClientCert::default(),
     };
-    evaluate(
+    let uncached = evaluate(
         &policy,
         &dpop,
         &req,
@@ -103,7 +105,48 @@ fn run_with(dpop_section: Value, key: &Key, m: &Mutation, now: i64) -> Result<Ou
         &KeyBudget::new(),
         now,
     )
-    .map_err(|d| d.reason)
+    .map_err(|d| d.reason);
+    // The worker's proof key cache must not change any answer: warm it with a valid proof of
+    // the same key (a header it then knows), then decide the same request again.
+    let keys = ProofKeyCache::new(PROOF_KEY_CACHE_ENTRIES);
+    let (valid, _) = build(key, &Mutation::None);
+    let warm = DpopRequest {
+        proof: ProofRequest {
+            method: "GET",
+            target: target(),
+            dpop_headers: &[valid[0].as_str()],
+        },
+        client_cert: ClientCert::default(),
+    };
+    let budget = KeyBudget::new();
+    let first = evaluate_cached(
+        &policy,
+        &dpop,
+        &warm,
+        Some(&tok),
+        &SoftwareVerifier,
+        &MemoryStore::new(),
+        &budget,
+        &keys,
+        now,
+    );
+    if first.is_ok() {
+        assert_eq!(keys.len(), 1, "a valid proof's header is cached");
+    }
+    let cached = evaluate_cached(
+        &policy,
+        &dpop,
+        &req,
+        Some(&tok),
+        &SoftwareVerifier,
+        &MemoryStore::new(),
+        &KeyBudget::new(),
+        &keys,
+        now,
+    )
+    .map_err(|d| d.reason);
+    assert_eq!(cached, uncached, "cached and uncached proof checks differ");
+    uncached
 }
 
 #[test]

@@ -7,14 +7,16 @@ use std::rc::Rc;
 
 use fapi_guard_core::diagnostics;
 use fapi_guard_core::dpop::policy::CertSource;
+use fapi_guard_core::dpop::proof::PROOF_KEY_CACHE_ENTRIES;
 use fapi_guard_core::dpop::replay;
 use fapi_guard_core::dpop::{
-    evaluate, ClientCert, DpopPolicy, DpopRequest, KeyBudget, Outcome, ProofRequest, RequestTarget,
+    evaluate_cached, ClientCert, DpopPolicy, DpopRequest, KeyBudget, Outcome, ProofKeyCache,
+    ProofRequest, RequestTarget,
 };
 use fapi_guard_core::policy::Policy;
 use fapi_guard_host::shared::HostSharedData;
 use fapi_guard_host::{
-    clock, config, handoff, reply, request, stats::FilterStats, verify::HostVerifier,
+    clock, config, handoff, reply, request, stages, stats::FilterStats, verify::HostVerifier,
 };
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -33,6 +35,8 @@ struct Worker {
     verifier: HostVerifier,
     /// Per proof key live-entry counts on this worker (fairness, `docs/dpop.md`).
     budget: KeyBudget,
+    /// Proof headers that passed the header checks, with their parsed key and thumbprint.
+    keys: ProofKeyCache,
 }
 
 #[derive(Default)]
@@ -86,6 +90,7 @@ impl RootContext for DpopRoot {
             stats: FilterStats::new(FILTER),
             verifier: HostVerifier::from_env(),
             budget: KeyBudget::new(),
+            keys: ProofKeyCache::new(PROOF_KEY_CACHE_ENTRIES),
         }));
         true
     }
@@ -110,29 +115,38 @@ struct DpopFilter {
 }
 
 impl DpopFilter {
-    fn header(&self, name: &str) -> String {
-        self.get_http_request_header(name).unwrap_or_default()
-    }
-
     fn decide(&mut self) -> Action {
         let w = self.worker.clone();
-        let method = self.header(":method");
-        let path = self.header(":path");
-        let scheme = self.header(":scheme");
-        let authority = self.header(":authority");
-        let dpop_values = request::header_values("dpop");
-        let dpop_headers: Vec<&str> = dpop_values.iter().map(String::as_str).collect();
+        // One host call for every header this filter reads (not one per header); `DPoP` may
+        // repeat, and every value is kept so §2.1 can refuse two.
+        let t = stages::now();
+        let all = request::all_headers();
+        stages::add("dpop_headers", t);
+        let first = |name: &str| {
+            all.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let method = first(":method").unwrap_or_default();
+        let path = first(":path").unwrap_or_default();
+        let scheme = first(":scheme").unwrap_or_default();
+        let authority = first(":authority").unwrap_or_default();
+        let dpop_headers: Vec<&str> = all
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("dpop"))
+            .map(|(_, v)| v.as_str())
+            .collect();
         // docs/checks.md §2.8: forwarded headers are read only when the policy trusts them.
         let (fwd_proto, fwd_host, fwd_prefix) = if w.dpop.trust_forwarded_headers {
             (
-                request::header("x-forwarded-proto"),
-                request::header("x-forwarded-host"),
-                request::header("x-forwarded-prefix"),
+                first("x-forwarded-proto"),
+                first("x-forwarded-host"),
+                first("x-forwarded-prefix"),
             )
         } else {
             (None, None, None)
         };
-        let token = handoff::load_verified_token();
+        let token = handoff::load_verified_token_shared();
         // The client certificate is read only for certificate-bound tokens, from the one
         // source the policy names.
         let (conn_digest, xfcc) = match token.as_ref().and_then(|t| t.cnf_x5t_s256.as_ref()) {
@@ -143,21 +157,25 @@ impl DpopFilter {
                     None,
                 ),
                 CertSource::Xfcc => {
-                    let v = request::header_values("x-forwarded-client-cert");
+                    let v: Vec<&str> = all
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-client-cert"))
+                        .map(|(_, v)| v.as_str())
+                        .collect();
                     (None, (!v.is_empty()).then(|| v.join(",")))
                 }
             },
         };
         let req = DpopRequest {
             proof: ProofRequest {
-                method: &method,
+                method,
                 target: RequestTarget {
-                    scheme: &scheme,
-                    authority: &authority,
-                    path: &path,
-                    forwarded_proto: fwd_proto.as_deref(),
-                    forwarded_host: fwd_host.as_deref(),
-                    forwarded_prefix: fwd_prefix.as_deref(),
+                    scheme,
+                    authority,
+                    path,
+                    forwarded_proto: fwd_proto,
+                    forwarded_host: fwd_host,
+                    forwarded_prefix: fwd_prefix,
                 },
                 dpop_headers: &dpop_headers,
             },
@@ -167,16 +185,20 @@ impl DpopFilter {
             },
         };
         let now = clock::now_seconds();
-        match evaluate(
+        let t = stages::now();
+        let decision = evaluate_cached(
             &w.policy,
             &w.dpop,
             &req,
-            token.as_ref(),
+            token.as_deref(),
             &w.verifier,
             &HostSharedData,
             &w.budget,
+            &w.keys,
             now,
-        ) {
+        );
+        stages::add("dpop_evaluate", t);
+        match decision {
             Ok(Outcome::Public) => {
                 w.stats.public();
                 Action::Continue
@@ -190,7 +212,7 @@ impl DpopFilter {
                 // Safe facts in `diagnostics` (expected htu, iat against the clock).
                 let detail = diagnostics::dpop_detail(
                     &w.dpop,
-                    &method,
+                    method,
                     &req.proof.target,
                     dpop_headers.first().copied(),
                     denial.reason,
@@ -206,7 +228,7 @@ impl DpopFilter {
                 // canonicalisation"): it is no decision an API owner rolls out.
                 let mode = w
                     .policy
-                    .route(&method, &path)
+                    .route(method, path)
                     .map_or(fapi_guard_core::authz::Mode::Enforce, |r| r.mode);
                 if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
                     Action::Pause
@@ -222,7 +244,11 @@ impl Context for DpopFilter {}
 
 impl HttpContext for DpopFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.decide()
+        let t = stages::now();
+        let action = self.decide();
+        stages::add("dpop_total", t);
+        stages::report(FILTER, "dpop_total");
+        action
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -126,7 +126,7 @@ impl RootContext for FhirRoot {
 
 struct FhirFilter {
     worker: Rc<Worker>,
-    token: Option<VerifiedToken>,
+    token: Option<Rc<VerifiedToken>>,
     method: String,
     path: String,
     /// Kept from the headers: the stored read may be sent from the body callback, when the
@@ -158,7 +158,7 @@ impl FhirFilter {
             if_none_exist: self.if_none_exist.as_deref(),
             body,
         };
-        decide(&self.worker.fhir, self.token.as_ref(), &view)
+        decide(&self.worker.fhir, self.token.as_deref(), &view)
     }
 
     fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
@@ -166,7 +166,7 @@ impl FhirFilter {
         self.stored = None;
         if self
             .worker
-            .deny(self.token.as_ref(), reason, denial, self.mode)
+            .deny(self.token.as_deref(), reason, denial, self.mode)
         {
             self.request_gate = Gate::Closed;
             self.response_gate = Gate::Open;
@@ -296,6 +296,7 @@ impl Context for FhirFilter {
 
 impl HttpContext for FhirFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let _timed = fapi_guard_host::stages::Guard::new(FILTER, "fhir_total");
         self.method = self.get_http_request_header(":method").unwrap_or_default();
         // First, on every route: the one canonical path (docs/checks.md). Route matching and
         // FHIR classification use it (decoded path, raw query), never the raw `:path`.
@@ -338,7 +339,7 @@ impl HttpContext for FhirFilter {
                 .fhir
                 .stored_read_headers(&self.get_http_request_headers());
         }
-        self.token = handoff::load_verified_token();
+        self.token = handoff::load_verified_token_shared();
         let first = self.decide(None);
         if matches!(
             first,

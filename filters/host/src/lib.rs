@@ -8,5 +8,6 @@ pub mod jwks;
 pub mod reply;
 pub mod request;
 pub mod shared;
+pub mod stages;
 pub mod stats;
 pub mod verify;

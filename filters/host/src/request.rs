@@ -13,6 +13,11 @@ pub fn header_values(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every request header as (name, value), in order: one host call for all of them.
+pub fn all_headers() -> Vec<(String, String)> {
+    proxy_wasm::hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+}
+
 /// A single request header (first value).
 pub fn header(name: &str) -> Option<String> {
     proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name)

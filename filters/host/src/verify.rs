@@ -99,6 +99,8 @@ impl SignatureVerifier for HostVerifier {
     ) -> Result<(), VerifyError> {
         // RFC 8725 §3.1 / FAPI 2.0 §5.4: algorithm confusion and RSA size, before the host.
         check_key_for_alg(alg, key)?;
+        let _t = crate::stages::now();
+        let _timed = Timed("verify", _t);
         if self.uses_host() {
             // `None`: PS*/EdDSA, which the host cannot verify.
             if let Some(args) = host_verify_args(alg, key, signing_input, signature)? {
@@ -141,5 +143,14 @@ impl SignatureVerifier for HostVerifier {
         }
         self.count(false);
         SoftwareVerifier.verify(alg, key, signing_input, signature)
+    }
+}
+
+/// Adds the time until it is dropped to a stage (profiling builds only; see `stages`).
+struct Timed(&'static str, u64);
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        crate::stages::add(self.0, self.1);
     }
 }

@@ -391,6 +391,7 @@ impl Context for TokenFilter {
 
 impl HttpContext for TokenFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let t = fapi_guard_host::stages::now();
         self.path = self.get_http_request_header(":path").unwrap_or_default();
         self.method = self.get_http_request_header(":method").unwrap_or_default();
         // First, on every route: the one canonical path (docs/checks.md). A path fault is
@@ -407,6 +408,9 @@ impl HttpContext for TokenFilter {
             return self.finish(Outcome::Public);
         }
         let outcome = self.check(true);
-        self.finish(outcome)
+        let action = self.finish(outcome);
+        fapi_guard_host::stages::add("token_total", t);
+        fapi_guard_host::stages::report(FILTER, "token_total");
+        action
     }
 }

@@ -22,7 +22,9 @@ use crate::scheme::Scheme;
 pub use htu::RequestTarget;
 pub use mtls::ClientCert;
 pub use policy::{DpopDoc, DpopPolicy};
-pub use proof::{check_proof, Binding, CheckedProof, ProofRequest};
+pub use proof::{
+    check_proof, check_proof_cached, Binding, CheckedProof, ProofKey, ProofKeyCache, ProofRequest,
+};
 pub use replay::{KeyBudget, SharedStore, StoreError};
 
 /// The request as the DPoP filter sees it.
@@ -88,6 +90,32 @@ pub fn evaluate(
     budget: &KeyBudget,
     now: i64,
 ) -> Result<Outcome, Denial> {
+    evaluate_cached(
+        policy,
+        dpop,
+        req,
+        token,
+        verifier,
+        store,
+        budget,
+        &ProofKeyCache::new(0),
+        now,
+    )
+}
+
+/// [`evaluate`] with the worker's [`ProofKeyCache`] (same decision; the filter's hot path).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_cached(
+    policy: &Policy,
+    dpop: &DpopPolicy,
+    req: &DpopRequest<'_>,
+    token: Option<&VerifiedToken>,
+    verifier: &dyn SignatureVerifier,
+    store: &dyn SharedStore,
+    budget: &KeyBudget,
+    keys: &ProofKeyCache,
+    now: i64,
+) -> Result<Outcome, Denial> {
     let fresh_nonce = || dpop.nonce.as_ref().map(|c| nonce::issue(c, now));
     let deny = |reason: Reason| Denial {
         reason,
@@ -133,7 +161,7 @@ pub fn evaluate(
         return Err(deny(Reason::TokenNotDpopBound));
     };
 
-    let checked = check_proof(
+    let checked = check_proof_cached(
         dpop,
         &req.proof,
         Binding {
@@ -142,6 +170,7 @@ pub fn evaluate(
         },
         verifier,
         now,
+        keys,
     )
     .map_err(deny)?;
 
@@ -149,7 +178,7 @@ pub fn evaluate(
     // `iat` leaves the window. Fairness first (`docs/dpop.md`): a key over its budget of live
     // entries is refused with 429 and its proof is not recorded (nothing acted on it).
     let expires_at = checked.iat.saturating_add(dpop.iat_past);
-    let key = replay::key_id(&checked.jkt);
+    let key = checked.key_id;
     if let Err(secs) = budget.check(&dpop.replay, key, expires_at, now) {
         return Err(Denial {
             retry_after: Some(secs),
