@@ -73,6 +73,8 @@ class Config:
     public: bool = False
     # Which verify counter must move during a run (None: neither may, e.g. cache or no filter).
     expect_path: str | None = None
+    # Another build of the filters (`--compare-wasm-dir`): the same configuration, before/after.
+    wasm_dir: Path | None = None
 
 
 CONFIGS = [
@@ -212,6 +214,7 @@ class BenchEnvoy(harness.EnvoyProcess):
     def __init__(self, cfg: Config, issuer: harness.Issuer, wasm_dir: Path, concurrency: int = 1):
         self.cfg = cfg
         port, admin = harness.free_port(), harness.free_port()
+        wasm_dir = cfg.wasm_dir or wasm_dir
         super().__init__(bootstrap(cfg, issuer, wasm_dir, port, admin), port, admin, f"bench-{cfg.key}",
                          concurrency=concurrency, log_level="warning")
 
@@ -545,9 +548,10 @@ def table(results: dict[str, list[Run]], keys: list[str]) -> str:
 def ratio_lines(results: dict[str, list[Run]]) -> str:
     out = []
     for num, den, what in RATIOS:
-        if num in results and den in results:
-            out.append(f"- {what}: **{med(results[num], 'rps') / med(results[den], 'rps'):.2f}×** "
-                       f"({med(results[num], 'rps'):,.0f} / {med(results[den], 'rps'):,.0f} req/s)")
+        for n, label in ((num, what), (f"{num}@before", f"{what}, before")):
+            if n in results and den in results:
+                out.append(f"- {label}: **{med(results[n], 'rps') / med(results[den], 'rps'):.2f}×** "
+                           f"({med(results[n], 'rps'):,.0f} / {med(results[den], 'rps'):,.0f} req/s)")
     return "\n".join(out)
 
 
@@ -663,15 +667,26 @@ def main(argv=None) -> int:
     ap.add_argument("--chain-rate", type=int, default=0,
                     help="req/s to mint proofs for (default: measured in a calibration run)")
     ap.add_argument("--no-memory", action="store_true", help="skip the idle memory measurement")
+    ap.add_argument("--compare-wasm-dir", metavar="DIR",
+                    help="also run every guard configuration with the filters in DIR (e.g. an older build), "
+                         "as `<name>@before`, in the same rounds")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="soak the full chain instead of the benchmark")
     ap.add_argument("--workers", type=int, default=1, help="Envoy worker threads for --soak")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--no-build", action="store_true", help="use the wasm already built (also FAPI_GUARD_SKIP_BUILD)")
     a = ap.parse_args(argv)
     keys = [c.key for c in CONFIGS] if a.configs == "all" else [k for k in a.configs.split(",") if k]
-    unknown = [k for k in keys if k not in BY_KEY]
+    unknown = [k for k in keys if k not in BY_KEY and "@" not in k]
     if unknown or not keys:
         ap.error(f"--configs: unknown {unknown}; known: {', '.join(BY_KEY)}")
+    if a.compare_wasm_dir:
+        for k in list(keys):
+            c = BY_KEY[k]
+            if c.kind in ("token", "chain"):
+                before = Config(**{**vars(c), "key": f"{k}@before", "title": f"{c.title} (before: {a.compare_wasm_dir})",
+                                   "wasm_dir": Path(a.compare_wasm_dir)})
+                BY_KEY[before.key] = before
+                keys.append(before.key)
     if a.rounds < 1 or not 1 <= a.duration <= 40:
         ap.error("--rounds must be >= 1 and --duration 1..40 (proofs are minted per run; use --soak for long runs)")
     if not shutil.which("wrk"):
