@@ -91,9 +91,11 @@ def remote_stack(upstream, issuer, tmp_path_factory):
     (d / "policy.json").write_text(json.dumps(policy))
     (d / "jwks.json").write_text(json.dumps(issuer.jwks()))
     with Envoy(policy, upstream.server_address[1]) as e:
+        # Keys applied, not only requested: the fetch counter moves after the answer is read.
         deadline = time.time() + 15
-        while server.hits == 0 and time.time() < deadline:
+        while e.counter("token.jwks.fetch_ok") == 0 and time.time() < deadline:
             time.sleep(0.1)
+        assert e.counter("token.jwks.fetch_ok") >= 1, e.logs()[-2000:]
         yield e, d / "policy.json", d / "jwks.json"
     server.stop()
 
