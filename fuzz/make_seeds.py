@@ -57,7 +57,7 @@ def add(target, data):
         seeds.setdefault(target, []).append(data)
 
 
-# Tokens (checklist §1) for the fixture policy, valid and mutated.
+# Tokens (docs/checks.md §1) for the fixture policy, valid and mutated.
 base = {"iss": ISS, "sub": "user-1", "aud": AUD, "client_id": "c1", "iat": NOW - 10,
         "exp": NOW + 300, "jti": "j1", "scope": "patient/*.rs openid", "patient": "anna",
         "cnf": {"jkt": DPOP_KEY.thumbprint()}}
@@ -130,7 +130,7 @@ add("xfcc", xfcc)
 add("xfcc", f'Hash={"ab" * 32},By=spiffe://b;Hash={"00" * 32}')
 add("xfcc", f'"Hash={"ab" * 32}";Hash="x,y"')
 
-# FHIR: interactions, scope decisions, response and stored checks (checklist §3).
+# FHIR: interactions, scope decisions, response and stored checks (docs/checks.md §3).
 for r in tsv("interactions.tsv"):
     add("fhir_classify", f"{r['method']}\n{r['target']}")
 for r in tsv("scope_decisions.tsv"):

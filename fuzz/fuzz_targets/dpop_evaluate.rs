@@ -1,9 +1,9 @@
-//! The DPoP filter's decision (checklist §2, RFC 9449 §4.3, RFC 8705 §3).
+//! The DPoP filter's decision (docs/checks.md §2, RFC 9449 §4.3, RFC 8705 §3).
 //! Input: `<selector byte><method>\n<path>\n<authority>\n<dpop header>\n<xfcc>`.
 #![no_main]
+use fapi_guard_core::dpop::KeyBudget;
 use fapi_guard_core::dpop::{self, ClientCert, DpopRequest, ProofRequest, RequestTarget};
 use fapi_guard_core::jose::SoftwareVerifier;
-use fapi_guard_core::dpop::KeyBudget;
 use fapi_guard_core::shared_store::MemoryStore;
 use fuzz_support::{dpop_policy, policy, split, text, token, AcceptAll, NOW};
 use libfuzzer_sys::fuzz_target;

@@ -1,4 +1,4 @@
-//! The FHIR scope filter's request decision (checklist §3) for a token chosen by the first
+//! The FHIR scope filter's request decision (docs/checks.md §3) for a token chosen by the first
 //! byte. Input: `<selector byte><method>\n<path with query>\n<If-None-Exist>\n<body>`.
 #![no_main]
 use fapi_guard_core::fhir::decide::{decide, RequestView};

@@ -1,8 +1,8 @@
-//! Read-before-write checks (checklist §3, BOLA): an update/patch/delete by id is decided on
+//! Read-before-write checks (docs/checks.md §3, BOLA): an update/patch/delete by id is decided on
 //! the stored resource. Input: `<selector byte><method>\n<path>\n<status>\n<stored body>\n<request body>`.
 #![no_main]
-use fapi_guard_core::fhir::{check_stored, decide, Decision, RequestView};
-use fuzz_support::{fhir_policy, split, text, token};
+use fapi_guard_core::fhir::{check_stored, Decision};
+use fuzz_support::{decide_request, fhir_policy, split, text, token};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,18 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let status = text(parts[2]).trim().parse::<u32>().unwrap_or(200);
     let tok = token(sel);
     let body = (!parts[4].is_empty()).then_some(parts[4]);
-    if let Decision::AllowIfStoredMatches(check) =
-        decide(
-        fhir_policy(),
-        Some(&tok),
-        &RequestView {
-            method: &method,
-            path_with_query: &path,
-            if_none_exist: None,
-            body,
-        },
-    )
-    {
+    if let Decision::AllowIfStoredMatches(check) = decide_request(&tok, &method, &path, body) {
         let _ = check_stored(fhir_policy(), &check, status, parts[3]);
     }
 });

@@ -1,4 +1,4 @@
-//! The token filter's decision: `Authorization` header -> extract -> validate (checklist §1),
+//! The token filter's decision: `Authorization` header -> extract -> validate (docs/checks.md §1),
 //! once with the real verifier and once past the signature (claim checks).
 //! Input: `<authorization>\n<path>`.
 #![no_main]

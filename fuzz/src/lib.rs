@@ -102,6 +102,25 @@ pub fn token(selector: u8) -> VerifiedToken {
 }
 
 /// Splits `data` at the first `n - 1` newlines into `n` parts (missing parts are empty).
+/// The request decision for the fuzz FHIR policy and `tok` (no `If-None-Exist`).
+pub fn decide_request(
+    tok: &VerifiedToken,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> fapi_guard_core::fhir::Decision {
+    fapi_guard_core::fhir::decide(
+        fhir_policy(),
+        Some(tok),
+        &fapi_guard_core::fhir::RequestView {
+            method,
+            path_with_query: path,
+            if_none_exist: None,
+            body,
+        },
+    )
+}
+
 pub fn split(data: &[u8], n: usize) -> Vec<&[u8]> {
     let mut out: Vec<&[u8]> = data.splitn(n, |b| *b == b'\n').collect();
     while out.len() < n {

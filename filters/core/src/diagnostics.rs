@@ -58,7 +58,7 @@ pub fn token_of(authorization: &str) -> Option<&str> {
     (!t.is_empty()).then_some(t)
 }
 
-/// Safe facts for a token-filter refusal (checklist §1). `token` is the presented token.
+/// Safe facts for a token-filter refusal (docs/checks.md §1). `token` is the presented token.
 pub fn token_detail(
     policy: &Policy,
     token: Option<&str>,
@@ -188,7 +188,7 @@ pub fn scheme_of(authorization: &str) -> Option<Scheme> {
     }
 }
 
-/// The `htu` this request expects (checklist §2.8): the public origin and stripped prefix
+/// The `htu` this request expects (docs/checks.md §2.8): the public origin and stripped prefix
 /// from the policy when set, else the origin and path the proxy sees. Query and fragment
 /// are never part of it (RFC 9449 §4.3).
 pub fn expected_htu(dpop: &DpopPolicy, target: &RequestTarget<'_>) -> Option<String> {
@@ -208,7 +208,7 @@ pub fn expected_htu(dpop: &DpopPolicy, target: &RequestTarget<'_>) -> Option<Str
     Some(format!("{origin}{path}"))
 }
 
-/// Safe facts for a DPoP-filter refusal (checklist §2).
+/// Safe facts for a DPoP-filter refusal (docs/checks.md §2).
 pub fn dpop_detail(
     dpop: &DpopPolicy,
     method: &str,

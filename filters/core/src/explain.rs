@@ -131,7 +131,7 @@ struct Check {
 const TOKEN_CHECKS: &[Check] = &[
     Check {
         name: "one Authorization header, allowed scheme, no token in the query",
-        spec: "checklist §1.1; RFC 6750 §2.1, §2.3; FAPI 2.0 §5.3.4",
+        spec: "docs/checks.md §1.1; RFC 6750 §2.1, §2.3; FAPI 2.0 §5.3.4",
         reasons: &[
             Reason::TokenInQuery,
             Reason::MissingToken,
@@ -146,47 +146,47 @@ const TOKEN_CHECKS: &[Check] = &[
     },
     Check {
         name: "typ is at+jwt",
-        spec: "checklist §1.2; RFC 9068 §2.1",
+        spec: "docs/checks.md §1.2; RFC 9068 §2.1",
         reasons: &[Reason::BadTyp],
     },
     Check {
         name: "alg on the policy's allow-list (never none or HMAC)",
-        spec: "checklist §1.3; RFC 8725 §3.1; FAPI 2.0 §5.4",
+        spec: "docs/checks.md §1.3; RFC 8725 §3.1; FAPI 2.0 §5.4",
         reasons: &[Reason::AlgNotAllowed],
     },
     Check {
         name: "iss is a configured issuer",
-        spec: "checklist §1.5; RFC 9068 §4",
+        spec: "docs/checks.md §1.5; RFC 9068 §4",
         reasons: &[Reason::UnknownIssuer],
     },
     Check {
         name: "a key of that issuer's JWKS matches kid and alg",
-        spec: "checklist §1.4; RFC 7515 §4.1.4",
+        spec: "docs/checks.md §1.4; RFC 7515 §4.1.4",
         reasons: &[Reason::UnknownKey, Reason::KeysUnavailable],
     },
     Check {
         name: "signature verifies (key fits alg, RSA ≥ 2048 bits)",
-        spec: "checklist §1.4; RFC 7515 §5.2; FAPI 2.0 §5.4",
+        spec: "docs/checks.md §1.4; RFC 7515 §5.2; FAPI 2.0 §5.4",
         reasons: &[Reason::WeakOrMismatchedKey, Reason::BadSignature],
     },
     Check {
         name: "required claims iss, sub, client_id, jti, exp, iat, aud",
-        spec: "checklist §1.8; RFC 9068 §2.2",
+        spec: "docs/checks.md §1.8; RFC 9068 §2.2",
         reasons: &[Reason::MissingClaim],
     },
     Check {
         name: "exp, nbf, iat against the proxy clock (with skew)",
-        spec: "checklist §1.7; RFC 9068 §4; RFC 7519 §4.1.4",
+        spec: "docs/checks.md §1.7; RFC 9068 §4; RFC 7519 §4.1.4",
         reasons: &[Reason::Expired, Reason::NotYetValid, Reason::IssuedInFuture],
     },
     Check {
         name: "aud contains this API's audience",
-        spec: "checklist §1.6; RFC 9068 §4",
+        spec: "docs/checks.md §1.6; RFC 9068 §4",
         reasons: &[Reason::WrongAudience, Reason::AudienceNotSole],
     },
     Check {
         name: "a DPoP-bound token is not used as Bearer",
-        spec: "checklist §2.14; RFC 9449 §7.2",
+        spec: "docs/checks.md §2.14; RFC 9449 §7.2",
         reasons: &[Reason::BearerDowngrade],
     },
 ];
@@ -199,7 +199,7 @@ const DPOP_CHECKS: &[Check] = &[
     },
     Check {
         name: "sender constraint: DPoP scheme for a DPoP-bound token, bound token where DPoP is required",
-        spec: "checklist §2.14; RFC 9449 §7.2",
+        spec: "docs/checks.md §2.14; RFC 9449 §7.2",
         reasons: &[Reason::BearerDowngrade, Reason::TokenNotDpopBound],
     },
     Check {
@@ -209,67 +209,67 @@ const DPOP_CHECKS: &[Check] = &[
     },
     Check {
         name: "exactly one DPoP header, a well-formed JWS",
-        spec: "checklist §2.1; RFC 9449 §4.3 steps 1-2",
+        spec: "docs/checks.md §2.1; RFC 9449 §4.3 steps 1-2",
         reasons: &[Reason::DpopMissing, Reason::DpopMultiple, Reason::DpopMalformed],
     },
     Check {
         name: "required members typ, alg, jwk, jti, htm, htu, iat, ath",
-        spec: "checklist §2.2; RFC 9449 §4.3 step 3, §7.1",
+        spec: "docs/checks.md §2.2; RFC 9449 §4.3 step 3, §7.1",
         reasons: &[Reason::DpopMissingMember],
     },
     Check {
         name: "typ is dpop+jwt",
-        spec: "checklist §2.3; RFC 9449 §4.3 step 4",
+        spec: "docs/checks.md §2.3; RFC 9449 §4.3 step 4",
         reasons: &[Reason::DpopBadTyp],
     },
     Check {
         name: "alg asymmetric and allowed",
-        spec: "checklist §2.4; RFC 9449 §4.3 step 5",
+        spec: "docs/checks.md §2.4; RFC 9449 §4.3 step 5",
         reasons: &[Reason::DpopAlgNotAllowed],
     },
     Check {
         name: "jwk is a public key that fits alg",
-        spec: "checklist §2.5; RFC 9449 §4.3 step 7",
+        spec: "docs/checks.md §2.5; RFC 9449 §4.3 step 7",
         reasons: &[Reason::DpopPrivateKey, Reason::DpopBadJwk],
     },
     Check {
         name: "signature verifies with jwk",
-        spec: "checklist §2.6; RFC 9449 §4.3 step 6",
+        spec: "docs/checks.md §2.6; RFC 9449 §4.3 step 6",
         reasons: &[Reason::DpopBadSignature],
     },
     Check {
         name: "htm is the request method",
-        spec: "checklist §2.7; RFC 9449 §4.3 step 8",
+        spec: "docs/checks.md §2.7; RFC 9449 §4.3 step 8",
         reasons: &[Reason::DpopHtmMismatch],
     },
     Check {
         name: "htu is the request URI (normalised, no query)",
-        spec: "checklist §2.8; RFC 9449 §4.3 step 9",
+        spec: "docs/checks.md §2.8; RFC 9449 §4.3 step 9",
         reasons: &[Reason::DpopHtuMismatch],
     },
     Check {
         name: "iat within the acceptance window",
-        spec: "checklist §2.9; RFC 9449 §4.3 step 11, §11.1",
+        spec: "docs/checks.md §2.9; RFC 9449 §4.3 step 11, §11.1",
         reasons: &[Reason::DpopIatOutOfWindow],
     },
     Check {
         name: "ath is the hash of the access token",
-        spec: "checklist §2.11; RFC 9449 §4.3 step 12",
+        spec: "docs/checks.md §2.11; RFC 9449 §4.3 step 12",
         reasons: &[Reason::DpopAthMismatch],
     },
     Check {
         name: "proof key is the token's cnf.jkt",
-        spec: "checklist §2.12; RFC 9449 §6.1",
+        spec: "docs/checks.md §2.12; RFC 9449 §6.1",
         reasons: &[Reason::DpopJktMismatch],
     },
     Check {
         name: "server nonce current (when nonces are on)",
-        spec: "checklist §2.13; RFC 9449 §9",
+        spec: "docs/checks.md §2.13; RFC 9449 §9",
         reasons: &[Reason::DpopNonceRequired],
     },
     Check {
         name: "jti not seen before (replay cache)",
-        spec: "checklist §2.10; RFC 9449 §11.1",
+        spec: "docs/checks.md §2.10; RFC 9449 §11.1",
         reasons: &[Reason::DpopReplay, Reason::DpopReplayCacheFull],
     },
 ];
@@ -895,7 +895,7 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
             ),
             Err(e) => format!("not a FHIR request under `{}`: {e}", fp.base_path),
         };
-        let spec = "checklist §3; SMART App Launch v2.2 §scopes; FHIR R4 §3.1.0, compartments";
+        let spec = "docs/checks.md §3; SMART App Launch v2.2 §scopes; FHIR R4 §3.1.0, compartments";
         let fhir_deny = |reason: Reason, required_scope: Option<String>, detail: Option<String>| {
             challenge::reply(
                 policy,
@@ -960,7 +960,7 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                 ));
                 steps.push(fstep(
                     "read before write: the stored resource is in the grant",
-                    "checklist §3 (BOLA); docs/checks.md",
+                    "docs/checks.md §3 (BOLA); docs/checks.md",
                     Outcome::Pending,
                     None,
                     Some(format!(
@@ -988,7 +988,7 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                     Some(what.clone()),
                 ));
                 let label = "response body: every resource in the grant / compartment";
-                let rspec = "checklist §3 (BOLA); FHIR R4 compartments";
+                let rspec = "docs/checks.md §3 (BOLA); FHIR R4 compartments";
                 match opts.response {
                     None => {
                         steps.push(fstep(
