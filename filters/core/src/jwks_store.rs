@@ -262,6 +262,42 @@ pub fn take_lease(
         .is_ok()
 }
 
+/// The remote issuers (indexes) whose scheduled fetch is due at `now`
+/// ([`IssuerKeys::fetch_due`]: at start, every refresh period, after the backoff).
+pub fn due_fetches(policy: &Policy, ring: &KeyRing, now: i64) -> Vec<usize> {
+    (0..policy.issuers.len())
+        .filter(|&i| match (policy.remote_jwks(i), ring.issuers.get(i)) {
+            (Some(remote), Some(keys)) => keys.fetch_due(now, remote),
+            _ => false,
+        })
+        .collect()
+}
+
+/// Whether this worker sends a fetch of issuer `index`'s JWKS at `now` (docs/checks.md §1.4):
+/// never while its own fetch of it is in flight (`in_flight[index]`; an unknown index counts
+/// as in flight), and only when it takes the shared lease ([`take_lease`]), so one worker
+/// fetches and the others pick the document up. Records the attempt when it does; the glue
+/// then sends the call and marks it in flight.
+pub fn begin_fetch(
+    store: &impl SharedStore,
+    ring: &mut KeyRing,
+    in_flight: &[bool],
+    index: usize,
+    remote: &RemoteJwks,
+    now: i64,
+) -> bool {
+    if in_flight.get(index).copied().unwrap_or(true) {
+        return false;
+    }
+    if !take_lease(store, remote, now, lease_hold_seconds(remote)) {
+        return false;
+    }
+    if let Some(k) = ring.issuers.get_mut(index) {
+        k.note_attempt(now);
+    }
+    true
+}
+
 /// Sets the lease to `until` (after a result: `now`, or `now + backoff` to hold back).
 pub fn set_lease(store: &impl SharedStore, remote: &RemoteJwks, until: i64) {
     let _ = store.set(&lease_key(remote), until.to_string().as_bytes(), None);
@@ -390,6 +426,56 @@ mod tests {
         assert!(seen.is_some());
         assert!(other.issuers[0].jwks.is_some());
         assert_eq!(sync_from_shared(&store, &mut other, 0, &r, seen), None);
+    }
+
+    #[test]
+    fn a_fetch_begins_once_per_lease_and_never_while_in_flight() {
+        let r = remote();
+        let store = MemoryStore::new();
+        let mut ring = KeyRing {
+            issuers: vec![IssuerKeys::default()],
+            generation: 1,
+        };
+        assert!(
+            !begin_fetch(&store, &mut ring, &[true], 0, &r, 100),
+            "this worker's fetch is in flight"
+        );
+        assert!(
+            !begin_fetch(&store, &mut ring, &[], 0, &r, 100),
+            "unknown index"
+        );
+        assert_eq!(ring.issuers[0].last_attempt, None, "nothing recorded");
+        assert!(begin_fetch(&store, &mut ring, &[false], 0, &r, 100));
+        assert_eq!(ring.issuers[0].last_attempt, Some(100));
+        // Another worker (its own ring, same store) is held off by the lease until it ends.
+        let mut other = KeyRing {
+            issuers: vec![IssuerKeys::default()],
+            generation: 1,
+        };
+        assert!(!begin_fetch(&store, &mut other, &[false], 0, &r, 101));
+        assert_eq!(other.issuers[0].last_attempt, None);
+        assert!(begin_fetch(&store, &mut other, &[false], 0, &r, 102));
+    }
+
+    #[test]
+    fn due_fetches_follow_the_schedule_of_remote_issuers_only() {
+        let policy = Policy::from_json(
+            br#"{"api": {"name": "a", "audience": "aud"}, "issuers": [
+              {"issuer": "https://inline", "jwks": {"keys": [{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}},
+              {"issuer": "https://remote", "jwks_uri": "http://127.0.0.1/jwks", "jwks_cluster": "c"}]}"#,
+        )
+        .unwrap();
+        let mut ring = KeyRing::new(&policy);
+        assert_eq!(due_fetches(&policy, &ring, 0), vec![1], "remote, at start");
+        let remote = policy.remote_jwks(1).unwrap().clone();
+        ring.issuers[1].apply_fetch(0, None, b"");
+        assert!(due_fetches(&policy, &ring, 0).is_empty(), "backoff");
+        assert_eq!(due_fetches(&policy, &ring, 1), vec![1]);
+        ring.issuers[1].last_success = Some(1);
+        ring.issuers[1].consecutive_failures = 0;
+        let refresh = i64::try_from(remote.refresh_seconds).unwrap();
+        assert!(due_fetches(&policy, &ring, refresh).is_empty());
+        assert_eq!(due_fetches(&policy, &ring, 1 + refresh), vec![1]);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! - `fapi_guard.jwks_lease|<uri>` holds "fetching until <t>", taken with compare-and-swap,
 //!   so one worker fetches while the others pick the result up on their next tick.
 //!
-//! The refresh rules, the lease and the backoff are in `fapi_guard_core::jwks_store` (on a
-//! `SharedStore`); this file only sends the fetch, reads its answer, counts and logs.
+//! The refresh rules, when to fetch (`begin_fetch`, `due_fetches`), the lease and the backoff
+//! are in `fapi_guard_core::jwks_store` (on a `SharedStore`); this file only sends the fetch,
+//! reads its answer, counts and logs.
 
 use std::time::Duration;
 
@@ -25,9 +26,23 @@ pub fn sync_from_shared(
     jwks_store::sync_from_shared(&HostSharedData, ring, index, remote, seen_cas)
 }
 
-/// Tries to take the fetch lease for `hold_seconds` (`jwks_store::take_lease`).
-pub fn take_lease(remote: &RemoteJwks, now: i64, hold_seconds: i64) -> bool {
-    jwks_store::take_lease(&HostSharedData, remote, now, hold_seconds)
+/// Starts a fetch of issuer `index`'s JWKS when `jwks_store::begin_fetch` says this worker
+/// sends it (not in flight here, lease taken); marks it in flight. Returns the call token.
+pub fn start_fetch(
+    ring: &mut KeyRing,
+    in_flight: &mut [bool],
+    index: usize,
+    remote: &RemoteJwks,
+    now: i64,
+) -> Option<u32> {
+    if !jwks_store::begin_fetch(&HostSharedData, ring, in_flight, index, remote, now) {
+        return None;
+    }
+    let token = dispatch(remote)?;
+    if let Some(f) = in_flight.get_mut(index) {
+        *f = true;
+    }
+    Some(token)
 }
 
 /// Sends the GET for `remote`; returns the call token.

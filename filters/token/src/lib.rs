@@ -12,7 +12,7 @@ use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::diagnostics;
-use fapi_guard_core::jwks_store::KeyRing;
+use fapi_guard_core::jwks_store::{self, KeyRing};
 use fapi_guard_core::policy::{KeySource, Policy, RouteRefusal};
 use fapi_guard_core::token::{self, Presented};
 use fapi_guard_core::token_flow::{self, Checked, KeyFetcher, TokenWorker};
@@ -62,31 +62,6 @@ impl Worker {
         }
     }
 
-    /// Starts a fetch for issuer `index` if this worker gets the lease.
-    fn start_fetch(
-        &self,
-        index: usize,
-        now: i64,
-        dispatch: impl FnOnce(&fapi_guard_core::policy::RemoteJwks) -> Option<u32>,
-    ) -> Option<u32> {
-        let remote = self.remote(index)?;
-        if self.in_flight.borrow().get(index).copied().unwrap_or(true) {
-            return None;
-        }
-        let hold = fapi_guard_core::jwks_store::lease_hold_seconds(remote);
-        if !jwks::take_lease(remote, now, hold) {
-            return None;
-        }
-        if let Some(k) = self.ring.borrow_mut().issuers.get_mut(index) {
-            k.note_attempt(now);
-        }
-        let token = dispatch(remote)?;
-        if let Some(f) = self.in_flight.borrow_mut().get_mut(index) {
-            *f = true;
-        }
-        Some(token)
-    }
-
     fn finish_fetch(&self, index: usize, now: i64, status: Option<u32>, body: &[u8]) {
         if let Some(f) = self.in_flight.borrow_mut().get_mut(index) {
             *f = false;
@@ -134,8 +109,15 @@ impl KeyFetcher for Worker {
         Worker::sync_shared(self);
     }
 
+    /// `jwks::start_fetch` decides (core `jwks_store::begin_fetch`) and sends it.
     fn start_fetch(&self, index: usize, now: i64) -> Option<u32> {
-        Worker::start_fetch(self, index, now, jwks::dispatch)
+        jwks::start_fetch(
+            &mut self.ring.borrow_mut(),
+            &mut self.in_flight.borrow_mut(),
+            index,
+            self.remote(index)?,
+            now,
+        )
     }
 }
 
@@ -195,15 +177,10 @@ impl RootContext for TokenRoot {
         self.set_tick_period(Duration::from_secs(1));
         w.sync_shared();
         let now = clock::now_seconds();
-        for i in 0..w.policy.issuers.len() {
-            let due = match (w.remote(i), w.ring.borrow().issuers.get(i)) {
-                (Some(remote), Some(keys)) => keys.fetch_due(now, remote),
-                _ => false,
-            };
-            if due {
-                if let Some(token) = w.start_fetch(i, now, jwks::dispatch) {
-                    self.calls.push((token, i));
-                }
+        let due = jwks_store::due_fetches(&w.policy, &w.ring.borrow(), now);
+        for i in due {
+            if let Some(token) = KeyFetcher::start_fetch(&*w, i, now) {
+                self.calls.push((token, i));
             }
         }
     }

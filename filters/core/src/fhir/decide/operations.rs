@@ -30,121 +30,93 @@ pub(super) fn operation(cx: &DecisionInput<'_>) -> Decision {
         }
     }
     let letters = rule.perms;
-    // The grant test is the one of `grants.rs` (`has_plain_on`); operations keep their own loop
-    // over contexts because an all-types operation may be allowed by several grants together
-    // (one per type), which the per-grant `over_grants` cannot express.
-    // For operations whose result spans every type, the grant is checked per type below.
+    // For operations whose result spans every type, the grants of a context must together
+    // cover every type (`covers_every_type`); the one grant check decides per context.
     let scope_type = if rule.all_types { None } else { t.as_deref() };
-    let mut first: Option<Denial> = None;
-    // A patient grant allows it only with the result checked; a user/system grant may still
-    // allow it outright.
-    let mut patient_ok: Option<String> = None;
-    for ctx in &cx.policy.contexts {
-        if !cx.grants.iter().any(|g| g.context == *ctx) {
-            continue;
-        }
-        let verdict = match ctx {
-            Context::Patient => {
-                let Some(pid) = &cx.pid else {
-                    first.get_or_insert(Denial {
-                        reason: Reason::PatientContextMissing,
-                        required_scope: Some(cx.required_scope(scope_type, letters)),
-                        detail: format!(
-                            "{}: a patient/ grant needs a patient in context",
-                            cx.what()
-                        ),
-                    });
-                    continue;
-                };
-                if level != Level::Instance || t.as_deref() != Some("Patient") {
-                    Err(denial(
-                        Reason::UnsafeSearch,
-                        format!(
-                            "{}: the operation cannot be confined to the patient",
-                            cx.what()
-                        ),
-                    ))
-                } else if cx.req.id.as_deref() != Some(pid.as_str()) {
-                    Err(denial(
-                        cx.foreign(),
-                        format!("{}: another patient's compartment", cx.what()),
-                    ))
-                } else {
-                    let types: Vec<&String> = if rule.all_types {
-                        cx.policy
-                            .resource_types
-                            .iter()
-                            .filter(|x| in_patient_compartment(x) || cx.policy.is_shared(x))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
-                    let ok = if rule.all_types {
-                        types
-                            .iter()
-                            .all(|x| cx.has_plain(Context::Patient, x, letters))
-                    } else {
-                        cx.has_plain(Context::Patient, "Patient", letters)
-                    };
-                    if ok {
-                        patient_ok = Some(pid.clone());
-                        continue;
-                    } else {
-                        Err(Denial {
-                            reason: Reason::InsufficientScope,
-                            required_scope: Some(format!(
-                                "patient/{}.{}",
-                                scope_type.unwrap_or("*"),
-                                letters.letters()
-                            )),
-                            detail: format!("{}: not granted on every type it returns", cx.what()),
-                        })
-                    }
-                }
+    let checks = cx.over_contexts(scope_type, letters, |ctx, pid| {
+        if ctx == Context::Patient {
+            // A patient grant allows it only with the result checked; a user/system grant may
+            // still allow it outright.
+            if level != Level::Instance || t.as_deref() != Some("Patient") {
+                return cx.grant_denial(
+                    Reason::UnsafeSearch,
+                    "the operation cannot be confined to the patient",
+                );
             }
-            _ => {
-                let ok = if rule.all_types {
+            if cx.req.id.as_deref() != Some(pid) {
+                return cx.grant_denial(cx.foreign(), "another patient's compartment");
+            }
+            let ok = if rule.all_types {
+                cx.covers_every_type(
+                    Context::Patient,
                     cx.policy
                         .resource_types
                         .iter()
-                        .all(|x| cx.has_plain(*ctx, x, letters))
-                } else {
-                    cx.has_plain_on(*ctx, t.as_deref(), letters)
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(Denial {
-                        reason: Reason::InsufficientScope,
-                        required_scope: Some(format!(
-                            "{}/{}.{}",
-                            ctx.name(),
-                            scope_type.unwrap_or("*"),
-                            letters.letters()
-                        )),
-                        detail: format!("{}: no granted scope allows it", cx.what()),
-                    })
-                }
+                        .map(String::as_str)
+                        .filter(|x| in_patient_compartment(x) || cx.policy.is_shared(x)),
+                    letters,
+                )
+            } else {
+                cx.has_plain(Context::Patient, "Patient", letters)
+            };
+            if ok {
+                Outcome::Check(Alternative {
+                    patient: Some(pid.to_string()),
+                    constraint: Vec::new(),
+                })
+            } else {
+                Outcome::Deny(Denial {
+                    reason: Reason::InsufficientScope,
+                    required_scope: Some(format!(
+                        "patient/{}.{}",
+                        scope_type.unwrap_or("*"),
+                        letters.letters()
+                    )),
+                    detail: format!("{}: not granted on every type it returns", cx.what()),
+                })
             }
-        };
-        match verdict {
-            Ok(()) => return Decision::Allow,
-            Err(d) => {
-                first.get_or_insert(d);
+        } else {
+            let ok = if rule.all_types {
+                cx.covers_every_type(
+                    ctx,
+                    cx.policy.resource_types.iter().map(String::as_str),
+                    letters,
+                )
+            } else {
+                cx.has_plain_on(ctx, t.as_deref(), letters)
+            };
+            if ok {
+                Outcome::Allow
+            } else {
+                Outcome::Deny(Denial {
+                    reason: Reason::InsufficientScope,
+                    required_scope: Some(format!(
+                        "{}/{}.{}",
+                        ctx.name(),
+                        scope_type.unwrap_or("*"),
+                        letters.letters()
+                    )),
+                    detail: format!("{}: no granted scope allows it", cx.what()),
+                })
             }
         }
+    });
+    match checks {
+        Err(d) => d,
+        // Only a patient grant asks for a check: the searchset must be that patient's.
+        Ok(alternatives) => match alternatives.into_iter().find_map(|a| a.patient) {
+            Some(patient) => {
+                Decision::AllowIfResponseMatches(ResponseCheck::Searchset(SearchCheck {
+                    resource_type: None,
+                    patient,
+                    constraints: Vec::new(),
+                    non_compartment_types_pass: true,
+                }))
+            }
+            None => deny(
+                Reason::UnknownFhirRequest,
+                format!("{}: undecidable", cx.what()),
+            ),
+        },
     }
-    if let Some(patient) = patient_ok {
-        return Decision::AllowIfResponseMatches(ResponseCheck::Searchset(SearchCheck {
-            resource_type: None,
-            patient,
-            constraints: Vec::new(),
-            non_compartment_types_pass: true,
-        }));
-    }
-    Decision::Deny(first.unwrap_or_else(|| Denial {
-        reason: Reason::InsufficientScope,
-        required_scope: Some(cx.required_scope(scope_type, letters)),
-        detail: format!("{}: no granted scope allows it", cx.what()),
-    }))
 }
