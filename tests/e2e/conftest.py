@@ -1,8 +1,12 @@
 """Fixtures shared by the end-to-end tests. A module that needs another upstream (the sample
 FHIR API) defines its own `upstream` fixture, which takes precedence."""
+import threading
+
 import pytest
 
 from harness import Upstream
+
+import server as fhir_server  # tests/fhir_upstream/server.py (pytest.ini pythonpath)
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +15,14 @@ def upstream():
     u = Upstream()
     yield u
     u.stop()
+
+
+@pytest.fixture(scope="module")
+def api():
+    """The sample FHIR API (tests/fhir_upstream/server.py) with its two patients, one per test
+    module; its port."""
+    httpd = fhir_server.serve("127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()

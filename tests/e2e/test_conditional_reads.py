@@ -16,25 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from fhir_e2e import ANNA, AUD, BJORN, policy_for
 from h2_tools import H2Upstream, h2_request
 from harness import Envoy, Issuer
-
-from test_trailers import AUD, ANNA, BJORN, policy_for
-
-import server as fhir_server  # tests/fhir_upstream/server.py
 
 pytestmark = pytest.mark.e2e
 
 FAR_FUTURE = "Sun, 01 Jan 2090 00:00:00 GMT"
-
-
-@pytest.fixture(scope="module")
-def api():
-    httpd = fhir_server.serve("127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture(scope="module")

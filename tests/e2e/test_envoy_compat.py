@@ -6,7 +6,7 @@ exists; where it does not, the filter must say so and fall back to software veri
 import pytest
 import requests
 
-import render  # envoy/render.py (harness puts it on sys.path)
+import render  # envoy/render.py (pytest.ini pythonpath)
 from harness import EnvoyProcess, Issuer, build_wasm, envoy_binary, free_port
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,8 +25,7 @@ from joserfc.jwk import ECKey
 
 from harness import ROOT, Envoy, Issuer, JwksServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402
+import server as fhir_server  # tests/fhir_upstream/server.py (pytest.ini pythonpath)
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-import render  # envoy/render.py (harness puts it on sys.path)
+import render  # envoy/render.py (pytest.ini pythonpath)
 from harness import EnvoyProcess, Issuer, build_wasm, free_port
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import render  # envoy/render.py (harness puts it on sys.path)
+import render  # envoy/render.py (pytest.ini pythonpath)
 from harness import Envoy, EnvoyProcess, Issuer, JwksServer, build_wasm, free_port, sign_es256
 
 pytestmark = pytest.mark.e2e

@@ -9,17 +9,14 @@ response body (Istio)", states exactly this; the test keeps it true:
 And with `allow_on_headers_stop_iteration` (plain Envoy, or an EnvoyFilter in Istio) the
 client gets a clean 403 OperationOutcome instead."""
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 
 from harness import Envoy, Issuer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fhir_upstream"))
-import server as fhir_server  # noqa: E402
+import server as fhir_server  # tests/fhir_upstream/server.py (pytest.ini pythonpath)
 
 pytestmark = pytest.mark.e2e
 

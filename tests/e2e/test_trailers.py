@@ -12,50 +12,18 @@ FHIR server (tests/fhir_upstream/server.py) with its two patients.
 """
 import json
 import ssl
-import threading
 
 import pytest
 import requests
 
+from fhir_e2e import ANNA, AUD, BJORN, policy_for
 from h2_tools import Answer, H2Upstream, h1_chunked_request, h2_request
 from harness import Envoy, Issuer, Pki
 
-import server as fhir_server  # tests/fhir_upstream/server.py
-
 pytestmark = pytest.mark.e2e
 
-AUD = "fhir-e2e"
-ANNA, BJORN = "pat-anna", "pat-bjorn"
 FHIR_JSON = "application/fhir+json"
 TRAILERS = {"x-client-checksum": "abc123"}
-
-
-def policy_for(issuer, **fhir_over):
-    fhir = {
-        "base_path": "/fhir",
-        "patient_claim": "patient",
-        "resource_types": ["Patient", "Observation", "Condition", "MedicationRequest", "Encounter",
-                           "DocumentReference", "Medication", "Practitioner"],
-        "patient_shared_types": ["Medication"],
-        "max_request_body_bytes": 65536,
-    }
-    fhir.update(fhir_over)
-    return {
-        "api": {"name": "fhir-e2e", "audience": AUD},
-        "issuers": [{"issuer": issuer.iss, "jwks": issuer.jwks()}],
-        "token": {"schemes": ["DPoP", "Bearer"]},
-        "routes": [{"path_prefix": "/fhir/metadata", "methods": ["GET"], "require": "none"}],
-        "fhir": fhir,
-    }
-
-
-@pytest.fixture(scope="module")
-def api():
-    httpd = fhir_server.serve("127.0.0.1", 0)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture(scope="module")
