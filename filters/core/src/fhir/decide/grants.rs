@@ -216,7 +216,7 @@ fn grant_applies(g: &SmartScope, rt: Option<&str>, letters: Perms) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::fhir::scope::{parse_scope, ParsedScope};
