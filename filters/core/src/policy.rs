@@ -64,6 +64,12 @@ pub struct IssuerDoc {
     pub jwks_min_refetch_seconds: u64,
     #[serde(default = "default_fetch_timeout")]
     pub jwks_fetch_timeout_ms: u64,
+    /// Largest JWKS answer accepted, in bytes (`jwks_store::JwksLimits`; docs/checks.md §1.4).
+    #[serde(default = "default_jwks_max_bytes")]
+    pub jwks_max_bytes: u64,
+    /// Most entries in a JWKS answer's `keys` (`jwks_store::JwksLimits`).
+    #[serde(default = "default_jwks_max_keys")]
+    pub jwks_max_keys: u64,
 }
 
 fn default_refresh() -> u64 {
@@ -74,6 +80,16 @@ fn default_min_refetch() -> u64 {
 }
 fn default_fetch_timeout() -> u64 {
     2000
+}
+/// 64 KiB: a real JWKS is a few KB (a handful of RSA-4096 keys with an `x5c` certificate each
+/// is under 20 KB); far larger answers are a fault or an attack on the fetcher's memory.
+fn default_jwks_max_bytes() -> u64 {
+    64 * 1024
+}
+/// 100 keys: issuers publish a few (current, next, previous per alg); every key is parsed
+/// (RSA keys with a ROCA check) on each new document.
+fn default_jwks_max_keys() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +177,8 @@ pub struct RemoteJwks {
     pub refresh_seconds: u64,
     pub min_refetch_seconds: u64,
     pub timeout_ms: u64,
+    /// Size caps on a fetched answer (`issuers[i].jwks_max_bytes`, `jwks_max_keys`).
+    pub limits: crate::jwks_store::JwksLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,6 +368,11 @@ impl Policy {
 pub const MAX_JWKS_REFRESH_SECONDS: u64 = 7 * 86_400;
 pub const MAX_JWKS_MIN_REFETCH_SECONDS: u64 = 86_400;
 pub const MAX_JWKS_FETCH_TIMEOUT_MS: u64 = 60_000;
+/// Bounds of the JWKS answer caps (also in the schema): at least 1 KiB and one key, at most
+/// 1 MiB (the host never copies more than this from an answer) and 1000 keys.
+pub const MIN_JWKS_MAX_BYTES: u64 = 1024;
+pub const MAX_JWKS_MAX_BYTES: u64 = crate::jwks_store::JWKS_BYTES_CEILING as u64;
+pub const MAX_JWKS_MAX_KEYS: u64 = 1000;
 
 fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
     let field = |name: &str| format!("issuers[{i}].{name}");
@@ -369,11 +392,24 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
             d.jwks_fetch_timeout_ms,
             MAX_JWKS_FETCH_TIMEOUT_MS,
         ),
+        ("jwks_max_bytes", d.jwks_max_bytes, MAX_JWKS_MAX_BYTES),
+        ("jwks_max_keys", d.jwks_max_keys, MAX_JWKS_MAX_KEYS),
     ] {
         if value > max {
             return Err(PolicyError::new(
                 field(name),
                 format!("must be at most {max}"),
+            ));
+        }
+    }
+    for (name, value, min) in [
+        ("jwks_max_bytes", d.jwks_max_bytes, MIN_JWKS_MAX_BYTES),
+        ("jwks_max_keys", d.jwks_max_keys, 1),
+    ] {
+        if value < min {
+            return Err(PolicyError::new(
+                field(name),
+                format!("must be at least {min}"),
             ));
         }
     }
@@ -439,6 +475,10 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
                 refresh_seconds: d.jwks_refresh_seconds,
                 min_refetch_seconds: d.jwks_min_refetch_seconds,
                 timeout_ms: d.jwks_fetch_timeout_ms,
+                limits: crate::jwks_store::JwksLimits {
+                    max_bytes: usize::try_from(d.jwks_max_bytes).unwrap_or(usize::MAX),
+                    max_keys: usize::try_from(d.jwks_max_keys).unwrap_or(usize::MAX),
+                },
             })
         }
     };

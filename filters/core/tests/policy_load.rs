@@ -158,6 +158,38 @@ fn bad_policies_name_the_field() {
             "issuers[0].jwks_fetch_timeout_ms",
         ),
         (
+            "jwks_max_bytes 1048577",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_bytes": 1048577}])
+            }),
+            "issuers[0].jwks_max_bytes",
+        ),
+        (
+            "jwks_max_bytes 1023",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_bytes": 1023}])
+            }),
+            "issuers[0].jwks_max_bytes",
+        ),
+        (
+            "jwks_max_keys 1001",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_keys": 1001}])
+            }),
+            "issuers[0].jwks_max_keys",
+        ),
+        (
+            "jwks_max_keys 0",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_keys": 0}])
+            }),
+            "issuers[0].jwks_max_keys",
+        ),
+        (
             "route without slash",
             Box::new(|p| p["routes"] = json!([{"path_prefix": "x", "require": "none"}])),
             "routes[0].path_prefix",
