@@ -440,7 +440,10 @@ mod tests {
         // Too many keys (each valid), under the byte cap.
         let many = format!(
             r#"{{"keys":[{}]}}"#,
-            (0..4).map(|i| ec_key(&format!("k{i}"))).collect::<Vec<_>>().join(",")
+            (0..4)
+                .map(|i| ec_key(&format!("k{i}")))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         assert!(many.len() < 4096);
         assert_eq!(

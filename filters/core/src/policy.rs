@@ -29,6 +29,9 @@ pub struct PolicyDoc {
     /// `enforce` (default) or `shadow` (dry run) for every route without its own `mode`.
     #[serde(default)]
     pub mode: crate::authz::Mode,
+    /// What a request no `routes[]` rule matches needs: `token_only` (default) or `deny`.
+    #[serde(default)]
+    pub unmatched: crate::routes::Unmatched,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +212,13 @@ pub struct RequestRoute {
     pub path_with_query: String,
     /// No percent-encoding in the path (FHIR types, ids and operations never need one).
     pub plain: bool,
+    /// No `routes[]` rule matches and the policy says `unmatched: deny`: refuse with
+    /// `route_not_listed` (the token filter, before the token is read; docs/checks.md §4).
+    pub unlisted: bool,
+    /// The matching `routes[]` rule and its template parameters, so the route's `authz` is
+    /// applied later without reading the path again ([`Policy::authorize_route`]).
+    pub rule: Option<usize>,
+    pub params: Vec<(String, String)>,
 }
 
 /// Why [`Policy::authorize`] refused.
@@ -232,6 +242,7 @@ pub struct Policy {
     pub dpop: Option<crate::dpop::policy::DpopPolicy>,
     pub fhir: Option<crate::fhir::policy::FhirPolicy>,
     pub mode: crate::authz::Mode,
+    pub unmatched: crate::routes::Unmatched,
 }
 
 impl Policy {
@@ -295,6 +306,7 @@ impl Policy {
             dpop,
             fhir,
             mode: doc.mode,
+            unmatched: doc.unmatched,
         })
     }
 
@@ -307,12 +319,40 @@ impl Policy {
         raw_path: &str,
     ) -> Result<RequestRoute, crate::path::PathFault> {
         let c = crate::path::canonical(raw_path)?;
+        let route = self.routes.lookup(method, &c);
         Ok(RequestRoute {
-            public: self.routes.requirement(method, &c) == crate::routes::Requirement::None,
-            mode: self.mode_for(method, &c),
+            public: route.require == crate::routes::Requirement::None,
+            mode: route.mode.unwrap_or(self.mode),
             path_with_query: c.path_with_query(),
             plain: c.is_plain(),
+            unlisted: self.unlisted(&route),
+            rule: route.rule,
+            params: route.params,
         })
+    }
+
+    /// [`Self::authorize`] for a request already routed by [`Self::route`]: the path is
+    /// canonicalised and matched once per request.
+    pub fn authorize_route(
+        &self,
+        route: &RequestRoute,
+        header: &dyn Fn(&str) -> Option<String>,
+        token: &crate::claims::VerifiedToken,
+    ) -> Result<(), crate::authz::AuthzDenial> {
+        let Some(authz) = route.rule.and_then(|i| self.routes.authz_of(i)) else {
+            return Ok(());
+        };
+        let req = crate::authz::AuthzRequest {
+            path_params: &route.params,
+            header,
+        };
+        authz.evaluate(&req, token)
+    }
+
+    /// Whether `route` (a [`RouteTable::lookup`] result) is refused as `route_not_listed`:
+    /// no rule matched and the policy says `unmatched: deny`.
+    pub fn unlisted(&self, route: &crate::routes::RouteMatch<'_>) -> bool {
+        route.rule.is_none() && self.unmatched == crate::routes::Unmatched::Deny
     }
 
     /// The matching route's `authz` (docs/checks.md §4) on a verified token: `Ok` when the
@@ -324,16 +364,11 @@ impl Policy {
         header: &dyn Fn(&str) -> Option<String>,
         token: &crate::claims::VerifiedToken,
     ) -> Result<(), RouteRefusal> {
-        let c = crate::path::canonical(raw_path).map_err(|f| RouteRefusal::Path(f.reason()))?;
-        let route = self.routes.lookup(method, &c);
-        let Some(authz) = route.authz else {
-            return Ok(());
-        };
-        let req = crate::authz::AuthzRequest {
-            path_params: &route.params,
-            header,
-        };
-        authz.evaluate(&req, token).map_err(RouteRefusal::Authz)
+        let route = self
+            .route(method, raw_path)
+            .map_err(|f| RouteRefusal::Path(f.reason()))?;
+        self.authorize_route(&route, header, token)
+            .map_err(RouteRefusal::Authz)
     }
 
     /// The mode for a request: the matching route's `mode`, else the policy's.

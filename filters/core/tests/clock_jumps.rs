@@ -226,11 +226,20 @@ fn cached_token_follows_the_clock_both_ways() {
             let hit = cache.get(&tok, now, SKEW).is_some();
             assert_eq!(hit, full(now).is_ok(), "{name}: now={now}");
         }
-        assert!(cache.get(&tok, NOW - 3600, SKEW).is_none(), "{name}: jump back");
+        assert!(
+            cache.get(&tok, NOW - 3600, SKEW).is_none(),
+            "{name}: jump back"
+        );
         assert_eq!(full(NOW - 3600).map(|_| ()), Err(back_reason), "{name}");
-        assert!(cache.get(&tok, NOW + 3600, SKEW).is_none(), "{name}: jump forward");
+        assert!(
+            cache.get(&tok, NOW + 3600, SKEW).is_none(),
+            "{name}: jump forward"
+        );
         // Back to a clock inside the validity: the entry serves again (nothing was lost).
-        assert!(cache.get(&tok, NOW + 1, SKEW).is_some(), "{name}: back inside");
+        assert!(
+            cache.get(&tok, NOW + 1, SKEW).is_some(),
+            "{name}: back inside"
+        );
     }
 }
 

@@ -237,3 +237,35 @@ fn remote_jwks_carries_the_api_name_for_shared_data_keys() {
         other => panic!("remote keys expected: {other:?}"),
     }
 }
+
+/// `unmatched` (docs/checks.md §4): `token_only` by default, `deny` marks unlisted requests;
+/// any other value is refused naming the field.
+#[test]
+fn unmatched_routes_option() {
+    let mut p = base();
+    p["routes"] = json!([{"path_prefix": "/open", "require": "none"},
+                         {"path_prefix": "/api", "methods": ["GET"], "require": "token"}]);
+    let load = |p: &Value| Policy::from_json(p.to_string().as_bytes());
+    let default = load(&p).unwrap();
+    assert!(!default.route("GET", "/other").unwrap().unlisted);
+    p["unmatched"] = json!("deny");
+    let deny = load(&p).unwrap();
+    for (m, path, unlisted) in [
+        ("GET", "/other", true),
+        ("POST", "/api/x", true),
+        ("GET", "/api/x", false),
+        ("GET", "/open", false),
+        ("POST", "/open/x", false),
+    ] {
+        assert_eq!(
+            deny.route(m, path).unwrap().unlisted,
+            unlisted,
+            "{m} {path}"
+        );
+    }
+    p["unmatched"] = json!("allow");
+    assert_eq!(
+        load(&p).err().map(|e| e.field).as_deref(),
+        Some("unmatched")
+    );
+}
