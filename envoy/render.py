@@ -34,6 +34,13 @@ Every connection manager normalises the path before any filter or route sees it
 filters still refuse any path that is not canonical themselves (docs/checks.md, "Path
 canonicalisation"). --no-path-normalization leaves it out (tests only: shows the filters
 refuse on their own).
+
+Every connection manager also bounds how long a client may take to send a request
+(STREAM_TIMEOUTS: `request_headers_timeout`, `request_timeout`, `stream_idle_timeout`):
+the FHIR scope filter holds a body-decided request until its body is complete, and a client
+that sends half a body and stalls must get 408 in seconds, not hold a stream for Envoy's
+default 300 s idle (docs/platform-guide.md, "Failure modes"). RenderOptions sets each one;
+None leaves Envoy's default.
 """
 import argparse
 import dataclasses
@@ -59,7 +66,9 @@ class RenderOptions:
     sidecar that learns the client certificate from the gateway's `x-forwarded-client-cert`
     (policy `dpop.mtls.client_cert_source: xfcc`). Envoy's default, SANITIZE, drops XFCC.
     `normalize_paths=False` leaves out PATH_NORMALISATION (tests: the filters alone refuse).
-    `jwks_plain`: every `jwks_uri` cluster speaks plain HTTP (the demo's local JWKS server)."""
+    `jwks_plain`: every `jwks_uri` cluster speaks plain HTTP (the demo's local JWKS server).
+    `request_headers_timeout`, `request_timeout`, `stream_idle_timeout`: the connection
+    manager's stream timeouts (defaults STREAM_TIMEOUTS; None = Envoy's default)."""
     jwks_address: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -72,6 +81,9 @@ class RenderOptions:
     upstream_h2: bool = False
     normalize_paths: bool = True
     jwks_plain: bool = False
+    request_headers_timeout: str | None = "10s"
+    request_timeout: str | None = "30s"
+    stream_idle_timeout: str | None = "30s"
 
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
@@ -83,6 +95,33 @@ PATH_NORMALISATION = {
     "merge_slashes": True,
     "path_with_escaped_slashes_action": "REJECT_REQUEST",
 }
+
+
+# Envoy HCM stream timeouts (Envoy's edge best practices; issue 13 "slow bodies"). Envoy's
+# defaults are no request timeout and a 300 s stream idle timeout, so a client that sends a
+# body-decided request's body slowly (the FHIR scope filter holds it until it is complete)
+# would hold a stream for minutes. With these, it gets 408 and nothing reaches the upstream.
+# - request_headers_timeout 10 s: the whole header block (slow-loris on headers);
+# - request_timeout 30 s: the whole request, headers and body, until it goes upstream, which
+#   includes the time a filter holds it (JWKS refetch on an unknown kid, `jwks_fetch_timeout_ms`
+#   default 2 s; the read before write). Above every decision the filters wait for by default;
+#   a policy with `jwks_fetch_timeout_ms` above 30 s is cut at 30 s (408, fail closed);
+# - stream_idle_timeout 30 s: no bytes either way on a stream (a stalled body, a stalled
+#   upstream answer beyond the route's 15 s timeout).
+# In Istio the sidecar's HCM is not rendered here: docs/platform-guide.md shows the
+# EnvoyFilter that sets the same three fields on the inbound connection manager.
+STREAM_TIMEOUTS = {
+    "request_headers_timeout": "10s",
+    "request_timeout": "30s",
+    "stream_idle_timeout": "30s",
+}
+
+
+def stream_timeouts(o):
+    """The HCM stream timeouts from RenderOptions `o` (None leaves Envoy's default)."""
+    t = {"request_headers_timeout": o.request_headers_timeout, "request_timeout": o.request_timeout,
+         "stream_idle_timeout": o.stream_idle_timeout}
+    return {k: v for k, v in t.items() if v is not None}
 
 
 def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
@@ -220,6 +259,7 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
         "stat_prefix": f"inbound_{api}",
         "codec_type": "AUTO",
         **(PATH_NORMALISATION if normalize_paths else {}),
+        **stream_timeouts(o),
         **({"forward_client_cert_details": forward_client_cert} if forward_client_cert else {}),
         "route_config": {
             "name": "inbound",
@@ -287,6 +327,7 @@ def render_gateway(listen_port, admin_port, sidecar_port, tls_cert, tls_key, cli
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         **PATH_NORMALISATION,
+        **STREAM_TIMEOUTS,
         "use_remote_address": True,
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},

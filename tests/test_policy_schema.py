@@ -45,6 +45,10 @@ def test_bad_authz_refused_by_schema(mutate):
     ("jwks_refresh_seconds", 604801),
     ("jwks_min_refetch_seconds", 86401),
     ("jwks_fetch_timeout_ms", 60001),
+    ("jwks_max_bytes", 1048577),
+    ("jwks_max_bytes", 1023),
+    ("jwks_max_keys", 1001),
+    ("jwks_max_keys", 0),
 ])
 def test_unbounded_jwks_timings_refused_by_schema(field, value):
     # Issue 11 item 6: the schema bounds what compile bounds (`issuers[i].<field>` named there).

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import render  # envoy/render.py (pytest.ini pythonpath)
-from harness import Envoy, EnvoyProcess, Issuer, JwksServer, build_wasm, free_port, sign_es256
+from harness import Envoy, Issuer, JwksServer, sign_es256
 
 pytestmark = pytest.mark.e2e
 
@@ -275,44 +275,109 @@ def test_upstream_reset_during_response_check(envoy, issuer):
 
 
 # ---- slow bodies (timeouts apply) ----
+#
+# The FHIR scope filter holds a body-decided request (a batch) until its body is complete. A
+# client that sends half the body and stalls is bounded by the connection manager's stream
+# timeouts, which envoy/render.py sets by default (STREAM_TIMEOUTS); here each is set short, one
+# at a time, so the answer comes within seconds: 408 (or the stream reset), nothing reaches the
+# upstream, and the next request is served. The client waits at most SLOW_CLIENT_WAIT: with
+# Envoy's defaults (no request timeout, 300 s idle) no answer comes in that time and these fail.
 
-class TimedEnvoy(EnvoyProcess):
-    """The same render as `Envoy`, with connection-manager timeouts added in the test
-    (`stream_idle_timeout`/`request_timeout`, Envoy HCM): what bounds a held body."""
-
-    def __init__(self, policy, upstream_port, filters, **hcm_extra):
-        port, admin = free_port(), free_port()
-        cfg = render.render(policy, list(filters), str(build_wasm()), port, upstream_port, admin)
-        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm.update(hcm_extra)
-        self.policy = policy
-        super().__init__(cfg, port, admin, "envoy")
-
-    def get(self, path, headers=None, **kw):
-        import requests
-        return requests.get(f"http://127.0.0.1:{self.port}{path}", headers=headers or {}, timeout=10, **kw)
+SLOW_CLIENT_WAIT = 20.0
+SLOW_BOUNDS = {
+    "request_timeout": {"request_timeout": "3s", "stream_idle_timeout": None},
+    "stream_idle_timeout": {"request_timeout": None, "stream_idle_timeout": "3s"},
+}
 
 
-def test_slow_body_on_a_body_decided_request_times_out(upstream, issuer):
+def half_a_batch() -> tuple[bytes, int]:
+    """The first half of a valid batch, and the full length the client announces."""
+    body = padded_batch(1000)
+    return body[:500], len(body)
+
+
+def slow_h1(port, tok) -> tuple[int, bool]:
+    """HTTP/1.1: headers and half the body, then nothing. (status, connection closed)."""
+    part, total = half_a_batch()
+    with socket.create_connection(("127.0.0.1", port), timeout=SLOW_CLIENT_WAIT) as s:
+        s.sendall(f"POST /fhir HTTP/1.1\r\nhost: x\r\nauthorization: {tok}\r\n"
+                  f"content-type: {FHIR_JSON}\r\ncontent-length: {total}\r\n\r\n".encode() + part)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = s.recv(65536)  # socket.timeout (a failure) if nothing comes in time
+            if not chunk:
+                break
+            raw += chunk
+        return status_of(raw), not raw
+
+
+def slow_h2(port, tok) -> tuple[int, bool]:
+    """h2c (prior knowledge): HEADERS and half the body in DATA without END_STREAM, then
+    nothing. (status, stream reset before any response)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    part, total = half_a_batch()
+    with socket.create_connection(("127.0.0.1", port), timeout=SLOW_CLIENT_WAIT) as s:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/fhir"), (":scheme", "http"),
+                                (":authority", f"127.0.0.1:{port}"), ("authorization", tok),
+                                ("content-type", FHIR_JSON), ("content-length", str(total))])
+        conn.send_data(sid, part, end_stream=False)
+        s.sendall(conn.data_to_send())
+        for _ in range(1000):
+            data = s.recv(65536)  # socket.timeout (a failure) if nothing comes in time
+            if not data:
+                return 0, True
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    return int(dict(ev.headers)[":status"]), False
+                if isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                    return 0, True
+                if isinstance(ev, h2.events.ConnectionTerminated):
+                    return 0, True
+            out = conn.data_to_send()
+            if out:
+                s.sendall(out)
+        raise AssertionError("no answer to the stalled stream")
+
+
+@pytest.fixture(scope="module", params=sorted(SLOW_BOUNDS))
+def timed_envoy(request, upstream, issuer):
     p = policy_for({"issuer": issuer.iss, "jwks": issuer.jwks()})
-    with TimedEnvoy(p, upstream.port, ["token", "fhir_scope"], request_timeout="3s") as e:
-        tok = auth(issuer)["Authorization"]
-        before = len(upstream.seen)
-        t0 = time.time()
-        with socket.create_connection(("127.0.0.1", e.port), timeout=15) as s:
-            s.sendall(f"POST /fhir HTTP/1.1\r\nhost: x\r\nauthorization: {tok}\r\n"
-                      f"content-type: {FHIR_JSON}\r\ncontent-length: 1000\r\n\r\n".encode()
-                      + b'{"resourceType": "Bundle", ')
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                raw += chunk
-        assert status_of(raw) == 408, raw[:300]
-        assert time.time() - t0 < 14
-        assert len(upstream.seen) == before, "a partial body reached the upstream"
-        assert_still_serving(e, issuer)
+    with Envoy(p, upstream.port, filters=["token", "fhir_scope"], **SLOW_BOUNDS[request.param]) as e:
+        yield e
+
+
+@pytest.mark.parametrize("proto", ["http1", "h2c"])
+def test_slow_body_on_a_body_decided_request_times_out(timed_envoy, upstream, issuer, proto):
+    e = timed_envoy
+    tok = auth(issuer)["Authorization"]
+    before = len(upstream.seen)
+    t0 = time.time()
+    status, reset = (slow_h1 if proto == "http1" else slow_h2)(e.port, tok)
+    took = time.time() - t0
+    # Envoy answers a request or idle timeout before any response with 408 (or resets).
+    assert status == 408 or (status == 0 and reset), (status, reset, round(took, 1))
+    assert len(upstream.seen) == before, "a partial body reached the upstream"
+    assert_still_serving(e, issuer)
+    # The same bundle, sent whole, is decided and served.
+    r = e.request("POST", "/fhir", {**auth(issuer), "content-type": FHIR_JSON}, data=padded_batch(1000))
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+
+
+def test_rendered_configs_bound_slow_requests():
+    """Every rendered connection manager (sidecar and gateway) carries the stream timeouts."""
+    cfg = render.render({"api": {"name": "x", "audience": "x"}, "issuers": []}, ["token"], "w", 1, 2, 3)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for k, v in render.STREAM_TIMEOUTS.items():
+        assert hcm[k] == v, k
+    gw = render.render_gateway(1, 2, 3, "c", "k")
+    hcm = gw["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert all(hcm[k] == v for k, v in render.STREAM_TIMEOUTS.items())
 
 
 # ---- JWKS endpoint that hangs or answers 10 MB ----
@@ -356,15 +421,37 @@ def test_jwks_endpoint_hangs_or_answers_10mb(upstream, issuer, failure):
         server.stop()
 
 
-def test_jwks_of_10mb_with_valid_keys_is_used(upstream, issuer):
-    """Recorded behaviour: no size cap on a JWKS answer. A 10 MB document holding the right
-    keys (plus a large unknown member) is parsed, shared and used; the proxy stays up. A cap
-    (e.g. 1 MB, `jwks_store`) is an open item in fuzz/README.md."""
+@pytest.mark.parametrize("oversize", ["10mb", "101_keys"])
+def test_jwks_over_the_size_caps_keeps_the_old_keys(upstream, issuer, oversize):
+    """`issuers[i].jwks_max_bytes` (64 KiB) and `jwks_max_keys` (100), docs/checks.md §1.4: a
+    JWKS answer over a cap is refused (counters `jwks.fetch_failed` and
+    `jwks.refused_<why>`), the last good keys stay: the old key still verifies, a token
+    signed with a key only the oversize document holds is refused (`unknown_key`)."""
     server = JwksServer(issuer.jwks())
-    server.body = json.dumps({**issuer.jwks(), "pad": "x" * (10 << 20)}).encode()
+    new = Issuer.make_key("ES256", "rotated-in-oversize-doc")
+    if oversize == "10mb":
+        body = json.dumps({"keys": [new.as_dict(private=False)], "pad": "x" * (10 << 20)}).encode()
+        counter = "token.jwks.refused_too_large"
+    else:
+        keys = [Issuer.make_key("ES256", f"k{i}").as_dict(private=False) for i in range(100)]
+        body = json.dumps({"keys": keys + [new.as_dict(private=False)]}).encode()
+        assert len(body) < 64 * 1024
+        counter = "token.jwks.refused_too_many_keys"
     try:
         with Envoy(remote(issuer, server), upstream.port, filters=["token", "fhir_scope"]) as e:
             assert wait_for(lambda: e.counter("token.jwks.fetch_ok") >= 1), e.stats()
+            assert_still_serving(e, issuer)
+            server.body = body
+            hits = server.hits
+            # The new kid is unknown: the filter refetches (min_refetch 1 s), gets the
+            # oversize answer, refuses it and keeps the old keys.
+            tok = issuer.token("ES256", key=new, aud=AUD, scope="patient/*.rs", patient=ANNA)
+            r = e.get("/fhir/Observation/obs-anna", {"Authorization": f"Bearer {tok}"})
+            assert r.status_code == 401, (r.status_code, r.text[:300])
+            assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "unknown_key"
+            assert server.hits > hits, "no refetch happened"
+            assert wait_for(lambda: e.counter(counter) >= 1), e.stats()
+            assert e.counter("token.jwks.fetch_failed") >= 1
             assert_still_serving(e, issuer)
     finally:
         server.stop()

@@ -211,3 +211,38 @@ def test_paths_that_could_reach_another_org_refused(envoy, issuer):
         assert r.status in (400, 403), (path, r.status, body)
         code = json.loads(body)["issue"][0]["details"]["coding"][0]["code"]
         assert code in ("path_not_canonical", "authz_binding"), (path, code)
+
+
+def test_unmatched_deny_refuses_unlisted_paths(upstream, issuer):
+    """Policy `unmatched: deny` (docs/checks.md §4): a method and path no `routes[]` rule lists
+    is refused 403 `route_not_listed` (no challenge) before the token is read, and never
+    reaches the API; listed and public routes work as before. The default (`token_only`) lets
+    the same request through with a valid token; `mode: shadow` counts and passes it."""
+    routes = [{"path_prefix": "/public", "require": "none"},
+              rule("/c/prefix", {"claims": [{"claim": "client_id", "prefix": "helseid-"}]}, methods=["GET"])]
+    p = make_policy(issuer, routes)
+    p["unmatched"] = "deny"
+    with Envoy(p, upstream.port, filters=["token", "dpop"]) as e:
+        seen = len(upstream.requests)
+        for method, path, tok in [("GET", "/admin", True), ("GET", "/admin", False),
+                                  ("DELETE", "/c/prefix", True), ("GET", "/c/prefixed", True)]:
+            r = get(e, issuer, path, method) if tok else e.request(method, path)
+            assert_forbidden(r, "route_not_listed")
+            assert "www-authenticate" not in r.headers, r.headers
+        assert len(upstream.requests) == seen, "an unlisted request reached the API"
+        assert e.counter("token.denied.route_not_listed") == 4
+        assert "denied reason=route_not_listed" in e.logs()
+        assert e.get("/public/x").status_code == 200
+        # The listed route goes on to the next filter (DPoP: this token is not bound).
+        r = get(e, issuer, "/c/prefix", client_id="helseid-1")
+        assert r.status_code == 401 and reason(r) == "token_not_dpop_bound", r.text
+    del p["unmatched"]
+    with Envoy(p, upstream.port, filters=["token"]) as e:
+        assert get(e, issuer, "/admin").status_code == 200
+    p["unmatched"], p["mode"] = "deny", "shadow"
+    with Envoy(p, upstream.port, filters=["token"]) as e:
+        assert get(e, issuer, "/admin").status_code == 200
+        assert e.counter("token.shadow_denied.route_not_listed") == 1
+        # In shadow the token is still checked and counted.
+        assert e.get("/admin", {"Authorization": "DPoP not.a.token"}).status_code == 200
+        assert e.counter("token.shadow_denied.malformed_token") == 1

@@ -1,8 +1,10 @@
 //! Verified-token cache (docs/checks.md §1.10, `bench/README.md`: tokens repeat across a client's requests).
 //! Keyed by the token itself (the token filter's hot path then hashes it with the map's keyed
 //! SipHash instead of SHA-256: bench/README.md); a hit is an exact match of the whole token.
-//! An entry is used only while the token's time claims still hold, and the whole cache is
-//! dropped when the issuer keys change.
+//! An entry is used only while the token's time claims still hold on the proxy clock as it
+//! reads now: before `exp + skew`, and not before `max(iat, nbf) - skew` (docs/checks.md §1.7,
+//! §1.10), so a clock jump either way (NTP step, VM restore) never serves an entry the full
+//! check would refuse. The whole cache is dropped when the issuer keys change.
 //! Bounded: at capacity, expired entries go first, then the oldest insertions (FIFO).
 
 use std::collections::{HashMap, VecDeque};
@@ -16,21 +18,42 @@ use crate::scheme::Scheme;
 #[derive(Debug, Clone)]
 pub struct CachedToken {
     pub token: VerifiedToken,
+    /// `max(iat, nbf)`: before this (less the skew) the token is not yet valid.
+    not_before: i64,
     handoff_dpop: Vec<u8>,
     handoff_bearer: Vec<u8>,
 }
 
 impl CachedToken {
     pub fn new(mut token: VerifiedToken) -> CachedToken {
+        // `iat` is required and `nbf` optional (§1.7/§1.8); both were read as NumericDates by
+        // `token::validate`. A value that is somehow absent here makes the entry unusable.
+        let numeric = |name: &str| {
+            token.claims.get(name).and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+            })
+        };
+        let not_before = match (numeric("iat"), token.claims.get("nbf")) {
+            (Some(iat), None) => iat,
+            (Some(iat), Some(_)) => numeric("nbf").map_or(i64::MAX, |nbf| iat.max(nbf)),
+            (None, _) => i64::MAX,
+        };
         token.scheme = Scheme::Dpop;
         let handoff_dpop = token.to_bytes();
         token.scheme = Scheme::Bearer;
         let handoff_bearer = token.to_bytes();
         CachedToken {
             token,
+            not_before,
             handoff_dpop,
             handoff_bearer,
         }
+    }
+
+    /// §1.7 on the proxy clock as it reads now (the same bounds as `token::check_times`).
+    pub fn valid_at(&self, now: i64, skew: i64) -> bool {
+        now < self.token.exp.saturating_add(skew) && self.not_before <= now.saturating_add(skew)
     }
 
     /// The hand-off bytes for a request that used `scheme`.
@@ -69,11 +92,11 @@ impl TokenCache {
         }
     }
 
-    /// A cached verified token by its key (the token), if still before `exp + skew`.
+    /// A cached verified token by its key (the token), if its time claims hold at `now`
+    /// (`token::check_times`: before `exp + skew`, `iat`/`nbf` not beyond `now + skew`).
+    /// Otherwise the caller validates in full, which names the reason.
     pub fn get(&self, token: &str, now: i64, skew: i64) -> Option<&CachedToken> {
-        self.entries
-            .get(token)
-            .filter(|t| now < t.token.exp.saturating_add(skew))
+        self.entries.get(token).filter(|t| t.valid_at(now, skew))
     }
 
     pub fn insert(&mut self, key: String, token: CachedToken, now: i64, skew: i64) {
@@ -81,8 +104,7 @@ impl TokenCache {
             return;
         }
         if self.entries.len() >= self.max_entries {
-            self.entries
-                .retain(|_, t| now < t.token.exp.saturating_add(skew));
+            self.entries.retain(|_, t| t.valid_at(now, skew));
             self.order.retain(|k| self.entries.contains_key(&**k));
         }
         while self.entries.len() >= self.max_entries {

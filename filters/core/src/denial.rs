@@ -194,6 +194,9 @@ reasons! {
     UnsafeConditionalWrite => "unsafe_conditional_write", Forbidden;
 
     // ---- §4 per-route authorization (`authz` of a route rule) ----
+    /// No `routes[]` rule matches the method and path, and the policy says `unmatched: deny`
+    /// (only listed routes are served; decided before the token is read).
+    RouteNotListed => "route_not_listed", Forbidden;
     /// A scope of `scopes.all_of` / every one of `scopes.any_of` is not granted (RFC 6750 §3.1).
     AuthzScope => "authz_missing_scope", InsufficientScope;
     /// A `claims[]` condition does not hold (missing claim, wrong value, below a level).

@@ -192,10 +192,15 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
             out.push(format!("Route `{}` ({m}): {what}.", r.path_prefix));
         }
     }
-    out.push(
-        "Every other path needs a valid token (first matching route wins; no match = token)."
-            .into(),
-    );
+    out.push(match policy.unmatched {
+        crate::routes::Unmatched::TokenOnly => {
+            "Every other path needs a valid token (first matching route wins; no match = token; `unmatched: deny` refuses it instead)."
+        }
+        crate::routes::Unmatched::Deny => {
+            "Every other path is refused (`unmatched: deny`: 403 `route_not_listed`, before the token is read)."
+        }
+    }
+    .into());
     let dp = policy.dpop.clone().unwrap_or_default();
     if dp.required {
         out.push(format!(

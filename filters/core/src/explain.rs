@@ -515,6 +515,22 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
         );
         return trace(steps, decoded_list, answer, notes);
     }
+    // `unmatched: deny` (docs/checks.md §4): the token filter refuses a path no rule lists
+    // before it reads the token.
+    if has("token") && policy.unlisted(&policy.routes.lookup(method, &canonical)) {
+        let r = Reason::RouteNotListed;
+        steps.push(Step {
+            filter: "token",
+            check: "route requirement (routes[], first match wins)",
+            spec: "docs/checks.md §4 (unmatched)",
+            outcome: Outcome::Fail,
+            reason: Some(r.code()),
+            detail: Some("no routes[] rule matches and the policy says `unmatched: deny`".into()),
+        });
+        let reply = token_reply(policy, r, None, None, opts.now);
+        let answer = reply_answer("token", r, reply, why(r, None));
+        return trace(steps, decoded_list, answer, notes);
+    }
     steps.push(Step {
         filter: "all",
         check: "route requirement (routes[], first match wins)",

@@ -18,6 +18,52 @@ fn seconds(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
 
+/// The most bytes the host copies out of a JWKS answer (`fapi_guard_host::jwks::read_answer`):
+/// the upper bound of `issuers[i].jwks_max_bytes`, plus one byte so an answer over any cap is
+/// seen as over it without copying all of it.
+pub const JWKS_BYTES_CEILING: usize = 1024 * 1024;
+
+/// Size caps on a fetched JWKS answer (docs/checks.md §1.4, issue 13): a larger answer, or one
+/// with more `keys` entries, is refused before any key is parsed and the last good keys stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksLimits {
+    pub max_bytes: usize,
+    pub max_keys: usize,
+}
+
+impl JwksLimits {
+    /// The policy defaults (`issuers[i].jwks_max_bytes` 64 KiB, `jwks_max_keys` 100).
+    pub const DEFAULT: JwksLimits = JwksLimits {
+        max_bytes: 64 * 1024,
+        max_keys: 100,
+    };
+    /// No cap (documents already checked: shared by the fetching worker, or inline).
+    pub const NONE: JwksLimits = JwksLimits {
+        max_bytes: usize::MAX,
+        max_keys: usize::MAX,
+    };
+
+    /// `Err(reason)` when `body` is over a cap. Keys are counted without parsing them
+    /// (`serde::de::IgnoredAny`); a body that is no JWKS at all is left to the parser.
+    pub fn check(&self, body: &[u8]) -> Result<(), &'static str> {
+        if body.len() > self.max_bytes {
+            return Err("too_large");
+        }
+        #[derive(serde::Deserialize)]
+        struct Count {
+            keys: Vec<serde::de::IgnoredAny>,
+        }
+        if self.max_keys != usize::MAX {
+            if let Ok(c) = serde_json::from_slice::<Count>(body) {
+                if c.keys.len() > self.max_keys {
+                    return Err("too_many_keys");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a fetch answer did to the key set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchOutcome {
@@ -25,7 +71,8 @@ pub enum FetchOutcome {
     Updated,
     /// Same document as before.
     Unchanged,
-    /// Non-200, not a JWKS, or no usable key: the previous keys stay.
+    /// Non-200, not a JWKS, no usable key, or over a [`JwksLimits`] cap (`too_large`,
+    /// `too_many_keys`): the previous keys stay.
     KeptLastGood(&'static str),
 }
 
@@ -83,11 +130,25 @@ impl IssuerKeys {
         self.last_attempt = Some(now);
     }
 
-    /// Applies a fetch answer (`status` None = no answer / timeout).
+    /// Applies a fetch answer (`status` None = no answer / timeout), without size caps.
     pub fn apply_fetch(&mut self, now: i64, status: Option<u32>, body: &[u8]) -> FetchOutcome {
+        self.apply_fetch_limited(now, status, body, JwksLimits::NONE)
+    }
+
+    /// Applies a fetch answer, refusing one over `limits` (counted as a failure: backoff).
+    pub fn apply_fetch_limited(
+        &mut self,
+        now: i64,
+        status: Option<u32>,
+        body: &[u8],
+        limits: JwksLimits,
+    ) -> FetchOutcome {
         self.last_attempt = Some(now);
         let outcome = match status {
-            Some(200) => self.install(body, now),
+            Some(200) => match limits.check(body) {
+                Ok(()) => self.install(body, now),
+                Err(why) => FetchOutcome::KeptLastGood(why),
+            },
             Some(_) => FetchOutcome::KeptLastGood("http_status"),
             None => FetchOutcome::KeptLastGood("no_answer"),
         };
@@ -166,8 +227,20 @@ impl KeyRing {
         status: Option<u32>,
         body: &[u8],
     ) -> Option<FetchOutcome> {
+        self.apply_fetch_limited(index, now, status, body, JwksLimits::NONE)
+    }
+
+    /// [`Self::apply_fetch`] with the issuer's size caps.
+    pub fn apply_fetch_limited(
+        &mut self,
+        index: usize,
+        now: i64,
+        status: Option<u32>,
+        body: &[u8],
+        limits: JwksLimits,
+    ) -> Option<FetchOutcome> {
         let keys = self.issuers.get_mut(index)?;
-        let outcome = keys.apply_fetch(now, status, body);
+        let outcome = keys.apply_fetch_limited(now, status, body, limits);
         if outcome == FetchOutcome::Updated {
             self.generation += 1;
         }
@@ -316,7 +389,7 @@ pub fn apply_answer(
     status: Option<u32>,
     body: &[u8],
 ) -> Option<FetchOutcome> {
-    let outcome = ring.apply_fetch(index, now, status, body)?;
+    let outcome = ring.apply_fetch_limited(index, now, status, body, remote.limits)?;
     match &outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
             let _ = store.set(&doc_key(remote), &encode_shared(now, body), None);
@@ -354,7 +427,91 @@ mod tests {
             refresh_seconds: 300,
             min_refetch_seconds: 30,
             timeout_ms: 1000,
+            limits: JwksLimits::DEFAULT,
         }
+    }
+
+    fn ec_key(kid: &str) -> String {
+        format!(
+            r#"{{"kty":"EC","crv":"P-256","kid":"{kid}","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}}"#
+        )
+    }
+
+    #[test]
+    fn oversize_answers_are_refused_and_the_last_good_keys_stay() {
+        let mut r = remote();
+        r.limits = JwksLimits {
+            max_bytes: 4096,
+            max_keys: 3,
+        };
+        let store = MemoryStore::new();
+        let mut ring = KeyRing {
+            issuers: vec![IssuerKeys::default()],
+            generation: 1,
+        };
+        let good = format!(r#"{{"keys":[{}]}}"#, ec_key("old"));
+        assert_eq!(
+            apply_answer(&store, &mut ring, 0, &r, 100, Some(200), good.as_bytes()),
+            Some(FetchOutcome::Updated)
+        );
+        let generation = ring.generation;
+        // Valid keys, but padded one byte over the cap.
+        let mut big = format!(r#"{{"keys":[{}],"pad":""}}"#, ec_key("new"));
+        let pad = 4097 - big.len();
+        big.insert_str(big.len() - 2, &"x".repeat(pad));
+        assert_eq!(big.len(), 4097);
+        assert_eq!(
+            apply_answer(&store, &mut ring, 0, &r, 200, Some(200), big.as_bytes()),
+            Some(FetchOutcome::KeptLastGood("too_large"))
+        );
+        // One byte less is at the cap: accepted.
+        let mut exact = format!(r#"{{"keys":[{}],"pad":""}}"#, ec_key("new"));
+        exact.insert_str(exact.len() - 2, &"x".repeat(pad - 1));
+        assert_eq!(exact.len(), 4096);
+        let mut other = ring.clone();
+        assert_eq!(
+            other.apply_fetch_limited(0, 201, Some(200), exact.as_bytes(), r.limits),
+            Some(FetchOutcome::Updated)
+        );
+        // Too many keys (each valid), under the byte cap.
+        let many = format!(
+            r#"{{"keys":[{}]}}"#,
+            (0..4)
+                .map(|i| ec_key(&format!("k{i}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(many.len() < 4096);
+        assert_eq!(
+            apply_answer(&store, &mut ring, 0, &r, 300, Some(200), many.as_bytes()),
+            Some(FetchOutcome::KeptLastGood("too_many_keys"))
+        );
+        // The old keys stay, nothing new was shared, and the failures back off.
+        assert_eq!(ring.generation, generation);
+        let jwks = ring.issuers[0].jwks.as_ref().unwrap();
+        assert_eq!(jwks.keys.len(), 1);
+        assert_eq!(jwks.keys[0].kid.as_deref(), Some("old"));
+        let (shared, _) = store.get(&doc_key(&r));
+        assert_eq!(decode_shared(&shared.unwrap()).unwrap().1, good.as_bytes());
+        assert_eq!(ring.issuers[0].consecutive_failures, 2);
+        assert!(!take_lease(&store, &r, 300, 2), "held for the backoff");
+    }
+
+    #[test]
+    fn default_limits_accept_a_large_real_world_jwks() {
+        // Ten RSA-4096-sized entries with an x5c certificate each (~2.5 KB per key).
+        let key = format!(
+            r#"{{"kty":"RSA","kid":"k","n":"{}","e":"AQAB","x5c":["{}"]}}"#,
+            "A".repeat(683),
+            "M".repeat(1800)
+        );
+        let doc = format!(r#"{{"keys":[{}]}}"#, vec![key; 10].join(","));
+        assert!(doc.len() > 20_000);
+        assert_eq!(JwksLimits::DEFAULT.check(doc.as_bytes()), Ok(()));
+        assert_eq!(
+            JwksLimits::DEFAULT.check(&vec![b' '; 64 * 1024 + 1]),
+            Err("too_large")
+        );
     }
 
     #[test]

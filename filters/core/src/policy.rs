@@ -29,6 +29,9 @@ pub struct PolicyDoc {
     /// `enforce` (default) or `shadow` (dry run) for every route without its own `mode`.
     #[serde(default)]
     pub mode: crate::authz::Mode,
+    /// What a request no `routes[]` rule matches needs: `token_only` (default) or `deny`.
+    #[serde(default)]
+    pub unmatched: crate::routes::Unmatched,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +67,12 @@ pub struct IssuerDoc {
     pub jwks_min_refetch_seconds: u64,
     #[serde(default = "default_fetch_timeout")]
     pub jwks_fetch_timeout_ms: u64,
+    /// Largest JWKS answer accepted, in bytes (`jwks_store::JwksLimits`; docs/checks.md §1.4).
+    #[serde(default = "default_jwks_max_bytes")]
+    pub jwks_max_bytes: u64,
+    /// Most entries in a JWKS answer's `keys` (`jwks_store::JwksLimits`).
+    #[serde(default = "default_jwks_max_keys")]
+    pub jwks_max_keys: u64,
 }
 
 fn default_refresh() -> u64 {
@@ -74,6 +83,16 @@ fn default_min_refetch() -> u64 {
 }
 fn default_fetch_timeout() -> u64 {
     2000
+}
+/// 64 KiB: a real JWKS is a few KB (a handful of RSA-4096 keys with an `x5c` certificate each
+/// is under 20 KB); far larger answers are a fault or an attack on the fetcher's memory.
+fn default_jwks_max_bytes() -> u64 {
+    64 * 1024
+}
+/// 100 keys: issuers publish a few (current, next, previous per alg); every key is parsed
+/// (RSA keys with a ROCA check) on each new document.
+fn default_jwks_max_keys() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +180,8 @@ pub struct RemoteJwks {
     pub refresh_seconds: u64,
     pub min_refetch_seconds: u64,
     pub timeout_ms: u64,
+    /// Size caps on a fetched answer (`issuers[i].jwks_max_bytes`, `jwks_max_keys`).
+    pub limits: crate::jwks_store::JwksLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +212,13 @@ pub struct RequestRoute {
     pub path_with_query: String,
     /// No percent-encoding in the path (FHIR types, ids and operations never need one).
     pub plain: bool,
+    /// No `routes[]` rule matches and the policy says `unmatched: deny`: refuse with
+    /// `route_not_listed` (the token filter, before the token is read; docs/checks.md §4).
+    pub unlisted: bool,
+    /// The matching `routes[]` rule and its template parameters, so the route's `authz` is
+    /// applied later without reading the path again ([`Policy::authorize_route`]).
+    pub rule: Option<usize>,
+    pub params: Vec<(String, String)>,
 }
 
 /// Why [`Policy::authorize`] refused.
@@ -214,6 +242,7 @@ pub struct Policy {
     pub dpop: Option<crate::dpop::policy::DpopPolicy>,
     pub fhir: Option<crate::fhir::policy::FhirPolicy>,
     pub mode: crate::authz::Mode,
+    pub unmatched: crate::routes::Unmatched,
 }
 
 impl Policy {
@@ -277,6 +306,7 @@ impl Policy {
             dpop,
             fhir,
             mode: doc.mode,
+            unmatched: doc.unmatched,
         })
     }
 
@@ -289,12 +319,40 @@ impl Policy {
         raw_path: &str,
     ) -> Result<RequestRoute, crate::path::PathFault> {
         let c = crate::path::canonical(raw_path)?;
+        let route = self.routes.lookup(method, &c);
         Ok(RequestRoute {
-            public: self.routes.requirement(method, &c) == crate::routes::Requirement::None,
-            mode: self.mode_for(method, &c),
+            public: route.require == crate::routes::Requirement::None,
+            mode: route.mode.unwrap_or(self.mode),
             path_with_query: c.path_with_query(),
             plain: c.is_plain(),
+            unlisted: self.unlisted(&route),
+            rule: route.rule,
+            params: route.params,
         })
+    }
+
+    /// [`Self::authorize`] for a request already routed by [`Self::route`]: the path is
+    /// canonicalised and matched once per request.
+    pub fn authorize_route(
+        &self,
+        route: &RequestRoute,
+        header: &dyn Fn(&str) -> Option<String>,
+        token: &crate::claims::VerifiedToken,
+    ) -> Result<(), crate::authz::AuthzDenial> {
+        let Some(authz) = route.rule.and_then(|i| self.routes.authz_of(i)) else {
+            return Ok(());
+        };
+        let req = crate::authz::AuthzRequest {
+            path_params: &route.params,
+            header,
+        };
+        authz.evaluate(&req, token)
+    }
+
+    /// Whether `route` (a [`RouteTable::lookup`] result) is refused as `route_not_listed`:
+    /// no rule matched and the policy says `unmatched: deny`.
+    pub fn unlisted(&self, route: &crate::routes::RouteMatch<'_>) -> bool {
+        route.rule.is_none() && self.unmatched == crate::routes::Unmatched::Deny
     }
 
     /// The matching route's `authz` (docs/checks.md §4) on a verified token: `Ok` when the
@@ -306,16 +364,11 @@ impl Policy {
         header: &dyn Fn(&str) -> Option<String>,
         token: &crate::claims::VerifiedToken,
     ) -> Result<(), RouteRefusal> {
-        let c = crate::path::canonical(raw_path).map_err(|f| RouteRefusal::Path(f.reason()))?;
-        let route = self.routes.lookup(method, &c);
-        let Some(authz) = route.authz else {
-            return Ok(());
-        };
-        let req = crate::authz::AuthzRequest {
-            path_params: &route.params,
-            header,
-        };
-        authz.evaluate(&req, token).map_err(RouteRefusal::Authz)
+        let route = self
+            .route(method, raw_path)
+            .map_err(|f| RouteRefusal::Path(f.reason()))?;
+        self.authorize_route(&route, header, token)
+            .map_err(RouteRefusal::Authz)
     }
 
     /// The mode for a request: the matching route's `mode`, else the policy's.
@@ -350,6 +403,11 @@ impl Policy {
 pub const MAX_JWKS_REFRESH_SECONDS: u64 = 7 * 86_400;
 pub const MAX_JWKS_MIN_REFETCH_SECONDS: u64 = 86_400;
 pub const MAX_JWKS_FETCH_TIMEOUT_MS: u64 = 60_000;
+/// Bounds of the JWKS answer caps (also in the schema): at least 1 KiB and one key, at most
+/// 1 MiB (the host never copies more than this from an answer) and 1000 keys.
+pub const MIN_JWKS_MAX_BYTES: u64 = 1024;
+pub const MAX_JWKS_MAX_BYTES: u64 = crate::jwks_store::JWKS_BYTES_CEILING as u64;
+pub const MAX_JWKS_MAX_KEYS: u64 = 1000;
 
 fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
     let field = |name: &str| format!("issuers[{i}].{name}");
@@ -369,11 +427,24 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
             d.jwks_fetch_timeout_ms,
             MAX_JWKS_FETCH_TIMEOUT_MS,
         ),
+        ("jwks_max_bytes", d.jwks_max_bytes, MAX_JWKS_MAX_BYTES),
+        ("jwks_max_keys", d.jwks_max_keys, MAX_JWKS_MAX_KEYS),
     ] {
         if value > max {
             return Err(PolicyError::new(
                 field(name),
                 format!("must be at most {max}"),
+            ));
+        }
+    }
+    for (name, value, min) in [
+        ("jwks_max_bytes", d.jwks_max_bytes, MIN_JWKS_MAX_BYTES),
+        ("jwks_max_keys", d.jwks_max_keys, 1),
+    ] {
+        if value < min {
+            return Err(PolicyError::new(
+                field(name),
+                format!("must be at least {min}"),
             ));
         }
     }
@@ -439,6 +510,10 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
                 refresh_seconds: d.jwks_refresh_seconds,
                 min_refetch_seconds: d.jwks_min_refetch_seconds,
                 timeout_ms: d.jwks_fetch_timeout_ms,
+                limits: crate::jwks_store::JwksLimits {
+                    max_bytes: usize::try_from(d.jwks_max_bytes).unwrap_or(usize::MAX),
+                    max_keys: usize::try_from(d.jwks_max_keys).unwrap_or(usize::MAX),
+                },
             })
         }
     };

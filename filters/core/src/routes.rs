@@ -1,5 +1,6 @@
 //! Per-route requirements: path prefix + methods → what the request needs.
-//! First matching rule wins; a request no rule matches needs a token (fail closed).
+//! First matching rule wins; a request no rule matches needs a token (fail closed), or, with
+//! the policy's `unmatched: deny`, is refused (`route_not_listed`, docs/checks.md §4).
 
 use serde::Deserialize;
 
@@ -14,6 +15,17 @@ pub enum Requirement {
     None,
     /// A valid access token (and, where the policy says, DPoP and FHIR scope checks).
     Token,
+}
+
+/// What a request no `routes[]` rule matches needs (policy `unmatched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// A valid token, nothing more (the behaviour before `unmatched` existed).
+    #[default]
+    TokenOnly,
+    /// Refused: only listed routes are served (`route_not_listed` → 403).
+    Deny,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +67,8 @@ pub struct RouteMatch<'a> {
     pub authz: Option<&'a Authz>,
     pub mode: Option<Mode>,
     pub params: Vec<(String, String)>,
+    /// The index of the `routes[]` rule that matched (None: the default, `Requirement::Token`).
+    pub rule: Option<usize>,
 }
 
 const METHODS: [&str; 9] = [
@@ -133,10 +147,15 @@ impl RouteTable {
         self.lookup(method, path).require
     }
 
+    /// Rule `index`'s `authz` (for a [`RouteMatch::rule`] kept from [`Self::lookup`]).
+    pub fn authz_of(&self, index: usize) -> Option<&Authz> {
+        self.routes.get(index).and_then(|r| r.authz.as_ref())
+    }
+
     /// The first rule matching `method` on the canonical path; no match = a token, nothing more.
     pub fn lookup(&self, method: &str, path: &CanonicalPath<'_>) -> RouteMatch<'_> {
         let path = path.path();
-        for r in &self.routes {
+        for (i, r) in self.routes.iter().enumerate() {
             if !(r.methods.is_empty() || r.methods.iter().any(|m| m == method)) {
                 continue;
             }
@@ -160,6 +179,7 @@ impl RouteTable {
                 authz: r.authz.as_ref(),
                 mode: r.mode,
                 params,
+                rule: Some(i),
             };
         }
         RouteMatch {
@@ -167,6 +187,7 @@ impl RouteTable {
             authz: None,
             mode: None,
             params: Vec::new(),
+            rule: None,
         }
     }
 }
@@ -205,6 +226,22 @@ mod tests {
         for (m, p, want) in cases {
             let c = path::canonical(p).unwrap();
             assert_eq!(t.requirement(m, &c), want, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn unmatched_requests_are_not_listed() {
+        let t = table(r#"[{"path_prefix":"/fhir","methods":["GET"],"require":"token"}]"#);
+        for (m, p, listed) in [
+            ("GET", "/fhir/Patient/1", true),
+            ("POST", "/fhir/Patient", false),
+            ("GET", "/admin", false),
+            ("GET", "/fhirX", false),
+        ] {
+            let c = path::canonical(p).unwrap();
+            let r = t.lookup(m, &c);
+            assert_eq!(r.rule.is_some(), listed, "{m} {p}");
+            assert_eq!(r.require, Requirement::Token, "{m} {p}");
         }
     }
 

@@ -84,6 +84,11 @@ fn nonce_from_another_window_is_refused() {
 }
 
 fn signed_token(now: i64) -> (Policy, String) {
+    signed_token_with(now, json!({}))
+}
+
+/// A token issued at `now - 10`, valid for 300 s, with `extra` claims merged in.
+fn signed_token_with(now: i64, extra: serde_json::Value) -> (Policy, String) {
     let sk = p256::ecdsa::SigningKey::from_bytes(&[7u8; 32].into()).unwrap();
     let point = sk.verifying_key().to_sec1_point(false);
     let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
@@ -95,6 +100,10 @@ fn signed_token(now: i64) -> (Policy, String) {
     let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1"});
     let claims = json!({"iss": "https://issuer.test", "sub": "u", "aud": "api", "client_id": "c",
                         "jti": "j", "iat": now - 10, "exp": now + 300, "scope": "patient/*.rs"});
+    let mut claims = claims;
+    if let (Some(c), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(extra.clone());
+    }
     let input = format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -169,4 +178,92 @@ fn cached_token_is_not_served_after_a_jump_past_exp() {
         .unwrap();
         cache.insert(format!("x{now}"), CachedToken::new(v), now, i64::MAX);
     }
+}
+
+/// §1.7, §1.10 (issue 13): a cached token is served only while the full check would accept it
+/// on the proxy clock as it reads now. After a jump back, `iat`/`nbf` beyond `now + skew`
+/// must not be served from the cache (the full check names the reason); a jump forward past
+/// `exp + skew` expires the entry; a small jump inside the validity still hits.
+#[test]
+fn cached_token_follows_the_clock_both_ways() {
+    const SKEW: i64 = 10;
+    for (name, extra, back_reason) in [
+        ("iat only", json!({}), Reason::IssuedInFuture),
+        ("nbf after iat", json!({"nbf": NOW}), Reason::NotYetValid),
+    ] {
+        let (policy, tok) = signed_token_with(NOW, extra);
+        let ring = KeyRing::new(&policy);
+        let full = |now: i64| {
+            token::validate(
+                &policy,
+                &ring,
+                &SoftwareVerifier,
+                Presented {
+                    scheme: Scheme::Bearer,
+                    token: &tok,
+                },
+                now,
+            )
+        };
+        let mut cache = TokenCache::new(16);
+        cache.insert(tok.clone(), CachedToken::new(full(NOW).unwrap()), NOW, SKEW);
+        // The cache agrees with the full check at every clock reading around the token's
+        // validity: NOW - 10 (iat), NOW (nbf), NOW + 300 (exp), each +/- the skew.
+        for now in [
+            NOW - 3600,
+            NOW - 10 - SKEW - 1,
+            NOW - 10 - SKEW,
+            NOW - SKEW - 1,
+            NOW - SKEW,
+            NOW - 5,
+            NOW,
+            NOW + 300 + SKEW - 1,
+            NOW + 300 + SKEW,
+            NOW + 3600,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let hit = cache.get(&tok, now, SKEW).is_some();
+            assert_eq!(hit, full(now).is_ok(), "{name}: now={now}");
+        }
+        assert!(
+            cache.get(&tok, NOW - 3600, SKEW).is_none(),
+            "{name}: jump back"
+        );
+        assert_eq!(full(NOW - 3600).map(|_| ()), Err(back_reason), "{name}");
+        assert!(
+            cache.get(&tok, NOW + 3600, SKEW).is_none(),
+            "{name}: jump forward"
+        );
+        // Back to a clock inside the validity: the entry serves again (nothing was lost).
+        assert!(
+            cache.get(&tok, NOW + 1, SKEW).is_some(),
+            "{name}: back inside"
+        );
+    }
+}
+
+/// At capacity, entries the clock no longer allows (either way) are dropped first.
+#[test]
+fn full_cache_drops_entries_outside_their_validity_first() {
+    let (policy, tok) = signed_token_with(NOW, json!({"nbf": NOW}));
+    let ring = KeyRing::new(&policy);
+    let verified = token::validate(
+        &policy,
+        &ring,
+        &SoftwareVerifier,
+        Presented {
+            scheme: Scheme::Bearer,
+            token: &tok,
+        },
+        NOW,
+    )
+    .unwrap();
+    let mut cache = TokenCache::new(2);
+    cache.insert("a".into(), CachedToken::new(verified.clone()), NOW, 10);
+    cache.insert("b".into(), CachedToken::new(verified.clone()), NOW, 10);
+    // The clock went back an hour: both are not yet valid and make room.
+    cache.insert("c".into(), CachedToken::new(verified), NOW - 3600, 10);
+    assert_eq!(cache.len(), 1);
+    assert!(cache.get("c", NOW, 10).is_some());
 }

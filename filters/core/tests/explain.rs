@@ -301,3 +301,61 @@ fn bad_input_gets_a_message_not_a_panic() {
     );
     assert_eq!(t.answer.reason, Some("dpop_malformed"));
 }
+
+/// docs/checks.md §4 `unmatched: deny`: a path no rule lists is refused 403 `route_not_listed`
+/// before the token is read (no challenge); listed and public routes are unchanged; in shadow
+/// mode the refusal is a dry run.
+#[test]
+fn unmatched_deny_refuses_unlisted_paths_before_the_token() {
+    let explain = |p: Value, method: &str, path: &str| {
+        let req = Request {
+            method,
+            path,
+            scheme: "https",
+            authority: AUTHORITY,
+            headers: &[],
+            body: None,
+        };
+        let opts = Options {
+            now: NOW,
+            ..Default::default()
+        };
+        explain_json(p.to_string().as_bytes(), &req, &opts).unwrap()
+    };
+    let mut p = policy();
+    p["unmatched"] = json!("deny");
+    p["routes"] = json!([
+        {"path_prefix": "/r4/metadata", "methods": ["GET"], "require": "none"},
+        {"path_prefix": "/r4/Patient", "methods": ["GET"], "require": "token"}
+    ]);
+    let t = explain(p.clone(), "GET", "/r4/admin");
+    assert_eq!(t.answer.status, Some(403));
+    assert_eq!(t.answer.reason, Some("route_not_listed"));
+    assert!(!t.answer.forwarded);
+    assert!(
+        !t.answer
+            .headers
+            .iter()
+            .any(|(k, _)| k == "www-authenticate"),
+        "{:?}",
+        t.answer.headers
+    );
+    // A listed method and path still needs (only) a token; the method counts too.
+    assert_eq!(
+        explain(p.clone(), "GET", "/r4/Patient/1").answer.reason,
+        Some("missing_token")
+    );
+    assert_eq!(
+        explain(p.clone(), "DELETE", "/r4/Patient/1").answer.reason,
+        Some("route_not_listed")
+    );
+    assert!(explain(p.clone(), "GET", "/r4/metadata").answer.forwarded);
+    // Default (`token_only`, as before): the unlisted path needs a token.
+    assert_eq!(
+        explain(policy(), "GET", "/r4/admin").answer.reason,
+        Some("missing_token")
+    );
+    // Shadow: decided, not enforced.
+    p["mode"] = json!("shadow");
+    assert!(explain(p, "GET", "/r4/admin").answer.forwarded);
+}

@@ -158,6 +158,38 @@ fn bad_policies_name_the_field() {
             "issuers[0].jwks_fetch_timeout_ms",
         ),
         (
+            "jwks_max_bytes 1048577",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_bytes": 1048577}])
+            }),
+            "issuers[0].jwks_max_bytes",
+        ),
+        (
+            "jwks_max_bytes 1023",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_bytes": 1023}])
+            }),
+            "issuers[0].jwks_max_bytes",
+        ),
+        (
+            "jwks_max_keys 1001",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_keys": 1001}])
+            }),
+            "issuers[0].jwks_max_keys",
+        ),
+        (
+            "jwks_max_keys 0",
+            Box::new(|p| {
+                p["issuers"] = json!([{"issuer": "i", "jwks_uri": "https://i/jwks",
+                    "jwks_cluster": "c", "jwks_max_keys": 0}])
+            }),
+            "issuers[0].jwks_max_keys",
+        ),
+        (
             "route without slash",
             Box::new(|p| p["routes"] = json!([{"path_prefix": "x", "require": "none"}])),
             "routes[0].path_prefix",
@@ -204,4 +236,36 @@ fn remote_jwks_carries_the_api_name_for_shared_data_keys() {
         fapi_guard_core::policy::KeySource::Remote(r) => assert_eq!(r.api, "api-one"),
         other => panic!("remote keys expected: {other:?}"),
     }
+}
+
+/// `unmatched` (docs/checks.md §4): `token_only` by default, `deny` marks unlisted requests;
+/// any other value is refused naming the field.
+#[test]
+fn unmatched_routes_option() {
+    let mut p = base();
+    p["routes"] = json!([{"path_prefix": "/open", "require": "none"},
+                         {"path_prefix": "/api", "methods": ["GET"], "require": "token"}]);
+    let load = |p: &Value| Policy::from_json(p.to_string().as_bytes());
+    let default = load(&p).unwrap();
+    assert!(!default.route("GET", "/other").unwrap().unlisted);
+    p["unmatched"] = json!("deny");
+    let deny = load(&p).unwrap();
+    for (m, path, unlisted) in [
+        ("GET", "/other", true),
+        ("POST", "/api/x", true),
+        ("GET", "/api/x", false),
+        ("GET", "/open", false),
+        ("POST", "/open/x", false),
+    ] {
+        assert_eq!(
+            deny.route(m, path).unwrap().unlisted,
+            unlisted,
+            "{m} {path}"
+        );
+    }
+    p["unmatched"] = json!("allow");
+    assert_eq!(
+        load(&p).err().map(|e| e.field).as_deref(),
+        Some("unmatched")
+    );
 }

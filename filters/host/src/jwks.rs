@@ -74,7 +74,9 @@ pub fn dispatch(remote: &RemoteJwks) -> Option<u32> {
     }
 }
 
-/// Reads the answer of a finished call (in `on_http_call_response`).
+/// Reads the answer of a finished call (in `on_http_call_response`). Copies at most
+/// `jwks_store::JWKS_BYTES_CEILING + 1` bytes into the VM: a larger answer is over every
+/// `jwks_max_bytes` cap and is refused as `too_large` (docs/checks.md §1.4) without copying it.
 pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
     let status = proxy_wasm::hostcalls::get_map_value(
         proxy_wasm::types::MapType::HttpCallResponseHeaders,
@@ -86,7 +88,7 @@ pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
     let body = proxy_wasm::hostcalls::get_buffer(
         proxy_wasm::types::BufferType::HttpCallResponseBody,
         0,
-        body_size,
+        body_size.min(jwks_store::JWKS_BYTES_CEILING.saturating_add(1)),
     )
     .ok()
     .flatten()
@@ -112,6 +114,10 @@ pub fn apply_answer(
         }
         FetchOutcome::KeptLastGood(why) => {
             crate::stats::FilterStats::bump("token", "jwks.fetch_failed");
+            // Size caps (`issuers[i].jwks_max_bytes` / `jwks_max_keys`) get their own counter.
+            if matches!(*why, "too_large" | "too_many_keys") {
+                crate::stats::FilterStats::bump("token", &format!("jwks.refused_{why}"));
+            }
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Warn,
                 &format!(

@@ -13,7 +13,7 @@ use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::diagnostics;
 use fapi_guard_core::jwks_store::{self, KeyRing};
-use fapi_guard_core::policy::{KeySource, Policy, RouteRefusal};
+use fapi_guard_core::policy::{KeySource, Policy, RequestRoute};
 use fapi_guard_core::token::{self, Presented};
 use fapi_guard_core::token_flow::{self, Checked, KeyFetcher, TokenWorker};
 use fapi_guard_host::{
@@ -193,6 +193,7 @@ impl RootContext for TokenRoot {
             retry_token: None,
             method: String::new(),
             path: String::new(),
+            route: None,
             mode: Mode::Enforce,
         }))
     }
@@ -209,6 +210,8 @@ struct TokenFilter {
     retry_token: Option<(Scheme, String)>,
     method: String,
     path: String,
+    /// This request's route (`Policy::route`: the path canonicalised and matched once).
+    route: Option<RequestRoute>,
     /// `enforce`, or `shadow` (dry run) for this request's route / policy.
     mode: Mode,
 }
@@ -276,17 +279,17 @@ impl TokenFilter {
         }
     }
 
-    /// The matching route's `authz` (checks.md §4), on the verified token (`Policy::authorize`).
+    /// The matching route's `authz` (checks.md §4), on the verified token
+    /// (`Policy::authorize_route`, on the route found at request headers).
     fn authorize(&self, token: &VerifiedToken, scheme: Scheme) -> Outcome {
+        let Some(route) = &self.route else {
+            // Never: `check` runs only after the route was found. Fail closed.
+            return Outcome::Deny(Reason::PathNotCanonical, Some(scheme));
+        };
         let header = |name: &str| self.get_http_request_header(name);
-        match self
-            .worker
-            .policy
-            .authorize(&self.method, &self.path, &header, token)
-        {
+        match self.worker.policy.authorize_route(route, &header, token) {
             Ok(()) => Outcome::Allow,
-            Err(RouteRefusal::Path(r)) => Outcome::Deny(r, Some(scheme)),
-            Err(RouteRefusal::Authz(d)) => Outcome::DenyAuthz(d, scheme),
+            Err(d) => Outcome::DenyAuthz(d, scheme),
         }
     }
 
@@ -384,6 +387,16 @@ impl HttpContext for TokenFilter {
         if route.public {
             return self.finish(Outcome::Public);
         }
+        // `unmatched: deny` (docs/checks.md §4): a path no rule lists is refused before the
+        // token is read; in shadow mode it is counted and the token is still checked.
+        if route.unlisted
+            && self
+                .worker
+                .deny(Reason::RouteNotListed, None, None, None, self.mode)
+        {
+            return Action::Pause;
+        }
+        self.route = Some(route);
         let outcome = self.check(true);
         let action = self.finish(outcome);
         fapi_guard_host::stages::add("token_total", t);
