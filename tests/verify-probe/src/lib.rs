@@ -6,6 +6,10 @@
 //! "path": "host"|"software"}`).
 //! Answer: 200 `valid`, 401 `<VerifyError>`, 400 for a request it cannot read; the header
 //! `x-verifier` says which verifier the filter chose.
+//!
+//! Batch (keeps the e2e run short): a POST body JSON `{"path", "groups": [{"alg", "jwk",
+//! "tests": [[msg hex, sig hex], ...]}]}` is answered 200 with one line per test, in order:
+//! `<valid|invalid> <host|software>`.
 
 use fapi_guard_core::b64;
 use fapi_guard_core::jose::{Alg, Jwk, SignatureVerifier};
@@ -39,6 +43,59 @@ impl Probe {
             vec![("x-verifier", verifier)],
             Some(body.as_bytes()),
         );
+    }
+
+    /// One verification: `(verified, verifier used)`.
+    fn verify_one(
+        path_host: bool,
+        alg: Alg,
+        jwk: &Jwk,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> (bool, &'static str) {
+        let verifier = HostVerifier::new(path_host);
+        let used = if verifier.uses_host() && !alg.is_rsa_pss() && alg != Alg::EdDSA {
+            "host"
+        } else {
+            "software"
+        };
+        (verifier.verify(alg, &jwk.key, msg, sig).is_ok(), used)
+    }
+
+    fn batch(&self, body: &[u8]) {
+        let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return self.answer(400, "-", "not json");
+        };
+        let host = req.get("path").and_then(|v| v.as_str()) == Some("host");
+        let mut out = String::new();
+        for g in req
+            .get("groups")
+            .and_then(|v| v.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let alg = g.get("alg").and_then(|v| v.as_str()).and_then(Alg::parse);
+            let jwk = g.get("jwk").and_then(|j| Jwk::from_json(j).ok());
+            let (Some(alg), Some(jwk)) = (alg, jwk) else {
+                return self.answer(400, "-", "bad alg/jwk");
+            };
+            for t in g
+                .get("tests")
+                .and_then(|v| v.as_array())
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let field = |i: usize| t.get(i).and_then(|v| v.as_str()).and_then(hex);
+                let (Some(msg), Some(sig)) = (field(0), field(1)) else {
+                    return self.answer(400, "-", "bad msg/sig");
+                };
+                let (ok, used) = Self::verify_one(host, alg, &jwk, &msg, &sig);
+                out.push_str(if ok { "valid " } else { "invalid " });
+                out.push_str(used);
+                out.push('\n');
+            }
+        }
+        self.answer(200, if host { "host" } else { "software" }, &out);
     }
 
     fn check(&self, body: &[u8]) {
@@ -75,7 +132,11 @@ impl Probe {
 }
 
 impl HttpContext for Probe {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream && self.get_http_request_header(":method").as_deref() == Some("POST") {
+            // Batch: answered from the whole body (`on_http_request_body`).
+            return Action::Continue;
+        }
         match self
             .get_http_request_header("x-probe")
             .and_then(|h| b64::decode(&h))
@@ -83,6 +144,15 @@ impl HttpContext for Probe {
             Some(body) => self.check(&body),
             None => self.answer(400, "-", "no x-probe header"),
         }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        self.batch(&body);
         Action::Pause
     }
 }
