@@ -12,15 +12,46 @@
 //! `<valid|invalid> <host|software>`.
 
 use fapi_guard_core::b64;
+use fapi_guard_core::jose::host_args::VERIFY_SIGNATURE_FUNCTION;
 use fapi_guard_core::jose::{Alg, Jwk, SignatureVerifier};
 use fapi_guard_host::verify::HostVerifier;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_http_context(|_, _| -> Box<dyn HttpContext> { Box::new(Probe) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot) });
 }}
+
+/// Runs the filters' start-time verifier choice (`HostVerifier::at_start`) on the function
+/// named by the plugin configuration `{"start_probe": name}` (default `verify_signature`),
+/// so the e2e suite can see the start line of a host without the function in real Envoy.
+struct ProbeRoot;
+
+impl Context for ProbeRoot {}
+
+impl RootContext for ProbeRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = self
+            .get_plugin_configuration()
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok());
+        let function = config
+            .as_ref()
+            .and_then(|c| c.get("start_probe"))
+            .and_then(|v| v.as_str())
+            .unwrap_or(VERIFY_SIGNATURE_FUNCTION);
+        let _ = HostVerifier::at_start(function);
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Probe))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
 
 struct Probe;
 
