@@ -202,6 +202,22 @@ def test_search_pinned_allowed_unpinned_or_foreign_refused(anna):
     denied(anna("GET", "/fhir/Patient?_id=pat-anna&_has:Observation:patient:code=718-7"), "unsafe_search")
 
 
+def test_search_values_read_as_hapi_fhir_does_or_refused(anna):
+    """FHIR search parameters compared with HAPI FHIR (docs/checks.md; the full table is
+    filters/core/tests/fhir_search_hapi.rs): a bare id on a parameter that can reference
+    several types (HAPI looks it up under any type) is refused; the typed form is served."""
+    b = allowed(anna("GET", "/fhir/Observation?subject=Patient/pat-anna&category=laboratory"))
+    assert ids(b) == ["Observation/obs-anna-glucose", "Observation/obs-anna-hb"]
+    for q in ("subject=pat-anna", "performer=pat-anna", "patient=pat-anna&subject=pat-anna"):
+        r = denied(anna("GET", f"/fhir/Observation?{q}"), "ambiguous_reference")
+        assert "pat-anna" not in r.text
+        denied(anna("POST", "/fhir/Observation/_search", form=q), "ambiguous_reference")
+    denied(anna("GET", "/fhir/Observation?patient="), "compartment_escape")  # HAPI: blank = no filter
+    denied(anna("GET", "/fhir/Observation?patient=pat-anna%5C%2Cx"), "compartment_escape")  # one value
+    denied(anna("GET", "/fhir/Observation?patient:mdm=pat-anna"), "unsafe_search")  # MDM expansion
+    denied(anna("GET", "/fhir/Patient?_id=%7Cpat-bjorn"), "compartment_escape")  # HAPI strips `|`
+
+
 def test_include_inside_compartment_allowed_escape_refused(anna):
     b = allowed(anna("GET", "/fhir/Observation?patient=pat-anna&code=718-7&_include=Observation:patient"))
     assert "Patient/pat-anna" in ids(b)
@@ -443,7 +459,7 @@ def test_batch_allowed_and_checked_per_entry(anna):
 
 def test_batch_with_one_foreign_entry_refused_naming_it(anna):
     r = denied(anna("POST", "/fhir", body=batch(
-        "batch", ("GET", "Patient/pat-anna", None), ("GET", "Observation?subject=pat-anna", None),
+        "batch", ("GET", "Patient/pat-anna", None), ("GET", "Observation?subject=Patient/pat-anna", None),
         ("GET", "Observation?subject=pat-bjorn", None))), "bundle_entry_forbidden")
     assert "entry[2]" in r.json()["issue"][0]["diagnostics"]
 

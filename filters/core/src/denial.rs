@@ -158,6 +158,8 @@ reasons! {
     CompartmentEscape => "compartment_escape", Forbidden;
     /// A search the guard cannot confine (chained, `_has`, `_include` out of the compartment, OR-lists).
     UnsafeSearch => "unsafe_search", Forbidden;
+    /// A search names the patient by bare id on a reference parameter that can target several types (`subject=<id>`): the server may read another type's resource.
+    AmbiguousReference => "ambiguous_reference", Forbidden;
     /// A query-constrained scope's parameters are missing from the search.
     QueryConstraintMissing => "query_constraint_missing", InsufficientScope;
     /// The response resource does not belong to the patient / match the constraint.

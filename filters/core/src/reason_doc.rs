@@ -54,6 +54,7 @@ pub fn fix(reason: Reason) -> &'static str {
         PatientContextMissing => "Request a token with a patient in context (`launch/patient`).",
         CompartmentEscape => "Only ask for the patient in context's own records.",
         UnsafeSearch => "Drop chained, `_has` or OR-list parameters the guard cannot confine; search within the patient.",
+        AmbiguousReference => "Name the patient typed: `subject=Patient/<id>` or `subject:Patient=<id>` (or use the `patient` parameter).",
         QueryConstraintMissing => "Add the parameters the query-constrained scope names to the search.",
         ResponseOutsideGrant => "Ask only for records in your grant; the record is another patient's or outside the constraint.",
         ResponseOutsideGrantHidden => "As `response_outside_grant`; the policy hides it as 404 (`hide_foreign_as_not_found`).",

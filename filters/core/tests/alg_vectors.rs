@@ -185,6 +185,82 @@ fn wycheproof_rsa_pkcs1_4096_sha512_rs512() {
     assert_eq!(got, (7, 251, 1));
 }
 
+/// The rest of the matrix (README table in `tests/data/vectors/`): RS256/384/512 at
+/// 2048/3072/4096/8192 bits and PS256/PS384 at the larger sizes. (P-256, PS256-2048 and Ed25519
+/// are in `jose_vectors.rs`.) Each `acceptable` case is `MissingNull` and is refused.
+#[test]
+fn wycheproof_rsa_pkcs1_every_size_and_hash() {
+    for (file, alg, want) in [
+        (
+            "rsa_signature_2048_sha256_test.json",
+            Alg::RS256,
+            (9, 249, 1),
+        ),
+        (
+            "rsa_signature_4096_sha256_test.json",
+            Alg::RS256,
+            (7, 250, 1),
+        ),
+        (
+            "rsa_signature_2048_sha384_test.json",
+            Alg::RS384,
+            (7, 250, 1),
+        ),
+        (
+            "rsa_signature_4096_sha384_test.json",
+            Alg::RS384,
+            (7, 251, 1),
+        ),
+        (
+            "rsa_signature_2048_sha512_test.json",
+            Alg::RS512,
+            (8, 250, 1),
+        ),
+        (
+            "rsa_signature_3072_sha512_test.json",
+            Alg::RS512,
+            (8, 251, 1),
+        ),
+    ] {
+        assert_eq!(run(file, alg, rsa_key), want, "{file}");
+    }
+}
+
+#[test]
+fn wycheproof_rsa_pss_larger_keys() {
+    for (file, alg, s_len, mgf, want) in [
+        (
+            "rsa_pss_3072_sha256_mgf1_32_test.json",
+            Alg::PS256,
+            32,
+            "SHA-256",
+            (63, 45, 0),
+        ),
+        (
+            "rsa_pss_4096_sha256_mgf1_32_test.json",
+            Alg::PS256,
+            32,
+            "SHA-256",
+            (63, 45, 0),
+        ),
+        (
+            "rsa_pss_4096_sha384_mgf1_48_test.json",
+            Alg::PS384,
+            48,
+            "SHA-384",
+            (95, 46, 0),
+        ),
+    ] {
+        let got = run(file, alg, |g| {
+            // RFC 7518 §3.5: salt length = hash length, MGF1 with the same hash.
+            assert_eq!(g["sLen"].as_u64(), Some(s_len));
+            assert_eq!(g["mgfSha"], mgf);
+            rsa_key(g)
+        });
+        assert_eq!(got, want, "{file}");
+    }
+}
+
 #[test]
 fn wrong_curve_or_hash_never_verifies() {
     // A valid ES384 case presented as ES512 / ES256, or under a P-521 key: refused.

@@ -11,17 +11,21 @@
 //! Counters `fapi_guard.verify.host` / `fapi_guard.verify.software` say which path verified
 //! each signature (the benchmark reads them to prove the path it measured). The Wasm VM
 //! environment variable `FAPI_GUARD_VERIFIER=software` forces the software path
-//! ([`HostVerifier::from_env`]; Envoy `vm_config.environment_variables.key_values`).
+//! ([`HostVerifier::from_env`]; Envoy `vm_config.environment_variables.key_values`). At start
+//! the filter probes the host for the function and logs its choice
+//! ([`fapi_guard_core::jose::verifier_choice`]), so a host without it is reported before the
+//! first request, not at the first check.
 
 use std::cell::{Cell, OnceCell};
 
 use fapi_guard_core::jose::host_args::{
     decode_verify_signature_result, host_verify_args, VERIFY_SIGNATURE_FUNCTION,
 };
+use fapi_guard_core::jose::verifier_choice::choose_verifier;
 use fapi_guard_core::jose::verify::check_key_for_alg;
 use fapi_guard_core::jose::{Alg, PublicKey, SignatureVerifier, SoftwareVerifier, VerifyError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MetricType, Status};
+use proxy_wasm::types::{LogLevel, MetricType, Status};
 
 /// Verifier for the filters: host first for ES*/RS*, software otherwise.
 /// One per root/HTTP context (the Wasm VM is single-threaded; `Cell` is enough).
@@ -52,21 +56,33 @@ impl HostVerifier {
         }
     }
 
-    /// Host first unless the VM environment says `FAPI_GUARD_VERIFIER=software` (read through
-    /// WASI `environ_get`; unset or `host` = host first).
+    /// The filters' verifier, decided once at start (`on_configure`): host first unless the
+    /// VM environment says `FAPI_GUARD_VERIFIER=software` (read through WASI `environ_get`;
+    /// unset or `host` = host first), and only if the host has the `verify_signature` foreign
+    /// function. Logs one `verifier: ...` line and sets the gauge
+    /// `fapi_guard.verify.host_available` (1/0) before any request is served.
     pub fn from_env() -> Self {
-        let prefer_host = match std::env::var(VERIFIER_ENV).as_deref() {
-            Ok("software") => {
-                log::info!("{VERIFIER_ENV}=software: software signature verification only");
-                false
-            }
-            Ok("host") | Err(_) => true,
-            Ok(_) => {
-                log::warn!("{VERIFIER_ENV}: unknown value (use host or software); using host");
-                true
-            }
+        Self::at_start(VERIFY_SIGNATURE_FUNCTION)
+    }
+
+    /// [`from_env`](Self::from_env) probing `function` (the test-only probe filter names a
+    /// function no host has, to exercise the missing-host path in real Envoy).
+    pub fn at_start(function: &str) -> Self {
+        let env = std::env::var(VERIFIER_ENV).ok();
+        let has = host_has_function(function);
+        let choice = choose_verifier(env.as_deref(), function, has);
+        let level = if choice.warn {
+            LogLevel::Warn
+        } else {
+            LogLevel::Info
         };
-        HostVerifier::new(prefer_host)
+        let _ = hostcalls::log(level, &choice.line);
+        if let Ok(id) =
+            hostcalls::define_metric(MetricType::Gauge, "fapi_guard.verify.host_available")
+        {
+            let _ = hostcalls::record_metric(id, u64::from(has));
+        }
+        HostVerifier::new(choice.use_host)
     }
 
     /// Counts one verification on the host (`true`) or software path: one host call.
@@ -144,6 +160,15 @@ impl SignatureVerifier for HostVerifier {
         self.count(false);
         SoftwareVerifier.verify(alg, key, signing_input, signature)
     }
+}
+
+/// Whether the host offers `function`: asked with empty arguments, which a host that has it
+/// answers with a result or `BadArgument`; only `NotFound` means it is missing.
+fn host_has_function(function: &str) -> bool {
+    !matches!(
+        hostcalls::call_foreign_function(function, Some(&[])),
+        Err(Status::NotFound)
+    )
 }
 
 /// Adds the time until it is dropped to a stage (profiling builds only; see `stages`).

@@ -25,12 +25,20 @@ pub(super) fn escape_param(p: &Param) -> Option<&'static str> {
 pub(super) enum Names {
     PatientInContext,
     OtherPatient,
+    /// The patient's bare id on a parameter that can reference several types
+    /// (`subject=pid`): the server may read it as `Group/pid`, `Device/pid`...
+    AmbiguousId,
     Neither,
 }
 
 pub(super) fn names(value: &str, pid: &str, typed_patient: bool) -> Names {
-    if value == pid || is_patient_ref(value, pid) {
+    if is_patient_ref(value, pid) || (typed_patient && value == pid) {
         return Names::PatientInContext;
+    }
+    // HAPI FHIR resolves an untyped reference value to any target type
+    // (docs/checks.md "FHIR search parameters compared with HAPI FHIR").
+    if value == pid {
+        return Names::AmbiguousId;
     }
     if value.contains("Patient/") || typed_patient || (is_fhir_id(value) && !value.contains('/')) {
         return Names::OtherPatient;
@@ -58,6 +66,12 @@ pub(super) fn pin(
             Some(_) => continue, // `:missing`, `:not`, `:identifier` only narrow (AND).
         };
         let vals: Vec<Names> = p.or_values().iter().map(|v| names(v, pid, typed)).collect();
+        if vals.contains(&Names::AmbiguousId) {
+            return Err((
+                Reason::AmbiguousReference,
+                "a bare id on a parameter that can reference several types",
+            ));
+        }
         let mine = vals
             .iter()
             .filter(|n| **n == Names::PatientInContext)
