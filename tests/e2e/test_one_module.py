@@ -4,6 +4,7 @@ from it share one V8 VM per thread (envoy/render.py `one_module`), and a plugin 
 this configuration in the `one_module` subset (`pytest -m one_module`: the token, DPoP and
 FHIR tests marked so run with both layouts, tests/e2e/conftest.py)."""
 import pytest
+import requests
 
 import render
 from harness import Envoy, EnvoyProcess, Issuer, build_wasm, free_port
@@ -69,3 +70,31 @@ def test_unknown_or_missing_root_id_is_refused_at_load(upstream, issuer, root_id
     log = str(refused.value)
     want = f"unknown plugin root_id `{root_id}`" if root_id else "no plugin root_id"
     assert want in log, log[-3000:]
+
+
+def wasm_configs(cfg):
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return [f["typed_config"]["config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+
+
+def test_istio_shape_one_image_three_plugins_share_one_vm(upstream, issuer):
+    # What Istio builds from three WasmPlugins pointing at the one image (pilot/pkg/model/
+    # extensions.go): `vm_id` empty, `name` = `<namespace>.<WasmPlugin name>`, `root_id` =
+    # `pluginName`, and the agent gives each the same module file. Envoy's VM key is vm_id +
+    # vm_config.configuration + code, so they still share one VM per thread.
+    port, admin = free_port(), free_port()
+    cfg = render.render(policy(issuer), ["token", "dpop", "fhir_scope"], str(build_wasm()), port, upstream.port,
+                        admin, one_module=True)
+    for c in wasm_configs(cfg):
+        c["name"] = f"fhir.api-{c['root_id']}"
+        c["vm_config"]["vm_id"] = ""
+    with EnvoyProcess(cfg, port, admin, "envoy-istio-shape", concurrency=2) as e:
+        tok = issuer.token(aud=AUD, scope="patient/*.rs", patient="1")
+        assert requests_get(e, "/fhir/Patient/1", tok).status_code == 200
+        assert requests_get(e, "/fhir/Patient/2", tok).status_code == 403
+        s = e.stats("wasm.envoy.wasm.runtime.v8")
+        assert s["wasm.envoy.wasm.runtime.v8.active"] == 2 + 2
+
+
+def requests_get(e, path, token):
+    return requests.get(f"http://127.0.0.1:{e.port}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10)
