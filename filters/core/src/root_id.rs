@@ -51,7 +51,10 @@ mod tests {
 
     #[test]
     fn each_root_id_names_its_filter() {
-        assert_eq!(filter_for_root_id(Some(b"fapi_token")), Ok(FilterKind::Token));
+        assert_eq!(
+            filter_for_root_id(Some(b"fapi_token")),
+            Ok(FilterKind::Token)
+        );
         assert_eq!(filter_for_root_id(Some(b"fapi_dpop")), Ok(FilterKind::Dpop));
         assert_eq!(
             filter_for_root_id(Some(b"fapi_fhir_scope")),
@@ -65,7 +68,13 @@ mod tests {
             let e = filter_for_root_id(missing).unwrap_err();
             assert!(e.starts_with("no plugin root_id"), "{e}");
         }
-        for bad in [&b"fapi_tokenx"[..], b"FAPI_TOKEN", b"token", b"fapi_token\0", b" fapi_dpop"] {
+        for bad in [
+            &b"fapi_tokenx"[..],
+            b"FAPI_TOKEN",
+            b"token",
+            b"fapi_token\0",
+            b" fapi_dpop",
+        ] {
             let e = filter_for_root_id(Some(bad)).unwrap_err();
             assert!(e.starts_with("unknown plugin root_id `"), "{e}");
             assert!(e.contains("fapi_token, fapi_dpop, fapi_fhir_scope"), "{e}");

@@ -51,7 +51,8 @@ impl Context for Refused {}
 
 impl RootContext for Refused {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("fapi_guard: {}", self.why));
+        let _ =
+            proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("fapi_guard: {}", self.why));
         false
     }
 }
