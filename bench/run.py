@@ -77,6 +77,8 @@ class Config:
     expect_path: str | None = None
     # Another build of the filters (`--compare-wasm-dir`): the same configuration, before/after.
     wasm_dir: Path | None = None
+    # The filters from the one module `fapi_guard.wasm`, one VM for all (envoy/render.py).
+    one_module: bool = False
 
 
 CONFIGS = [
@@ -87,6 +89,10 @@ CONFIGS = [
     Config("token_cached", "token filter ES256, cached token", "token", "ES256", cache=True),
     Config("full_chain", "full chain: token (cached) + fresh ES256 DPoP proof + replay check + FHIR read",
            "chain", "ES256", cache=True, expect_path="host"),
+    Config("token_cached_one_module", "token filter ES256, cached token, from the one module (fapi_guard.wasm)",
+           "token", "ES256", cache=True, one_module=True),
+    Config("full_chain_one_module", "full chain as above, the three filters from the one module (one VM)",
+           "chain", "ES256", cache=True, expect_path="host", one_module=True),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
     Config("token_es256_software", "token filter ES256, no cache, software verify", "token", "ES256",
            software=True, expect_path="software"),
@@ -100,15 +106,22 @@ CONFIGS = [
 ]
 BY_KEY = {c.key: c for c in CONFIGS}
 # The configurations of issue 9's table (the default run); `--configs all` runs every one.
-HEADLINE = ["none", "jwt_authn_es256", "jwt_authn_es256_cached", "empty_wasm", "token_cached", "full_chain"]
+HEADLINE = ["none", "jwt_authn_es256", "jwt_authn_es256_cached", "empty_wasm", "token_cached", "full_chain",
+            "token_cached_one_module", "full_chain_one_module"]
 # Ratios printed under the table: (numerator, denominator, what it says).
 RATIOS = [
     ("full_chain", "jwt_authn_es256", "full FAPI chain / jwt_authn uncached (target >= 0.9)"),
     ("token_cached", "jwt_authn_es256_cached", "cached token / jwt_authn cached (target >= 1.0)"),
+    ("full_chain_one_module", "jwt_authn_es256", "full FAPI chain, one module / jwt_authn uncached (target >= 0.9)"),
+    ("token_cached_one_module", "jwt_authn_es256_cached",
+     "cached token, one module / jwt_authn cached (target >= 1.0)"),
+    ("full_chain_one_module", "full_chain", "full FAPI chain: one module / three modules"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
 FILTER_FILES = {"token": "fapi_token_filter.wasm", "dpop": "fapi_dpop_filter.wasm",
-                "fhir_scope": "fapi_fhir_scope_filter.wasm", "empty (bench only)": "fapi_bench_empty_filter.wasm"}
+                "fhir_scope": "fapi_fhir_scope_filter.wasm",
+                "one module: token + dpop + fhir_scope": "fapi_guard.wasm",
+                "empty (bench only)": "fapi_bench_empty_filter.wasm"}
 EMPTY_WASM = "fapi_bench_empty_filter.wasm"
 # Full chain: this many clients, each with its own DPoP key and token (the per-key replay
 # budget, docs/dpop.md, is about 936 proofs/s per key and worker: one key would get 429s).
@@ -193,10 +206,10 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
         return render.render(token_policy(issuer, cfg.cache, cfg.public), ["token"], str(wasm_dir), port, 1, admin,
-                             vm_env=env, direct_response=True)
+                             vm_env=env, direct_response=True, one_module=cfg.one_module)
     if cfg.kind == "chain":
         return render.render(chain_policy(issuer), ["token", "dpop", "fhir_scope"], str(wasm_dir), port, 1, admin,
-                             direct_response=True)
+                             direct_response=True, one_module=cfg.one_module)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))
@@ -474,6 +487,7 @@ MEMORY_ROWS = [
     ("dpop_only", "DPoP filter only", ["dpop"]),
     ("fhir_only", "FHIR scope filter only", ["fhir_scope"]),
     ("full_chain", "the three guard filters", None),
+    ("full_chain_one_module", "the three guard filters from the one module (one VM)", None),
 ]
 
 
@@ -684,7 +698,9 @@ def main(argv=None) -> int:
     if a.compare_wasm_dir:
         for k in list(keys):
             c = BY_KEY[k]
-            if c.kind in ("token", "chain"):
+            # An older build may have no one module (fapi_guard.wasm): no `@before` row then.
+            if c.kind in ("token", "chain") and not (
+                    c.one_module and not (Path(a.compare_wasm_dir) / "fapi_guard.wasm").is_file()):
                 before = Config(**{**vars(c), "key": f"{k}@before", "title": f"{c.title} (before: {a.compare_wasm_dir})",
                                    "wasm_dir": Path(a.compare_wasm_dir)})
                 BY_KEY[before.key] = before
@@ -709,7 +725,8 @@ def main(argv=None) -> int:
 
     long_exp = int(time.time()) + 30 * 24 * 3600
     tokens = {alg: issuer.token(alg, aud=AUD, exp=long_exp) for alg in issuer.keys}
-    clients = ChainClients(issuer) if "full_chain" in keys else None
+    chain_keys = [k for k in keys if BY_KEY[k].kind == "chain"]
+    clients = ChainClients(issuer) if chain_keys else None
     tmp = Path(tempfile.mkdtemp(prefix="fapi-bench-"))
     if clients:
         clients.write_tokens(tmp / "tokens.txt")
@@ -726,7 +743,7 @@ def main(argv=None) -> int:
         chain_rate = a.chain_rate
         if clients and not chain_rate:
             # Calibration (not reported): how many proofs one run needs.
-            e = envoys["full_chain"]
+            e = envoys[chain_keys[0]]
             mint_parallel(clients, tmp / "proofs.txt", 40_000, chain_htu(e))
             cal = run_wrk(e.url(), None, 2, a.connections, [str(tmp / "tokens.txt"), str(tmp / "proofs.txt")])
             chain_rate = int(cal.rps)

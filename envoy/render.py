@@ -14,7 +14,7 @@ Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
                  [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
                  [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
                  [--tls-cert F --tls-key F [--client-ca F]] [--vm-env K=V ...]
-                 [--direct-response] [--forward-client-cert MODE] [--out FILE]
+                 [--direct-response] [--forward-client-cert MODE] [--one-module] [--out FILE]
        render.py --gateway [--listen-port 8443] [--admin-port 9902] [--sidecar-port 10000]
                  --tls-cert F --tls-key F [--client-ca F] [--public-prefix /api]
                  [--internal-authority HOST:PORT] [--out FILE]
@@ -26,6 +26,9 @@ front of a sidecar rendered with --forward-client-cert ALWAYS_FORWARD_ONLY.
 
 --vm-env sets a Wasm VM environment variable on every filter (Envoy
 `vm_config.environment_variables.key_values`; e.g. FAPI_GUARD_VERIFIER=software).
+--one-module attaches the three filters from the one module `fapi_guard.wasm` (filters/guard)
+with one `vm_id`, so they share one Wasm VM per worker thread (each plugin's `root_id` picks
+its filter); without it each filter is its own module and VM.
 --direct-response makes the route answer 200 itself instead of proxying to `api`
 (benchmarks: measure the filters, not an upstream).
 
@@ -52,7 +55,10 @@ from urllib.parse import urlsplit
 import yaml
 
 # The one registry of filter names (filters/registry.json): here by their chain names.
-REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())["filters"]
+_REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())
+REGISTRY = _REGISTRY["filters"]
+# The one module holding all three filters (filters/guard): its file and the one vm_id.
+MODULE = _REGISTRY["module"]
 FILTER_WASM = {f["envoy"]: f["wasm"] for f in REGISTRY}
 ROOT_ID = {f["envoy"]: f["root_id"] for f in REGISTRY}
 ORDER = [f["envoy"] for f in REGISTRY]
@@ -68,7 +74,11 @@ class RenderOptions:
     `normalize_paths=False` leaves out PATH_NORMALISATION (tests: the filters alone refuse).
     `jwks_plain`: every `jwks_uri` cluster speaks plain HTTP (the demo's local JWKS server).
     `request_headers_timeout`, `request_timeout`, `stream_idle_timeout`: the connection
-    manager's stream timeouts (defaults STREAM_TIMEOUTS; None = Envoy's default)."""
+    manager's stream timeouts (defaults STREAM_TIMEOUTS; None = Envoy's default).
+    `one_module`: every filter from the one module (`fapi_guard.wasm`, filters/guard) with one
+    `vm_id` and an identical `vm_config`, so Envoy runs the filters in one VM per worker (its
+    VM key is vm_id + vm_config.configuration + code; bench/README.md, "Memory"); each plugin
+    keeps its own `root_id`, which picks the filter."""
     jwks_address: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -84,6 +94,7 @@ class RenderOptions:
     request_headers_timeout: str | None = "10s"
     request_timeout: str | None = "30s"
     stream_idle_timeout: str | None = "30s"
+    one_module: bool = False
 
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
@@ -124,7 +135,8 @@ def stream_timeouts(o):
     return {k: v for k, v in t.items() if v is not None}
 
 
-def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
+def wasm_filter(name, policy_json, wasm_dir, vm_env=None, one_module=False):
+    vm_id, wasm = (MODULE["vm_id"], MODULE["wasm"]) if one_module else (ROOT_ID[name], FILTER_WASM[name])
     f = {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -143,9 +155,9 @@ def wasm_filter(name, policy_json, wasm_dir, vm_env=None):
                     "value": policy_json,
                 },
                 "vm_config": {
-                    "vm_id": ROOT_ID[name],
+                    "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": f"{wasm_dir}/{FILTER_WASM[name]}"}},
+                    "code": {"local": {"filename": f"{wasm_dir}/{wasm}"}},
                 },
             },
         },
@@ -251,7 +263,7 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
     jwks_address, tls_cert, tls_key, client_ca = o.jwks_address, o.tls_cert, o.tls_key, o.client_ca
     vm_env, direct_response, forward_client_cert, alpn = o.vm_env, o.direct_response, o.forward_client_cert, o.alpn
     http1_trailers, upstream_h2, normalize_paths = o.http1_trailers, o.upstream_h2, o.normalize_paths
-    jwks_plain = o.jwks_plain
+    jwks_plain, one_module = o.jwks_plain, o.one_module
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
@@ -271,7 +283,7 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
                                if direct_response else {"route": {"cluster": "api", "timeout": "15s"}})}],
             }],
         },
-        "http_filters": [wasm_filter(f, policy_json, wasm_dir, vm_env) for f in ORDER if f in filters]
+        "http_filters": [wasm_filter(f, policy_json, wasm_dir, vm_env, one_module) for f in ORDER if f in filters]
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
@@ -415,6 +427,8 @@ def parse_args(argv=None):
     ap.add_argument("--vm-env", action="append", default=[], metavar="K=V",
                     help="Wasm VM environment variable for every filter (repeatable)")
     ap.add_argument("--direct-response", action="store_true", help="route answers 200 itself (benchmarks)")
+    ap.add_argument("--one-module", action="store_true",
+                    help="every filter from the one module fapi_guard.wasm, one vm_id (one VM per worker)")
     ap.add_argument("--no-path-normalization", action="store_true",
                     help="leave out the HCM path normalisation (tests only: the filters alone refuse)")
     ap.add_argument("--out")
@@ -462,7 +476,7 @@ def render_text(a, root="."):
         jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
         forward_client_cert=a.forward_client_cert, normalize_paths=not a.no_path_normalization,
-        jwks_plain=a.jwks_plain))
+        jwks_plain=a.jwks_plain, one_module=a.one_module))
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
                          upstream=a.upstream_port)
     if a.forward_client_cert:

@@ -4,11 +4,12 @@
 #
 #   scripts/build-wasm.sh [cargo build arguments...]
 #
-# 1. `cargo build --release --target wasm32-wasip1 [args]` (default members: the three filters;
-#    CARGO_TARGET_DIR is honoured);
+# 1. `cargo build --release --target wasm32-wasip1 [args]` (default members: the three filters
+#    and the one module holding all three, filters/guard; CARGO_TARGET_DIR is honoured);
 # 2. `wasm-opt` (Debian `binaryen`, installed by scripts/bootstrap.sh) on each module cargo
 #    produced, from the raw cargo output in `deps/` to the usual file name
-#    (`target/wasm32-wasip1/release/fapi_{token,dpop,fhir_scope}_filter.wasm`), so running it
+#    (`target/wasm32-wasip1/release/fapi_{token,dpop,fhir_scope}_filter.wasm` and the one module
+#    `fapi_guard.wasm`, filters/guard), so running it
 #    twice gives the same bytes. Size target and the numbers: bench/README.md, "Size".
 # FAPI_GUARD_NO_WASM_OPT=1 skips step 2 (the modules then stay ~2x larger; same behaviour).
 set -euo pipefail
@@ -26,7 +27,7 @@ if ! command -v wasm-opt >/dev/null 2>&1; then
        "FAPI_GUARD_NO_WASM_OPT=1 to skip)" >&2
   exit 1
 fi
-for name in fapi_token_filter fapi_dpop_filter fapi_fhir_scope_filter fapi_bench_empty_filter; do
+for name in fapi_token_filter fapi_dpop_filter fapi_fhir_scope_filter fapi_guard fapi_bench_empty_filter; do
   raw="$OUT/deps/$name.wasm"
   [ -f "$raw" ] || continue
   # Skip when ours was made from exactly this cargo output (cargo re-links its output on

@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)"),
 ]
 
-CONFIGS = ["none", "token_cached", "token_es256_host", "token_es256_software", "full_chain"]
+CONFIGS = ["none", "token_cached", "token_es256_host", "token_es256_software", "full_chain", "full_chain_one_module"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,7 @@ def test_table_has_every_config_with_nonzero_throughput(bench):
         assert rps > 0, (key, cells)
         assert float(cells[5]) > 0 and float(cells[6]) > 0, (key, cells)  # p50, p99
     assert "fapi_dpop_filter.wasm" in stdout and "fapi_token_filter.wasm" in stdout  # sizes
+    assert "fapi_guard.wasm" in stdout
 
 
 @pytest.mark.parametrize("key, host, software, cache_hit", [
@@ -64,6 +65,7 @@ def test_table_has_every_config_with_nonzero_throughput(bench):
     ("token_es256_host", True, False, False),      # ES256, cache off: Envoy verify_signature
     ("token_es256_software", False, True, False),  # same, FAPI_GUARD_VERIFIER=software
     ("full_chain", True, False, True),             # cached token, each proof verified on the host
+    ("full_chain_one_module", True, False, True),  # the same from the one module (fapi_guard.wasm)
 ])
 def test_counters_prove_the_verification_path(bench, key, host, software, cache_hit):
     _, results = bench
@@ -77,10 +79,11 @@ def test_counters_prove_the_verification_path(bench, key, host, software, cache_
             assert c[name] == 0, (key, name, run)
 
 
-def test_full_chain_checks_a_distinct_proof_per_request(bench):
+@pytest.mark.parametrize("key", ["full_chain", "full_chain_one_module"])
+def test_full_chain_checks_a_distinct_proof_per_request(bench, key):
     """Every request passed the DPoP and FHIR filters; none was a replay."""
     _, results = bench
-    (run,) = results["full_chain"]
+    (run,) = results[key]
     c = run["counters"]
     assert c["dpop.allowed"] >= run["requests"] and c["fhir_scope.allowed"] >= run["requests"], run
     assert c["dpop.denied.dpop_replay"] == 0 and c["dpop.denied.dpop_replay_cache_full"] == 0, run

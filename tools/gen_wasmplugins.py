@@ -17,8 +17,9 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
     "image": {"registry": "kind-registry:5000", "repository": "fapi-guard", "tag": "0.1.0"},
     "match_ports": [8080],                        # optional: only these inbound ports
     "image_pull_policy": "IfNotPresent",          # optional
-    "filters": ["token", "dpop", "fhir-scope"]    # optional subset, in any order
-  }
+    "filters": ["token", "dpop", "fhir-scope"],   # optional subset, in any order
+    "one_module": true                            # optional: every WasmPlugin from the one image
+  }                                               # `guard` (fapi_guard.wasm), one VM for the three
 
 Usage:
   tools/gen_wasmplugins.py                 # both roots, writes <root>/deploy/generated/
@@ -46,13 +47,13 @@ DEFAULT_LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
 # filter -> (priority, pluginName), from the one registry (filters/registry.json). pluginName is
 # the root_id envoy/render.py gives each filter. Istio orders plugins of one phase by descending
 # priority.
-FILTERS: dict[str, tuple[int, str]] = {
-    f["name"]: (f["istio_priority"], f["root_id"])
-    for f in json.loads((REPO_ROOT / "filters" / "registry.json").read_text())["filters"]
-}
+_REGISTRY = json.loads((REPO_ROOT / "filters" / "registry.json").read_text())
+FILTERS: dict[str, tuple[int, str]] = {f["name"]: (f["istio_priority"], f["root_id"]) for f in _REGISTRY["filters"]}
+# The image of the one module holding all three filters (deploy `"one_module": true`).
+MODULE = _REGISTRY["module"]["name"]
 DEPLOY_KEYS = {
     "namespace", "selector", "target_refs", "image", "match_ports", "image_pull_policy", "image_pull_secret",
-    "app_port", "filters", "description",
+    "app_port", "filters", "description", "one_module",
 }
 IMAGE_KEYS = {"registry", "repository", "tag"}
 ISTIO_CLUSTER = re.compile(r"^outbound\|[0-9]{1,5}\|[^|]*\|[a-z0-9.-]+$")
@@ -164,10 +165,10 @@ def load_lock(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise GenError(f"cannot read image lock {path}: {e} (run tools/package_wasm.py --write-lock)") from e
     filters = lock.get("filters", {})
-    for name in FILTERS:
+    for name in [*FILTERS, MODULE]:
         digest = filters.get(name, {}).get("image_manifest_digest", "")
         if not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
-            raise GenError(f"{path}: no valid image_manifest_digest for filter `{name}`")
+            raise GenError(f"{path}: no valid image_manifest_digest for image `{name}`")
     return filters
 
 
@@ -227,6 +228,8 @@ def check_deploy(path: Path, d: object) -> dict:
         raise GenError(f"{where}: `filters` must be a non-empty subset of {list(FILTERS)}")
     if "token" not in filters:
         raise GenError(f"{where}: `filters` must include `token`: the other filters read what it verified")
+    if not isinstance(d.get("one_module", False), bool):
+        raise GenError(f"{where}: `one_module` must be true or false")
     return d
 
 
@@ -237,13 +240,17 @@ def wasm_plugins(api: str, policy: dict, deploy: dict, lock: dict, sources: list
     order = [f for f in FILTERS if f in deploy.get("filters", list(FILTERS))]  # always token, dpop, fhir-scope
     for name in order:
         priority, plugin_name = FILTERS[name]
-        entry = lock[name]
+        # `one_module`: every plugin from the one image `guard` (fapi_guard.wasm), told apart by
+        # its pluginName (= root_id). Istio sets no vm_id and the agent gives every plugin the
+        # same module file, so Envoy runs the three in one VM per thread (bench/README.md, "Memory").
+        image = MODULE if deploy.get("one_module") else name
+        entry = lock[image]
         spec: dict = {}
         if "selector" in deploy:
             spec["selector"] = {"matchLabels": dict(sorted(deploy["selector"].items()))}
         else:
             spec["targetRefs"] = [{"group": r.get("group", ""), "kind": r["kind"], "name": r["name"]} for r in deploy["target_refs"]]
-        spec["url"] = f"oci://{img['registry']}/{img['repository']}/{name}:{img['tag']}"
+        spec["url"] = f"oci://{img['registry']}/{img['repository']}/{image}:{img['tag']}"
         spec["sha256"] = entry["image_manifest_digest"].split(":", 1)[1]
         spec["imagePullPolicy"] = deploy.get("image_pull_policy", "IfNotPresent")
         if deploy.get("image_pull_secret"):

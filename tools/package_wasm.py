@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Package the three filters as Wasm OCI images that Istio's WasmPlugin can pull.
+"""Package the three filters, and the one module holding all three (`guard`, fapi_guard.wasm),
+as Wasm OCI images that Istio's WasmPlugin can pull.
 
 Image format: the "compat" variant of the Wasm image spec, which Istio's agent accepts
 (pkg/wasm/imagefetcher.go: one `application/vnd.oci.image.layer.v1.tar+gzip` layer holding
@@ -43,11 +44,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WASM_TARGET = "wasm32-wasip1"
 
-# filter name -> (cargo package, wasm file produced by `cargo build --release`), from the one
-# registry (filters/registry.json).
+# image name -> (cargo package, wasm file produced by `cargo build --release`), from the one
+# registry (filters/registry.json): one image per filter, and `guard`, the one module holding
+# all three (fapi_guard.wasm; tools/gen_wasmplugins.py deploy `"one_module": true`).
+_REGISTRY = json.loads((REPO_ROOT / "filters" / "registry.json").read_text())
 FILTERS: dict[str, tuple[str, str]] = {
-    f["name"]: (f["crate"], f["wasm"])
-    for f in json.loads((REPO_ROOT / "filters" / "registry.json").read_text())["filters"]
+    **{f["name"]: (f["crate"], f["wasm"]) for f in _REGISTRY["filters"]},
+    _REGISTRY["module"]["name"]: (_REGISTRY["module"]["crate"], _REGISTRY["module"]["wasm"]),
 }
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -26,3 +26,21 @@ def api():
     yield httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
+
+
+# The two ways to attach the filters (envoy/render.py): three modules, one VM each
+# (`modules`), or the one module `fapi_guard.wasm` with one VM for the three (`one_module`).
+# A test marked `one_module` runs with both, so the one module is checked to give the same
+# answers (`pytest -m one_module` runs that subset); other tests run with `modules` only.
+LAYOUTS = {"modules": {}, "one_module": {"one_module": True}}
+
+
+def pytest_generate_tests(metafunc):
+    if "layout" in metafunc.fixturenames and metafunc.definition.get_closest_marker("one_module"):
+        metafunc.parametrize("layout", list(LAYOUTS), indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def layout(request):
+    """`Envoy(...)` keyword arguments for the layout this test runs with (`**layout`)."""
+    return LAYOUTS[getattr(request, "param", "modules")]

@@ -64,8 +64,8 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, issuer):
-    with Envoy(policy_for(issuer), upstream.server_address[1], filters=["token", "fhir_scope"]) as e:
+def envoy(upstream, issuer, layout):
+    with Envoy(policy_for(issuer), upstream.server_address[1], filters=["token", "fhir_scope"], **layout) as e:
         yield e
 
 
@@ -146,11 +146,13 @@ def test_without_token_refused(envoy):
 
 # ---- read / vread / instance history ----
 
+@pytest.mark.one_module
 def test_read_own_patient_allowed_other_refused(anna):
     assert allowed(anna("GET", "/fhir/Patient/pat-anna"))["id"] == ANNA
     denied(anna("GET", "/fhir/Patient/pat-bjorn"), "compartment_escape")
 
 
+@pytest.mark.one_module
 def test_read_by_id_decided_on_response(anna):
     assert allowed(anna("GET", "/fhir/Observation/obs-anna-hb"))["subject"]["reference"] == "Patient/pat-anna"
     r = denied(anna("GET", "/fhir/Observation/obs-bjorn-hb"), "response_outside_grant")
@@ -273,6 +275,7 @@ def test_system_level_search_and_history(envoy, issuer, anna):
 
 # ---- writes ----
 
+@pytest.mark.one_module
 def test_create_own_allowed_foreign_refused(anna):
     r = anna("POST", "/fhir/Observation", body=obs_body(ANNA))
     created = allowed(r, 201)
@@ -457,6 +460,7 @@ def test_batch_allowed_and_checked_per_entry(anna):
     assert b["type"] == "batch-response" and len(b["entry"]) == 3
 
 
+@pytest.mark.one_module
 def test_batch_with_one_foreign_entry_refused_naming_it(anna):
     r = denied(anna("POST", "/fhir", body=batch(
         "batch", ("GET", "Patient/pat-anna", None), ("GET", "Observation?subject=Patient/pat-anna", None),

@@ -37,18 +37,18 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def plain(api, issuer):
+def plain(api, issuer, layout):
     """h2c (prior knowledge) and HTTP/1.1 with chunked trailers, HTTP/1.1 upstream."""
-    with Envoy(policy_for(issuer), api, filters=["token", "fhir_scope"], http1_trailers=True) as e:
+    with Envoy(policy_for(issuer), api, filters=["token", "fhir_scope"], http1_trailers=True, **layout) as e:
         yield e
 
 
 @pytest.fixture(scope="module")
-def tls(api, issuer, pki):
+def tls(api, issuer, pki, layout):
     """TLS listener offering h2 and http/1.1 by ALPN."""
     t = {"args": (pki.server_cert, pki.server_key, None)}
     with Envoy(policy_for(issuer), api, filters=["token", "fhir_scope"], tls=t, alpn=["h2", "http/1.1"],
-               http1_trailers=True) as e:
+               http1_trailers=True, **layout) as e:
         yield e
 
 
@@ -152,12 +152,14 @@ def count(api, query):
 
 # ---- requests ending with trailers ----
 
+@pytest.mark.one_module
 def test_create_for_another_patient_refused(api, anna):
     before = count(api, f"patient={BJORN}")
     denied(anna("POST", "/fhir/Observation", body=obs_body(BJORN, value=66.6)), "write_outside_compartment")
     assert count(api, f"patient={BJORN}") == before, "the create reached the API"
 
 
+@pytest.mark.one_module
 def test_create_own_allowed_and_trailers_released(api, anna):
     before = count(api, f"patient={ANNA}")
     r = anna("POST", "/fhir/Observation", body=obs_body(ANNA))
@@ -198,6 +200,7 @@ def test_search_form_own_allowed(anna):
     assert json.loads(r.body)["type"] == "searchset"
 
 
+@pytest.mark.one_module
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_write_by_id_of_another_patient_refused(api, anna, method):
     path = "/fhir/Observation/obs-bjorn-glucose"

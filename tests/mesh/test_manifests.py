@@ -101,6 +101,25 @@ def test_one_plugin_per_filter_in_order_fail_closed(gen_wasmplugins, tmp_path):
         assert "targetRefs" not in spec
 
 
+def test_one_module_deploy_points_every_plugin_at_the_one_image(gen_wasmplugins, tmp_path):
+    """`one_module`: three WasmPlugins (same order, priorities, pluginNames) from the one image
+    `guard` (fapi_guard.wasm, pinned by its own digest): Istio then runs them in one VM per
+    thread (bench/README.md, "Memory")."""
+    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
+    one = run_gen(gen_wasmplugins, make_root(tmp_path / "b", deploy=DEPLOY | {"one_module": True}))
+    lock = json.loads(LOCK.read_text())["filters"]
+    assert lock["guard"]["wasm_file"] == "fapi_guard.wasm"
+    assert [d["metadata"]["name"] for d in one] == [d["metadata"]["name"] for d in three]
+    for d, before in zip(one, three):
+        spec = d["spec"]
+        assert spec["url"] == "oci://reg.test:5000/fg/guard:1.2.3"
+        assert "sha256:" + spec["sha256"] == lock["guard"]["image_manifest_digest"]
+        assert d["metadata"]["annotations"]["fapi-guard/wasm-sha256"] == lock["guard"]["wasm_sha256"]
+        for same in ("pluginName", "priority", "phase", "failStrategy", "pluginConfig", "match"):
+            assert spec[same] == before["spec"][same], same
+    assert [d["spec"]["pluginName"] for d in one] == ["fapi_token", "fapi_dpop", "fapi_fhir_scope"]
+
+
 def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins):
     import render
 
@@ -149,6 +168,7 @@ BAD_DEPLOYS = {
     "no-token-filter": DEPLOY | {"filters": ["dpop"]},
     "unknown-filter": DEPLOY | {"filters": ["token", "waf"]},
     "pull-policy-never": DEPLOY | {"image_pull_policy": "Never"},
+    "one-module-not-bool": DEPLOY | {"one_module": "yes"},
 }
 
 

@@ -41,10 +41,18 @@ const FILTER: &str = "fhir_scope";
 /// How long the stored read before a write may take; no answer in time refuses the write.
 const STORED_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+// The entry of this filter's own module (feature `entry`, on by default). The one module
+// (`filters/guard`) compiles this file as a module without it and picks `root_context` by root id.
+#[cfg(feature = "entry")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FhirRoot::default()) });
+    proxy_wasm::set_root_context(|_| root_context());
 }}
+
+/// A new root context of this filter (one per plugin and worker).
+pub fn root_context() -> Box<dyn RootContext> {
+    Box::new(FhirRoot::default())
+}
 
 struct Worker {
     policy: Rc<Policy>,

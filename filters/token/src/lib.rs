@@ -24,10 +24,18 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 const FILTER: &str = "token";
 
+// The entry of this filter's own module (feature `entry`, on by default). The one module
+// (`filters/guard`) compiles this file as a module without it and picks `root_context` by root id.
+#[cfg(feature = "entry")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(TokenRoot::default()) });
+    proxy_wasm::set_root_context(|_| root_context());
 }}
+
+/// A new root context of this filter (one per plugin and worker).
+pub fn root_context() -> Box<dyn RootContext> {
+    Box::new(TokenRoot::default())
+}
 
 /// Per-worker state shared by the root context and the worker's HTTP contexts.
 struct Worker {
