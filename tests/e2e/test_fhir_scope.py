@@ -275,7 +275,6 @@ def test_system_level_search_and_history(envoy, issuer, anna):
 
 # ---- writes ----
 
-@pytest.mark.one_module
 def test_create_own_allowed_foreign_refused(anna):
     r = anna("POST", "/fhir/Observation", body=obs_body(ANNA))
     created = allowed(r, 201)
