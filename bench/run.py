@@ -585,13 +585,14 @@ def evidence_table(results: dict[str, list[Run]], keys: list[str]) -> str:
 # ---------- soak ----------
 
 def soak(issuer: tooling.Issuer, wasm_dir: Path, minutes: float, workers: int, connections: int,
-         json_out: str | None) -> int:
+         json_out: str | None, one_module: bool = False) -> int:
     """The full chain at full speed for `minutes`: wrk reads proofs from a FIFO that minter
     processes fill as fast as it drains (each proof's `iat` is seconds old at most, so the
     default 60 s window holds however long the run). Reports non-2xx, the replay-cache
     counters, and memory at start, each minute and end."""
     clients = ChainClients(issuer)
-    e = BenchEnvoy(BY_KEY["full_chain"], issuer, wasm_dir, concurrency=workers)
+    e = BenchEnvoy(BY_KEY["full_chain_one_module" if one_module else "full_chain"], issuer, wasm_dir,
+                   concurrency=workers)
     tmp = Path(tempfile.mkdtemp(prefix="fapi-soak-"))
     fifo, tokens = tmp / "proofs.fifo", tmp / "tokens.txt"
     os.mkfifo(fifo)
@@ -688,6 +689,8 @@ def main(argv=None) -> int:
                          "as `<name>@before`, in the same rounds")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="soak the full chain instead of the benchmark")
     ap.add_argument("--workers", type=int, default=1, help="Envoy worker threads for --soak")
+    ap.add_argument("--one-module", action="store_true",
+                    help="--soak: the full chain from the one module fapi_guard.wasm (one VM)")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--no-build", action="store_true", help="use the wasm already built (also FAPI_GUARD_SKIP_BUILD)")
     a = ap.parse_args(argv)
@@ -721,7 +724,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message="EdDSA is deprecated")
     issuer = tooling.Issuer(ISS, algs=("ES256", "PS256", "EdDSA", "RS256"))
     if a.soak is not None:
-        return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json)
+        return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json, a.one_module)
 
     long_exp = int(time.time()) + 30 * 24 * 3600
     tokens = {alg: issuer.token(alg, aud=AUD, exp=long_exp) for alg in issuer.keys}
