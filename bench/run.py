@@ -1,24 +1,16 @@
 #!/usr/bin/env python3
-"""Throughput and latency of the token filter in real Envoy, against baselines in the same run.
+"""Throughput, latency, size and memory of the guard filters in real Envoy, against baselines
+in the same run.
 
-Usage: .venv/bin/python bench/run.py [--rounds 3] [--duration 8] [--configs a,b,c,...]
+Usage: .venv/bin/python bench/run.py [--rounds 3] [--duration 8] [--configs NAME,NAME,...|all]
                                      [--connections 4] [--json FILE] [--no-build]
+       .venv/bin/python bench/run.py --soak MINUTES [--workers N] [--one-module]
 
 Every configuration is its own Envoy (`--concurrency 1`, loopback only) whose route answers
-200 itself (`direct_response`), so what differs between configurations is the filter chain:
-
-  a  no filter                                   (ceiling)
-  b  Envoy jwt_authn, ES256, no JWT cache        (native baseline: verifies every request)
-  c  token filter, ES256, cache on               (realistic: a client reuses its token)
-  d  token filter, ES256, cache off, host path   (Envoy `verify_signature`, BoringSSL)
-  e  token filter, ES256, cache off, software    (FAPI_GUARD_VERIFIER=software: p256 in Wasm)
-  f  token filter, PS256, cache off              (software: rsa crate)
-  g  token filter, EdDSA, cache off              (software: ed25519-dalek)
-  h  Envoy jwt_authn, PS256, no JWT cache
-  i  Envoy jwt_authn, EdDSA, no JWT cache
-  j  Envoy jwt_authn, ES256, JWT cache on        (native counterpart of c)
-  k  token filter, RS256, cache off, host path
-  l  Envoy jwt_authn, RS256, no JWT cache
+200 itself (`direct_response`), so what differs between configurations is the filter chain.
+The configurations are named for what they run (`CONFIGS` below: `none`, `jwt_authn_es256`,
+`jwt_authn_es256_cached`, `empty_wasm`, `token_cached`, `full_chain`, `*_one_module`,
+`token_es256_host`, `token_ps256`, ...); the default run is issue 9's table (`HEADLINE`).
 
 Method (bench/README.md): all Envoys start first; each round drives every
 configuration once with `wrk -t1 -c4 -d<duration>s --latency`, in an order that rotates from
