@@ -92,6 +92,21 @@ if [ "$GATEWAY" = 1 ]; then SIDECAR_ARGS=(--forward-client-cert ALWAYS_FORWARD_O
   >"$RUN/envoy.log" 2>&1 &
 PIDS+=($!)
 wait_port 10000
+# Ready means the keys are in: until the first JWKS fetch lands the token filter answers 503
+# (fail closed, Retry-After), so wait for Envoy's `fapi_guard.token.jwks.fetch_ok` counter
+# (inline keys need no fetch: then the counter never moves and this gives up after 10 s).
+.venv/bin/python - <<'PY' || true
+import re, time, urllib.request
+for _ in range(100):
+    try:
+        body = urllib.request.urlopen("http://127.0.0.1:9901/stats?filter=fapi_guard.token.jwks.fetch_ok",
+                                      timeout=1).read().decode()
+        if re.search(r"fetch_ok: [1-9]", body):
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
+PY
 
 if [ "$GATEWAY" = 1 ]; then
   # The committed gateway config as it is (it reads its certificates from run/pki).
