@@ -113,23 +113,30 @@ fn signed_token_with(now: i64, extra: serde_json::Value) -> (Policy, String) {
     (policy, format!("{input}.{}", b64(&sig.to_bytes())))
 }
 
+/// The full token check of `tok` presented as Bearer at `now` (software verifier).
+fn validate_bearer(
+    policy: &Policy,
+    ring: &KeyRing,
+    tok: &str,
+    now: i64,
+) -> Result<fapi_guard_core::claims::VerifiedToken, Reason> {
+    token::validate(
+        policy,
+        ring,
+        &SoftwareVerifier,
+        Presented {
+            scheme: Scheme::Bearer,
+            token: tok,
+        },
+        now,
+    )
+}
+
 #[test]
 fn token_times_across_clock_jumps_and_extremes() {
     let (policy, tok) = signed_token(NOW);
     let ring = KeyRing::new(&policy);
-    let run = |now: i64| {
-        token::validate(
-            &policy,
-            &ring,
-            &SoftwareVerifier,
-            Presented {
-                scheme: Scheme::Bearer,
-                token: &tok,
-            },
-            now,
-        )
-        .map(|_| ())
-    };
+    let run = |now: i64| validate_bearer(&policy, &ring, &tok, now).map(|_| ());
     assert_eq!(run(NOW), Ok(()));
     assert_eq!(run(NOW + 3600), Err(Reason::Expired));
     assert!(
@@ -145,17 +152,7 @@ fn token_times_across_clock_jumps_and_extremes() {
 fn cached_token_is_not_served_after_a_jump_past_exp() {
     let (policy, tok) = signed_token(NOW);
     let ring = KeyRing::new(&policy);
-    let verified = token::validate(
-        &policy,
-        &ring,
-        &SoftwareVerifier,
-        Presented {
-            scheme: Scheme::Bearer,
-            token: &tok,
-        },
-        NOW,
-    )
-    .unwrap();
+    let verified = validate_bearer(&policy, &ring, &tok, NOW).unwrap();
     let mut cache = TokenCache::new(16);
     let digest = token::token_sha256(&tok);
     cache.insert(digest.clone(), CachedToken::new(verified), NOW, 30);
@@ -165,17 +162,7 @@ fn cached_token_is_not_served_after_a_jump_past_exp() {
     // Inserting at extreme clocks never panics (expiry arithmetic saturates).
     for now in EXTREMES {
         let (_, other) = signed_token(NOW);
-        let v = token::validate(
-            &policy,
-            &ring,
-            &SoftwareVerifier,
-            Presented {
-                scheme: Scheme::Bearer,
-                token: &other,
-            },
-            NOW,
-        )
-        .unwrap();
+        let v = validate_bearer(&policy, &ring, &other, NOW).unwrap();
         cache.insert(format!("x{now}"), CachedToken::new(v), now, i64::MAX);
     }
 }
@@ -193,18 +180,7 @@ fn cached_token_follows_the_clock_both_ways() {
     ] {
         let (policy, tok) = signed_token_with(NOW, extra);
         let ring = KeyRing::new(&policy);
-        let full = |now: i64| {
-            token::validate(
-                &policy,
-                &ring,
-                &SoftwareVerifier,
-                Presented {
-                    scheme: Scheme::Bearer,
-                    token: &tok,
-                },
-                now,
-            )
-        };
+        let full = |now: i64| validate_bearer(&policy, &ring, &tok, now);
         let mut cache = TokenCache::new(16);
         cache.insert(tok.clone(), CachedToken::new(full(NOW).unwrap()), NOW, SKEW);
         // The cache agrees with the full check at every clock reading around the token's
@@ -248,17 +224,7 @@ fn cached_token_follows_the_clock_both_ways() {
 fn full_cache_drops_entries_outside_their_validity_first() {
     let (policy, tok) = signed_token_with(NOW, json!({"nbf": NOW}));
     let ring = KeyRing::new(&policy);
-    let verified = token::validate(
-        &policy,
-        &ring,
-        &SoftwareVerifier,
-        Presented {
-            scheme: Scheme::Bearer,
-            token: &tok,
-        },
-        NOW,
-    )
-    .unwrap();
+    let verified = validate_bearer(&policy, &ring, &tok, NOW).unwrap();
     let mut cache = TokenCache::new(2);
     cache.insert("a".into(), CachedToken::new(verified.clone()), NOW, 10);
     cache.insert("b".into(), CachedToken::new(verified.clone()), NOW, 10);

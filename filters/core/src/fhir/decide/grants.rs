@@ -74,6 +74,16 @@ impl DecisionInput<'_> {
         }
     }
 
+    /// The patient `f` decides against in `ctx`: the patient in context for `patient`, none
+    /// for other contexts; a `patient/` grant without a patient is a denial.
+    fn pid_in(&self, ctx: Context, rt: Option<&str>, letters: Perms) -> Result<&str, Denial> {
+        match (ctx, &self.pid) {
+            (Context::Patient, None) => Err(self.patient_missing(rt, letters)),
+            (Context::Patient, Some(p)) => Ok(p.as_str()),
+            _ => Ok(""),
+        }
+    }
+
     /// Like [`Self::over_grants`], but `f` decides once per accepted context in which the token
     /// has any grant (policy order), not once per grant: an operation may need several grants
     /// of one context together ([`Self::covers_every_type`]). `f` gets the context and, for
@@ -88,46 +98,27 @@ impl DecisionInput<'_> {
     where
         F: FnMut(Context, &str) -> Outcome,
     {
-        let mut checks = Vec::new();
-        let mut first: Option<Denial> = None;
+        let mut all = Combined::default();
         for ctx in &self.policy.contexts {
             if !self.grants.iter().any(|g| g.context == *ctx) {
                 continue;
             }
-            let pid = match (ctx, &self.pid) {
-                (Context::Patient, None) => {
-                    first.get_or_insert(self.patient_missing(rt, letters));
-                    continue;
-                }
-                (Context::Patient, Some(p)) => p.as_str(),
-                _ => "",
-            };
-            match f(*ctx, pid) {
-                Outcome::Allow => return Err(Decision::Allow),
-                Outcome::Check(a) => checks.push(a),
-                // Not produced by operations (they carry no body to read); refuse.
-                Outcome::NeedBody => {
-                    first.get_or_insert(denial(
+            let outcome = match self.pid_in(*ctx, rt, letters) {
+                Err(d) => Outcome::Deny(d),
+                Ok(pid) => match f(*ctx, pid) {
+                    // Not produced by operations (they carry no body to read); refuse.
+                    Outcome::NeedBody => Outcome::Deny(denial(
                         Reason::UnknownFhirRequest,
                         format!("{}: undecidable", self.what()),
-                    ));
-                }
-                Outcome::Deny(mut d) => {
-                    if d.reason == Reason::InsufficientScope && d.required_scope.is_none() {
-                        d.required_scope = Some(self.required_scope(rt, letters));
-                    }
-                    first.get_or_insert(d);
-                }
+                    )),
+                    o => o,
+                },
+            };
+            if all.add(self, rt, letters, outcome) {
+                return Err(Decision::Allow);
             }
         }
-        if !checks.is_empty() {
-            return Ok(checks);
-        }
-        Err(Decision::Deny(first.unwrap_or_else(|| Denial {
-            reason: Reason::InsufficientScope,
-            required_scope: Some(self.required_scope(rt, letters)),
-            detail: format!("{}: no granted scope allows it", self.what()),
-        })))
+        all.finish(self, rt, letters)
     }
 
     /// Runs `f` over every grant with `letters` on `rt` (`None` = needs a `*` grant) and
@@ -141,44 +132,20 @@ impl DecisionInput<'_> {
     where
         F: FnMut(&SmartScope, &str) -> Outcome,
     {
-        let mut checks = Vec::new();
-        let mut need_body = false;
-        let mut first: Option<Denial> = None;
+        let mut all = Combined::default();
         for g in &self.grants {
             if !grant_applies(g, rt, letters) {
                 continue;
             }
-            let pid = match (g.context, &self.pid) {
-                (Context::Patient, None) => {
-                    first.get_or_insert(self.patient_missing(rt, letters));
-                    continue;
-                }
-                (Context::Patient, Some(p)) => p.as_str(),
-                _ => "",
+            let outcome = match self.pid_in(g.context, rt, letters) {
+                Err(d) => Outcome::Deny(d),
+                Ok(pid) => f(g, pid),
             };
-            match f(g, pid) {
-                Outcome::Allow => return Err(Decision::Allow),
-                Outcome::Check(a) => checks.push(a),
-                Outcome::NeedBody => need_body = true,
-                Outcome::Deny(mut d) => {
-                    if d.reason == Reason::InsufficientScope && d.required_scope.is_none() {
-                        d.required_scope = Some(self.required_scope(rt, letters));
-                    }
-                    first.get_or_insert(d);
-                }
+            if all.add(self, rt, letters, outcome) {
+                return Err(Decision::Allow);
             }
         }
-        if need_body {
-            return Err(Decision::NeedBody);
-        }
-        if !checks.is_empty() {
-            return Ok(checks);
-        }
-        Err(Decision::Deny(first.unwrap_or_else(|| Denial {
-            reason: Reason::InsufficientScope,
-            required_scope: Some(self.required_scope(rt, letters)),
-            detail: format!("{}: no granted scope allows it", self.what()),
-        })))
+        all.finish(self, rt, letters)
     }
 
     /// Like `over_grants` where no grant can ask for a response check.
@@ -213,6 +180,59 @@ fn grant_applies(g: &SmartScope, rt: Option<&str>, letters: Perms) -> bool {
         None => g.is_wildcard(),
     };
     type_ok && g.perms.contains(letters)
+}
+
+/// How the outcomes of several grants (or contexts) combine, for [`DecisionInput::over_grants`]
+/// and [`DecisionInput::over_contexts`]: any Allow wins, then NeedBody, then response checks,
+/// else the first denial (or "no granted scope allows it").
+#[derive(Default)]
+struct Combined {
+    checks: Vec<Alternative>,
+    need_body: bool,
+    first: Option<Denial>,
+}
+
+impl Combined {
+    /// Adds one outcome; true when it is an Allow (the caller stops there).
+    fn add(
+        &mut self,
+        input: &DecisionInput<'_>,
+        rt: Option<&str>,
+        letters: Perms,
+        o: Outcome,
+    ) -> bool {
+        match o {
+            Outcome::Allow => return true,
+            Outcome::Check(a) => self.checks.push(a),
+            Outcome::NeedBody => self.need_body = true,
+            Outcome::Deny(mut d) => {
+                if d.reason == Reason::InsufficientScope && d.required_scope.is_none() {
+                    d.required_scope = Some(input.required_scope(rt, letters));
+                }
+                self.first.get_or_insert(d);
+            }
+        }
+        false
+    }
+
+    fn finish(
+        self,
+        input: &DecisionInput<'_>,
+        rt: Option<&str>,
+        letters: Perms,
+    ) -> Result<Vec<Alternative>, Decision> {
+        if self.need_body {
+            return Err(Decision::NeedBody);
+        }
+        if !self.checks.is_empty() {
+            return Ok(self.checks);
+        }
+        Err(Decision::Deny(self.first.unwrap_or_else(|| Denial {
+            reason: Reason::InsufficientScope,
+            required_scope: Some(input.required_scope(rt, letters)),
+            detail: format!("{}: no granted scope allows it", input.what()),
+        })))
+    }
 }
 
 #[cfg(test)]
