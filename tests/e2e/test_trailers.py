@@ -194,6 +194,13 @@ def test_search_form_for_another_patient_refused(anna):
     assert "15.4" not in r.text
 
 
+def test_search_form_bare_id_on_a_multi_type_reference_refused(anna):
+    """docs/checks.md, FHIR search read as HAPI FHIR reads it: `subject=<bare id>` may name a
+    Group or Device as well as a Patient, so it is refused, however the form body arrives."""
+    r = denied(anna("POST", "/fhir/Observation/_search", form=f"subject={ANNA}"), "ambiguous_reference")
+    assert "glucose" not in r.text
+
+
 def test_search_form_own_allowed(anna):
     r = anna("POST", "/fhir/Observation/_search", form=f"subject=Patient%2F{ANNA}&category=laboratory")
     assert r.status == 200, (r.status, r.text[:300])
