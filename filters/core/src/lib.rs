@@ -17,6 +17,7 @@ pub mod error;
 pub mod explain;
 pub mod fhir;
 pub mod jose;
+pub mod json_locate;
 pub mod jwks_store;
 pub mod path;
 pub mod policy;

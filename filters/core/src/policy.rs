@@ -248,12 +248,7 @@ pub struct Policy {
 impl Policy {
     /// Parses and validates a policy document. Errors name the offending field.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, PolicyError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let doc: PolicyDoc = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { String::new() } else { path };
-            PolicyError::new(field, e.inner().to_string())
-        })?;
+        let doc: PolicyDoc = crate::json_locate::parse(bytes, "")?;
         Policy::compile(doc)
     }
 

@@ -270,7 +270,8 @@ fn policy_errors_name_the_field() {
             json!({"nonce": {"secret": secret, "window_seconds": 1}}),
             "dpop.nonce.window_seconds",
         ),
-        (json!({"nonce": {"enabled": true}}), "dpop.nonce"),
+        // A missing field is named with its object (`dpop.nonce` before it was named itself).
+        (json!({"nonce": {"enabled": true}}), "dpop.nonce.secret"),
         (
             json!({"replay_cache": {"peak_proofs_per_second": 0}}),
             "dpop.replay_cache.peak_proofs_per_second",

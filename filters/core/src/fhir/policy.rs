@@ -218,16 +218,7 @@ impl FhirPolicy {
 
     /// A policy from a JSON `fhir` section alone (tests, tools).
     pub fn from_section_json(bytes: &[u8]) -> Result<FhirPolicy, PolicyError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let doc: FhirDoc = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "fhir".to_string()
-            } else {
-                format!("fhir.{path}")
-            };
-            PolicyError::new(field, e.inner().to_string())
-        })?;
+        let doc: FhirDoc = crate::json_locate::parse(bytes, "fhir")?;
         doc.compile()
     }
 }
