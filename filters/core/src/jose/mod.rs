@@ -6,6 +6,7 @@ pub mod alg;
 pub mod host_args;
 pub mod jwk;
 pub mod jws;
+pub mod rsa;
 pub mod verifier_choice;
 pub mod verify;
 

@@ -133,27 +133,25 @@ fn verify_es512(x: &[u8; 66], y: &[u8; 66], msg: &[u8], sig: &[u8]) -> Result<()
 /// the same hash for MGF1, salt length = hash length). The signature is exactly k = |n| octets
 /// (RFC 8017 §8.1.2 / §8.2.2 step 1; `rsa` checks that too).
 fn verify_rsa(alg: Alg, n: &[u8], e: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
-    use rsa::BoxedUint;
+    use super::rsa::{pkcs1v15_verify, pss_verify, RsaError};
 
-    let n_bytes = strip_zeros(n);
-    if sig.len() != n_bytes.len() {
+    let n = strip_zeros(n);
+    if sig.len() != n.len() {
         return Err(VerifyError::BadSignature);
     }
-    let key = rsa::PublicKey::new(
-        BoxedUint::from_be_slice_vartime(n_bytes),
-        BoxedUint::from_be_slice_vartime(e),
-    )
-    .map_err(|_| VerifyError::KeyMismatch)?;
     let checked = match alg {
-        Alg::PS256 => key.pss_verify::<Sha256>(msg, sig),
-        Alg::PS384 => key.pss_verify::<Sha384>(msg, sig),
-        Alg::PS512 => key.pss_verify::<Sha512>(msg, sig),
-        Alg::RS256 => key.pkcs1v15_verify::<Sha256>(msg, sig),
-        Alg::RS384 => key.pkcs1v15_verify::<Sha384>(msg, sig),
-        Alg::RS512 => key.pkcs1v15_verify::<Sha512>(msg, sig),
+        Alg::PS256 => pss_verify::<Sha256>(n, e, msg, sig),
+        Alg::PS384 => pss_verify::<Sha384>(n, e, msg, sig),
+        Alg::PS512 => pss_verify::<Sha512>(n, e, msg, sig),
+        Alg::RS256 => pkcs1v15_verify::<Sha256>(n, e, msg, sig),
+        Alg::RS384 => pkcs1v15_verify::<Sha384>(n, e, msg, sig),
+        Alg::RS512 => pkcs1v15_verify::<Sha512>(n, e, msg, sig),
         Alg::ES256 | Alg::ES384 | Alg::ES512 | Alg::EdDSA => return Err(VerifyError::KeyMismatch),
     };
-    checked.map_err(|_| VerifyError::BadSignature)
+    checked.map_err(|e| match e {
+        RsaError::Key => VerifyError::KeyMismatch,
+        RsaError::Signature => VerifyError::BadSignature,
+    })
 }
 
 /// RFC 8037 §3.1 Ed25519, with `verify_strict` (canonical S, no small-order R or key).
