@@ -9,12 +9,17 @@
 
 use sha2::digest::Digest;
 
-/// Largest modulus accepted, in bits (the Wycheproof matrix goes to 8192).
-pub const RSA_MAX_BITS: usize = 16_384;
+/// Largest modulus accepted, in bits (the Wycheproof matrix goes to 8192; the `rsa` crate's
+/// limit before this verifier).
+pub const RSA_MAX_BITS: usize = 8192;
+/// Largest public exponent accepted: a huge `e` makes every verification slow (RSADoS; the
+/// limit of *ring* and of the `rsa` crate before this verifier).
+pub const RSA_MAX_EXPONENT: u64 = (1 << 33) - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RsaError {
-    /// Not a usable public key (even or tiny modulus, exponent not odd and > 1 and < n).
+    /// Not a usable public key (even modulus or over [`RSA_MAX_BITS`], exponent not odd, or
+    /// not in 3..=[`RSA_MAX_EXPONENT`] and below n).
     Key,
     /// The signature does not verify.
     Signature,
@@ -132,14 +137,27 @@ fn rsavp1(n_be: &[u8], e_be: &[u8], sig: &[u8]) -> Result<Vec<u8>, RsaError> {
     let e = limbs(e_be, e_be.len().div_ceil(4).max(1));
     let n0 = n.first().copied().unwrap_or(0);
     let n_top = n.last().copied().unwrap_or(0);
-    let e_is_one = e.first() == Some(&1) && e.iter().skip(1).all(|l| *l == 0);
-    if n0 & 1 == 0 || n_top == 0 || k * 8 > RSA_MAX_BITS + 7 {
+    if n0 & 1 == 0 || n_top == 0 {
         return Err(RsaError::Key);
     }
-    if e.first().copied().unwrap_or(0) & 1 == 0 || e_is_one || e_be.len() > k {
+    let n_bits = 32 * (len - 1) + (32 - n_top.leading_zeros() as usize);
+    if n_bits > RSA_MAX_BITS {
         return Err(RsaError::Key);
     }
-    if e_be.len() == k && e_be >= n_be {
+    // e: odd, 3 ≤ e ≤ 2³³ − 1, e < n.
+    let e_value = e_be.iter().try_fold(0u64, |acc, b| {
+        acc.checked_mul(256).map(|a| a | u64::from(*b))
+    });
+    match e_value {
+        Some(v) if (3..=RSA_MAX_EXPONENT).contains(&v) && v & 1 == 1 => {}
+        _ => return Err(RsaError::Key),
+    }
+    let e_stripped = e_be
+        .iter()
+        .position(|b| *b != 0)
+        .and_then(|i| e_be.get(i..))
+        .unwrap_or_default();
+    if e_stripped.len() > k || (e_stripped.len() == k && e_stripped >= n_be) {
         return Err(RsaError::Key);
     }
     // RFC 8017 §5.2.2 step 1: the signature representative must be below n.
@@ -158,7 +176,6 @@ fn rsavp1(n_be: &[u8], e_be: &[u8], sig: &[u8]) -> Result<Vec<u8>, RsaError> {
     // R² mod n: R mod n from the top bit of n by doublings, then 2^s·R by s more doublings,
     // then squarings in Montgomery form (2^s → 2^(2s) → ...) up to 2^(32·len) = R.
     let bits = 32 * len;
-    let n_bits = 32 * (len - 1) + (32 - n_top.leading_zeros() as usize);
     let mut x = vec![0u32; len];
     if let Some(l) = x.get_mut((n_bits - 1) / 32) {
         *l = 1 << ((n_bits - 1) % 32);
@@ -334,6 +351,18 @@ mod tests {
             rsavp1(&[0x0c, 0xa0], &[3], &[0x00, 0x02]),
             Err(RsaError::Key)
         );
+        // e ≥ n, and e over 2³³ − 1 (RSADoS), are refused; 2³³ − 1 itself is a key.
+        assert_eq!(rsavp1(n, &[0x0c, 0xa1], &[0x00, 0x02]), Err(RsaError::Key));
+        let big_n = [0xff; 8];
+        let at_max = RSA_MAX_EXPONENT.to_be_bytes();
+        assert!(rsavp1(&big_n, &at_max, &[0; 8]).is_ok());
+        let over = (RSA_MAX_EXPONENT + 2).to_be_bytes();
+        assert_eq!(rsavp1(&big_n, &over, &[0; 8]), Err(RsaError::Key));
+        // A modulus over 8192 bits is refused; 8192 bits is a key.
+        let mut n8192 = vec![0xff; 1024];
+        assert!(rsavp1(&n8192, &[3], &vec![0; 1024]).is_ok());
+        n8192.insert(0, 1);
+        assert_eq!(rsavp1(&n8192, &[3], &vec![0; 1025]), Err(RsaError::Key));
     }
 
     #[test]
