@@ -6,11 +6,11 @@ use sha2::{Digest, Sha256};
 use super::alg::Alg;
 use crate::b64;
 
-/// Largest RSA modulus accepted (bits): bigger keys only cost CPU (RSA "DoS" keys), and
-/// `rsa` 0.10 refuses them too.
-pub const RSA_MAX_BITS: usize = 8192;
-/// Largest RSA public exponent accepted: 2^33 − 1, the bound `rsa` 0.10 and `ring` use.
-const RSA_MAX_EXPONENT: u64 = (1 << 33) - 1;
+/// Largest RSA modulus accepted (bits): bigger keys only cost CPU (RSA "DoS" keys); the
+/// verifier (`jose::rsa`) refuses them too.
+pub const RSA_MAX_BITS: usize = super::rsa::RSA_MAX_BITS;
+/// Largest RSA public exponent accepted: 2^33 − 1, the bound `ring` uses (`jose::rsa`).
+const RSA_MAX_EXPONENT: u64 = super::rsa::RSA_MAX_EXPONENT;
 
 /// A public key, validated on parse (point on curve / sane RSA sizes).
 #[derive(Debug, Clone, PartialEq, Eq)]

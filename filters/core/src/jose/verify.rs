@@ -42,7 +42,7 @@ pub fn check_key_for_alg(alg: Alg, key: &PublicKey) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// Pure-Rust verifier for every [`Alg`]: `p256`/`p384`/`p521`, `rsa`, `ed25519-dalek`
+/// Pure-Rust verifier for every [`Alg`]: `p256`/`p384`/`p521`, our RFC 8017 `jose::rsa`, `ed25519-dalek`
 /// (`verify_strict`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SoftwareVerifier;
@@ -131,7 +131,7 @@ fn verify_es512(x: &[u8; 66], y: &[u8; 66], msg: &[u8], sig: &[u8]) -> Result<()
 
 /// RFC 7518 §3.3 (RS*: RSASSA-PKCS1-v1_5 SHA-256/384/512) and §3.5 (PS*: RSASSA-PSS with
 /// the same hash for MGF1, salt length = hash length). The signature is exactly k = |n| octets
-/// (RFC 8017 §8.1.2 / §8.2.2 step 1; `rsa` checks that too).
+/// (RFC 8017 §8.1.2 / §8.2.2 step 1; `jose::rsa` checks that too).
 fn verify_rsa(alg: Alg, n: &[u8], e: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
     use super::rsa::{pkcs1v15_verify, pss_verify, RsaError};
 
