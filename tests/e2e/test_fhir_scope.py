@@ -480,7 +480,6 @@ def test_batch_foreign_read_by_id_refused_on_response(anna):
     assert "Nordmann" not in r.text and "pat-bjorn" not in r.text
 
 
-@pytest.mark.one_module
 def test_transaction_own_allowed_foreign_refused(anna):
     allowed(anna("POST", "/fhir", body=batch("transaction", ("POST", "Observation", obs_body(ANNA)))))
     denied(anna("POST", "/fhir", body=batch(
