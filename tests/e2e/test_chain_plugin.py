@@ -10,7 +10,9 @@ the steps inside one context, in real Envoy:
   API before it decided;
 - the token step's resume (keys answered) and the FHIR scope step's (stored read answered) in
   one stream;
-- a denial by each step, with each filter's own counters.
+- a denial by each step, with each filter's own counters;
+- responses in reverse chain order: the DPoP step's `DPoP-Nonce` after the FHIR scope step let
+  the response headers it held go.
 
 Tokens and proofs come from joserfc (an independent library)."""
 import base64
@@ -44,10 +46,12 @@ class Proofs:
         self.key = ECKey.generate_key("P-256")
         self.jkt = self.key.thumbprint()
 
-    def proof(self, htm, htu, token):
+    def proof(self, htm, htu, token, nonce=None):
         h = {"typ": "dpop+jwt", "alg": "ES256", "jwk": self.key.as_dict(private=False)}
         ath = base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()).rstrip(b"=").decode()
         c = {"jti": uuid.uuid4().hex, "htm": htm, "htu": htu, "iat": int(time.time()), "ath": ath}
+        if nonce:
+            c["nonce"] = nonce
         return jws.serialize_compact(h, json.dumps(c).encode(), self.key, algorithms=["ES256"])
 
 
@@ -261,3 +265,36 @@ def test_denial_by_each_step(api_chain, proofs):
     h = headers_for(api_chain, proofs, "GET", path, content_type=None)
     r = send(e.port, "h2c", "GET", path, h)
     assert r.status == 200 and json.loads(r.body)["id"] == "obs-anna-glucose", r.text[:300]
+
+
+NONCE_SECRET = base64.urlsafe_b64encode(b"k" * 32).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("chain", [{}, {"one_plugin": True}], ids=["modules", "one_plugin"])
+def test_response_held_by_the_fhir_step_then_the_dpop_nonce(api, issuer, proofs, chain):
+    """Responses run in reverse chain order: the FHIR scope step holds the headers of a read
+    decided on its response; only once it let them go does the DPoP step add its fresh
+    `DPoP-Nonce` (RFC 9449 §9). A refused response carries nothing of the foreign resource.
+    The same answers from the three plugins and from the chain plugin."""
+    p = policy_for(issuer)
+    p["dpop"] = {"nonce": {"enabled": True, "secret": NONCE_SECRET, "window_seconds": 60}}
+    with Envoy(p, api, **chain) as e:
+        token = issuer.token("ES256", aud=AUD, scope="patient/*.rs", patient=ANNA, cnf={"jkt": proofs.jkt})
+
+        def get(path, nonce=None):
+            h = {"authorization": f"DPoP {token}",
+                 "dpop": proofs.proof("GET", f"http://127.0.0.1:{e.port}{path}", token, nonce)}
+            return h2_request(e.port, "GET", path, h)
+
+        first = get("/fhir/Observation/obs-anna-hb")
+        assert first.status == 401 and reason(first.body) == "use_dpop_nonce", first.text[:300]
+        nonce = first.headers["dpop-nonce"]
+        checked = e.counter("fhir_scope.response_checked")
+        r = get("/fhir/Observation/obs-anna-hb", nonce)
+        assert r.status == 200, (r.status, r.text[:300])
+        assert json.loads(r.body)["subject"]["reference"] == f"Patient/{ANNA}"
+        assert e.counter("fhir_scope.response_checked") == checked + 1, "not decided on the response"
+        assert r.headers.get("dpop-nonce"), r.headers
+        r = get("/fhir/Observation/obs-bjorn-hb", r.headers["dpop-nonce"])
+        assert r.status == 403 and reason(r.body) == "response_outside_grant", (r.status, r.text[:300])
+        assert "pat-bjorn" not in r.text and "15.4" not in r.text
