@@ -4,12 +4,12 @@ in the same run.
 
 Usage: .venv/bin/python bench/run.py [--rounds 3] [--duration 8] [--configs NAME,NAME,...|all]
                                      [--connections 4] [--json FILE] [--no-build]
-       .venv/bin/python bench/run.py --soak MINUTES [--workers N] [--one-module]
+       .venv/bin/python bench/run.py --soak MINUTES [--workers N] [--one-module | --one-plugin]
 
 Every configuration is its own Envoy (`--concurrency 1`, loopback only) whose route answers
 200 itself (`direct_response`), so what differs between configurations is the filter chain.
 The configurations are named for what they run (`CONFIGS` below: `none`, `jwt_authn_es256`,
-`jwt_authn_es256_cached`, `empty_wasm`, `token_cached`, `full_chain`, `*_one_module`,
+`jwt_authn_es256_cached`, `empty_wasm`, `token_cached`, `full_chain`, `*_one_module`, `*_one_plugin`,
 `token_es256_host`, `token_ps256`, ...); the default run is issue 9's table (`HEADLINE`).
 
 Method (bench/README.md): all Envoys start first; each round drives every
@@ -71,6 +71,9 @@ class Config:
     wasm_dir: Path | None = None
     # The filters from the one module `fapi_guard.wasm`, one VM for all (envoy/render.py).
     one_module: bool = False
+    # The one module attached once as the chain plugin (root id `fapi_guard`): the filters as
+    # steps of one HTTP context, the token handed on in memory (envoy/render.py `one_plugin`).
+    one_plugin: bool = False
 
 
 CONFIGS = [
@@ -85,6 +88,10 @@ CONFIGS = [
            "token", "ES256", cache=True, one_module=True),
     Config("full_chain_one_module", "full chain as above, the three filters from the one module (one VM)",
            "chain", "ES256", cache=True, expect_path="host", one_module=True),
+    Config("token_cached_one_plugin", "token filter ES256, cached token, as the chain plugin (fapi_guard:token)",
+           "token", "ES256", cache=True, one_plugin=True),
+    Config("full_chain_one_plugin", "full chain as above, ONE plugin (root id fapi_guard): one HTTP context",
+           "chain", "ES256", cache=True, expect_path="host", one_plugin=True),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
     Config("token_es256_software", "token filter ES256, no cache, software verify", "token", "ES256",
            software=True, expect_path="software"),
@@ -99,7 +106,7 @@ CONFIGS = [
 BY_KEY = {c.key: c for c in CONFIGS}
 # The configurations of issue 9's table (the default run); `--configs all` runs every one.
 HEADLINE = ["none", "jwt_authn_es256", "jwt_authn_es256_cached", "empty_wasm", "token_cached", "full_chain",
-            "token_cached_one_module", "full_chain_one_module"]
+            "token_cached_one_module", "full_chain_one_module", "token_cached_one_plugin", "full_chain_one_plugin"]
 # Ratios printed under the table: (numerator, denominator, what it says).
 RATIOS = [
     ("full_chain", "jwt_authn_es256", "full FAPI chain / jwt_authn uncached (target >= 0.9)"),
@@ -108,6 +115,10 @@ RATIOS = [
     ("token_cached_one_module", "jwt_authn_es256_cached",
      "cached token, one module / jwt_authn cached (target >= 1.0)"),
     ("full_chain_one_module", "full_chain", "full FAPI chain: one module / three modules"),
+    ("full_chain_one_plugin", "jwt_authn_es256", "full FAPI chain, one plugin / jwt_authn uncached (target >= 0.9)"),
+    ("token_cached_one_plugin", "jwt_authn_es256_cached",
+     "cached token, one plugin / jwt_authn cached (target >= 1.0)"),
+    ("full_chain_one_plugin", "full_chain_one_module", "full FAPI chain: one plugin / one module (three plugins)"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
 FILTER_FILES = {"token": "fapi_token_filter.wasm", "dpop": "fapi_dpop_filter.wasm",
@@ -189,10 +200,11 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
         return render.render(token_policy(issuer, cfg.cache, cfg.public), ["token"], str(wasm_dir), port, 1, admin,
-                             vm_env=env, direct_response=True, one_module=cfg.one_module)
+                             vm_env=env, direct_response=True, one_module=cfg.one_module,
+                             one_plugin=cfg.one_plugin)
     if cfg.kind == "chain":
         return render.render(chain_policy(issuer), ["token", "dpop", "fhir_scope"], str(wasm_dir), port, 1, admin,
-                             direct_response=True, one_module=cfg.one_module)
+                             direct_response=True, one_module=cfg.one_module, one_plugin=cfg.one_plugin)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))
@@ -471,6 +483,7 @@ MEMORY_ROWS = [
     ("fhir_only", "FHIR scope filter only", ["fhir_scope"]),
     ("full_chain", "the three guard filters", None),
     ("full_chain_one_module", "the three guard filters from the one module (one VM)", None),
+    ("full_chain_one_plugin", "the three guard filters as one plugin (root id fapi_guard)", None),
 ]
 
 
@@ -568,13 +581,14 @@ def evidence_table(results: dict[str, list[Run]], keys: list[str]) -> str:
 # ---------- soak ----------
 
 def soak(issuer: tooling.Issuer, wasm_dir: Path, minutes: float, workers: int, connections: int,
-         json_out: str | None, one_module: bool = False) -> int:
+         json_out: str | None, one_module: bool = False, one_plugin: bool = False) -> int:
     """The full chain at full speed for `minutes`: wrk reads proofs from a FIFO that minter
     processes fill as fast as it drains (each proof's `iat` is seconds old at most, so the
     default 60 s window holds however long the run). Reports non-2xx, the replay-cache
     counters, and memory at start, each minute and end."""
     clients = ChainClients(issuer)
-    e = BenchEnvoy(BY_KEY["full_chain_one_module" if one_module else "full_chain"], issuer, wasm_dir,
+    key = "full_chain_one_plugin" if one_plugin else "full_chain_one_module" if one_module else "full_chain"
+    e = BenchEnvoy(BY_KEY[key], issuer, wasm_dir,
                    concurrency=workers)
     tmp = Path(tempfile.mkdtemp(prefix="fapi-soak-"))
     fifo, tokens = tmp / "proofs.fifo", tmp / "tokens.txt"
@@ -663,7 +677,7 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=int, default=8, help="seconds of wrk per configuration per round (<= 40)")
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--configs", default=",".join(HEADLINE),
-                    help="comma-separated configuration names, or `all` (default: issue 9's six)")
+                    help="comma-separated configuration names, or `all` (default: HEADLINE, issue 9's table)")
     ap.add_argument("--chain-rate", type=int, default=0,
                     help="req/s to mint proofs for (default: measured in a calibration run)")
     ap.add_argument("--no-memory", action="store_true", help="skip the idle memory measurement")
@@ -674,6 +688,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="Envoy worker threads for --soak")
     ap.add_argument("--one-module", action="store_true",
                     help="--soak: the full chain from the one module fapi_guard.wasm (one VM)")
+    ap.add_argument("--one-plugin", action="store_true",
+                    help="--soak: the full chain as one plugin (root id fapi_guard, one HTTP context)")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--no-build", action="store_true", help="use the wasm already built (also FAPI_GUARD_SKIP_BUILD)")
     a = ap.parse_args(argv)
@@ -686,7 +702,8 @@ def main(argv=None) -> int:
             c = BY_KEY[k]
             # An older build may have no one module (fapi_guard.wasm): no `@before` row then.
             if c.kind in ("token", "chain") and not (
-                    c.one_module and not (Path(a.compare_wasm_dir) / "fapi_guard.wasm").is_file()):
+                    (c.one_module or c.one_plugin)
+                    and not (Path(a.compare_wasm_dir) / "fapi_guard.wasm").is_file()):
                 before = Config(**{**vars(c), "key": f"{k}@before", "title": f"{c.title} (before: {a.compare_wasm_dir})",
                                    "wasm_dir": Path(a.compare_wasm_dir)})
                 BY_KEY[before.key] = before
@@ -707,7 +724,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message="EdDSA is deprecated")
     issuer = tooling.Issuer(ISS, algs=("ES256", "PS256", "EdDSA", "RS256"))
     if a.soak is not None:
-        return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json, a.one_module)
+        return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json, a.one_module, a.one_plugin)
 
     long_exp = int(time.time()) + 30 * 24 * 3600
     tokens = {alg: issuer.token(alg, aud=AUD, exp=long_exp) for alg in issuer.keys}

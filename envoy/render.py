@@ -14,7 +14,8 @@ Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
                  [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
                  [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
                  [--tls-cert F --tls-key F [--client-ca F]] [--vm-env K=V ...]
-                 [--direct-response] [--forward-client-cert MODE] [--one-module] [--out FILE]
+                 [--direct-response] [--forward-client-cert MODE] [--one-module | --one-plugin]
+                 [--out FILE]
        render.py --gateway [--listen-port 8443] [--admin-port 9902] [--sidecar-port 10000]
                  --tls-cert F --tls-key F [--client-ca F] [--public-prefix /api]
                  [--internal-authority HOST:PORT] [--out FILE]
@@ -29,6 +30,10 @@ front of a sidecar rendered with --forward-client-cert ALWAYS_FORWARD_ONLY.
 --one-module attaches the three filters from the one module `fapi_guard.wasm` (filters/guard)
 with one `vm_id`, so they share one Wasm VM per worker thread (each plugin's `root_id` picks
 its filter); without it each filter is its own module and VM.
+--one-plugin attaches the one module ONCE, as the chain plugin (root id `fapi_guard`): the three
+filters run as steps of one HTTP context in chain order, the verified token handed on in memory
+(docs/checks.md, "One module"); with fewer --filters its root id names them
+(`fapi_guard:token,dpop`).
 --direct-response makes the route answer 200 itself instead of proxying to `api`
 (benchmarks: measure the filters, not an upstream).
 
@@ -78,7 +83,10 @@ class RenderOptions:
     `one_module`: every filter from the one module (`fapi_guard.wasm`, filters/guard) with one
     `vm_id` and an identical `vm_config`, so Envoy runs the filters in one VM per worker (its
     VM key is vm_id + vm_config.configuration + code; bench/README.md, "Memory"); each plugin
-    keeps its own `root_id`, which picks the filter."""
+    keeps its own `root_id`, which picks the filter.
+    `one_plugin`: the one module attached ONCE with the chain root id (`module.chain_root_id`,
+    `fapi_guard`; `fapi_guard:<steps>` for fewer filters): the filters as steps of one HTTP
+    context, in chain order (implies the one module)."""
     jwks_address: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -95,6 +103,7 @@ class RenderOptions:
     request_timeout: str | None = "30s"
     stream_idle_timeout: str | None = "30s"
     one_module: bool = False
+    one_plugin: bool = False
 
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
@@ -135,21 +144,39 @@ def stream_timeouts(o):
     return {k: v for k, v in t.items() if v is not None}
 
 
+def chain_name(steps):
+    """The chain plugin's root id for `steps` (filters of ORDER): `fapi_guard` for the whole
+    chain, else `fapi_guard:<steps>` (filters/core/src/root_id.rs)."""
+    steps = [f for f in ORDER if f in steps]
+    return MODULE["chain_root_id"] + ("" if steps == ORDER else ":" + ",".join(steps))
+
+
+def is_chain(name):
+    return name == MODULE["chain_root_id"] or name.startswith(MODULE["chain_root_id"] + ":")
+
+
 def wasm_filter(name, policy_json, wasm_dir, vm_env=None, one_module=False):
+    """The wasm filter of `name`: a filter of ORDER, or a chain plugin root id (`chain_name`)."""
+    chain = is_chain(name)
+    one_module = one_module or chain
     vm_id, wasm = (MODULE["vm_id"], MODULE["wasm"]) if one_module else (ROOT_ID[name], FILTER_WASM[name])
+    root_id = name if chain else ROOT_ID[name]
+    # The FHIR scope filter (alone or as a step of the chain plugin) reads bodies.
+    reads_bodies = name == "fhir_scope" or (chain and (name == MODULE["chain_root_id"] or "fhir_scope" in name))
     f = {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {
-                "name": ROOT_ID[name],
-                "root_id": ROOT_ID[name],
+                "name": root_id,
+                "root_id": root_id,
                 "fail_open": False,
                 # Let a Pause from on_http_{request,response}_headers hold the headers while
                 # the body is still delivered to the filter (proxy-wasm-cpp-host #434). The
                 # FHIR scope filter needs it to read bundles and check responses before any
-                # of them is forwarded.
-                **({"allow_on_headers_stop_iteration": True} if name == "fhir_scope" else {}),
+                # of them is forwarded (the chain plugin too: it holds body that arrives while
+                # an earlier step decides, and hands it to its FHIR scope step).
+                **({"allow_on_headers_stop_iteration": True} if reads_bodies else {}),
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": policy_json,
@@ -264,6 +291,10 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
     vm_env, direct_response, forward_client_cert, alpn = o.vm_env, o.direct_response, o.forward_client_cert, o.alpn
     http1_trailers, upstream_h2, normalize_paths = o.http1_trailers, o.upstream_h2, o.normalize_paths
     jwks_plain, one_module = o.jwks_plain, o.one_module
+    steps = [f for f in ORDER if f in filters]
+    if o.one_plugin and not steps:
+        raise ValueError("one_plugin needs at least one filter")
+    plugins = [chain_name(steps)] if o.one_plugin else steps
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
@@ -283,7 +314,7 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
                                if direct_response else {"route": {"cluster": "api", "timeout": "15s"}})}],
             }],
         },
-        "http_filters": [wasm_filter(f, policy_json, wasm_dir, vm_env, one_module) for f in ORDER if f in filters]
+        "http_filters": [wasm_filter(f, policy_json, wasm_dir, vm_env, one_module) for f in plugins]
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
@@ -318,6 +349,7 @@ COMMITTED = [
     ("envoy/sidecar-demo.yaml", "policies/demo-fhir-api.json", ["--upstream-port", "8080"]),
     ("envoy/sidecar-helseid.yaml", "policies/helseid-sample-api.json", ["--upstream-port", "8080"]),
     ("envoy/sidecar-smart.yaml", "policies/smart-patient-api.json", ["--upstream-port", "8080"]),
+    ("envoy/sidecar-demo-one-plugin.yaml", "policies/demo-fhir-api.json", ["--upstream-port", "8080", "--one-plugin"]),
     ("envoy/sidecar-behind-gateway.yaml", "policies/demo-fhir-api-gateway.json",
      ["--listen-port", "10000", "--upstream-port", "8080", "--forward-client-cert", "ALWAYS_FORWARD_ONLY"]),
     ("envoy/gateway-edge.yaml", None,
@@ -429,6 +461,9 @@ def parse_args(argv=None):
     ap.add_argument("--direct-response", action="store_true", help="route answers 200 itself (benchmarks)")
     ap.add_argument("--one-module", action="store_true",
                     help="every filter from the one module fapi_guard.wasm, one vm_id (one VM per worker)")
+    ap.add_argument("--one-plugin", action="store_true",
+                    help="the one module attached once as the chain plugin (root id fapi_guard): the filters "
+                         "as steps of one HTTP context")
     ap.add_argument("--no-path-normalization", action="store_true",
                     help="leave out the HCM path normalisation (tests only: the filters alone refuse)")
     ap.add_argument("--out")
@@ -445,6 +480,10 @@ def parse_args(argv=None):
     if a.admin_port is None:
         a.admin_port = 9902 if a.gateway else 9901
     a.filter_list = [f for f in a.filters.split(",") if f]
+    if a.one_plugin and a.one_module:
+        ap.error("--one-plugin and --one-module are two different layouts: pick one")
+    if a.one_plugin and not a.filter_list:
+        ap.error("--one-plugin needs at least one filter")
     unknown = [f for f in a.filter_list if f not in FILTER_WASM]
     if unknown:
         ap.error(f"--filters: unknown filter(s) {unknown}; known: {ORDER}")
@@ -476,8 +515,9 @@ def render_text(a, root="."):
         jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
         forward_client_cert=a.forward_client_cert, normalize_paths=not a.no_path_normalization,
-        jwks_plain=a.jwks_plain, one_module=a.one_module))
-    text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters),
+        jwks_plain=a.jwks_plain, one_module=a.one_module, one_plugin=a.one_plugin))
+    text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters) + (" (one plugin: root id "
+                         + chain_name(filters) + ")" if a.one_plugin else ""),
                          upstream=a.upstream_port)
     if a.forward_client_cert:
         text += HEADER_XFCC.format(fcc=a.forward_client_cert)

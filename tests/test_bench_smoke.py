@@ -22,7 +22,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install -y wrk)"),
 ]
 
-CONFIGS = ["none", "token_cached", "token_es256_host", "token_es256_software", "full_chain", "full_chain_one_module"]
+CONFIGS = ["none", "token_cached", "token_es256_host", "token_es256_software", "full_chain", "full_chain_one_module",
+           "full_chain_one_plugin"]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def test_table_has_every_config_with_nonzero_throughput(bench):
     ("token_es256_software", False, True, False),  # same, FAPI_GUARD_VERIFIER=software
     ("full_chain", True, False, True),             # cached token, each proof verified on the host
     ("full_chain_one_module", True, False, True),  # the same from the one module (fapi_guard.wasm)
+    ("full_chain_one_plugin", True, False, True),  # the same as one plugin (root id fapi_guard)
 ])
 def test_counters_prove_the_verification_path(bench, key, host, software, cache_hit):
     _, results = bench
@@ -79,7 +81,7 @@ def test_counters_prove_the_verification_path(bench, key, host, software, cache_
             assert c[name] == 0, (key, name, run)
 
 
-@pytest.mark.parametrize("key", ["full_chain", "full_chain_one_module"])
+@pytest.mark.parametrize("key", ["full_chain", "full_chain_one_module", "full_chain_one_plugin"])
 def test_full_chain_checks_a_distinct_proof_per_request(bench, key):
     """Every request passed the DPoP and FHIR filters; none was a replay."""
     _, results = bench

@@ -19,7 +19,11 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
     "image_pull_policy": "IfNotPresent",          # optional
     "filters": ["token", "dpop", "fhir-scope"],   # optional subset, in any order
     "one_module": true                            # optional: every WasmPlugin from the one image
-  }                                               # `guard` (fapi_guard.wasm), one VM for the three
+                                                  # `guard` (fapi_guard.wasm), one VM for the three
+    "one_plugin": true                            # optional, instead: ONE WasmPlugin `<api>-guard`
+  }                                               # from the image `guard`, pluginName `fapi_guard`
+                                                  # (the chain plugin: the filters as steps of one
+                                                  # HTTP context; docs/checks.md "One module")
 
 Usage:
   tools/gen_wasmplugins.py                 # both roots, writes <root>/deploy/generated/
@@ -51,9 +55,13 @@ _REGISTRY = json.loads((REPO_ROOT / "filters" / "registry.json").read_text())
 FILTERS: dict[str, tuple[int, str]] = {f["name"]: (f["istio_priority"], f["root_id"]) for f in _REGISTRY["filters"]}
 # The image of the one module holding all three filters (deploy `"one_module": true`).
 MODULE = _REGISTRY["module"]["name"]
+# The chain plugin's pluginName (deploy `"one_plugin": true`); `<it>:<steps>` for a subset, with
+# the filters' `envoy` names (filters/core/src/root_id.rs).
+CHAIN_ROOT_ID = _REGISTRY["module"]["chain_root_id"]
+STEP_NAME = {f["name"]: f["envoy"] for f in _REGISTRY["filters"]}
 DEPLOY_KEYS = {
     "namespace", "selector", "target_refs", "image", "match_ports", "image_pull_policy", "image_pull_secret",
-    "app_port", "filters", "description", "one_module",
+    "app_port", "filters", "description", "one_module", "one_plugin",
 }
 IMAGE_KEYS = {"registry", "repository", "tag"}
 ISTIO_CLUSTER = re.compile(r"^outbound\|[0-9]{1,5}\|[^|]*\|[a-z0-9.-]+$")
@@ -230,6 +238,10 @@ def check_deploy(path: Path, d: object) -> dict:
         raise GenError(f"{where}: `filters` must include `token`: the other filters read what it verified")
     if not isinstance(d.get("one_module", False), bool):
         raise GenError(f"{where}: `one_module` must be true or false")
+    if not isinstance(d.get("one_plugin", False), bool):
+        raise GenError(f"{where}: `one_plugin` must be true or false")
+    if d.get("one_module") and d.get("one_plugin"):
+        raise GenError(f"{where}: `one_module` (three plugins) and `one_plugin` (one) are two layouts: pick one")
     return d
 
 
@@ -238,12 +250,17 @@ def wasm_plugins(api: str, policy: dict, deploy: dict, lock: dict, sources: list
     img = deploy["image"]
     out = []
     order = [f for f in FILTERS if f in deploy.get("filters", list(FILTERS))]  # always token, dpop, fhir-scope
-    for name in order:
-        priority, plugin_name = FILTERS[name]
+    plugins = [(name, *FILTERS[name]) for name in order]
+    if deploy.get("one_plugin"):
+        # The chain plugin: one WasmPlugin from the one image, its pluginName naming the steps
+        # (`fapi_guard` for all three), at the token filter's priority (it runs first).
+        steps = "" if order == list(FILTERS) else ":" + ",".join(STEP_NAME[f] for f in order)
+        plugins = [(MODULE, FILTERS[order[0]][0], CHAIN_ROOT_ID + steps)]
+    for name, priority, plugin_name in plugins:
         # `one_module`: every plugin from the one image `guard` (fapi_guard.wasm), told apart by
         # its pluginName (= root_id). Istio sets no vm_id and the agent gives every plugin the
         # same module file, so Envoy runs the three in one VM per thread (bench/README.md, "Memory").
-        image = MODULE if deploy.get("one_module") else name
+        image = MODULE if deploy.get("one_module") or deploy.get("one_plugin") else name
         entry = lock[image]
         spec: dict = {}
         if "selector" in deploy:

@@ -228,6 +228,7 @@ def test_include_inside_compartment_allowed_escape_refused(anna):
     denied(anna("GET", "/fhir/Patient?_id=pat-anna&_revinclude=Provenance:target"), "unsafe_search")
 
 
+@pytest.mark.one_module
 def test_search_result_checked_when_server_ignores_the_pin(anna):
     """Defence in depth: the sample server ignores `asserter` (lenient handling), so this
     search, pinned on the request side, would return every patient's Conditions."""
@@ -236,6 +237,7 @@ def test_search_result_checked_when_server_ignores_the_pin(anna):
     assert "search-type Condition" in r.json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.one_module
 def test_post_search_form_body(anna):
     b = allowed(anna("POST", "/fhir/Observation/_search", form="subject=Patient%2Fpat-anna&category=vital-signs"))
     assert ids(b) == ["Observation/obs-anna-bp"]
@@ -334,6 +336,7 @@ def stored(upstream, path):
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 
 
+@pytest.mark.one_module
 def test_write_by_id_own_resource_allowed(envoy, upstream, anna):
     oid = allowed(anna("POST", "/fhir/Observation", body=obs_body(ANNA)), 201)["id"]
     path = f"/fhir/Observation/{oid}"
@@ -350,6 +353,7 @@ def test_write_by_id_own_resource_allowed(envoy, upstream, anna):
     assert envoy.counter("fhir_scope.stored_read") - before == 3
 
 
+@pytest.mark.one_module
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_write_by_id_foreign_resource_refused(upstream, anna, method):
     path = "/fhir/Observation/obs-bjorn-hb"
@@ -391,6 +395,7 @@ def test_update_as_create_new_id(upstream, anna):
     denied(anna("DELETE", "/fhir/Observation/obs-anna-rbw-none"), "stored_resource_missing", 404)
 
 
+@pytest.mark.one_module
 def test_write_by_id_stored_read_failing_refused(upstream, anna):
     path = "/fhir/Observation/read-fails-anna"
     assert stored(upstream, path).status_code == 500
@@ -467,6 +472,7 @@ def test_batch_with_one_foreign_entry_refused_naming_it(anna):
     assert "entry[2]" in r.json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.one_module
 def test_batch_foreign_read_by_id_refused_on_response(anna):
     r = denied(anna("POST", "/fhir", body=batch(
         "batch", ("GET", "Patient/pat-anna", None), ("GET", "Observation/obs-bjorn-hb", None))),
@@ -490,6 +496,7 @@ def test_transaction_binary_patch_entry_checked(anna):
         "bundle_entry_forbidden")
 
 
+@pytest.mark.one_module
 def test_request_body_over_limit_refused(anna):
     big = batch("batch", *[("GET", "Patient/pat-anna", None)] * 3000)
     denied(anna("POST", "/fhir", body=big), "request_too_large", 400)
@@ -533,6 +540,7 @@ def test_malformed_fhir_path_refused(anna):
     denied(anna("GET", "/fhir/Basic/b1"), "unknown_fhir_request", 400)
 
 
+@pytest.mark.one_module
 def test_stats_per_reason_and_no_patient_data_in_logs(envoy, anna):
     before = envoy.counter("fhir_scope.denied.unsafe_search")
     denied(anna("GET", "/fhir/Observation?category=laboratory"), "unsafe_search")
@@ -579,7 +587,8 @@ def test_bad_fhir_policy_refused_naming_field(upstream, issuer, mutate, field):
     assert f"`{field}`" in str(err.value), str(err.value)[-2000:]
 
 
-def test_host_without_header_hold(upstream, issuer, monkeypatch):
+@pytest.mark.parametrize("chain", [{}, {"one_plugin": True}], ids=["modules", "one_plugin"])
+def test_host_without_header_hold(upstream, issuer, monkeypatch, chain):
     """Hosts that cannot hold headers while a Wasm filter reads the body (Istio's WasmPlugin
     has no `allow_on_headers_stop_iteration`): with `hold_headers_while_buffering: false` the
     filter still reads bodies; a refusal decided on a response resets the stream, and nothing
@@ -596,7 +605,7 @@ def test_host_without_header_hold(upstream, issuer, monkeypatch):
 
     monkeypatch.setattr(render, "wasm_filter", without_hold)
     with Envoy(policy_for(issuer, hold_headers_while_buffering=False), upstream.server_address[1],
-               filters=["token", "fhir_scope"]) as e:
+               filters=["token", "fhir_scope"], **chain) as e:
         c = Client(e, issuer, "patient/*.cruds")
         assert allowed(c("GET", "/fhir/Observation/obs-anna-hb"))["id"] == "obs-anna-hb"
         try:

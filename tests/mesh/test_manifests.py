@@ -120,6 +120,27 @@ def test_one_module_deploy_points_every_plugin_at_the_one_image(gen_wasmplugins,
     assert [d["spec"]["pluginName"] for d in one] == ["fapi_token", "fapi_dpop", "fapi_fhir_scope"]
 
 
+def test_one_plugin_deploy_is_one_wasmplugin_running_the_chain(gen_wasmplugins, tmp_path):
+    """`one_plugin`: ONE WasmPlugin from the one image, pluginName the chain root id (the root id
+    envoy/render.py gives the chain plugin), first in AUTHN; a subset names its steps."""
+    import render
+
+    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
+    (one,) = run_gen(gen_wasmplugins, make_root(tmp_path / "b", deploy=DEPLOY | {"one_plugin": True}))
+    lock = json.loads(LOCK.read_text())["filters"]
+    spec = one["spec"]
+    assert one["metadata"]["name"].endswith("-guard")
+    assert spec["url"] == "oci://reg.test:5000/fg/guard:1.2.3"
+    assert "sha256:" + spec["sha256"] == lock["guard"]["image_manifest_digest"]
+    assert spec["pluginName"] == "fapi_guard" == render.chain_name(render.ORDER)
+    assert spec["priority"] == three[0]["spec"]["priority"]
+    for same in ("phase", "failStrategy", "pluginConfig", "match"):
+        assert spec[same] == three[0]["spec"][same], same
+    (sub,) = run_gen(gen_wasmplugins, make_root(tmp_path / "c", deploy=DEPLOY | {
+        "one_plugin": True, "filters": ["token", "dpop"]}))
+    assert sub["spec"]["pluginName"] == "fapi_guard:token,dpop" == render.chain_name(["token", "dpop"])
+
+
 def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins):
     import render
 
@@ -169,6 +190,8 @@ BAD_DEPLOYS = {
     "unknown-filter": DEPLOY | {"filters": ["token", "waf"]},
     "pull-policy-never": DEPLOY | {"image_pull_policy": "Never"},
     "one-module-not-bool": DEPLOY | {"one_module": "yes"},
+    "one-plugin-not-bool": DEPLOY | {"one_plugin": 1},
+    "one-plugin-and-one-module": DEPLOY | {"one_plugin": True, "one_module": True},
 }
 
 

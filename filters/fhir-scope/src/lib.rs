@@ -290,12 +290,12 @@ impl Context for FhirFilter {
             Ok(()) => {
                 self.worker.stats.allowed();
                 self.request_gate = Gate::Open;
-                self.resume_http_request();
+                fapi_guard_host::chain::resume_request();
             }
             Err(reason) => {
                 let detail = self.stored_denial(reason);
                 if let Action::Continue = self.deny(reason, Some(&detail)) {
-                    self.resume_http_request();
+                    fapi_guard_host::chain::resume_request();
                 }
             }
         }

@@ -1,12 +1,15 @@
 //! The one module (`fapi_guard.wasm`): the token, DPoP and FHIR scope filters in one Wasm
 //! module, attached as three plugins that share one VM per worker (same `vm_id` and
 //! `vm_config`; bench/README.md, "Memory"). Each plugin is the filter its root id names
-//! (`fapi_guard_core::root_id`, the names of `filters/registry.json`); a missing or unknown
+//! (`fapi_guard_core::root_id`, the names of `filters/registry.json`), or the chain plugin
+//! (root id `fapi_guard`, `chain.rs`: the three as steps of one HTTP context); a missing or unknown
 //! root id is refused at configuration (fail closed, docs/checks.md "One module"). Thin: the
 //! filters are the sources of the three separate modules, compiled here as modules without
 //! their `entry` feature (so there is one `_initialize`, this one) and otherwise unchanged.
 
 use fapi_guard_core::root_id::{filter_for_root_id, FilterKind};
+
+mod chain;
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::LogLevel;
 
@@ -37,6 +40,7 @@ fn new_root(_context_id: u32) -> Box<dyn RootContext> {
         Ok(FilterKind::Token) => token::root_context(),
         Ok(FilterKind::Dpop) => dpop::root_context(),
         Ok(FilterKind::FhirScope) => fhir_scope::root_context(),
+        Ok(FilterKind::Chain(steps)) => Box::new(chain::ChainRoot::new(steps)),
         Err(why) => Box::new(Refused { why }),
     }
 }

@@ -9,8 +9,16 @@ use std::rc::Rc;
 use fapi_guard_core::claims::{VerifiedToken, VERIFIED_TOKEN_PROPERTY};
 
 /// Stores the verified token for this stream, already serialised (see
-/// `fapi_guard_core::cache::CachedToken`). Returns false if the host refused.
+/// `fapi_guard_core::cache::CachedToken`). Returns false if the host refused. In the chain
+/// plugin (`crate::chain`) the token stays in memory for the steps after this one: no
+/// filter-state write (nothing else reads it; docs/checks.md "One module").
 pub fn store_verified_token_bytes(bytes: &[u8]) -> bool {
+    if crate::chain::in_chain() {
+        let t = crate::stages::now();
+        let parsed = parse_cached(bytes.to_vec());
+        crate::stages::add("handoff_store", t);
+        return crate::chain::store_token(parsed).unwrap_or(false);
+    }
     proxy_wasm::hostcalls::set_property(vec![VERIFIED_TOKEN_PROPERTY], Some(bytes)).is_ok()
 }
 
@@ -30,7 +38,8 @@ thread_local! {
     static PARSED: RefCell<(usize, Parsed)> = RefCell::new((0, HashMap::new()));
 }
 
-/// The verified token of this stream, if the token filter stored one.
+/// The verified token of this stream, if the token filter stored one (in the chain plugin:
+/// the one its token step handed on in memory).
 pub fn load_verified_token() -> Option<VerifiedToken> {
     load_verified_token_shared().map(|t| (*t).clone())
 }
@@ -44,7 +53,15 @@ pub fn load_verified_token_shared() -> Option<Rc<VerifiedToken>> {
 }
 
 fn load_uncounted() -> Option<Rc<VerifiedToken>> {
+    if let Some(in_memory) = crate::chain::load_token() {
+        return in_memory;
+    }
     let bytes = proxy_wasm::hostcalls::get_property(vec![VERIFIED_TOKEN_PROPERTY]).ok()??;
+    parse_cached(bytes)
+}
+
+/// The parsed token of these hand-off bytes, from the worker's cache when seen before.
+fn parse_cached(bytes: Vec<u8>) -> Option<Rc<VerifiedToken>> {
     let prefix = bytes.get(..PREFIX).unwrap_or(&bytes).to_vec();
     PARSED.with(|cell| {
         let mut cell = cell.borrow_mut();

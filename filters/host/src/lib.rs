@@ -1,6 +1,7 @@
 //! proxy-wasm glue shared by the filters. Everything here is a host call or its adapter;
 //! decisions live in `fapi-guard-core`.
 
+pub mod chain;
 pub mod clock;
 pub mod config;
 pub mod handoff;

@@ -67,8 +67,9 @@ pub fn deny_or_shadow(
     }
 }
 
-/// Sends a rendered reply as the local response.
+/// Sends a rendered reply as the local response (in the chain plugin, the chain ends here).
 pub fn send(reply: &Reply) {
+    crate::chain::note_reply();
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()

@@ -372,7 +372,8 @@ impl Context for TokenFilter {
             .finish_fetch(index, clock::now_seconds(), status, &body);
         let outcome = self.check(false);
         if let Action::Continue = self.finish(outcome) {
-            self.resume_http_request();
+            // In the chain plugin the driver resumes once the later steps let it go.
+            fapi_guard_host::chain::resume_request();
         }
     }
 }
