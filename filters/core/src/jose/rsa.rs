@@ -399,7 +399,7 @@ mod tests {
             state ^= state >> 27;
             state.wrapping_mul(0x2545_f491_4f6c_dd1d)
         };
-        let mut bytes = |len: usize, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
+        let bytes = |len: usize, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
             (0..len).map(|_| next() as u8).collect()
         };
         let mut checked = 0;
