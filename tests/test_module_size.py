@@ -6,21 +6,17 @@ cuts so far and what is left to cut are in bench/README.md, "Size"). Not a timin
 module is built by scripts/build-wasm.sh (cargo, then wasm-opt), which is deterministic for a
 given toolchain and binaryen (policies/deploy/wasm-images.lock.json records its digest).
 """
-import json
-from pathlib import Path
-
+import render  # envoy/render.py: the one reader of filters/registry.json
 from fapi_guard_py.envoy import build_wasm
 
-ROOT = Path(__file__).resolve().parents[1]
 PER_FILTER_BUDGET = 300_000
 
 
 def test_one_module_within_300_kb_per_filter():
-    registry = json.loads((ROOT / "filters" / "registry.json").read_text())
-    module = build_wasm() / registry["module"]["wasm"]
-    budget = PER_FILTER_BUDGET * len(registry["filters"])
+    module = build_wasm() / render.MODULE["wasm"]
+    budget = PER_FILTER_BUDGET * len(render.REGISTRY)
     size = module.stat().st_size
     assert size <= budget, (
         f"{module.name} is {size:,} bytes, over its budget of {budget:,} "
-        f"({PER_FILTER_BUDGET:,} per filter x {len(registry['filters'])}); see bench/README.md 'Size'"
+        f"({PER_FILTER_BUDGET:,} per filter x {len(render.REGISTRY)}); see bench/README.md 'Size'"
     )
