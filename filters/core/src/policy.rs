@@ -247,6 +247,9 @@ pub struct Policy {
 
 impl Policy {
     /// Parses and validates a policy document. Errors name the offending field.
+    /// `#[inline]`: code-generated where it is called (the Wasm modules: the size-built
+    /// `fapi-guard-policy-load` crate, bench/README.md "Size").
+    #[inline]
     pub fn from_json(bytes: &[u8]) -> Result<Policy, PolicyError> {
         let doc: PolicyDoc = crate::json_locate::parse(bytes, "")?;
         Policy::compile(doc)

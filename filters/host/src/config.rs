@@ -16,7 +16,7 @@ pub fn load_policy(filter: &str, configuration: Option<Vec<u8>>) -> Option<Rc<Po
         );
         return None;
     };
-    match Policy::from_json(&bytes) {
+    match fapi_guard_policy_load::from_json(&bytes) {
         Ok(p) => {
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Info,

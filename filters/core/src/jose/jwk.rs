@@ -207,12 +207,16 @@ fn parse_ec(obj: &Obj) -> Result<PublicKey, JwkError> {
         }
         "P-384" => {
             let (x, y) = (req_fixed::<48>(obj, "x")?, req_fixed::<48>(obj, "y")?);
-            p384::PublicKey::from_sec1_bytes(&sec1(&x, &y)).map_err(|_| JwkError::InvalidKey)?;
+            if !fapi_guard_ec_p384_p521::p384_point_valid(&x, &y) {
+                return Err(JwkError::InvalidKey);
+            }
             Ok(PublicKey::EcP384 { x, y })
         }
         "P-521" => {
             let (x, y) = (req_fixed::<66>(obj, "x")?, req_fixed::<66>(obj, "y")?);
-            p521::PublicKey::from_sec1_bytes(&sec1(&x, &y)).map_err(|_| JwkError::InvalidKey)?;
+            if !fapi_guard_ec_p384_p521::p521_point_valid(&x, &y) {
+                return Err(JwkError::InvalidKey);
+            }
             Ok(PublicKey::EcP521 { x, y })
         }
         _ => Err(JwkError::Unsupported),

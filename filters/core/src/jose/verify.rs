@@ -95,38 +95,21 @@ fn verify_es256(x: &[u8; 32], y: &[u8; 32], msg: &[u8], sig: &[u8]) -> Result<()
     vk.verify(msg, &sig).map_err(|_| VerifyError::BadSignature)
 }
 
-fn sec1(x: &[u8], y: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + x.len() + y.len());
-    out.push(0x04);
-    out.extend_from_slice(x);
-    out.extend_from_slice(y);
-    out
-}
-
-/// RFC 7518 §3.4 ES384: R‖S, 48 octets each, SHA-384.
+/// RFC 7518 §3.4 ES384 (R‖S, 48 octets each, SHA-384) and ES512 (P-521, SHA-512, 66 octets
+/// each): in `fapi-guard-ec-p384-p521`, built for size (off the request path on Envoy 1.40).
 fn verify_es384(x: &[u8; 48], y: &[u8; 48], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
-    use p384::ecdsa::signature::Verifier;
-    use p384::ecdsa::{Signature, VerifyingKey};
-
-    if sig.len() != 96 {
-        return Err(VerifyError::BadSignature);
-    }
-    let vk = VerifyingKey::from_sec1_bytes(&sec1(x, y)).map_err(|_| VerifyError::KeyMismatch)?;
-    let sig = Signature::from_slice(sig).map_err(|_| VerifyError::BadSignature)?;
-    vk.verify(msg, &sig).map_err(|_| VerifyError::BadSignature)
+    fapi_guard_ec_p384_p521::verify_es384(x, y, msg, sig).map_err(ec_error)
 }
 
-/// RFC 7518 §3.4 ES512: P-521 with SHA-512, R‖S, 66 octets each.
 fn verify_es512(x: &[u8; 66], y: &[u8; 66], msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
-    use p521::ecdsa::signature::Verifier;
-    use p521::ecdsa::{Signature, VerifyingKey};
+    fapi_guard_ec_p384_p521::verify_es512(x, y, msg, sig).map_err(ec_error)
+}
 
-    if sig.len() != 132 {
-        return Err(VerifyError::BadSignature);
+fn ec_error(e: fapi_guard_ec_p384_p521::EcError) -> VerifyError {
+    match e {
+        fapi_guard_ec_p384_p521::EcError::Key => VerifyError::KeyMismatch,
+        fapi_guard_ec_p384_p521::EcError::Signature => VerifyError::BadSignature,
     }
-    let vk = VerifyingKey::from_sec1_bytes(&sec1(x, y)).map_err(|_| VerifyError::KeyMismatch)?;
-    let sig = Signature::from_slice(sig).map_err(|_| VerifyError::BadSignature)?;
-    vk.verify(msg, &sig).map_err(|_| VerifyError::BadSignature)
 }
 
 /// RFC 7518 §3.3 (RS*: RSASSA-PKCS1-v1_5 SHA-256/384/512) and §3.5 (PS*: RSASSA-PSS with

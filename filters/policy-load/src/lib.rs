@@ -1,0 +1,16 @@
+//! Policy loading for the Wasm modules, built for size.
+//!
+//! [`Policy::from_json`] is `#[inline]`, so its body and every generic it instantiates (the
+//! derived `Deserialize` code of the whole policy over `serde_json`'s deserializer, its
+//! visitors, the checks that compile the document) are code-generated in the crate that calls
+//! it: this one, which the workspace `Cargo.toml` builds at `opt-level = "z"`. The policy is
+//! parsed once per plugin load, never per request, so its speed does not matter; the bytes do
+//! (bench/README.md, "Size"). Same function, same results and error messages as
+//! `fapi_guard_core::policy::Policy::from_json`, which the native tools call directly.
+
+use fapi_guard_core::policy::{Policy, PolicyError};
+
+/// Parses and validates a policy document (`Policy::from_json`). Errors name the field.
+pub fn from_json(bytes: &[u8]) -> Result<Policy, PolicyError> {
+    Policy::from_json(bytes)
+}
