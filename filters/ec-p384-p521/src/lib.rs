@@ -59,3 +59,57 @@ pub fn verify_es512(x: &[u8; 66], y: &[u8; 66], msg: &[u8], sig: &[u8]) -> Resul
     let sig = Signature::from_slice(sig).map_err(|_| EcError::Signature)?;
     vk.verify(msg, &sig).map_err(|_| EcError::Signature)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use p384::elliptic_curve::sec1::ToSec1Point;
+
+    /// Each curve's generator (SEC1 uncompressed) is a point; the same x with y + 1 is none
+    /// (RFC 8725 §3.4: an off-curve JWK must be refused at load).
+    #[test]
+    fn generator_is_on_curve_and_a_changed_y_is_not() {
+        let g = p384::AffinePoint::GENERATOR.to_uncompressed_point();
+        let (x, mut y) = (g[1..49].to_vec(), g[49..].to_vec());
+        assert!(p384_point_valid(&x, &y));
+        y[47] ^= 1;
+        assert!(!p384_point_valid(&x, &y));
+
+        let g = p521::AffinePoint::GENERATOR.to_uncompressed_point();
+        let (x, mut y) = (g[1..67].to_vec(), g[67..].to_vec());
+        assert!(p521_point_valid(&x, &y));
+        y[65] ^= 1;
+        assert!(!p521_point_valid(&x, &y));
+        // Wrong coordinate lengths are no point either.
+        assert!(!p521_point_valid(&x[1..], &y));
+    }
+
+    /// A signature of the wrong length is refused before any curve arithmetic (RFC 7518 §3.4),
+    /// an off-curve key as `Key` (the Wycheproof vectors in fapi-guard-core test the rest).
+    #[test]
+    fn lengths_and_off_curve_keys() {
+        let g = p384::AffinePoint::GENERATOR.to_uncompressed_point();
+        let x: [u8; 48] = g[1..49].try_into().unwrap();
+        let y: [u8; 48] = g[49..].try_into().unwrap();
+        assert_eq!(
+            verify_es384(&x, &y, b"m", &[1; 95]),
+            Err(EcError::Signature)
+        );
+        assert_eq!(
+            verify_es384(&x, &y, b"m", &[1; 96]),
+            Err(EcError::Signature)
+        );
+        let mut bad_y = y;
+        bad_y[47] ^= 1;
+        assert_eq!(verify_es384(&x, &bad_y, b"m", &[1; 96]), Err(EcError::Key));
+        assert_eq!(
+            verify_es512(&[0; 66], &[0; 66], b"m", &[1; 132]),
+            Err(EcError::Key)
+        );
+        assert_eq!(
+            verify_es512(&[0; 66], &[0; 66], b"m", &[1; 131]),
+            Err(EcError::Signature)
+        );
+    }
+}
