@@ -79,7 +79,7 @@ def policy_steps(policy):
     """The filters a policy runs, in chain order: token and DPoP for every API, the FHIR scope
     step only with a `fhir` section (a plain REST API has none). The one answer to "which
     filters" for render, the demo, tools/gen_wasmplugins.py, bench/run.py (and the Rust
-    `explain::chain`, which tests/test_policy_steps.py holds to the same answer)."""
+    `explain::chain`, which tests/e2e/test_cli.py holds to the same answer)."""
     return [f for f in ORDER if f != FHIR_STEP or isinstance(policy.get("fhir"), dict)]
 
 

@@ -179,3 +179,13 @@ def test_reason_codes_markdown_is_the_committed_doc(cli):
     assert r.stdout == (ROOT / "docs" / "reason-codes.md").read_text()
     codes = json.loads(run(cli, "reason-codes", "--json").stdout)
     assert {"code": "dpop_htu_mismatch", "status": 401} == {k: codes[[c["code"] for c in codes].index("dpop_htu_mismatch")][k] for k in ("code", "status")}
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=[p.stem for p in POLICIES])
+def test_explain_runs_the_steps_render_runs(cli, policy):
+    """explain's chain (explain::chain) and render's (render.policy_steps): one answer."""
+    import render
+
+    r = run(cli, "explain", "--policy", policy, "--request", "GET /x", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["filters"] == render.policy_steps(json.loads(policy.read_text()))
