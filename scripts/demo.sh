@@ -261,7 +261,7 @@ curl -i -X $RMETHOD $(auth_args "$RMETHOD" "$R")$XH$BODY \\
 TXT
   if [ -z "$TOKEN_FILE" ] && [ -n "$RSCOPE_DENIED" ]; then cat <<TXT
 
-# denied: a token without the route's scopes (403 insufficient_scope)
+# denied: a token without the route's scopes (403 authz_missing_scope)
 curl -i -X $RMETHOD $(auth_args "$RMETHOD" "$R" "$RUN/token-no-scope")$XH$BODY \\
   $R
 TXT
