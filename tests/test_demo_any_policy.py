@@ -20,7 +20,7 @@ def r4_policy(audience="r4-api"):
     p["api"]["audience"] = audience
     iss = p["issuers"][0]
     iss["jwks_uri"] = "https://sts.example.org/connect/jwks"
-    iss["jwks_cluster"] = "outbound|443||sts.example.org"
+    iss["jwks_cluster"] = "outbound|80||sts.example.org"
     p["routes"] = [{"path_prefix": "/r4/metadata", "methods": ["GET"], "require": "none"}]
     p["fhir"]["base_path"] = "/r4"
     return p

@@ -412,3 +412,28 @@ fn bind(b: &BindDoc) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_jwks_cluster_follows_the_generators_rule() {
+        let ext = "https://sts.example.org/jwks";
+        assert_eq!(
+            istio_jwks_cluster(ext, "sts.example.org"),
+            Ok("outbound|80||sts.example.org".into())
+        );
+        assert_eq!(
+            istio_jwks_cluster(ext, "STS.example.org:8443"),
+            Ok("outbound|80||sts.example.org".into())
+        );
+        let svc = "http://idp.auth.svc.cluster.local:8080/jwks";
+        assert_eq!(
+            istio_jwks_cluster(svc, "idp.auth.svc.cluster.local:8080"),
+            Ok("outbound|8080||idp.auth.svc.cluster.local".into())
+        );
+        assert!(istio_jwks_cluster("http://sts.example.org/jwks", "sts.example.org").is_err());
+        assert!(istio_jwks_cluster("https://a_b.example/jwks", "a_b.example").is_err());
+    }
+}
