@@ -291,7 +291,10 @@ fn unmatched(u: Unmatched, mode: Mode) -> &'static str {
 
 /// A route's matcher in words: one line per matcher kind.
 fn matcher(r: &RouteDoc) -> String {
-    format!("path prefix `{}` (that path and every path below it)", r.path_prefix)
+    format!(
+        "path prefix `{}` (that path and every path below it)",
+        r.path_prefix
+    )
 }
 
 /// One `routes[]` rule as it is enforced: matcher, methods, requirement, mode.
@@ -308,7 +311,9 @@ fn describe_route(i: usize, r: &RouteDoc, policy_mode: Mode) -> String {
     };
     let mode = match (r.mode, policy_mode, r.require) {
         (_, _, Requirement::None) => "",
-        (Some(Mode::Shadow), _, _) => "; DRY RUN (route `mode: shadow`): a refusal is counted and logged, the request passes",
+        (Some(Mode::Shadow), _, _) => {
+            "; DRY RUN (route `mode: shadow`): a refusal is counted and logged, the request passes"
+        }
         (None, Mode::Shadow, _) => "; DRY RUN (policy `mode: shadow`)",
         (Some(Mode::Enforce), Mode::Shadow, _) => "; enforced (route `mode: enforce`)",
         _ => "; enforced",
