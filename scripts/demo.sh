@@ -53,7 +53,7 @@ ISSUER=target/release/guard-issuer
 RUN=run/demo
 mkdir -p "$RUN"
 "$ISSUER" demo-setup --dir "$RUN" >/dev/null
-if [ -n "$JWKS" ]; then cp "$JWKS" "$RUN/jwks.json"; fi
+SIGNING_KEY=$RUN/signing-key.json
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -69,6 +69,13 @@ wait_port() {
 
 # What the printed requests are built from: the policy as written.
 eval "$(.venv/bin/python scripts/demo_requests.py "$POLICY")"
+if [ "$SIGN_ALG" != ES256 ]; then
+  # The policy does not accept the demo's ES256 key (token.allowed_algs): sign with one it does.
+  SIGNING_KEY=$RUN/signing-key-$SIGN_ALG.json
+  [ -f "$SIGNING_KEY" ] || "$ISSUER" keygen --alg "$SIGN_ALG" --kid "demo-$SIGN_ALG" --out "$SIGNING_KEY"
+  "$ISSUER" jwks "$SIGNING_KEY" --out "$RUN/jwks.json"
+fi
+if [ -n "$JWKS" ]; then cp "$JWKS" "$RUN/jwks.json"; fi
 if [ "$REST" = 1 ] && [ "$GATEWAY" = 1 ]; then
   echo "demo.sh: --gateway runs the FHIR sample; $POLICY has no \`fhir\` section (run it without --gateway)" >&2; exit 2
 fi
@@ -136,21 +143,21 @@ if [ "$REST" = 1 ]; then
   # one for another audience (the denied requests).
   eval "CLAIMS=($RCLAIMS)"
   mint() {  # OUT AUD SCOPE
-    "$ISSUER" token --key "$RUN/signing-key.json" --iss "$ISS" --aud "$2" --sub demo-client --client-id demo-client \
+    "$ISSUER" token --key "$SIGNING_KEY" --iss "$ISS" --aud "$2" --sub demo-client --client-id demo-client \
       --scope "$3" ${CLAIMS[@]+"${CLAIMS[@]}"} ${BIND[@]+"${BIND[@]}"} --ttl 3600 --out "$1"
   }
   mint "$RUN/token" "$AUD" "$RSCOPE"
   mint "$RUN/token-other-aud" "other-api" "$RSCOPE"
   if [ -n "$RSCOPE_DENIED" ]; then mint "$RUN/token-no-scope" "$AUD" "$RSCOPE_DENIED"; fi
 else
-"$ISSUER" token --key "$RUN/signing-key.json" --iss "$ISS" --aud "$AUD" --sub demo-user --client-id demo-app \
+"$ISSUER" token --key "$SIGNING_KEY" --iss "$ISS" --aud "$AUD" --sub demo-user --client-id demo-app \
   --scope "openid launch/patient patient/*.rs" --claim "$PCLAIM=pat-anna" ${BIND[@]+"${BIND[@]}"} \
   --ttl 3600 --out "$RUN/token"
 fi
 
 if [ "$GATEWAY" = 1 ]; then
   # RFC 8705 §3 + RFC 9449 §6: bound to the DPoP key and to the client certificate.
-  "$ISSUER" token --key "$RUN/signing-key.json" --iss "$ISS" --aud "$AUD" --sub demo-user --client-id demo-app \
+  "$ISSUER" token --key "$SIGNING_KEY" --iss "$ISS" --aud "$AUD" --sub demo-user --client-id demo-app \
     --scope "openid launch/patient patient/*.rs" --claim patient=pat-anna --dpop-key "$RUN/dpop-key.json" \
     --x5t-s256 "$X5T" --ttl 3600 --out "$RUN/token-mtls"
   G=https://127.0.0.1:8443/api/fhir

@@ -107,7 +107,11 @@ def plan(policy):
     f = policy.get("fhir") or {}
     base = "/" + (f.get("base_path") or "/").strip("/")
     schemes = (policy.get("token") or {}).get("schemes") or ["DPoP"]
-    out = {"ISS": policy["issuers"][0]["issuer"], "AUD": policy["api"]["audience"], "BASE": base.rstrip("/"),
+    algs = (policy.get("token") or {}).get("allowed_algs") or ["PS256", "ES256", "EdDSA"]
+    # The demo's signing key: ES256 (guard-issuer demo-setup) unless the policy does not allow it
+    # (HelseID: RS256 only); then the first allowed alg guard-issuer makes keys for.
+    sign = "ES256" if "ES256" in algs else next((a for a in algs if a in ("PS256", "RS256", "EdDSA")), "ES256")
+    out = {"SIGN_ALG": sign, "ISS": policy["issuers"][0]["issuer"], "AUD": policy["api"]["audience"], "BASE": base.rstrip("/"),
            "PCLAIM": f.get("patient_claim") or "patient", "SCHEME": "DPoP" if "DPoP" in schemes else "Bearer",
            "REST": "0" if isinstance(policy.get("fhir"), dict) else "1"}
     if out["REST"] == "1":
