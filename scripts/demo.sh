@@ -99,7 +99,7 @@ if [ "$GATEWAY" = 1 ]; then SIDECAR_ARGS=(--forward-client-cert ALWAYS_FORWARD_O
 .venv/bin/envoy -c "$RUN/envoy.yaml" --use-dynamic-base-id -l warning --component-log-level wasm:info \
   >"$RUN/envoy.log" 2>&1 &
 ENVOY_PID=$!
-PIDS+=($ENVOY_PID)
+PIDS+=("$ENVOY_PID")
 # Envoy that refuses its configuration exits: say why, from its log, not "nothing listens".
 envoy_failed() {
   echo "[demo] Envoy did not start; from $RUN/envoy.log:" >&2
