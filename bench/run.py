@@ -203,7 +203,8 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
                              vm_env=env, direct_response=True, one_module=cfg.one_module,
                              one_plugin=cfg.one_plugin)
     if cfg.kind == "chain":
-        return render.render(chain_policy(issuer), ["token", "dpop", "fhir_scope"], str(wasm_dir), port, 1, admin,
+        # The steps the policy runs (render.policy_steps: its `fhir` section adds the FHIR step).
+        return render.render(chain_policy(issuer), None, str(wasm_dir), port, 1, admin,
                              direct_response=True, one_module=cfg.one_module, one_plugin=cfg.one_plugin)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":

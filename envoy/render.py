@@ -5,12 +5,14 @@ One source for every Envoy config the project uses: the committed examples in en
 the demo, and each end-to-end test render through here, so they cannot drift apart.
 
 The chain is shaped like an Istio sidecar's inbound listener with the filters in the
-AUTHN phase: token -> dpop -> fhir_scope -> router -> cluster `api`. Each filter is
+AUTHN phase: token -> dpop -> fhir_scope -> router -> cluster `api`. Which filters run follows
+from the policy (`policy_steps`): token and DPoP always, fhir_scope only with a `fhir`
+section; --filters picks a subset, and a filter the policy cannot run is refused. Each filter is
 `envoy.filters.http.wasm` on V8 with the API's policy JSON as its configuration (what
 Istio makes of a WasmPlugin's `pluginConfig`) and `fail_open: false` (WasmPlugin
 `failStrategy: FAIL_CLOSE`).
 
-Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
+Usage: render.py --policy policies/x.json [--filters token,dpop[,fhir_scope]]
                  [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
                  [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
                  [--tls-cert F --tls-key F [--client-ca F]] [--vm-env K=V ...]
@@ -24,6 +26,10 @@ Usage: render.py --policy policies/x.json [--filters token,dpop,fhir_scope]
 --gateway renders the edge gateway of the two-proxy local topology (TLS, optional client
 certificates, the public prefix stripped, an internal :authority, XFCC SANITIZE_SET) in
 front of a sidecar rendered with --forward-client-cert ALWAYS_FORWARD_ONLY.
+
+--jwks-address HOST:PORT sends every JWKS cluster there instead of the `jwks_uri` host (local
+tests and the demo's JWKS server); --jwks-plain makes those clusters plain HTTP even for an
+https `jwks_uri` (the policy stays unchanged: the filters still fetch its `jwks_uri` path).
 
 --vm-env sets a Wasm VM environment variable on every filter (Envoy
 `vm_config.environment_variables.key_values`; e.g. FAPI_GUARD_VERIFIER=software).
@@ -57,8 +63,6 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
 # The one registry of filter names (filters/registry.json): here by their chain names.
 _REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())
 REGISTRY = _REGISTRY["filters"]
@@ -67,6 +71,34 @@ MODULE = _REGISTRY["module"]
 FILTER_WASM = {f["envoy"]: f["wasm"] for f in REGISTRY}
 ROOT_ID = {f["envoy"]: f["root_id"] for f in REGISTRY}
 ORDER = [f["envoy"] for f in REGISTRY]
+# The filter that needs the policy's `fhir` section (it refuses to load without one).
+FHIR_STEP = "fhir_scope"
+
+
+def policy_steps(policy):
+    """The filters a policy runs, in chain order: token and DPoP for every API, the FHIR scope
+    step only with a `fhir` section (a plain REST API has none). The one answer to "which
+    filters" for render, the demo, tools/gen_wasmplugins.py, bench/run.py (and the Rust
+    `explain::chain`, which tests/e2e/test_cli.py holds to the same answer)."""
+    return [f for f in ORDER if f != FHIR_STEP or isinstance(policy.get("fhir"), dict)]
+
+
+def checked_steps(policy, filters, field="--filters"):
+    """`filters` (chain names, any order) in chain order, or `policy_steps(policy)` for None.
+    A filter the policy cannot run is refused here, naming `field`, instead of a proxy that
+    refuses its configuration (the FHIR scope filter fails closed without `fhir`)."""
+    if filters is None:
+        return policy_steps(policy)
+    unknown = [f for f in filters if f not in ORDER]
+    if unknown:
+        raise ValueError(f"{field}: unknown filter(s) {unknown}; known: {ORDER}")
+    steps = [f for f in ORDER if f in filters]
+    cannot = [f for f in steps if f not in policy_steps(policy)]
+    if cannot:
+        raise ValueError(f"{field}: {', '.join(cannot)} needs the policy field `fhir` (the FHIR scope filter "
+                         f"refuses a policy without it); this policy runs {policy_steps(policy)}: leave "
+                         f"{field} out to run what the policy configures")
+    return steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +118,9 @@ class RenderOptions:
     keeps its own `root_id`, which picks the filter.
     `one_plugin`: the one module attached ONCE with the chain root id (`module.chain_root_id`,
     `fapi_guard`; `fapi_guard:<steps>` for fewer filters): the filters as steps of one HTTP
-    context, in chain order (implies the one module)."""
+    context, in chain order (implies the one module).
+    `check_steps=False` renders a filter the policy cannot run (tests only: shows the filter
+    itself refuses such a policy, fail closed)."""
     jwks_address: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -104,6 +138,7 @@ class RenderOptions:
     stream_idle_timeout: str | None = "30s"
     one_module: bool = False
     one_plugin: bool = False
+    check_steps: bool = True
 
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
@@ -282,7 +317,8 @@ def stream_options(hcm, clusters, http1_trailers=False, upstream_h2=False):
 
 
 def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, options=None, **fields):
-    """The sidecar bootstrap. Options come as a `RenderOptions` and/or as its field names by
+    """The sidecar bootstrap. `filters`: chain names, or None for what the policy runs
+    (`policy_steps`); ValueError for one the policy cannot run. Options come as a `RenderOptions` and/or as its field names by
     keyword (`render(..., jwks_address="127.0.0.1:8082", vm_env={...})`), never by position."""
     if options is not None and not isinstance(options, RenderOptions):
         raise TypeError("render(): options are a RenderOptions or keywords, not positional values")
@@ -291,7 +327,7 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
     vm_env, direct_response, forward_client_cert, alpn = o.vm_env, o.direct_response, o.forward_client_cert, o.alpn
     http1_trailers, upstream_h2, normalize_paths = o.http1_trailers, o.upstream_h2, o.normalize_paths
     jwks_plain, one_module = o.jwks_plain, o.one_module
-    steps = [f for f in ORDER if f in filters]
+    steps = checked_steps(policy, filters) if o.check_steps else [f for f in ORDER if f in (filters or ORDER)]
     if o.one_plugin and not steps:
         raise ValueError("one_plugin needs at least one filter")
     plugins = [chain_name(steps)] if o.one_plugin else steps
@@ -440,7 +476,8 @@ def parse_args(argv=None):
     ap.add_argument("--gateway", action="store_true",
                     help="render the edge gateway (TLS, /api stripped, XFCC) in front of a sidecar, not a sidecar")
     ap.add_argument("--policy")
-    ap.add_argument("--filters", default=",".join(ORDER))
+    ap.add_argument("--filters", help="a subset of the filters the policy runs (default: all of them: token,dpop, "
+                    "and fhir_scope when the policy has `fhir`)")
     ap.add_argument("--wasm-dir", default="target/wasm32-wasip1/release")
     ap.add_argument("--listen-port", type=int, help="default 10000 (sidecar), 8443 (--gateway)")
     ap.add_argument("--upstream-port", type=int, default=8080)
@@ -479,12 +516,12 @@ def parse_args(argv=None):
         a.listen_port = 8443 if a.gateway else 10000
     if a.admin_port is None:
         a.admin_port = 9902 if a.gateway else 9901
-    a.filter_list = [f for f in a.filters.split(",") if f]
+    a.filter_list = None if a.filters is None else [f for f in a.filters.split(",") if f]
     if a.one_plugin and a.one_module:
         ap.error("--one-plugin and --one-module are two different layouts: pick one")
-    if a.one_plugin and not a.filter_list:
+    if a.one_plugin and a.filter_list == []:
         ap.error("--one-plugin needs at least one filter")
-    unknown = [f for f in a.filter_list if f not in FILTER_WASM]
+    unknown = [f for f in a.filter_list or [] if f not in FILTER_WASM]
     if unknown:
         ap.error(f"--filters: unknown filter(s) {unknown}; known: {ORDER}")
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -501,6 +538,8 @@ def parse_args(argv=None):
 def render_text(a, root="."):
     import os
 
+    import yaml  # here, not at the top: tools/gen_wasmplugins.py imports `policy_steps` with the stdlib alone
+
     if a.gateway:
         cfg = render_gateway(a.listen_port, a.admin_port, a.sidecar_port, a.tls_cert, a.tls_key, a.client_ca,
                              a.public_prefix, a.internal_authority)
@@ -510,7 +549,7 @@ def render_text(a, root="."):
         return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)
     with open(os.path.join(root, a.policy), encoding="utf-8") as f:
         policy = json.load(f)
-    filters = a.filter_list
+    filters = checked_steps(policy, a.filter_list)
     cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port, RenderOptions(
         jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
@@ -532,7 +571,11 @@ def main(argv=None):
                 f.write(text)
             print(f"wrote {path}")
         return
-    text = render_text(a)
+    try:
+        text = render_text(a)
+    except (OSError, ValueError) as e:
+        # Refused before Envoy sees it: the message names the field (policy_steps).
+        sys.exit(f"render.py: --policy {a.policy}: {e}")
     if a.out:
         with open(a.out, "w", encoding="utf-8") as f:
             f.write(text)

@@ -41,16 +41,17 @@ from fapi_guard_py.keys import Issuer, raw_jws, sign_es256  # noqa: F401
 class Envoy(EnvoyProcess):
     """A real Envoy running the filters for `policy` in front of `upstream_port`."""
 
-    def __init__(self, policy: dict, upstream_port: int, filters=("token", "dpop", "fhir_scope"),
+    def __init__(self, policy: dict, upstream_port: int, filters=None,
                  concurrency: int = 1, jwks_address: str | None = None, tls: dict | None = None,
                  log_level: str = "info", forward_client_cert: str | None = None, **render_opts):
-        """`render_opts`: more keyword arguments of `render.render` (e.g. `alpn`,
+        """`filters`: None runs what the policy configures (render.policy_steps).
+        `render_opts`: more keyword arguments of `render.render` (e.g. `alpn`,
         `http1_trailers`, `upstream_h2`)."""
         self.policy = policy
         self.scheme = "https" if tls else "http"
         port, admin_port = free_port(), free_port()
         tls_cert, tls_key, client_ca = (tls or {}).get("args", (None, None, None))
-        cfg = render.render(policy, list(filters), str(build_wasm()), port, upstream_port, admin_port,
+        cfg = render.render(policy, None if filters is None else list(filters), str(build_wasm()), port, upstream_port, admin_port,
                             jwks_address=jwks_address, tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
                             forward_client_cert=forward_client_cert, **render_opts)
         super().__init__(cfg, port, admin_port, "envoy", concurrency, log_level)

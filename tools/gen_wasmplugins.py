@@ -17,7 +17,9 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
     "image": {"registry": "kind-registry:5000", "repository": "fapi-guard", "tag": "0.1.0"},
     "match_ports": [8080],                        # optional: only these inbound ports
     "image_pull_policy": "IfNotPresent",          # optional
-    "filters": ["token", "dpop", "fhir-scope"],   # optional subset, in any order
+    "filters": ["token", "dpop", "fhir-scope"],   # optional subset of what the policy runs
+                                                  # (default: token, dpop, and fhir-scope only
+                                                  # when the policy has `fhir`: render.policy_steps)
     "one_module": true                            # optional: every WasmPlugin from the one image
                                                   # `guard` (fapi_guard.wasm), one VM for the three
     "one_plugin": true                            # optional, instead: ONE WasmPlugin `<api>-guard`
@@ -45,6 +47,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "envoy"))
+import render  # noqa: E402  (envoy/render.py: the one answer to which filters a policy runs)
 DEFAULT_ROOTS = [REPO_ROOT / "policies", REPO_ROOT / "kind-cluster" / "policies"]
 DEFAULT_LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
 
@@ -245,11 +249,25 @@ def check_deploy(path: Path, d: object) -> dict:
     return d
 
 
+def deploy_filters(policy: dict, deploy: dict, where: str) -> list[str]:
+    """The filters (registry names, chain order) the WasmPlugins run: what the policy runs
+    (`render.policy_steps`: no `fhir` section, no fhir-scope), or the deploy file's `filters`
+    when it names a subset; a filter the policy cannot run is refused, naming the field (in
+    Istio a fhir-scope WasmPlugin without `fhir` fails closed and takes the whole API down)."""
+    asked = deploy.get("filters")
+    try:
+        steps = render.checked_steps(policy, None if asked is None else [STEP_NAME[f] for f in asked],
+                                     field=f"{where}: `filters`")
+    except ValueError as e:
+        raise GenError(str(e)) from e
+    return [f for f in FILTERS if STEP_NAME[f] in steps]
+
+
 def wasm_plugins(api: str, policy: dict, deploy: dict, lock: dict, sources: list[str]) -> list[dict]:
     policy_sha = hashlib.sha256(json.dumps(policy, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     img = deploy["image"]
     out = []
-    order = [f for f in FILTERS if f in deploy.get("filters", list(FILTERS))]  # always token, dpop, fhir-scope
+    order = deploy_filters(policy, deploy, sources[1])  # chain order: token, dpop[, fhir-scope]
     plugins = [(name, *FILTERS[name]) for name in order]
     if deploy.get("one_plugin"):
         # The chain plugin: one WasmPlugin from the one image, its pluginName naming the steps
@@ -400,7 +418,7 @@ def read_before_write(api: str, policy: dict, deploy: dict, where: str) -> list[
     sidecar's own traffic to 127.0.0.1 is not redirected, so the read reaches the local app
     directly and is not filtered again. Gateway: an Istio outbound cluster of the API's Service."""
     fhir = policy.get("fhir")
-    if "fhir-scope" not in deploy.get("filters", list(FILTERS)) or not isinstance(fhir, dict):
+    if "fhir-scope" not in deploy_filters(policy, deploy, where) or not isinstance(fhir, dict):
         return []
     cluster = fhir.get("read_before_write_cluster", "api")
     if "selector" not in deploy:

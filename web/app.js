@@ -11,7 +11,7 @@ const EXAMPLE_POLICY = {
   issuers: [{
     issuer: "https://sts.example.org",
     jwks_uri: "https://sts.example.org/.well-known/jwks",
-    jwks_cluster: "outbound|443||sts.example.org",
+    jwks_cluster: "outbound|80||sts.example.org",
   }],
   token: { schemes: ["DPoP"] },
   routes: [{ path_prefix: "/fhir/metadata", methods: ["GET"], require: "none" }],

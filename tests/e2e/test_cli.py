@@ -54,14 +54,108 @@ def test_same_loader_message_as_envoy(cli, tmp_path):
 def test_istio_target_lints(cli, tmp_path):
     r = run(cli, "check", ROOT / "policies" / "demo-fhir-api.json", "--target", "istio")
     assert r.returncode == 1
-    for field in ("fhir.hold_headers_while_buffering", "fhir.read_before_write_cluster", "issuers[0].jwks_cluster"):
+    for field in ("fhir.hold_headers_while_buffering", "fhir.read_before_write_cluster", "issuers[0].jwks_uri"):
         assert f"error (istio) `{field}`" in r.stdout, r.stdout
     p = json.loads((ROOT / "policies" / "demo-fhir-api.json").read_text())
-    p["issuers"][0].update(jwks_uri="https://sts.example.org/jwks", jwks_cluster="outbound|443||sts.example.org")
+    p["issuers"][0].update(jwks_uri="https://sts.example.org/jwks", jwks_cluster="outbound|80||sts.example.org")
     p["fhir"].update(hold_headers_while_buffering=False, read_before_write_cluster="inbound|8080||")
     (tmp_path / "istio.json").write_text(json.dumps(p))
     r = run(cli, "check", tmp_path / "istio.json", "--target", "istio")
     assert r.returncode == 0, r.stdout
+
+
+def _gen_wasmplugins():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("gen_wasmplugins", ROOT / "tools" / "gen_wasmplugins.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gen_wasmplugins"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# (jwks_uri, jwks_cluster): `check --target istio` and tools/gen_wasmplugins.py must agree on
+# each (one rule: describe::istio_jwks_cluster and gen_wasmplugins.jwks_egress).
+JWKS_CASES = {
+    "external-80": ("https://sts.example.org/jwks", "outbound|80||sts.example.org"),
+    "external-443-passthrough": ("https://sts.example.org/jwks", "outbound|443||sts.example.org"),
+    "external-other-host": ("https://sts.example.org/jwks", "outbound|80||other.example.org"),
+    "external-plain-http": ("http://sts.example.org/jwks", "outbound|80||sts.example.org"),
+    "external-port-8443": ("https://sts.example.org:8443/jwks", "outbound|80||sts.example.org"),
+    "short-name": ("https://sts.example.org/jwks", "my_idp"),
+    "in-cluster": ("http://idp.auth.svc.cluster.local:8080/jwks", "outbound|8080||idp.auth.svc.cluster.local"),
+    "in-cluster-wrong-port": ("http://idp.auth.svc.cluster.local:8080/jwks", "outbound|80||idp.auth.svc.cluster.local"),
+    "in-cluster-short": ("https://idp.auth.svc/jwks", "outbound|443||idp.auth.svc"),
+    "ip-address": ("https://10.0.0.7/jwks", "outbound|80||10.0.0.7"),
+}
+
+
+@pytest.mark.parametrize("uri,cluster", JWKS_CASES.values(), ids=JWKS_CASES.keys())
+def test_check_and_generator_agree_on_the_istio_jwks_cluster(cli, tmp_path, uri, cluster):
+    gen = _gen_wasmplugins()
+    p = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    p["issuers"][0].update(jwks_uri=uri, jwks_cluster=cluster)
+    try:
+        gen.jwks_egress("api", p, {"namespace": "apis"}, "policy.json")
+        generator_accepts = True
+    except gen.GenError:
+        generator_accepts = False
+    (tmp_path / "p.json").write_text(json.dumps(p))
+    r = run(cli, "check", tmp_path / "p.json", "--target", "istio")
+    check_accepts = r.returncode == 0
+    assert check_accepts == generator_accepts, r.stdout
+    if not check_accepts:
+        assert "error (istio) `issuers[0].jwks_" in r.stdout, r.stdout
+
+
+def check_text(cli, tmp_path, policy, *args):
+    (tmp_path / "p.json").write_text(json.dumps(policy))
+    r = run(cli, "check", tmp_path / "p.json", *args)
+    return r, r.stdout.split("What this policy means:", 1)[1]
+
+
+def test_check_prints_the_rest_policy_as_enforced(cli, tmp_path):
+    """Route by route: matcher, methods, scopes, claims, authorization_details, bindings,
+    the route's dry run; the token claims as configured (`require_sub: false`: no `sub`)."""
+    p = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    r, text = check_text(cli, tmp_path, p, "--target", "istio")
+    assert r.returncode == 0, r.stdout
+    lines = [x.strip() for x in text.splitlines() if x.strip().startswith("- Route ")]
+    assert len(lines) == len(p["routes"]), text
+    assert "`/health`" in lines[0] and "(GET)" in lines[0] and "public" in lines[0]
+    assert "(GET, HEAD)" in lines[1] and "`nhn:sample-rest/read`, `nhn:sample-rest/write`" in lines[1]
+    assert "path parameter `{orgnr}`" in lines[1] and "helseid_authorization" in lines[1]
+    assert "`helseid://claims/identity/security_level` >= 4" in lines[2]
+    assert "`nhn:tillitsrammeverk:parameters`" in lines[2] and '"TREAT", "COC"' in lines[2]
+    assert "DRY RUN" in lines[3] and "DRY RUN" not in lines[1]
+    (claims,) = [x for x in text.splitlines() if "Token:" in x]
+    assert " sub," not in claims and "require_sub: false" in claims
+    assert "Filters: token -> DPoP (a plain REST API" in text
+    assert "Every other path needs a valid token" in text
+
+
+def test_check_says_a_shadow_policy_is_a_dry_run(cli, tmp_path):
+    p = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    p.update(mode="shadow", unmatched="deny")
+    p["routes"][1]["mode"] = "enforce"
+    p["token"]["require_sub"] = True
+    _, text = check_text(cli, tmp_path, p)
+    assert "Mode: DRY RUN (`mode: shadow`)" in text, text
+    assert "Every other path would be refused" in text and "dry run" in text.split("Every other path", 1)[1]
+    assert "Every other path is refused" not in text
+    routes = [x for x in text.splitlines() if "- Route " in x]
+    assert "enforced (route `mode: enforce`)" in routes[1] and "DRY RUN (policy `mode: shadow`)" in routes[2]
+    (claims,) = [x for x in text.splitlines() if "Token:" in x]
+    assert "iss, sub, client_id" in claims
+
+
+def test_explain_refuses_a_fhir_step_the_policy_cannot_run(cli):
+    rest = ROOT / "policies" / "helseid-rest-api.json"
+    r = run(cli, "explain", "--policy", rest, "--request", "GET /health", "--filters", "token,dpop,fhir_scope")
+    assert r.returncode == 2 and "`fhir`" in r.stderr and "--filters" in r.stderr, r.stderr
+    r = run(cli, "explain", "--policy", rest, "--request", "GET /health", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["filters"] == ["token", "dpop"], r.stdout
 
 
 def test_bad_input_gets_a_message(cli, tmp_path):
@@ -85,3 +179,13 @@ def test_reason_codes_markdown_is_the_committed_doc(cli):
     assert r.stdout == (ROOT / "docs" / "reason-codes.md").read_text()
     codes = json.loads(run(cli, "reason-codes", "--json").stdout)
     assert {"code": "dpop_htu_mismatch", "status": 401} == {k: codes[[c["code"] for c in codes].index("dpop_htu_mismatch")][k] for k in ("code", "status")}
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=[p.stem for p in POLICIES])
+def test_explain_runs_the_steps_render_runs(cli, policy):
+    """explain's chain (explain::chain) and render's (render.policy_steps): one answer."""
+    import render
+
+    r = run(cli, "explain", "--policy", policy, "--request", "GET /x", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["filters"] == render.policy_steps(json.loads(policy.read_text()))

@@ -22,6 +22,10 @@ PLACEHOLDER_POLICY = {
     "routes": [{"path_prefix": "/metadata", "methods": ["GET"], "require": "none"}],
 }
 DEPLOY = {"namespace": "apis", "selector": {"app": "placeholder"}, "image": {"registry": "reg.test:5000", "repository": "fg", "tag": "1.2.3"}}
+# The same API as a FHIR API (a `fhir` section adds the FHIR scope step) in a sidecar.
+FHIR_POLICY = PLACEHOLDER_POLICY | {"fhir": {"base_path": "/fhir", "hold_headers_while_buffering": False,
+                                             "read_before_write_cluster": "fapi_guard_rbw_placeholder-api"}}
+FHIR_DEPLOY = DEPLOY | {"app_port": 8080}
 
 
 def make_root(tmp: Path, policy=None, deploy=None, stem="placeholder-api") -> Path:
@@ -80,7 +84,7 @@ def test_check_mode_detects_drift(gen_wasmplugins, tmp_path):
 
 
 def test_one_plugin_per_filter_in_order_fail_closed(gen_wasmplugins, tmp_path):
-    docs = run_gen(gen_wasmplugins, make_root(tmp_path))
+    docs = run_gen(gen_wasmplugins, make_root(tmp_path, policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
     lock = json.loads(LOCK.read_text())["filters"]
     assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-dpop", "placeholder-api-fhir-scope"]
     priorities = [d["spec"]["priority"] for d in docs]
@@ -95,7 +99,7 @@ def test_one_plugin_per_filter_in_order_fail_closed(gen_wasmplugins, tmp_path):
         assert spec["url"] == f"oci://reg.test:5000/fg/{name}:1.2.3"
         assert "sha256:" + spec["sha256"] == lock[name]["image_manifest_digest"]
         assert d["metadata"]["annotations"]["fapi-guard/wasm-sha256"] == lock[name]["wasm_sha256"]
-        assert spec["pluginConfig"] == PLACEHOLDER_POLICY, "pluginConfig must be the policy, unchanged"
+        assert spec["pluginConfig"] == FHIR_POLICY, "pluginConfig must be the policy, unchanged"
         assert spec["selector"] == {"matchLabels": {"app": "placeholder"}}
         assert spec["match"] == [{"mode": "SERVER"}]
         assert "targetRefs" not in spec
@@ -105,8 +109,8 @@ def test_one_module_deploy_points_every_plugin_at_the_one_image(gen_wasmplugins,
     """`one_module`: three WasmPlugins (same order, priorities, pluginNames) from the one image
     `guard` (fapi_guard.wasm, pinned by its own digest): Istio then runs them in one VM per
     thread (bench/README.md, "Memory")."""
-    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
-    one = run_gen(gen_wasmplugins, make_root(tmp_path / "b", deploy=DEPLOY | {"one_module": True}))
+    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a", policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
+    one = run_gen(gen_wasmplugins, make_root(tmp_path / "b", policy=FHIR_POLICY, deploy=FHIR_DEPLOY | {"one_module": True}))
     lock = json.loads(LOCK.read_text())["filters"]
     assert lock["guard"]["wasm_file"] == "fapi_guard.wasm"
     assert [d["metadata"]["name"] for d in one] == [d["metadata"]["name"] for d in three]
@@ -125,8 +129,8 @@ def test_one_plugin_deploy_is_one_wasmplugin_running_the_chain(gen_wasmplugins, 
     envoy/render.py gives the chain plugin), first in AUTHN; a subset names its steps."""
     import render
 
-    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
-    (one,) = run_gen(gen_wasmplugins, make_root(tmp_path / "b", deploy=DEPLOY | {"one_plugin": True}))
+    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a", policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
+    (one,) = run_gen(gen_wasmplugins, make_root(tmp_path / "b", policy=FHIR_POLICY, deploy=FHIR_DEPLOY | {"one_plugin": True}))
     lock = json.loads(LOCK.read_text())["filters"]
     spec = one["spec"]
     assert one["metadata"]["name"].endswith("-guard")
@@ -139,6 +143,27 @@ def test_one_plugin_deploy_is_one_wasmplugin_running_the_chain(gen_wasmplugins, 
     (sub,) = run_gen(gen_wasmplugins, make_root(tmp_path / "c", deploy=DEPLOY | {
         "one_plugin": True, "filters": ["token", "dpop"]}))
     assert sub["spec"]["pluginName"] == "fapi_guard:token,dpop" == render.chain_name(["token", "dpop"])
+    # A REST API (no `fhir`): the chain plugin runs what the policy configures.
+    (rest,) = run_gen(gen_wasmplugins, make_root(tmp_path / "d", deploy=DEPLOY | {"one_plugin": True}))
+    assert rest["spec"]["pluginName"] == "fapi_guard:token,dpop"
+
+
+def test_rest_policy_runs_token_and_dpop_only(gen_wasmplugins, tmp_path):
+    """No `fhir` section: no fhir-scope WasmPlugin (in Istio it would refuse the policy and,
+    FAIL_CLOSE, take the whole API down); asking for it is refused, naming the field."""
+    docs = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
+    assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-dpop"]
+    for asked in (["token", "dpop", "fhir-scope"], ["token", "fhir-scope"]):
+        with pytest.raises(gen_wasmplugins.GenError, match=r"`filters`: fhir_scope needs the policy field `fhir`"):
+            gen_wasmplugins.generate([make_root(tmp_path / "-".join(asked), deploy=DEPLOY | {"filters": asked})], LOCK)
+    # The committed REST policy gives manifests Istio loads: token + dpop, its jwks egress.
+    root = tmp_path / "rest"
+    (root / "deploy").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "policies" / "helseid-rest-api.json", root / "helseid-rest-api.json")
+    (root / "deploy" / "helseid-rest-api.json").write_text(json.dumps(DEPLOY))
+    docs = run_gen_all(gen_wasmplugins, root)
+    assert [d["spec"]["pluginName"] for d in docs if d["kind"] == "WasmPlugin"] == ["fapi_token", "fapi_dpop"]
+    assert {d["kind"] for d in docs} == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
 
 
 def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins):
@@ -159,7 +184,8 @@ def test_target_refs_and_ports_and_subset(gen_wasmplugins, tmp_path):
         "filters": ["fhir-scope", "token"],
         "image_pull_policy": "Always",
     }
-    docs = run_gen(gen_wasmplugins, make_root(tmp_path, deploy=deploy))
+    policy = FHIR_POLICY | {"fhir": FHIR_POLICY["fhir"] | {"read_before_write_cluster": "outbound|8080||api.apis.svc.cluster.local"}}
+    docs = run_gen(gen_wasmplugins, make_root(tmp_path, policy=policy, deploy=deploy))
     assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-fhir-scope"]
     for d in docs:
         assert d["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}]

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use crate::authz::{AuthzDoc, BindDoc, BindMatch, CondDoc, Mode};
 use crate::policy::{KeySource, Policy, PolicyDoc};
-use crate::routes::Requirement;
+use crate::routes::{Requirement, RouteDoc, Unmatched};
 
 /// Where the filters run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +53,42 @@ fn host_port(uri: &str, authority: &str) -> (String, u16) {
     let default = if uri.starts_with("http://") { 80 } else { 443 };
     match authority.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => {
-            (h.to_string(), p.parse().unwrap_or(default))
+            (h.to_ascii_lowercase(), p.parse().unwrap_or(default))
         }
-        _ => (authority.to_string(), default),
+        _ => (authority.to_ascii_lowercase(), default),
     }
+}
+
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// The one Istio cluster through which a sidecar's filter reaches `jwks_uri`, or why there is
+/// none. The rule tools/gen_wasmplugins.py (`jwks_egress`) generates the mesh resources for
+/// (tests/mesh/test_jwks_cluster_rule.py holds the two to the same answers):
+/// - a Service in the cluster (`<svc>.<ns>.svc[.cluster.local]`): Istio's outbound cluster of
+///   that port, `outbound|<port>||<host>`;
+/// - an external host: https only; the generated ServiceEntry + DestinationRule give the
+///   sidecar `outbound|80||<host>`, plain HTTP from the filter, TLS to the issuer.
+pub fn istio_jwks_cluster(uri: &str, authority: &str) -> Result<String, String> {
+    let (host, port) = host_port(uri, authority);
+    if !is_dns_name(&host) {
+        return Err(format!("`{uri}` has no DNS host name"));
+    }
+    if host.ends_with(".svc") || host.ends_with(".svc.cluster.local") {
+        return Ok(format!("outbound|{port}||{host}"));
+    }
+    if !uri.starts_with("https://") {
+        return Err(format!("`{uri}` is an external host: it must be https"));
+    }
+    Ok(format!("outbound|80||{host}"))
 }
 
 /// Target-specific problems of a loaded policy.
@@ -71,27 +104,16 @@ pub fn lint(policy: &Policy, target: Target) -> Vec<Lint> {
     for (i, iss) in policy.issuers.iter().enumerate() {
         if let KeySource::Remote(r) = &iss.keys {
             match target {
-                Target::Istio => {
-                    if !is_istio_outbound(&r.cluster) {
-                        let (host, port) = host_port(&r.uri, &r.authority);
-                        push("error", format!("issuers[{i}].jwks_cluster"), format!(
-                            "`{}` is not a cluster Istio defines; use `outbound|{port}||{host}` (with a ServiceEntry for the host) or the token filter answers 503 jwks_unavailable",
-                            r.cluster
-                        ));
-                    } else if !r.cluster.ends_with(&format!(
-                        "|{}",
-                        r.authority.split(':').next().unwrap_or_default()
-                    )) {
-                        push(
-                            "warning",
-                            format!("issuers[{i}].jwks_cluster"),
-                            format!(
-                                "`{}` does not name the jwks_uri host `{}`",
-                                r.cluster, r.authority
-                            ),
-                        );
-                    }
-                }
+                Target::Istio => match istio_jwks_cluster(&r.uri, &r.authority) {
+                    Err(why) => push("error", format!("issuers[{i}].jwks_uri"), format!(
+                        "{why}: tools/gen_wasmplugins.py refuses it (no cluster would reach the keys)"
+                    )),
+                    Ok(want) if want != r.cluster => push("error", format!("issuers[{i}].jwks_cluster"), format!(
+                        "must be `{want}`, not `{}`: in Istio that is the cluster tools/gen_wasmplugins.py gives the sidecar for this jwks_uri (an external host: plain HTTP from the filter, TLS to the issuer); any other answers 503 jwks_unavailable",
+                        r.cluster
+                    )),
+                    Ok(_) => {}
+                },
                 Target::Envoy => {
                     if r.uri.starts_with("http://") {
                         push(
@@ -171,36 +193,27 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
         schemes.push("Bearer");
     }
     let algs: Vec<&str> = policy.token.algs.iter().map(|a| a.name()).collect();
+    // RFC 9068 §2.2 lists `sub`; `token.require_sub: false` accepts tokens without it.
+    let claims = if policy.token.require_sub {
+        "iss, sub, client_id, jti, exp, iat, aud (RFC 9068 §2.2)"
+    } else {
+        "iss, client_id, jti, exp, iat, aud (RFC 9068 §2.2 without `sub`: `token.require_sub: false`)"
+    };
     out.push(format!(
-        "Token: `Authorization: {}`, a JWT access token (typ at+jwt{}) signed with {}, with the claims iss, sub, client_id, jti, exp, iat, aud (RFC 9068 §2.2), clock skew {} s.",
+        "Token: `Authorization: {}`, a JWT access token (typ at+jwt{}) signed with {}, with the claims {claims}, clock skew {} s.",
         schemes.join("` or `"),
         if policy.token.allow_typ_jwt { " or JWT" } else { "" },
         algs.join(", "),
         policy.token.skew_seconds
     ));
-    if let Some(routes) = doc.and_then(|d| d.routes.as_ref()) {
-        for r in routes {
-            let m = if r.methods.is_empty() {
-                "any method".to_string()
-            } else {
-                r.methods.join(", ")
-            };
-            let what = match r.require {
-                Requirement::None => "public (no token, no checks)",
-                Requirement::Token => "needs a token",
-            };
-            out.push(format!("Route `{}` ({m}): {what}.", r.path_prefix));
-        }
+    if policy.mode == Mode::Shadow {
+        out.push(DRY_RUN_POLICY.into());
     }
-    out.push(match policy.unmatched {
-        crate::routes::Unmatched::TokenOnly => {
-            "Every other path needs a valid token (first matching route wins; no match = token; `unmatched: deny` refuses it instead)."
-        }
-        crate::routes::Unmatched::Deny => {
-            "Every other path is refused (`unmatched: deny`: 403 `route_not_listed`, before the token is read)."
-        }
+    let routes = doc.and_then(|d| d.routes.as_deref()).unwrap_or_default();
+    for (i, r) in routes.iter().enumerate() {
+        out.push(describe_route(i, r, policy.mode));
     }
-    .into());
+    out.push(unmatched(policy.unmatched, policy.mode).into());
     let dp = policy.dpop.clone().unwrap_or_default();
     if dp.required {
         out.push(format!(
@@ -228,8 +241,9 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
         out.push("DPoP nonces: on (401 use_dpop_nonce with a DPoP-Nonce header until the proof carries a current one).".into());
     }
     match &policy.fhir {
-        None => out.push("FHIR: no `fhir` section, so no scope or compartment checks (the FHIR scope filter refuses to load without it).".into()),
+        None => out.push("Filters: token -> DPoP (a plain REST API: no `fhir` section, so no FHIR scope step and no SMART scope or compartment checks).".into()),
         Some(f) => {
+            out.push("Filters: token -> DPoP -> FHIR scope (the `fhir` section adds the FHIR step).".into());
             out.push(format!(
                 "FHIR API under `{}` serving {}.",
                 f.base_path,
@@ -261,4 +275,170 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
         }
     }
     out
+}
+
+const DRY_RUN_POLICY: &str = "Mode: DRY RUN (`mode: shadow`) for every route without its own `mode`: each check still decides, a refusal is counted (`fapi_guard.<filter>.shadow_denied.<reason>`) and logged, and the request passes (a non-canonical path is refused in every mode).";
+
+/// What a path no `routes[]` rule matches gets, in the mode it runs in.
+fn unmatched(u: Unmatched, mode: Mode) -> &'static str {
+    match (u, mode) {
+        (Unmatched::TokenOnly, Mode::Enforce) => "Every other path needs a valid token (first matching route wins; no match = token; `unmatched: deny` refuses it instead).",
+        (Unmatched::TokenOnly, Mode::Shadow) => "Every other path needs a valid token (first matching route wins); dry run: a request without one is counted and passes.",
+        (Unmatched::Deny, Mode::Enforce) => "Every other path is refused (`unmatched: deny`: 403 `route_not_listed`, before the token is read).",
+        (Unmatched::Deny, Mode::Shadow) => "Every other path would be refused (`unmatched: deny`, `route_not_listed`); dry run: it is counted and passes.",
+    }
+}
+
+/// A route's matcher in words: one line per matcher kind.
+fn matcher(r: &RouteDoc) -> String {
+    format!(
+        "path prefix `{}` (that path and every path below it)",
+        r.path_prefix
+    )
+}
+
+/// One `routes[]` rule as it is enforced: matcher, methods, requirement, mode.
+fn describe_route(i: usize, r: &RouteDoc, policy_mode: Mode) -> String {
+    let methods = if r.methods.is_empty() {
+        "any method".to_string()
+    } else {
+        r.methods.join(", ")
+    };
+    let what = match (r.require, &r.authz) {
+        (Requirement::None, _) => "public (no token, no checks)".to_string(),
+        (Requirement::Token, None) => "a valid token".to_string(),
+        (Requirement::Token, Some(a)) => format!("a valid token{}", requirements(a)),
+    };
+    let mode = match (r.mode, policy_mode, r.require) {
+        (_, _, Requirement::None) => "",
+        (Some(Mode::Shadow), _, _) => {
+            "; DRY RUN (route `mode: shadow`): a refusal is counted and logged, the request passes"
+        }
+        (None, Mode::Shadow, _) => "; DRY RUN (policy `mode: shadow`)",
+        (Some(Mode::Enforce), Mode::Shadow, _) => "; enforced (route `mode: enforce`)",
+        _ => "; enforced",
+    };
+    format!("Route {i}: {} ({methods}): {what}{mode}.", matcher(r))
+}
+
+/// A route's `authz` in words: scopes, claims, `authorization_details`, bindings.
+fn requirements(a: &AuthzDoc) -> String {
+    let mut parts = Vec::new();
+    if let Some(s) = &a.scopes {
+        if !s.all_of.is_empty() {
+            parts.push(format!("scopes all of {}", quoted(&s.all_of)));
+        }
+        if !s.any_of.is_empty() {
+            parts.push(format!("a scope of {}", quoted(&s.any_of)));
+        }
+    }
+    for c in &a.claims {
+        parts.push(format!("claim {}", cond(c)));
+    }
+    for d in &a.authorization_details {
+        let fields: Vec<String> = d.fields.iter().map(cond).collect();
+        parts.push(format!(
+            "an `authorization_details` entry of type `{}`{}",
+            d.type_,
+            if fields.is_empty() {
+                String::new()
+            } else {
+                format!(" with {}", fields.join(" and "))
+            }
+        ));
+    }
+    for b in &a.bind {
+        parts.push(bind(b));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" with {}", parts.join("; "))
+    }
+}
+
+fn quoted(v: &[String]) -> String {
+    v.iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One condition (`crate::authz::CondDoc`) in words.
+fn cond(c: &CondDoc) -> String {
+    let subject = c.claim.as_deref().or(c.field.as_deref()).unwrap_or("?");
+    let mut tests = Vec::new();
+    if let Some(v) = &c.equals {
+        tests.push(format!("= {v}"));
+    }
+    if let Some(v) = &c.one_of {
+        let v: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+        tests.push(format!("one of {}", v.join(", ")));
+    }
+    if let Some(p) = &c.prefix {
+        tests.push(format!("starts with \"{p}\""));
+    }
+    match c.present {
+        Some(true) => tests.push("present".into()),
+        Some(false) => tests.push("absent".into()),
+        None => {}
+    }
+    if let Some(n) = c.gte {
+        tests.push(format!(">= {n}"));
+    }
+    if let Some(n) = c.lte {
+        tests.push(format!("<= {n}"));
+    }
+    if let Some(v) = &c.contains {
+        tests.push(format!("contains {v}"));
+    }
+    format!("`{subject}` {}", tests.join(" and "))
+}
+
+/// One binding (`crate::authz::BindDoc`) in words.
+fn bind(b: &BindDoc) -> String {
+    let request = match (&b.path_param, &b.header) {
+        (Some(p), _) => format!("path parameter `{{{p}}}`"),
+        (None, Some(h)) => format!("header `{h}`"),
+        (None, None) => "?".into(),
+    };
+    let token = match (&b.claim, &b.authorization_details) {
+        (Some(c), _) => format!("claim `{c}`"),
+        (None, Some(d)) => format!(
+            "`authorization_details` type `{}` field `{}`",
+            d.type_, d.field
+        ),
+        (None, None) => "?".into(),
+    };
+    match b.match_ {
+        BindMatch::Equals => format!("{request} equal to the token's {token}"),
+        BindMatch::ColonSuffix => {
+            format!("{request} equal to the token's {token} after its last `:`")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_jwks_cluster_follows_the_generators_rule() {
+        let ext = "https://sts.example.org/jwks";
+        assert_eq!(
+            istio_jwks_cluster(ext, "sts.example.org"),
+            Ok("outbound|80||sts.example.org".into())
+        );
+        assert_eq!(
+            istio_jwks_cluster(ext, "STS.example.org:8443"),
+            Ok("outbound|80||sts.example.org".into())
+        );
+        let svc = "http://idp.auth.svc.cluster.local:8080/jwks";
+        assert_eq!(
+            istio_jwks_cluster(svc, "idp.auth.svc.cluster.local:8080"),
+            Ok("outbound|8080||idp.auth.svc.cluster.local".into())
+        );
+        assert!(istio_jwks_cluster("http://sts.example.org/jwks", "sts.example.org").is_err());
+        assert!(istio_jwks_cluster("https://a_b.example/jwks", "a_b.example").is_err());
+    }
 }

@@ -252,6 +252,18 @@ fn explain_cmd(args: &[String]) -> Result<u8, String> {
         ));
     }
     let policy_bytes = read(&policy_path)?;
+    // A filter the policy cannot run is refused up front, naming the field (envoy/render.py
+    // `checked_steps` refuses the same): without `fhir` the FHIR scope filter fails closed.
+    if filters.iter().any(|f| f == "fhir_scope") {
+        let has_fhir = serde_json::from_slice::<serde_json::Value>(&policy_bytes)
+            .ok()
+            .is_some_and(|v| v.get("fhir").is_some_and(|f| f.is_object()));
+        if !has_fhir {
+            return Err(format!(
+                "--filters: fhir_scope needs the policy field `fhir` ({policy_path} has none: a plain REST API runs token,dpop); leave --filters out to run what the policy configures"
+            ));
+        }
+    }
     let jwks = jwks_path.as_deref().map(read).transpose()?;
     let response = response_path.as_deref().map(read).transpose()?;
     let body = body_path.as_deref().map(read).transpose()?;
