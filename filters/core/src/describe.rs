@@ -130,6 +130,12 @@ pub fn lint(policy: &Policy, target: Target) -> Vec<Lint> {
             );
         }
     }
+    for (i, prefix) in policy.routes.public_prefixes_covering_deeper_paths() {
+        push("warning", format!("routes[{i}].path_prefix"), format!(
+            "public prefix: every path below `{prefix}` is public too (`{}/...`), whatever `unmatched` says; use `path` for one exact path",
+            prefix.trim_end_matches('/')
+        ));
+    }
     if policy.token.allow_bearer && !policy.token.allow_dpop {
         push(
             "warning",
@@ -189,7 +195,7 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
                 Requirement::None => "public (no token, no checks)",
                 Requirement::Token => "needs a token",
             };
-            out.push(format!("Route `{}` ({m}): {what}.", r.path_prefix));
+            out.push(format!("Route {} ({m}): {what}.", r.describe_matcher()));
         }
     }
     out.push(match policy.unmatched {

@@ -810,8 +810,12 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                         decoded_list.push(d);
                     }
                 }
-                let reply =
-                    diagnostics::with_detail(denial.reply(policy, &dp), r, detail.as_deref());
+                let reply = diagnostics::with_detail(
+                    policy,
+                    denial.reply(policy, &dp),
+                    r,
+                    detail.as_deref(),
+                );
                 let answer = reply_answer("dpop", r, reply, why(r, detail.as_deref()));
                 return trace(steps, decoded_list, answer, notes);
             }

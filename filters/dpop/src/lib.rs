@@ -227,6 +227,7 @@ impl DpopFilter {
                     now,
                 );
                 let reply = diagnostics::with_detail(
+                    &w.policy,
                     denial.reply(&w.policy, &w.dpop),
                     denial.reason,
                     detail.as_deref(),
