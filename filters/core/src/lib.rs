@@ -25,6 +25,7 @@ pub mod reason_doc;
 pub mod root_id;
 pub mod routes;
 pub mod scheme;
+pub mod shadow;
 pub mod shared_store;
 pub mod token;
 pub mod token_flow;

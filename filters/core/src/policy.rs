@@ -382,6 +382,13 @@ impl Policy {
             .map_err(RouteRefusal::Authz)
     }
 
+    /// The matching rule in a log line: its `path` / `path_prefix`, or `(unlisted)` when no
+    /// rule matched (`rule` of a [`RequestRoute`]).
+    pub fn route_label(&self, rule: Option<usize>) -> &str {
+        rule.and_then(|i| self.routes.pattern_of(i))
+            .unwrap_or("(unlisted)")
+    }
+
     /// The mode for a request: the matching route's `mode`, else the policy's.
     pub fn mode_for(
         &self,

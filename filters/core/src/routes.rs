@@ -215,6 +215,11 @@ impl RouteTable {
             .collect()
     }
 
+    /// Rule `index`'s `path` or `path_prefix`, as written.
+    pub fn pattern_of(&self, index: usize) -> Option<&str> {
+        self.routes.get(index).map(|r| r.pattern.as_str())
+    }
+
     /// Rule `index`'s `authz` (for a [`RouteMatch::rule`] kept from [`Self::lookup`]).
     pub fn authz_of(&self, index: usize) -> Option<&Authz> {
         self.routes.get(index).and_then(|r| r.authz.as_ref())
