@@ -85,3 +85,35 @@ def test_reason_codes_markdown_is_the_committed_doc(cli):
     assert r.stdout == (ROOT / "docs" / "reason-codes.md").read_text()
     codes = json.loads(run(cli, "reason-codes", "--json").stdout)
     assert {"code": "dpop_htu_mismatch", "status": 401} == {k: codes[[c["code"] for c in codes].index("dpop_htu_mismatch")][k] for k in ("code", "status")}
+
+
+def test_explain_redacts_personal_identifiers_unless_asked(cli, tmp_path):
+    """`explain` prints the decoded token without the national identity number, names or the
+    HPR number (docs/helseid.md, "The explainer and personal data"); `--show-personal` prints
+    them. The decision is the same either way."""
+    import base64
+
+    def part(d):
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    claims = {"iss": "https://helseid-sts.test.nhn.no", "aud": "nhn:sample-rest", "client_id": "c-77",
+              "helseid://claims/identity/pid": "12345678901",
+              "helseid://claims/identity/name": "Kari Nordmann", "given_name": "Kari",
+              "helseid://claims/hpr/hpr_number": "565501872",
+              "helseid://claims/identity/security_level": "4"}
+    tok = f"{part({'alg': 'RS256', 'typ': 'at+jwt', 'kid': 'k1'})}.{part(claims)}.c2ln"
+    base = ["explain", "--policy", ROOT / "policies" / "helseid-rest-api.json", "--request",
+            "GET /orgs/111222333/documents", "--header", f"Authorization: DPoP {tok}"]
+    for fmt in ([], ["--json"]):
+        r = run(cli, *base, *fmt)
+        assert r.returncode == 0, r.stderr
+        for secret in ("12345678901", "Kari", "Nordmann", "565501872"):
+            assert secret not in r.stdout, (fmt, secret)
+        assert "c-77" in r.stdout and "redacted" in r.stdout
+        assert "helseid://claims/identity/pid" in r.stdout  # the claim's name stays
+        shown = run(cli, *base, *fmt, "--show-personal")
+        for secret in ("12345678901", "Kari Nordmann", "565501872"):
+            assert secret in shown.stdout, (fmt, secret)
+    hidden = json.loads(run(cli, *base, "--json").stdout)["answer"]
+    shown = json.loads(run(cli, *base, "--json", "--show-personal").stdout)["answer"]
+    assert hidden == shown

@@ -22,6 +22,7 @@ pub mod jwks_store;
 pub mod path;
 pub mod policy;
 pub mod reason_doc;
+pub mod redact;
 pub mod root_id;
 pub mod routes;
 pub mod scheme;
