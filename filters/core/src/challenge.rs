@@ -105,7 +105,7 @@ pub fn reply(policy: &Policy, reason: Reason, c: &Challenge<'_>) -> Reply {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

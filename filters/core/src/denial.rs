@@ -396,14 +396,14 @@ impl Reason {
             429 => "Too Many Requests",
             _ => "Service Unavailable",
         };
-        serde_json::json!({
-            "type": format!("{PROBLEM_TYPE_PREFIX}{}", self.code()),
-            "title": title,
-            "status": self.status(),
-            "detail": detail,
-            "code": self.code(),
-        })
-        .to_string()
+        // Written out, members in order (as serde_json would): codes and titles need no JSON
+        // escaping; `detail` is escaped as a JSON string.
+        let code = self.code();
+        format!(
+            r#"{{"code":"{code}","detail":{},"status":{},"title":"{title}","type":"{PROBLEM_TYPE_PREFIX}{code}"}}"#,
+            serde_json::Value::String(detail),
+            self.status()
+        )
         .into_bytes()
     }
 
@@ -557,6 +557,8 @@ mod tests {
         assert_eq!(v["title"], "Unauthorized");
         assert_eq!(v["detail"], "dpop_htm_mismatch: expected htm `GET`");
         assert!(v.get("resourceType").is_none());
+        // Compact JSON, members in serde_json's order.
+        assert_eq!(String::from_utf8(pj.body.clone()).ok(), Some(v.to_string()));
         let r = Reason::RouteNotListed.reply(&ctx(DenialFormat::ProblemJson));
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         assert_eq!(
