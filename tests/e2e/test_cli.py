@@ -117,3 +117,20 @@ def test_explain_redacts_personal_identifiers_unless_asked(cli, tmp_path):
     hidden = json.loads(run(cli, *base, "--json").stdout)["answer"]
     shown = json.loads(run(cli, *base, "--json", "--show-personal").stdout)["answer"]
     assert hidden == shown
+
+
+def test_check_warns_when_a_public_prefix_opens_deeper_paths(cli, tmp_path):
+    """A public `path_prefix` opens every path below it, whatever `unmatched` says; `check`
+    warns and names the rule. An exact `path` opens one path: no warning."""
+    p = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    p["unmatched"] = "deny"
+    p["routes"][0] = {"path_prefix": "/api/v2/health", "methods": ["GET"], "require": "none"}
+    (tmp_path / "prefix.json").write_text(json.dumps(p))
+    r = run(cli, "check", tmp_path / "prefix.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning (envoy) `routes[0].path_prefix`: public prefix: every path below `/api/v2/health`" in r.stdout, r.stdout
+    p["routes"][0] = {"path": "/api/v2/health", "methods": ["GET"], "require": "none"}
+    (tmp_path / "exact.json").write_text(json.dumps(p))
+    r = run(cli, "check", tmp_path / "exact.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "public prefix" not in r.stdout and "`/api/v2/health` (exact)" in r.stdout, r.stdout
