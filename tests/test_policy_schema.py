@@ -59,3 +59,25 @@ def test_unbounded_jwks_timings_refused_by_schema(field, value):
     assert not list(validator().iter_errors(good))
     good["issuers"][0][field] = value
     assert list(validator().iter_errors(good)), f"schema accepted {field}={value}"
+
+
+def test_route_matcher_is_path_or_path_prefix():
+    # A rule has exactly one matcher (routes.rs `RouteDoc::matcher`): `path` (exact) or
+    # `path_prefix`; both or neither are refused, as the filters refuse them at load.
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    exact = copy.deepcopy(doc)
+    exact["routes"][0] = {"path": "/api/v2/health", "methods": ["GET"], "require": "none"}
+    assert not [e.message for e in validator().iter_errors(exact)]
+    for rule in ({"path": "/a", "path_prefix": "/a", "require": "none"}, {"require": "none"},
+                 {"path": "a", "require": "none"}):
+        bad = copy.deepcopy(doc)
+        bad["routes"][0] = rule
+        assert list(validator().iter_errors(bad)), f"schema accepted {rule}"
+
+
+def test_denial_format_values():
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    for value, ok in (("problem+json", True), ("operation_outcome", True), ("problem", False)):
+        d = copy.deepcopy(doc)
+        d["api"]["denial_format"] = value
+        assert (not list(validator().iter_errors(d))) == ok, value

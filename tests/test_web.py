@@ -197,3 +197,30 @@ def test_check_policy_lists_lints_and_meaning(browser, issuer):
     browser.find_element("id", "check").click()
     text = browser.find_element("id", "description").text
     assert "hold_headers_while_buffering" in text and "FHIR API under `/fhir`" in text, text
+
+
+def test_personal_identifiers_are_redacted_unless_the_box_is_ticked(browser, issuer):
+    """The decoded token on the page hides the national identity number, names and the HPR
+    number (docs/helseid.md, "The explainer and personal data"); the box shows them. The answer
+    is the same either way: only the display is redacted."""
+    tok = issuer.token(aud=AUD, scope="patient/*.rs", patient="pat-anna",
+                       **{"helseid://claims/identity/pid": "12345678901", "given_name": "Kari",
+                          "helseid://claims/hpr/hpr_number": "565501872"})
+    fill(browser, policy=policy(issuer), authority=AUTHORITY, now="", jwks="", response="", filters="",
+         request="GET /fhir/Patient/pat-anna", headers=f"Authorization: DPoP {tok}")
+    box = browser.find_element("id", "show-personal")
+    assert not box.is_selected()
+    hidden = explain(browser)
+    decoded = browser.find_element("id", "decoded").text
+    for secret in ("12345678901", "Kari", "565501872"):
+        assert secret not in decoded and secret not in hidden["text"], secret
+    assert "redacted" in decoded and "helseid://claims/identity/pid" in decoded
+    box.click()
+    try:
+        shown = explain(browser)
+        decoded = browser.find_element("id", "decoded").text
+        for secret in ("12345678901", "Kari", "565501872"):
+            assert secret in decoded, secret
+        assert (shown["status"], shown["reason"]) == (hidden["status"], hidden["reason"])
+    finally:
+        box.click()

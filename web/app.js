@@ -108,7 +108,7 @@ function explain() {
   const status = Number($("response-status").value || "200");
   if (!Number.isInteger(status) || status < 100 || status > 599) { showError("response status: 100–599"); return; }
   render(call(() => explain_request($("policy").value, $("request").value, $("headers").value, $("jwks").value,
-    $("response").value, status, now, $("authority").value, $("filters").value)));
+    $("response").value, status, now, $("authority").value, $("filters").value, $("show-personal").checked)));
 }
 
 function check() {

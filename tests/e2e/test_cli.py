@@ -189,3 +189,52 @@ def test_explain_runs_the_steps_render_runs(cli, policy):
     r = run(cli, "explain", "--policy", policy, "--request", "GET /x", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["filters"] == render.policy_steps(json.loads(policy.read_text()))
+
+
+def test_explain_redacts_personal_identifiers_unless_asked(cli, tmp_path):
+    """`explain` prints the decoded token without the national identity number, names or the
+    HPR number (docs/helseid.md, "The explainer and personal data"); `--show-personal` prints
+    them. The decision is the same either way."""
+    import base64
+
+    def part(d):
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    claims = {"iss": "https://helseid-sts.test.nhn.no", "aud": "nhn:sample-rest", "client_id": "c-77",
+              "helseid://claims/identity/pid": "12345678901",
+              "helseid://claims/identity/name": "Kari Nordmann", "given_name": "Kari",
+              "helseid://claims/hpr/hpr_number": "565501872",
+              "helseid://claims/identity/security_level": "4"}
+    tok = f"{part({'alg': 'RS256', 'typ': 'at+jwt', 'kid': 'k1'})}.{part(claims)}.c2ln"
+    base = ["explain", "--policy", ROOT / "policies" / "helseid-rest-api.json", "--request",
+            "GET /orgs/111222333/documents", "--header", f"Authorization: DPoP {tok}"]
+    for fmt in ([], ["--json"]):
+        r = run(cli, *base, *fmt)
+        assert r.returncode == 0, r.stderr
+        for secret in ("12345678901", "Kari", "Nordmann", "565501872"):
+            assert secret not in r.stdout, (fmt, secret)
+        assert "c-77" in r.stdout and "redacted" in r.stdout
+        assert "helseid://claims/identity/pid" in r.stdout  # the claim's name stays
+        shown = run(cli, *base, *fmt, "--show-personal")
+        for secret in ("12345678901", "Kari Nordmann", "565501872"):
+            assert secret in shown.stdout, (fmt, secret)
+    hidden = json.loads(run(cli, *base, "--json").stdout)["answer"]
+    shown = json.loads(run(cli, *base, "--json", "--show-personal").stdout)["answer"]
+    assert hidden == shown
+
+
+def test_check_warns_when_a_public_prefix_opens_deeper_paths(cli, tmp_path):
+    """A public `path_prefix` opens every path below it, whatever `unmatched` says; `check`
+    warns and names the rule. An exact `path` opens one path: no warning."""
+    p = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    p["unmatched"] = "deny"
+    p["routes"][0] = {"path_prefix": "/api/v2/health", "methods": ["GET"], "require": "none"}
+    (tmp_path / "prefix.json").write_text(json.dumps(p))
+    r = run(cli, "check", tmp_path / "prefix.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning (envoy) `routes[0].path_prefix`: public prefix: every path below `/api/v2/health`" in r.stdout, r.stdout
+    p["routes"][0] = {"path": "/api/v2/health", "methods": ["GET"], "require": "none"}
+    (tmp_path / "exact.json").write_text(json.dumps(p))
+    r = run(cli, "check", tmp_path / "exact.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "public prefix" not in r.stdout and "`/api/v2/health` (exact)" in r.stdout, r.stdout

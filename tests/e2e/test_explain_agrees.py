@@ -275,3 +275,47 @@ def test_denials_carry_safe_facts_in_envoy(stack, issuer):
     d = r.json()["issue"][0]["diagnostics"]
     assert d.startswith(f"expired: exp {exp_at} is ") and "before the proxy clock" in d, d
     assert old not in r.text and ANNA not in d
+
+
+def test_cli_shows_the_problem_json_body_envoy_sends(cli, upstream, issuer, tmp_path):
+    """A REST API with `api.denial_format: problem+json` (RFC 9457): the CLI shows the same
+    status, Content-Type, WWW-Authenticate and body, byte for byte, as Envoy sends."""
+    p = Proofs()
+    policy = {"api": {"name": "explain-rest", "audience": AUD, "denial_format": "problem+json"},
+              "issuers": [{"issuer": issuer.iss, "jwks": issuer.jwks()}],
+              "routes": [{"path": "/api/health", "methods": ["GET"], "require": "none"},
+                         {"path_prefix": "/api/items", "require": "token",
+                          "authz": {"scopes": {"all_of": ["items/read"]}}}],
+              "unmatched": "deny"}
+    path = tmp_path / "rest.json"
+    path.write_text(json.dumps(policy))
+    with Envoy(policy, upstream.server_address[1], filters=["token", "dpop"]) as e:
+        base = f"http://127.0.0.1:{e.port}"
+        tok = issuer.token(aud=AUD, scope="openid", cnf={"jkt": p.jkt})
+        wrong_aud = issuer.token(aud="other", scope="items/read", cnf={"jkt": p.jkt})
+        good = issuer.token(aud=AUD, scope="items/read", cnf={"jkt": p.jkt})
+        cases = [("/api/items/1", {}),
+                 ("/api/items/1", {"Authorization": f"DPoP {wrong_aud}"}),
+                 ("/api/items/1", {"Authorization": f"DPoP {tok}"}),
+                 ("/api/health/admin", {}),
+                 ("/api/items/1", {"Authorization": f"DPoP {good}",
+                                   "DPoP": p.proof("GET", f"{base}/api/items/2", good)})]
+        codes = []
+        for target, headers in cases:
+            r = e.request("GET", target, headers=headers)
+            args = [str(cli), "explain", "--policy", str(path), "--request", f"GET {target}",
+                    "--authority", f"127.0.0.1:{e.port}", "--json"]
+            for k, v in headers.items():
+                args += ["--header", f"{k}: {v}"]
+            out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+            a = json.loads(out.stdout)["answer"]
+            hdrs = dict(a["headers"])
+            assert (a["status"], hdrs["content-type"], hdrs.get("www-authenticate")) == (
+                r.status_code, r.headers["content-type"], r.headers.get("www-authenticate")), target
+            assert r.headers["content-type"] == "application/problem+json"
+            assert a["body"] == r.text, f"{target}: CLI {a['body']} != Envoy {r.text}"
+            body = r.json()
+            assert body["type"] == f"urn:fapi-guard:reason:{body['code']}" and body["status"] == r.status_code
+            codes.append(body["code"])
+        assert codes == ["missing_token", "wrong_audience", "authz_missing_scope", "route_not_listed",
+                         "dpop_htu_mismatch"], codes

@@ -149,23 +149,39 @@ def test_route_in_shadow_mode_counts_and_passes(envoy, issuer):
     r = get(envoy, issuer, "/shadow/x")
     assert r.status_code == 200, r.text
     assert envoy.counter("token.shadow_denied.authz_missing_scope") == before + 1
-    assert "shadow_denied reason=authz_missing_scope" in envoy.logs()
+    # The log line names the request (method, the rule, the verified client), not the path
+    # or the token.
+    assert ("shadow_denied reason=authz_missing_scope status=403 method=GET route=/shadow "
+            "client_id=client-1 (mode shadow: passed)") in envoy.logs()
     # An enforced route denies as usual (and counts under denied.*).
     assert get(envoy, issuer, "/c/prefix").status_code == 403
 
 
-def test_policy_in_shadow_mode_with_an_enforce_only_route(upstream, issuer):
+@pytest.mark.parametrize("one_plugin", [False, True], ids=["two-plugins", "chain-plugin"])
+def test_policy_in_shadow_mode_with_an_enforce_only_route(upstream, issuer, one_plugin):
     routes = [rule("/strict", {"scopes": {"all_of": ["nhn:api/never"]}}, mode="enforce"),
               rule("/loose", {"scopes": {"all_of": ["nhn:api/never"]}})]
-    with Envoy(make_policy(issuer, routes, mode="shadow"), upstream.port, filters=["token", "dpop"]) as e:
+    with Envoy(make_policy(issuer, routes, mode="shadow"), upstream.port, filters=["token", "dpop"],
+               one_plugin=one_plugin) as e:
         assert get(e, issuer, "/loose").status_code == 200
         assert e.counter("token.shadow_denied.authz_missing_scope") == 1
-        # A token that fails verification passes too in shadow, counted under its reason; the
-        # DPoP filter (no proof) is in shadow as well.
+        # A token that fails verification passes too in shadow, counted once under its reason:
+        # the DPoP filter after it (no verified token, no proof) does not count the request
+        # again, as in enforce mode it would never have seen it.
         r = e.get("/loose", {"Authorization": "DPoP not.a.token"})
         assert r.status_code == 200, r.text
         assert e.counter("token.shadow_denied.malformed_token") == 1
-        assert e.counter("dpop.shadow_denied.no_verified_token") + e.counter("dpop.shadow_denied.dpop_missing") >= 1
+        assert e.counter("dpop.shadow_denied.no_verified_token") == 0
+        assert e.counter("dpop.shadow_denied.dpop_missing") == 0
+        # An expired token names its (unverified) client in the log line.
+        expired = issuer.token("ES256", aud=AUD, scope="nhn:api/read", client_id="helseid-9",
+                               exp=1, iat=0)
+        assert e.get("/loose", {"Authorization": f"DPoP {expired}"}).status_code == 200
+        assert e.counter("token.shadow_denied.expired") == 1
+        assert e.counter("dpop.shadow_denied.no_verified_token") == 0
+        assert ("shadow_denied reason=expired status=401 method=GET route=/loose "
+                "client_id=helseid-9 (unverified)") in e.logs()
+        assert expired not in e.logs()
         assert_forbidden(get(e, issuer, "/strict"), "authz_missing_scope")
 
 
@@ -243,6 +259,52 @@ def test_unmatched_deny_refuses_unlisted_paths(upstream, issuer):
     with Envoy(p, upstream.port, filters=["token"]) as e:
         assert get(e, issuer, "/admin").status_code == 200
         assert e.counter("token.shadow_denied.route_not_listed") == 1
-        # In shadow the token is still checked and counted.
+        assert "shadow_denied reason=route_not_listed status=403 method=GET route=(unlisted) client_id=client-1 (unverified)" in e.logs()
+        # In shadow the token is still checked; the request is counted once, under the first
+        # refusal (the one enforce mode would have answered).
         assert e.get("/admin", {"Authorization": "DPoP not.a.token"}).status_code == 200
-        assert e.counter("token.shadow_denied.malformed_token") == 1
+        assert e.counter("token.shadow_denied.route_not_listed") == 2
+        assert e.counter("token.shadow_denied.malformed_token") == 0
+
+
+def test_exact_path_and_problem_json_denials(upstream, issuer):
+    """An exact `path` opens one path only: with `/api/v2/health` public and `unmatched: deny`,
+    `/api/v2/health/admin/dump` and `/api/v2/healthz` are refused 403 `route_not_listed`
+    (docs/checks.md §4). `api.denial_format: problem+json` answers every denial with RFC 9457
+    problem details (§3: type, title, status, detail, code); the challenges are unchanged."""
+    routes = [{"path": "/api/v2/health", "methods": ["GET"], "require": "none"},
+              rule("/api/v2/items", {"scopes": {"all_of": ["nhn:api/read"]}}, methods=["GET"])]
+    p = make_policy(issuer, routes)
+    p["unmatched"] = "deny"
+    p["api"]["denial_format"] = "problem+json"
+    with Envoy(p, upstream.port, filters=["token"]) as e:
+        seen = len(upstream.requests)
+        assert e.get("/api/v2/health").status_code == 200
+        assert e.get("/api/v2/health?verbose=1").status_code == 200
+        assert len(upstream.requests) == seen + 2
+        for path in ("/api/v2/health/admin/dump", "/api/v2/health/", "/api/v2/healthz"):
+            for r in (e.get(path), get(e, issuer, path)):
+                assert r.status_code == 403, (path, r.status_code, r.text)
+                assert r.headers["content-type"] == "application/problem+json", r.headers
+                assert r.json() == {"type": "urn:fapi-guard:reason:route_not_listed",
+                                    "title": "Forbidden", "status": 403,
+                                    "detail": "route_not_listed", "code": "route_not_listed"}
+                assert "www-authenticate" not in r.headers
+        assert len(upstream.requests) == seen + 2, "a deeper path reached the API"
+        # 401 without a token: the RFC 9449 §7.1 challenge as in an OperationOutcome API.
+        r = e.get("/api/v2/items/1")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == 'DPoP algs="PS256 ES256 EdDSA"'
+        body = r.json()
+        assert (body["code"], body["status"], body["type"]) == (
+            "missing_token", 401, "urn:fapi-guard:reason:missing_token"), body
+        # 403 insufficient_scope: the challenge names the scope; detail says which one.
+        r = get(e, issuer, "/api/v2/items/1", scope="openid")
+        assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+        assert r.headers["www-authenticate"].startswith(
+            'DPoP error="insufficient_scope", scope="nhn:api/read"'), r.headers
+        body = r.json()
+        assert body["code"] == "authz_missing_scope" and body["title"] == "Forbidden", body
+        assert body["detail"].startswith("authz_missing_scope: "), body
+        assert "resourceType" not in body
+        assert get(e, issuer, "/api/v2/items/1").status_code == 200

@@ -131,6 +131,7 @@ pub fn explain_request(
     now: f64,
     authority: &str,
     filters: &str,
+    show_personal: bool,
 ) -> String {
     for (name, v) in [
         ("policy", policy),
@@ -183,6 +184,7 @@ pub fn explain_request(
         jwks: (!jwks.trim().is_empty()).then_some(jwks.as_bytes()),
         now: if now.is_finite() { now as i64 } else { 0 },
         response: (!response.trim().is_empty()).then_some((response_status, response.as_bytes())),
+        show_personal,
     };
     match explain::explain_json(policy.as_bytes(), &req, &opts) {
         Ok(trace) => {
@@ -241,19 +243,19 @@ mod tests {
     #[test]
     fn bad_input_is_a_message() {
         let v: Value = serde_json::from_str(&explain_request(
-            "{", "GET /x", "", "", "", 200, 0.0, "", "",
+            "{", "GET /x", "", "", "", 200, 0.0, "", "", false,
         ))
         .unwrap_or_default();
         assert_eq!(v["ok"], false);
         assert!(v["error"].as_str().unwrap_or("").contains("loader"));
         let huge = "x".repeat(MAX_INPUT_BYTES + 1);
         let v: Value = serde_json::from_str(&explain_request(
-            &huge, "GET /x", "", "", "", 200, 0.0, "", "",
+            &huge, "GET /x", "", "", "", 200, 0.0, "", "", false,
         ))
         .unwrap_or_default();
         assert!(v["error"].as_str().unwrap_or("").contains("refused unread"));
         let v: Value = serde_json::from_str(&explain_request(
-            "{}", "GET /x", "no colon", "", "", 200, 0.0, "", "",
+            "{}", "GET /x", "no colon", "", "", 200, 0.0, "", "", false,
         ))
         .unwrap_or_default();
         assert!(v["error"]

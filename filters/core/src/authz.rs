@@ -8,7 +8,7 @@
 //! closed). Denials name the condition (`routes[i].authz.claims[j]`) and the claim's *name*,
 //! never a claim value.
 //!
-//! Path templates: a `path_prefix` segment `{name}` matches one non-empty path segment and
+//! Path templates: a `path` or `path_prefix` segment `{name}` matches one non-empty path segment and
 //! binds it for `bind` (`/orgs/{orgnr}/documents`).
 
 use serde::Deserialize;
@@ -194,7 +194,7 @@ pub struct AuthzDenial {
 
 /// What the check reads from the request besides the token.
 pub struct AuthzRequest<'a> {
-    /// Template parameters bound by the matching route's `path_prefix`.
+    /// Template parameters bound by the matching route's `path` or `path_prefix`.
     pub path_params: &'a [(String, String)],
     /// A request header's value (`None` when absent).
     pub header: &'a dyn Fn(&str) -> Option<String>,
@@ -287,7 +287,7 @@ fn compile_cond(field: &str, d: &CondDoc, key: &str) -> Result<Cond, PolicyError
     })
 }
 
-/// Template parameter names of a `path_prefix` (`/orgs/{orgnr}/x` → `["orgnr"]`), validated:
+/// Template parameter names of a `path` or `path_prefix` (`/orgs/{orgnr}/x` → `["orgnr"]`), validated:
 /// each `{name}` is a whole segment, `[A-Za-z0-9_]+`, used once.
 pub fn template_params(prefix: &str, field: &str) -> Result<Vec<String>, PolicyError> {
     let mut names: Vec<String> = Vec::new();
@@ -316,14 +316,20 @@ pub fn template_params(prefix: &str, field: &str) -> Result<Vec<String>, PolicyE
     Ok(names)
 }
 
-/// Matches `path` (query ignored) against a template prefix: literal segments equal, `{name}`
-/// segments non-empty; the path may continue below the prefix. Returns the bound parameters
-/// (raw, not percent-decoded: an encoded value simply fails a binding).
-pub fn match_template(prefix: &str, path: &str) -> Option<Vec<(String, String)>> {
+/// Matches `path` (query ignored) against a template: literal segments equal, `{name}`
+/// segments non-empty. A prefix (`exact` false) matches the path and every path below it; an
+/// exact `path` matcher (`exact` true) matches the same number of segments only. Returns the
+/// bound parameters (raw, not percent-decoded: an encoded value simply fails a binding).
+pub fn match_template(pattern: &str, path: &str, exact: bool) -> Option<Vec<(String, String)>> {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    let pre: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
+    let pattern = if exact {
+        pattern
+    } else {
+        pattern.trim_end_matches('/')
+    };
+    let pre: Vec<&str> = pattern.split('/').collect();
     let segs: Vec<&str> = path.split('/').collect();
-    if segs.len() < pre.len() {
+    if segs.len() < pre.len() || (exact && segs.len() != pre.len()) {
         return None;
     }
     let mut params = Vec::new();
@@ -341,10 +347,16 @@ pub fn match_template(prefix: &str, path: &str) -> Option<Vec<(String, String)>>
 }
 
 impl Authz {
-    /// Compiles `routes[index].authz` for a route whose `path_prefix` is `prefix`.
-    pub fn compile(index: usize, prefix: &str, d: &AuthzDoc) -> Result<Authz, PolicyError> {
+    /// Compiles `routes[index].authz` for a route whose matcher (`matcher`: `path` or
+    /// `path_prefix`) is `pattern`.
+    pub fn compile(
+        index: usize,
+        matcher: &str,
+        pattern: &str,
+        d: &AuthzDoc,
+    ) -> Result<Authz, PolicyError> {
         let base = format!("routes[{index}].authz");
-        let params = template_params(prefix, &format!("routes[{index}].path_prefix"))?;
+        let params = template_params(pattern, &format!("routes[{index}].{matcher}"))?;
         let scopes = d.scopes.clone().unwrap_or_default();
         for (k, list) in [("all_of", &scopes.all_of), ("any_of", &scopes.any_of)] {
             for (i, s) in list.iter().enumerate() {
@@ -386,7 +398,7 @@ impl Authz {
                     if !params.contains(p) {
                         return Err(PolicyError::new(
                             format!("{f}.path_param"),
-                            format!("`{p}` is not a `{{parameter}}` of this route's path_prefix"),
+                            format!("`{p}` is not a `{{parameter}}` of this route's {matcher}"),
                         ));
                     }
                     Source::PathParam(p.clone())
@@ -648,11 +660,11 @@ mod tests {
 
     fn authz(prefix: &str, doc: Value) -> Result<Authz, PolicyError> {
         let d: AuthzDoc = serde_json::from_value(doc).unwrap();
-        Authz::compile(0, prefix, &d)
+        Authz::compile(0, "path_prefix", prefix, &d)
     }
 
     fn eval(a: &Authz, path: &str, prefix: &str, t: &VerifiedToken) -> Result<(), Reason> {
-        let params = match_template(prefix, path).unwrap();
+        let params = match_template(prefix, path, false).unwrap();
         let header = |h: &str| (h == "x-org").then(|| "999".to_string());
         a.evaluate(
             &AuthzRequest {
@@ -875,12 +887,12 @@ mod tests {
     #[test]
     fn templates() {
         assert_eq!(
-            match_template("/orgs/{o}/d", "/orgs/1/d/x?q=1"),
+            match_template("/orgs/{o}/d", "/orgs/1/d/x?q=1", false),
             Some(vec![("o".into(), "1".into())])
         );
-        assert_eq!(match_template("/orgs/{o}/d", "/orgs//d"), None);
-        assert_eq!(match_template("/orgs/{o}/d", "/orgs/1/e"), None);
-        assert_eq!(match_template("/orgs/{o}/d", "/orgs/1"), None);
+        assert_eq!(match_template("/orgs/{o}/d", "/orgs//d", false), None);
+        assert_eq!(match_template("/orgs/{o}/d", "/orgs/1/e", false), None);
+        assert_eq!(match_template("/orgs/{o}/d", "/orgs/1", false), None);
         assert!(template_params("/a/{x}{y}", "f").is_err());
         assert!(template_params("/a/{x}/{x}", "f").is_err());
         assert!(template_params("/a/x{y}", "f").is_err());

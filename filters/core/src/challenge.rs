@@ -94,6 +94,7 @@ pub fn reply(policy: &Policy, reason: Reason, c: &Challenge<'_>) -> Reply {
         dpop_nonce: c.nonce.clone(),
         required_scope: c.required_scope.clone(),
         detail: c.detail.clone(),
+        format: policy.denial_format,
     });
     if let Some(secs) = c.retry_after {
         reply
@@ -104,7 +105,7 @@ pub fn reply(policy: &Policy, reason: Reason, c: &Challenge<'_>) -> Reply {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -199,5 +200,39 @@ mod tests {
             .any(|(k, v)| k == "retry-after" && v == "3"));
         let r = reply(&optional, Reason::DpopReplay, &c);
         assert_eq!(www(&r).len(), 2);
+    }
+
+    #[test]
+    fn the_policy_picks_the_denial_body() {
+        let mut doc = serde_json::json!({
+            "api": {"name": "api", "audience": "https://api.test", "denial_format": "problem+json"},
+            "issuers": [{"issuer": "https://issuer.test", "jwks": {"keys": [{
+                "kty": "EC", "crv": "P-256", "kid": "k",
+                "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}],
+        });
+        let p = Policy::from_json(doc.to_string().as_bytes()).unwrap();
+        let r = reply(&p, Reason::MissingToken, &Challenge::used(None));
+        assert!(r
+            .headers
+            .contains(&("content-type".into(), "application/problem+json".into())));
+        assert_eq!(www(&r), vec![r#"DPoP algs="PS256 ES256 EdDSA""#]);
+        // Unset: an OperationOutcome, as before.
+        let p = policy(serde_json::json!({}));
+        let r = reply(&p, Reason::MissingToken, &Challenge::used(None));
+        assert!(r
+            .headers
+            .contains(&("content-type".into(), "application/fhir+json".into())));
+        // A FHIR API keeps the OperationOutcome; an unknown format is refused too.
+        doc["fhir"] = serde_json::json!({"base_path": "/fhir"});
+        let err = Policy::from_json(doc.to_string().as_bytes())
+            .err()
+            .map(|e| e.field);
+        assert_eq!(err.as_deref(), Some("api.denial_format"));
+        doc["api"]["denial_format"] = "problem".into();
+        let err = Policy::from_json(doc.to_string().as_bytes())
+            .err()
+            .map(|e| e.field);
+        assert_eq!(err.as_deref(), Some("api.denial_format"));
     }
 }

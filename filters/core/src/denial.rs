@@ -1,6 +1,7 @@
 //! Every refusal the guard can give, and the one place that maps it to HTTP:
-//! status, `WWW-Authenticate` (RFC 6750 §3, RFC 9449 §7.1), FHIR `OperationOutcome` body,
-//! and the stable reason code used in logs and stats. Never carries token content.
+//! status, `WWW-Authenticate` (RFC 6750 §3, RFC 9449 §7.1), the body (a FHIR `OperationOutcome`
+//! or an RFC 9457 problem details object, per `api.denial_format`), and the stable reason code
+//! used in logs and stats. Never carries token content.
 
 use crate::jose::Alg;
 
@@ -209,6 +210,23 @@ reasons! {
     AuthzBinding => "authz_binding", Forbidden;
 }
 
+/// The body of a denial (policy `api.denial_format`). The status and the `WWW-Authenticate`
+/// challenges are the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum DenialFormat {
+    /// A FHIR R4 `OperationOutcome` in `application/fhir+json` (FHIR R4 http.html, "Error
+    /// handling"). The default: the only one a policy with a `fhir` section accepts.
+    #[default]
+    #[serde(rename = "operation_outcome")]
+    OperationOutcome,
+    /// RFC 9457 problem details in `application/problem+json`, for plain REST APIs.
+    #[serde(rename = "problem+json")]
+    ProblemJson,
+}
+
+/// RFC 9457 §3.1.1 `type` of a refusal: this prefix and the reason code (`docs/reason-codes.md`).
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:fapi-guard:reason:";
+
 /// `Retry-After` on 503 answers (keys not loaded yet, replay cache full).
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
@@ -226,8 +244,10 @@ pub struct ChallengeContext<'a> {
     pub dpop_nonce: Option<String>,
     /// `scope` attribute for `insufficient_scope`.
     pub required_scope: Option<String>,
-    /// Human-readable detail for the OperationOutcome (no token content, no patient data).
+    /// Human-readable detail for the body (no token content, no patient data).
     pub detail: Option<String>,
+    /// The body's format (`api.denial_format`).
+    pub format: DenialFormat,
 }
 
 /// A complete HTTP reply for the host to send.
@@ -339,25 +359,56 @@ impl Reason {
             // RFC 9110 §10.2.3: keys reload / replay entries expire within seconds.
             headers.push(("retry-after".to_string(), RETRY_AFTER_SECONDS.to_string()));
         }
-        headers.push((
-            "content-type".to_string(),
-            "application/fhir+json".to_string(),
-        ));
+        let (content_type, body) = self.body(ctx.format, ctx.detail.as_deref());
+        headers.push(("content-type".to_string(), content_type.to_string()));
         headers.push(("cache-control".to_string(), "no-store".to_string()));
         Reply {
             status: self.status(),
             headers,
-            body: self.operation_outcome(ctx.detail.as_deref()),
+            body,
         }
     }
 
-    /// The `OperationOutcome` body; `diagnostics` is `code` or `code: detail` (safe facts
-    /// only: no token content, no patient data).
-    pub fn operation_outcome(self, detail: Option<&str>) -> Vec<u8> {
-        let diagnostics = match detail {
+    /// The body in `format` and its `Content-Type`. The text is `code` or `code: detail` (safe
+    /// facts only: no token content, no patient data) in both formats.
+    pub fn body(self, format: DenialFormat, detail: Option<&str>) -> (&'static str, Vec<u8>) {
+        let text = match detail {
             Some(d) => format!("{}: {}", self.code(), d),
             None => self.code().to_string(),
         };
+        match format {
+            DenialFormat::OperationOutcome => {
+                ("application/fhir+json", self.operation_outcome(text))
+            }
+            DenialFormat::ProblemJson => ("application/problem+json", self.problem(text)),
+        }
+    }
+
+    /// RFC 9457 §3: `type` names the reason (a URI, §3.1.1), `title` is the status's phrase
+    /// (the same for every occurrence, §3.1.3), `status` (§3.1.2), `detail` the safe facts
+    /// (§3.1.4), and the extension member `code` (§3.2) the bare reason code.
+    fn problem(self, detail: String) -> Vec<u8> {
+        let title = match self.status() {
+            401 => "Unauthorized",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            429 => "Too Many Requests",
+            _ => "Service Unavailable",
+        };
+        // Written out, members in order (as serde_json would): codes and titles need no JSON
+        // escaping; `detail` is escaped as a JSON string.
+        let code = self.code();
+        format!(
+            r#"{{"code":"{code}","detail":{},"status":{},"title":"{title}","type":"{PROBLEM_TYPE_PREFIX}{code}"}}"#,
+            serde_json::Value::String(detail),
+            self.status()
+        )
+        .into_bytes()
+    }
+
+    /// The `OperationOutcome` body with `diagnostics`.
+    fn operation_outcome(self, diagnostics: String) -> Vec<u8> {
         let body = serde_json::json!({
             "resourceType": "OperationOutcome",
             "issue": [{
@@ -476,5 +527,44 @@ mod tests {
             v["issue"][0]["details"]["coding"][0]["code"],
             "bad_signature"
         );
+    }
+
+    #[test]
+    fn problem_json_carries_the_reason_and_keeps_the_challenge() {
+        let ctx = |format| ChallengeContext {
+            schemes: &[Scheme::Dpop],
+            dpop_algs: &[Alg::ES256],
+            detail: Some("expected htm `GET`".into()),
+            format,
+            ..Default::default()
+        };
+        let oo = Reason::DpopHtmMismatch.reply(&ctx(DenialFormat::OperationOutcome));
+        let pj = Reason::DpopHtmMismatch.reply(&ctx(DenialFormat::ProblemJson));
+        assert_eq!(pj.status, 401);
+        assert_eq!(
+            header(&pj, "content-type"),
+            vec!["application/problem+json"]
+        );
+        assert_eq!(header(&oo, "content-type"), vec!["application/fhir+json"]);
+        assert_eq!(
+            header(&pj, "www-authenticate"),
+            header(&oo, "www-authenticate")
+        );
+        let v: serde_json::Value = serde_json::from_slice(&pj.body).unwrap_or_default();
+        assert_eq!(v["type"], "urn:fapi-guard:reason:dpop_htm_mismatch");
+        assert_eq!(v["code"], "dpop_htm_mismatch");
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["title"], "Unauthorized");
+        assert_eq!(v["detail"], "dpop_htm_mismatch: expected htm `GET`");
+        assert!(v.get("resourceType").is_none());
+        // Compact JSON, members in serde_json's order.
+        assert_eq!(String::from_utf8(pj.body.clone()).ok(), Some(v.to_string()));
+        let r = Reason::RouteNotListed.reply(&ctx(DenialFormat::ProblemJson));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(
+            (v["status"].as_u64(), v["title"].as_str()),
+            (Some(403), Some("Forbidden"))
+        );
+        assert_eq!(v["detail"], "route_not_listed: expected htm `GET`");
     }
 }

@@ -152,6 +152,12 @@ pub fn lint(policy: &Policy, target: Target) -> Vec<Lint> {
             );
         }
     }
+    for (i, prefix) in policy.routes.public_prefixes_covering_deeper_paths() {
+        push("warning", format!("routes[{i}].path_prefix"), format!(
+            "public prefix: every path below `{prefix}` is public too (`{}/...`), whatever `unmatched` says; use `path` for one exact path",
+            prefix.trim_end_matches('/')
+        ));
+    }
     if policy.token.allow_bearer && !policy.token.allow_dpop {
         push(
             "warning",
@@ -289,14 +295,6 @@ fn unmatched(u: Unmatched, mode: Mode) -> &'static str {
     }
 }
 
-/// A route's matcher in words: one line per matcher kind.
-fn matcher(r: &RouteDoc) -> String {
-    format!(
-        "path prefix `{}` (that path and every path below it)",
-        r.path_prefix
-    )
-}
-
 /// One `routes[]` rule as it is enforced: matcher, methods, requirement, mode.
 fn describe_route(i: usize, r: &RouteDoc, policy_mode: Mode) -> String {
     let methods = if r.methods.is_empty() {
@@ -318,7 +316,10 @@ fn describe_route(i: usize, r: &RouteDoc, policy_mode: Mode) -> String {
         (Some(Mode::Enforce), Mode::Shadow, _) => "; enforced (route `mode: enforce`)",
         _ => "; enforced",
     };
-    format!("Route {i}: {} ({methods}): {what}{mode}.", matcher(r))
+    format!(
+        "Route {i}: {} ({methods}): {what}{mode}.",
+        r.describe_matcher()
+    )
 }
 
 /// A route's `authz` in words: scopes, claims, `authorization_details`, bindings.

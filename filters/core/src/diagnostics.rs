@@ -257,10 +257,15 @@ pub fn dpop_detail(
     }
 }
 
-/// Replaces a reply's body by the same `OperationOutcome` with `detail` in `diagnostics`.
-pub fn with_detail(mut reply: Reply, reason: Reason, detail: Option<&str>) -> Reply {
+/// Replaces a reply's body by the same body (the policy's `api.denial_format`) with `detail`.
+pub fn with_detail(
+    policy: &Policy,
+    mut reply: Reply,
+    reason: Reason,
+    detail: Option<&str>,
+) -> Reply {
     if detail.is_some() {
-        reply.body = reason.operation_outcome(detail);
+        reply.body = reason.body(policy.denial_format, detail).1;
     }
     reply
 }

@@ -56,6 +56,8 @@ pub struct Options<'a> {
     pub now: i64,
     /// The upstream's answer (status, body), for reads decided on the response.
     pub response: Option<(u32, &'a [u8])>,
+    /// Show personal identifiers in decoded tokens (`crate::redact`; default: redacted).
+    pub show_personal: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -406,13 +408,30 @@ pub fn explain_json(
 /// says so (a non-canonical path is refused in every mode).
 pub fn explain(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> Trace {
     let mut trace = explain_enforced(policy, req, opts);
+    if !opts.show_personal {
+        // Redacted in what is shown only: every decision above read the token as presented.
+        let mut names: Vec<String> = Vec::new();
+        for d in &mut trace.decoded {
+            for n in crate::redact::payload(&mut d.payload) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        if !names.is_empty() {
+            trace.notes.push(format!(
+                "personal identifiers redacted in the decoded token: {} (show them with --show-personal, or the page's box)",
+                names.join(", ")
+            ));
+        }
+    }
     let mode = crate::path::canonical(req.path)
         .ok()
         .map(|c| policy.mode_for(req.method, &c));
     if mode == Some(Mode::Shadow) && !trace.answer.forwarded {
         if let Some(code) = trace.answer.reason {
             trace.notes.push(format!(
-                "dry run (`mode: shadow`): the proxy counts `shadow_denied.{code}`, logs it and lets the request pass; later filters still decide"
+                "dry run (`mode: shadow`): the proxy counts `shadow_denied.{code}`, logs it with the method, route and client_id, and lets the request pass; later filters still decide, without counting this request again"
             ));
             trace.answer = forwarded_answer(
                 opts,
@@ -810,8 +829,12 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                         decoded_list.push(d);
                     }
                 }
-                let reply =
-                    diagnostics::with_detail(denial.reply(policy, &dp), r, detail.as_deref());
+                let reply = diagnostics::with_detail(
+                    policy,
+                    denial.reply(policy, &dp),
+                    r,
+                    detail.as_deref(),
+                );
                 let answer = reply_answer("dpop", r, reply, why(r, detail.as_deref()));
                 return trace(steps, decoded_list, answer, notes);
             }

@@ -44,6 +44,10 @@ pub struct ApiDoc {
     /// HelseID practice: this audience should be the token's only one.
     #[serde(default)]
     pub sole_audience: bool,
+    /// The body of a denial: `operation_outcome` (default; the only one with `fhir`) or
+    /// `problem+json` (RFC 9457, plain REST APIs). Status and challenges are the same.
+    #[serde(default)]
+    pub denial_format: crate::denial::DenialFormat,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +247,8 @@ pub struct Policy {
     pub fhir: Option<crate::fhir::policy::FhirPolicy>,
     pub mode: crate::authz::Mode,
     pub unmatched: crate::routes::Unmatched,
+    /// The body of every denial (`api.denial_format`).
+    pub denial_format: crate::denial::DenialFormat,
 }
 
 impl Policy {
@@ -294,6 +300,15 @@ impl Policy {
             Some(f) => Some(f.compile()?),
             None => None,
         };
+        if fhir.is_some() && doc.api.denial_format != crate::denial::DenialFormat::OperationOutcome
+        {
+            // FHIR R4 http.html "Error handling": a FHIR API answers errors with an
+            // OperationOutcome, which FHIR clients read.
+            return Err(PolicyError::new(
+                "api.denial_format",
+                "a FHIR API (`fhir` section) answers with an OperationOutcome: use `operation_outcome`",
+            ));
+        }
         Ok(Policy {
             api_name: doc.api.name,
             audience: doc.api.audience,
@@ -305,6 +320,7 @@ impl Policy {
             fhir,
             mode: doc.mode,
             unmatched: doc.unmatched,
+            denial_format: doc.api.denial_format,
         })
     }
 
@@ -367,6 +383,13 @@ impl Policy {
             .map_err(|f| RouteRefusal::Path(f.reason()))?;
         self.authorize_route(&route, header, token)
             .map_err(RouteRefusal::Authz)
+    }
+
+    /// The matching rule in a log line: its `path` / `path_prefix`, or `(unlisted)` when no
+    /// rule matched (`rule` of a [`RequestRoute`]).
+    pub fn route_label(&self, rule: Option<usize>) -> &str {
+        rule.and_then(|i| self.routes.pattern_of(i))
+            .unwrap_or("(unlisted)")
     }
 
     /// The mode for a request: the matching route's `mode`, else the policy's.

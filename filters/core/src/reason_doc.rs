@@ -117,7 +117,9 @@ pub fn markdown() -> String {
          and filters/core/src/reason_doc.rs. Do not edit: the test filters/core/tests/reason_codes_doc.rs \
          fails when this file and the code differ. -->\n\n\
          Every refusal of the guard carries one stable reason code: in the FHIR `OperationOutcome` \
-         (`issue[0].details.coding[0].code`, system `urn:fapi-guard:reason`), in the log line \
+         (`issue[0].details.coding[0].code`, system `urn:fapi-guard:reason`) or, with the policy's \
+         `api.denial_format: problem+json`, in the RFC 9457 problem details (`code`, and `type` \
+         `urn:fapi-guard:reason:<code>`; `detail` is the text of `diagnostics`), in the log line \
          `fapi_guard.<filter>: denied reason=<code> status=<n>` and in the counter \
          `fapi_guard.<filter>.denied.<code>`. `issue[0].diagnostics` is `<code>: <facts>` where the \
          guard has safe facts to add (the expected `htu`, `exp` against the proxy clock, the unknown \

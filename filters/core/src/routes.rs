@@ -1,5 +1,7 @@
-//! Per-route requirements: path prefix + methods → what the request needs.
-//! First matching rule wins; a request no rule matches needs a token (fail closed), or, with
+//! Per-route requirements: an exact `path` or a `path_prefix`, + methods → what the request
+//! needs. A prefix respects segment boundaries (`/api/health` matches `/api/health` and
+//! `/api/health/x`, never `/api/healthz`); `path` matches that one path only. First matching
+//! rule wins; a request no rule matches needs a token (fail closed), or, with
 //! the policy's `unmatched: deny`, is refused (`route_not_listed`, docs/checks.md §4).
 
 use serde::Deserialize;
@@ -32,7 +34,11 @@ pub enum Unmatched {
 #[serde(deny_unknown_fields)]
 pub struct RouteDoc {
     /// Segment-aware prefix: `/metadata` matches `/metadata` and `/metadata/x`, not `/metadataX`.
-    pub path_prefix: String,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Exact path: `/api/health` matches `/api/health` (any query), not `/api/health/x`.
+    #[serde(default)]
+    pub path: Option<String>,
     /// Methods this rule applies to; empty = all.
     #[serde(default)]
     pub methods: Vec<String>,
@@ -47,7 +53,10 @@ pub struct RouteDoc {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Route {
-    prefix: String,
+    /// The `path` or `path_prefix` value (decoded canonical form, `{name}` templates allowed).
+    pattern: String,
+    /// `path` (true): that path only; `path_prefix` (false): it and every path below it.
+    exact: bool,
     methods: Vec<String>,
     require: Requirement,
     authz: Option<Authz>,
@@ -71,6 +80,54 @@ pub struct RouteMatch<'a> {
     pub rule: Option<usize>,
 }
 
+impl RouteDoc {
+    /// The rule's one matcher: (field name, pattern, exact). Exactly one of `path` and
+    /// `path_prefix` is given; anything else is refused naming the field.
+    pub fn matcher(&self, i: usize) -> Result<(&'static str, &str, bool), PolicyError> {
+        match (&self.path, &self.path_prefix) {
+            (Some(p), None) => Ok(("path", p, true)),
+            (None, Some(p)) => Ok(("path_prefix", p, false)),
+            (Some(_), Some(_)) => Err(PolicyError::new(
+                format!("routes[{i}].path"),
+                "give either `path` (exact) or `path_prefix`, not both",
+            )),
+            (None, None) => Err(PolicyError::new(
+                format!("routes[{i}].path_prefix"),
+                "one of `path` (exact) or `path_prefix` is required",
+            )),
+        }
+    }
+
+    /// The matcher in words, for `check`: "`/a` (exact)" or "`/a` and every path below it".
+    pub fn describe_matcher(&self) -> String {
+        match (&self.path, &self.path_prefix) {
+            (Some(p), _) => format!("`{p}` (exact)"),
+            (None, Some(p)) => format!("`{p}` and every path below it"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+impl Route {
+    /// The template parameters when `path` (canonical, query ignored) matches this rule.
+    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        if self.pattern.contains('{') {
+            return authz::match_template(&self.pattern, path, self.exact);
+        }
+        let ok = if self.exact {
+            path == self.pattern
+        } else {
+            // Segment boundary: the prefix ends in `/`, or the path goes on with `/`.
+            path == self.pattern
+                || (path.starts_with(&self.pattern)
+                    && (self.pattern.ends_with('/')
+                        || path.as_bytes().get(self.pattern.len()) == Some(&b'/')))
+        };
+        ok.then(Vec::new)
+    }
+}
+
 const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
 ];
@@ -79,23 +136,21 @@ impl RouteTable {
     pub fn compile(docs: Option<&[RouteDoc]>) -> Result<RouteTable, PolicyError> {
         let mut routes = Vec::new();
         for (i, d) in docs.unwrap_or_default().iter().enumerate() {
-            if !d.path_prefix.starts_with('/') {
-                return Err(PolicyError::new(
-                    format!("routes[{i}].path_prefix"),
-                    "must start with `/`",
-                ));
+            let (matcher, pattern, exact) = d.matcher(i)?;
+            let field = format!("routes[{i}].{matcher}");
+            if !pattern.starts_with('/') {
+                return Err(PolicyError::new(field, "must start with `/`"));
             }
-            if d.path_prefix.contains(['?', '#']) {
+            if pattern.contains(['?', '#']) {
                 return Err(PolicyError::new(
-                    format!("routes[{i}].path_prefix"),
+                    field,
                     "must be a path without query or fragment",
                 ));
             }
-            // Prefixes are compared with the decoded canonical path (docs/checks.md, "Path
-            // canonicalisation"): a prefix must already be in that form or it never matches.
+            // Patterns are compared with the decoded canonical path (docs/checks.md, "Path
+            // canonicalisation"): a pattern must already be in that form or it never matches.
             // A template segment `{name}` stands for one plain segment.
-            let probe: Vec<&str> = d
-                .path_prefix
+            let probe: Vec<&str> = pattern
                 .split('/')
                 .map(|seg| if seg.starts_with('{') { "x" } else { seg })
                 .collect();
@@ -105,7 +160,7 @@ impl RouteTable {
                 .unwrap_or(false);
             if !canonical_ok {
                 return Err(PolicyError::new(
-                    format!("routes[{i}].path_prefix"),
+                    field,
                     "must be a canonical path: no dot-segments, `//`, `;`, `\\`, `%`-encoding or non-ASCII",
                 ));
             }
@@ -124,14 +179,15 @@ impl RouteTable {
                         "needs `require: token` (a public route has no token to authorize)",
                     ))
                 }
-                Some(a) => Some(Authz::compile(i, &d.path_prefix, a)?),
+                Some(a) => Some(Authz::compile(i, matcher, pattern, a)?),
                 None => {
-                    authz::template_params(&d.path_prefix, &format!("routes[{i}].path_prefix"))?;
+                    authz::template_params(pattern, &format!("routes[{i}].{matcher}"))?;
                     None
                 }
             };
             routes.push(Route {
-                prefix: d.path_prefix.clone(),
+                pattern: pattern.to_string(),
+                exact,
                 methods: d.methods.clone(),
                 require: d.require,
                 authz,
@@ -147,6 +203,23 @@ impl RouteTable {
         self.lookup(method, path).require
     }
 
+    /// The public (`require: none`) `path_prefix` rules, as (index, prefix): each makes every
+    /// deeper path public too (`/api/health` also opens `/api/health/admin/dump`), whatever
+    /// `unmatched` says. `check` warns about them; an exact `path` opens one path only.
+    pub fn public_prefixes_covering_deeper_paths(&self) -> Vec<(usize, &str)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.require == Requirement::None && !r.exact)
+            .map(|(i, r)| (i, r.pattern.as_str()))
+            .collect()
+    }
+
+    /// Rule `index`'s `path` or `path_prefix`, as written.
+    pub fn pattern_of(&self, index: usize) -> Option<&str> {
+        self.routes.get(index).map(|r| r.pattern.as_str())
+    }
+
     /// Rule `index`'s `authz` (for a [`RouteMatch::rule`] kept from [`Self::lookup`]).
     pub fn authz_of(&self, index: usize) -> Option<&Authz> {
         self.routes.get(index).and_then(|r| r.authz.as_ref())
@@ -159,20 +232,8 @@ impl RouteTable {
             if !(r.methods.is_empty() || r.methods.iter().any(|m| m == method)) {
                 continue;
             }
-            let params = if r.prefix.contains('{') {
-                match authz::match_template(&r.prefix, path) {
-                    Some(p) => p,
-                    None => continue,
-                }
-            } else {
-                let prefix_ok = path == r.prefix
-                    || (path.starts_with(&r.prefix)
-                        && (r.prefix.ends_with('/')
-                            || path.as_bytes().get(r.prefix.len()) == Some(&b'/')));
-                if !prefix_ok {
-                    continue;
-                }
-                Vec::new()
+            let Some(params) = r.matches(path) else {
+                continue;
             };
             return RouteMatch {
                 require: r.require,
@@ -256,7 +317,8 @@ mod tests {
             "/a/../b", "/a//b", "/a;b", "/a%2Fb", "/%61", "/a\\b", "/a/.",
         ] {
             let docs = vec![RouteDoc {
-                path_prefix: bad.to_string(),
+                path_prefix: Some(bad.to_string()),
+                path: None,
                 methods: vec![],
                 require: Requirement::None,
                 authz: None,
@@ -264,6 +326,65 @@ mod tests {
             }];
             let err = RouteTable::compile(Some(&docs)).err().map(|e| e.field);
             assert_eq!(err.as_deref(), Some("routes[0].path_prefix"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exact_path_matches_one_path_and_prefixes_stop_at_segments() {
+        let t = table(
+            r#"[{"path":"/api/v2/health","methods":["GET"],"require":"none"},
+                {"path":"/api/v2/orgs/{org}","require":"none"},
+                {"path_prefix":"/api/v2/public","require":"none"},
+                {"path_prefix":"/api/v2","require":"token"}]"#,
+        );
+        let cases = [
+            ("GET", "/api/v2/health", Some(0)),
+            ("GET", "/api/v2/health?verbose=1", Some(0)),
+            ("GET", "/api/v2/health/admin/dump", Some(3)),
+            ("GET", "/api/v2/health/", Some(3)),
+            ("GET", "/api/v2/healthz", Some(3)),
+            ("POST", "/api/v2/health", Some(3)),
+            ("GET", "/api/v2/orgs/1", Some(1)),
+            ("GET", "/api/v2/orgs/1/members", Some(3)),
+            ("GET", "/api/v2/public", Some(2)),
+            ("GET", "/api/v2/public/x/y", Some(2)),
+            ("GET", "/api/v2/publicity", Some(3)),
+            ("GET", "/api/v2x", None),
+        ];
+        for (m, p, want) in cases {
+            let c = path::canonical(p).unwrap();
+            assert_eq!(t.lookup(m, &c).rule, want, "{m} {p}");
+        }
+        let r = t.lookup("GET", &path::canonical("/api/v2/orgs/974").unwrap());
+        assert_eq!(r.params, vec![("org".to_string(), "974".to_string())]);
+        assert_eq!(
+            t.public_prefixes_covering_deeper_paths(),
+            vec![(2, "/api/v2/public")]
+        );
+    }
+
+    #[test]
+    fn one_matcher_per_rule() {
+        for (json, field) in [
+            (
+                r#"[{"path":"/a","path_prefix":"/a","require":"none"}]"#,
+                "routes[0].path",
+            ),
+            (r#"[{"require":"none"}]"#, "routes[0].path_prefix"),
+            (r#"[{"path":"a","require":"none"}]"#, "routes[0].path"),
+            (r#"[{"path":"/a/../b","require":"none"}]"#, "routes[0].path"),
+            (
+                r#"[{"path":"/a/{x}{y}","require":"none"}]"#,
+                "routes[0].path",
+            ),
+            (
+                r#"[{"path":"/a/{x}","require":"token","authz":{"bind":[{"path_param":"y","claim":"c"}]}}]"#,
+                "routes[0].authz.bind[0].path_param",
+            ),
+        ] {
+            let docs: Vec<RouteDoc> = serde_json::from_str(json).unwrap();
+            let err = RouteTable::compile(Some(&docs)).err().map(|e| e.field);
+            assert_eq!(err.as_deref(), Some(field), "{json}");
         }
     }
 }

@@ -14,6 +14,7 @@ use fapi_guard_core::dpop::{
     ProofRequest, RequestTarget,
 };
 use fapi_guard_core::policy::Policy;
+use fapi_guard_core::shadow::ShadowRequest;
 use fapi_guard_host::shared::HostSharedData;
 use fapi_guard_host::{
     clock, config, handoff, reply, request, stages, stats::FilterStats, verify::HostVerifier,
@@ -227,6 +228,7 @@ impl DpopFilter {
                     now,
                 );
                 let reply = diagnostics::with_detail(
+                    &w.policy,
                     denial.reply(&w.policy, &w.dpop),
                     denial.reason,
                     detail.as_deref(),
@@ -234,11 +236,20 @@ impl DpopFilter {
                 // Dry run (`mode: shadow`): decided and counted, the request passes.
                 // A non-canonical path is refused in every mode (docs/checks.md, "Path
                 // canonicalisation"): it is no decision an API owner rolls out.
-                let mode = w
-                    .policy
-                    .route(method, path)
+                let route = w.policy.route(method, path).ok();
+                let mode = route
+                    .as_ref()
                     .map_or(fapi_guard_core::authz::Mode::Enforce, |r| r.mode);
-                if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
+                let who = || ShadowRequest {
+                    method: method.to_string(),
+                    route: w
+                        .policy
+                        .route_label(route.as_ref().and_then(|r| r.rule))
+                        .to_string(),
+                    client_id: token.as_ref().map(|t| t.client_id.clone()),
+                    verified: true,
+                };
+                if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply, who) {
                     Action::Pause
                 } else {
                     Action::Continue

@@ -33,6 +33,7 @@ use fapi_guard_core::fhir::{
     check_response, decide, Decision, Denial, RequestView, ResponseCheck, StoredCheck,
 };
 use fapi_guard_core::policy::Policy;
+use fapi_guard_core::shadow::ShadowRequest;
 use fapi_guard_host::{config, handoff, reply, stats::FilterStats};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -68,6 +69,7 @@ impl Worker {
         reason: Reason,
         denial: Option<&Denial>,
         mode: Mode,
+        (method, rule): (&str, Option<usize>),
     ) -> bool {
         // The challenge names the scheme the token came with (else every one the API accepts).
         let c = Challenge {
@@ -76,7 +78,14 @@ impl Worker {
             ..Challenge::used(token.map(|t| t.scheme()))
         };
         let reply = challenge::reply(&self.policy, reason, &c);
-        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply, || {
+            ShadowRequest {
+                method: method.to_string(),
+                route: self.policy.route_label(rule).to_string(),
+                client_id: token.map(|t| t.client_id.clone()),
+                verified: true,
+            }
+        })
     }
 }
 
@@ -124,6 +133,7 @@ impl RootContext for FhirRoot {
             stored: None,
             status: 0,
             mode: Mode::Enforce,
+            rule: None,
         }))
     }
 
@@ -156,6 +166,8 @@ struct FhirFilter {
     status: u32,
     /// `enforce`, or `shadow` (dry run) for this request's route / policy.
     mode: Mode,
+    /// The matching `routes[]` rule (for the shadow log line).
+    rule: Option<usize>,
 }
 
 impl FhirFilter {
@@ -172,10 +184,13 @@ impl FhirFilter {
     fn deny(&mut self, reason: Reason, denial: Option<&Denial>) -> Action {
         self.check = None;
         self.stored = None;
-        if self
-            .worker
-            .deny(self.token.as_deref(), reason, denial, self.mode)
-        {
+        if self.worker.deny(
+            self.token.as_deref(),
+            reason,
+            denial,
+            self.mode,
+            (&self.method, self.rule),
+        ) {
             self.request_gate = Gate::Closed;
             self.response_gate = Gate::Open;
             Action::Pause
@@ -313,6 +328,7 @@ impl HttpContext for FhirFilter {
             Ok(route) => {
                 self.path = route.path_with_query;
                 self.mode = route.mode;
+                self.rule = route.rule;
                 (route.public, route.plain)
             }
             Err(f) => {

@@ -98,6 +98,7 @@ impl RootContext for ChainRoot {
             steps,
             fhir,
             token: None,
+            shadow_refused: false,
             next: 0,
             ended: false,
             headers_eos: false,
@@ -119,6 +120,8 @@ struct ChainFilter {
     fhir: Option<usize>,
     /// The verified token the token step handed on (in memory).
     token: Option<Rc<VerifiedToken>>,
+    /// A step recorded a shadow refusal: the later steps do not count the request again.
+    shadow_refused: bool,
     /// The first step that has not yet let the request headers go (`steps.len()`: all have).
     next: usize,
     /// A step sent a local reply: nothing more of the request goes on.
@@ -146,9 +149,13 @@ impl ChainFilter {
             return (Action::Pause, StepEffects::default());
         };
         let is_token = *kind == FilterKind::Token;
-        chain::enter(if is_token { None } else { self.token.clone() });
+        chain::enter(
+            if is_token { None } else { self.token.clone() },
+            self.shadow_refused,
+        );
         let action = f(step.as_mut());
         let effects = chain::leave();
+        self.shadow_refused |= effects.shadow_refused;
         if effects.replied {
             self.ended = true;
         }

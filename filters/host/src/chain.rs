@@ -27,6 +27,8 @@ pub struct StepEffects {
     pub replied: bool,
     /// The verified token the step handed on (the token step), or was given (the others).
     pub token: Option<Rc<VerifiedToken>>,
+    /// A shadow refusal of this stream was recorded (by this step or an earlier one).
+    pub shadow_refused: bool,
 }
 
 thread_local! {
@@ -34,11 +36,13 @@ thread_local! {
 }
 
 /// The driver is about to run a step of the chain; `token` is the verified token the token
-/// step handed on earlier in this stream (None before it ran, or on a public route).
-pub fn enter(token: Option<Rc<VerifiedToken>>) {
+/// step handed on earlier in this stream (None before it ran, or on a public route);
+/// `shadow_refused`: an earlier step recorded a shadow refusal of this stream.
+pub fn enter(token: Option<Rc<VerifiedToken>>, shadow_refused: bool) {
     SLOT.with(|s| {
         *s.borrow_mut() = Some(StepEffects {
             token,
+            shadow_refused,
             ..StepEffects::default()
         })
     });
@@ -76,6 +80,23 @@ pub(crate) fn note_reply() {
             e.replied = true;
         }
     });
+}
+
+/// In the chain: whether a shadow refusal of this stream was recorded; outside it: `None`
+/// (read filter state).
+pub(crate) fn shadow_refused() -> Option<bool> {
+    SLOT.with(|s| s.borrow().as_ref().map(|e| e.shadow_refused))
+}
+
+/// In the chain: records a shadow refusal of this stream (true); outside it: false.
+pub(crate) fn mark_shadow_refused() -> bool {
+    SLOT.with(|s| match s.borrow_mut().as_mut() {
+        Some(e) => {
+            e.shadow_refused = true;
+            true
+        }
+        None => false,
+    })
 }
 
 /// In the chain: keeps the handed-on token (returns `Some(stored)`); outside it: `None`.

@@ -2,6 +2,7 @@
 //! one counter, and the reply rendered by `fapi_guard_core::denial`.
 
 use fapi_guard_core::denial::{ChallengeContext, Reason, Reply};
+use fapi_guard_core::shadow::{self, ShadowRequest};
 use proxy_wasm::types::LogLevel;
 
 use crate::stats::FilterStats;
@@ -31,29 +32,44 @@ pub fn deny_with(filter: &str, stats: &FilterStats, reason: Reason, reply: &Repl
     send(reply);
 }
 
-/// Dry run (`mode: shadow`): the denial `reason` was decided but is not sent; counts
-/// `fapi_guard.<filter>.shadow_denied.<reason>` and logs the reason code and the status it
-/// would have had. The caller lets the request pass.
-pub fn shadow(filter: &str, stats: &FilterStats, reason: Reason) {
+/// Filter state (Envoy, for this stream) saying a shadow refusal was recorded: the filters
+/// after the one that recorded it do not count the request again.
+const SHADOW_REFUSED_PROPERTY: &str = "fapi_guard.shadow_refused";
+
+/// Dry run (`mode: shadow`): the denial `reason` was decided but is not sent. The first
+/// refusal of a request is counted (`fapi_guard.<filter>.shadow_denied.<reason>`) and logged
+/// with the request it is about (`fapi_guard_core::shadow`); a later filter's refusal of the
+/// same request is not (in enforce mode the request would have stopped at the first, and the
+/// later ones, e.g. `no_verified_token` after a token refusal, follow from it). The caller lets
+/// the request pass.
+pub fn shadow(filter: &str, stats: &FilterStats, reason: Reason, who: ShadowRequest) {
+    let earlier = match crate::chain::shadow_refused() {
+        Some(refused) => refused,
+        None => proxy_wasm::hostcalls::get_property(vec![SHADOW_REFUSED_PROPERTY])
+            .ok()
+            .flatten()
+            .is_some(),
+    };
+    if earlier {
+        return;
+    }
+    if !crate::chain::mark_shadow_refused() {
+        let _ = proxy_wasm::hostcalls::set_property(vec![SHADOW_REFUSED_PROPERTY], Some(b"1"));
+    }
     stats.shadow_denied(reason);
-    let _ = proxy_wasm::hostcalls::log(
-        LogLevel::Info,
-        &format!(
-            "fapi_guard.{filter}: shadow_denied reason={} status={} (mode shadow: passed)",
-            reason.code(),
-            reason.status()
-        ),
-    );
+    let _ = proxy_wasm::hostcalls::log(LogLevel::Info, &shadow::log_line(filter, reason, &who));
 }
 
 /// Denies (`Mode::Enforce`: returns true, the caller stops the request) or records a shadow
-/// denial (`Mode::Shadow`: returns false, the caller lets the request continue).
+/// denial (`Mode::Shadow`: returns false, the caller lets the request continue). `who` names
+/// the request for the shadow log line (built only in shadow mode).
 pub fn deny_or_shadow(
     filter: &str,
     stats: &FilterStats,
     mode: fapi_guard_core::authz::Mode,
     reason: Reason,
     reply: &Reply,
+    who: impl FnOnce() -> ShadowRequest,
 ) -> bool {
     match mode {
         fapi_guard_core::authz::Mode::Enforce => {
@@ -61,7 +77,7 @@ pub fn deny_or_shadow(
             true
         }
         fapi_guard_core::authz::Mode::Shadow => {
-            shadow(filter, stats, reason);
+            shadow(filter, stats, reason, who());
             false
         }
     }

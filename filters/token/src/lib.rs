@@ -14,6 +14,7 @@ use fapi_guard_core::denial::{Reason, Scheme};
 use fapi_guard_core::diagnostics;
 use fapi_guard_core::jwks_store::{self, KeyRing};
 use fapi_guard_core::policy::{KeySource, Policy, RequestRoute};
+use fapi_guard_core::shadow::{self, ShadowRequest};
 use fapi_guard_core::token::{self, Presented};
 use fapi_guard_core::token_flow::{self, Checked, KeyFetcher, TokenWorker};
 use fapi_guard_host::{
@@ -87,6 +88,8 @@ impl Worker {
     }
 
     /// Denies (true) or, in shadow mode, records the denial and lets the request pass (false).
+    /// `who`: the method, the matching rule, and the presented token (for the shadow log line:
+    /// its `client_id` only, marked unverified unless the route's `authz` refused).
     fn deny(
         &self,
         reason: Reason,
@@ -94,6 +97,7 @@ impl Worker {
         authz: Option<&AuthzDenial>,
         token: Option<&str>,
         mode: Mode,
+        who: (&str, Option<usize>, Option<&str>),
     ) -> bool {
         let c = Challenge {
             required_scope: authz.and_then(|a| a.required_scope.clone()),
@@ -107,7 +111,15 @@ impl Worker {
             ..Challenge::used(used)
         };
         let reply = challenge::reply(&self.policy, reason, &c);
-        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply)
+        let (method, rule, presented) = who;
+        reply::deny_or_shadow(FILTER, &self.stats, mode, reason, &reply, || {
+            ShadowRequest {
+                method: method.to_string(),
+                route: self.policy.route_label(rule).to_string(),
+                client_id: presented.and_then(shadow::client_id_of),
+                verified: authz.is_some(),
+            }
+        })
     }
 }
 
@@ -235,6 +247,21 @@ enum Outcome {
 }
 
 impl TokenFilter {
+    /// The token in the request's `Authorization` header (the one being checked).
+    fn presented_token(&self) -> Option<String> {
+        match &self.retry_token {
+            Some((_, t)) => Some(t.clone()),
+            None => self
+                .get_http_request_header("authorization")
+                .and_then(|a| diagnostics::token_of(&a).map(str::to_string)),
+        }
+    }
+
+    /// The matching `routes[]` rule, once routed.
+    fn rule(&self) -> Option<usize> {
+        self.route.as_ref().and_then(|r| r.rule)
+    }
+
     fn check(&mut self, allow_refetch: bool) -> Outcome {
         let w = self.worker.clone();
         let (scheme, token_str) = match &self.retry_token {
@@ -321,22 +348,23 @@ impl TokenFilter {
                 Action::Continue
             }
             Outcome::Deny(r, used) => {
-                let token = match &self.retry_token {
-                    Some((_, t)) => Some(t.clone()),
-                    None => self
-                        .get_http_request_header("authorization")
-                        .and_then(|a| diagnostics::token_of(&a).map(str::to_string)),
-                };
-                if self.worker.deny(r, used, None, token.as_deref(), self.mode) {
+                let token = self.presented_token();
+                let who = (self.method.as_str(), self.rule(), token.as_deref());
+                if self
+                    .worker
+                    .deny(r, used, None, token.as_deref(), self.mode, who)
+                {
                     Action::Pause
                 } else {
                     Action::Continue
                 }
             }
             Outcome::DenyAuthz(d, used) => {
+                let token = self.presented_token();
+                let who = (self.method.as_str(), self.rule(), token.as_deref());
                 if self
                     .worker
-                    .deny(d.reason, Some(used), Some(&d), None, self.mode)
+                    .deny(d.reason, Some(used), Some(&d), None, self.mode, who)
                 {
                     Action::Pause
                 } else {
@@ -398,12 +426,15 @@ impl HttpContext for TokenFilter {
         }
         // `unmatched: deny` (docs/checks.md §4): a path no rule lists is refused before the
         // token is read; in shadow mode it is counted and the token is still checked.
-        if route.unlisted
-            && self
+        if route.unlisted {
+            let token = self.presented_token();
+            let who = (self.method.as_str(), None, token.as_deref());
+            if self
                 .worker
-                .deny(Reason::RouteNotListed, None, None, None, self.mode)
-        {
-            return Action::Pause;
+                .deny(Reason::RouteNotListed, None, None, None, self.mode, who)
+            {
+                return Action::Pause;
+            }
         }
         self.route = Some(route);
         let outcome = self.check(true);

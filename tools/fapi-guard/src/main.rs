@@ -4,7 +4,7 @@
 //!   fapi-guard explain --policy P --request 'GET /r4/Observation/123' [--header 'Name: value']...
 //!                      [--jwks J] [--now T] [--response FILE] [--response-status N]
 //!                      [--body FILE] [--authority HOST] [--scheme http|https]
-//!                      [--filters token,dpop,fhir_scope] [--json]
+//!                      [--filters token,dpop,fhir_scope] [--json] [--show-personal]
 //!   fapi-guard reason-codes [--markdown | --json]
 //!
 //! Nothing leaves the machine: no network, no files written.
@@ -35,8 +35,11 @@ const USAGE: &str = "usage:
   fapi-guard explain --policy P --request 'METHOD /path?query' [--header 'Name: value']...
                      [--jwks J] [--now UNIX_SECONDS] [--response FILE] [--response-status N]
                      [--body FILE] [--authority HOST[:PORT]] [--scheme http|https]
-                     [--filters token,dpop,fhir_scope] [--json]
-  fapi-guard reason-codes [--markdown | --json]";
+                     [--filters token,dpop,fhir_scope] [--json] [--show-personal]
+  fapi-guard reason-codes [--markdown | --json]
+
+explain redacts personal identifiers in the decoded token (national identity number, names,
+HPR number); --show-personal prints them.";
 
 const POLICY_SCHEMA: &str = include_str!("../../../policies/schema/policy.schema.json");
 const DPOP_SCHEMA: &str = include_str!("../../../policies/schema/dpop.schema.json");
@@ -182,6 +185,7 @@ fn explain_cmd(args: &[String]) -> Result<u8, String> {
     let mut scheme = "http".to_string();
     let mut filters: Vec<String> = Vec::new();
     let mut json = false;
+    let mut show_personal = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || {
@@ -235,6 +239,7 @@ fn explain_cmd(args: &[String]) -> Result<u8, String> {
                 }
             }
             "--json" => json = true,
+            "--show-personal" => show_personal = true,
             other => return Err(format!("explain: unexpected argument {other}\n{USAGE}")),
         }
     }
@@ -286,6 +291,7 @@ fn explain_cmd(args: &[String]) -> Result<u8, String> {
         jwks: jwks.as_deref(),
         now,
         response: response.as_deref().map(|b| (response_status, b)),
+        show_personal,
     };
     let trace = match explain::explain_json(&policy_bytes, &req, &opts) {
         Ok(t) => t,
