@@ -871,6 +871,7 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
             method,
             path_with_query: path,
             if_none_exist,
+            content_type: header_values(req.headers, "content-type").first().copied(),
             body: None,
         };
         let mut d = fhir::decide(fp, verified.as_ref(), &view);

@@ -236,7 +236,7 @@ impl DpopFilter {
                 // canonicalisation"): it is no decision an API owner rolls out.
                 let mode = w
                     .policy
-                    .route(method, path)
+                    .route(method, path, &|_| false)
                     .map_or(fapi_guard_core::authz::Mode::Enforce, |r| r.mode);
                 if reply::deny_or_shadow(FILTER, &w.stats, mode, denial.reason, &reply) {
                     Action::Pause
