@@ -214,6 +214,7 @@ class Store:
         count = next((int(v) for n, v in params if n == "_count" and v.isdigit()), 100)
         if count == 0 or ("_summary", "count") in params:
             return {"resourceType": "Bundle", "type": "searchset", "total": len(hits)}
+        total = len(hits)  # FHIR R4 Bundle.total: every match, not the page
         hits = hits[:count]
         entries = [{"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
                    for r in hits]
@@ -239,7 +240,7 @@ class Store:
         for (t, i), r in extra.items():
             if not any(e["resource"] is r for e in entries):
                 entries.append({"fullUrl": f"{BASE}/{t}/{i}", "resource": r, "search": {"mode": "include"}})
-        return {"resourceType": "Bundle", "type": "searchset", "total": len(hits), "entry": entries}
+        return {"resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries}
 
 
 def servlet_path(raw):
