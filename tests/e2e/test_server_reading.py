@@ -12,11 +12,11 @@ Each attack below got through before these rules (see the docstrings); now each 
 its reason code and counter, never reaching the API, while the same requests in the server's
 own reading (`fhir.server`) and real clients' requests are served.
 """
+import http.client
 import json
 import threading
 
 import pytest
-import requests
 
 from fhir_e2e import ANNA, AUD, BJORN, policy_for
 from h2_tools import h2_request
@@ -106,8 +106,14 @@ def send(envoy, transport, method, path, token=None, headers=None, body=b""):
     if transport == "h2":
         a = h2_request(envoy.port, method, path, h, body)
         return Answer(a.status, a.body)
-    r = requests.request(method, envoy.url + path, headers=h, data=body or None, timeout=10)
-    return Answer(r.status_code, r.content)
+    # http.client sends the target byte for byte (requests would decode `%61` to `a`).
+    c = http.client.HTTPConnection("127.0.0.1", envoy.port, timeout=10)
+    try:
+        c.request(method, path, body=body or None, headers=h)
+        r = c.getresponse()
+        return Answer(r.status, r.read())
+    finally:
+        c.close()
 
 
 def exists(fhir, rtype, rid):
@@ -137,6 +143,7 @@ def test_method_override_refused_under_generic(generic, issuer, reading, transpo
     n = 0
     for h in OVERRIDE_HEADERS:
         a = send(generic, transport, "GET", "/fhir/Observation/obs-bjorn-hb", token, {h: "DELETE"})
+        assert exists(fhir, "Observation", "obs-bjorn-hb"), f"{h}: another patient's record deleted"
         assert (a.status, a.reason()) == (400, "method_override"), (h, a.status, a.body)
         n += 1
     for p in OVERRIDE_PARAMS:
@@ -200,21 +207,18 @@ def test_profiles_decide_on_what_their_server_executes(ibm, hapi, issuer, readin
 # ------------------------------------------------------------ 2. `_search` bodies, count oracle
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_search_body_not_form_refused(generic, hapi, issuer, reading, transport):
+def test_search_body_not_form_refused(generic, issuer, reading, transport):
     """Bypass 2: a `patient=<own>` pin in a JSON `_search` body satisfied the guard while a
     HAPI-like API ignored it, so `_summary=count` / `_count=0` counted every patient's
-    Observations (a count oracle). Now 415 `search_body_not_form` under `generic`; under `hapi`
-    the body is ignored as HAPI ignores it, and the query alone is not pinned (403)."""
+    Observations (a count oracle: total 6, not Anna's 3). Now 415 `search_body_not_form`."""
     reading("hapi")
     token = tok(issuer, "patient/Observation.rs")
     before = generic.counter("fhir_scope.denied.search_body_not_form")
     for q in ("_summary=count", "_count=0"):
         a = send(generic, transport, "POST", f"/fhir/Observation/_search?{q}", token,
                  {"content-type": "application/json"}, f"patient={ANNA}".encode())
+        assert not (a.status == 200 and a.json().get("total", 0) > 3), f"{q}: count oracle {a.body}"
         assert (a.status, a.reason()) == (415, "search_body_not_form"), (q, a.status, a.body)
-        a = send(hapi, transport, "POST", f"/fhir/Observation/_search?{q}", token,
-                 {"content-type": "application/json"}, f"patient={ANNA}".encode())
-        assert (a.status, a.reason()) == (403, "unsafe_search"), (q, a.status, a.body)
     assert generic.counter("fhir_scope.denied.search_body_not_form") == before + 2
     # A form body is read by every server: served, the patient's own count.
     a = send(generic, transport, "POST", "/fhir/Observation/_search?_summary=count", token,
@@ -223,14 +227,30 @@ def test_search_body_not_form_refused(generic, hapi, issuer, reading, transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_user_constraint_only_in_a_json_body(generic, hapi, issuer, reading, transport):
+def test_user_constraint_only_in_a_json_body(generic, issuer, reading, transport):
     """Bypass 2 under `user/` grants: `user/Observation.rs?category=laboratory` got vital signs
     with `category=laboratory` in a JSON body the API ignored."""
     reading("hapi")
     token = tok(issuer, "user/Observation.rs?category=laboratory")
     a = send(generic, transport, "POST", "/fhir/Observation/_search", token,
              {"content-type": "application/json"}, b"category=laboratory")
-    assert (a.status, a.reason()) == (415, "search_body_not_form")
+    got = {c["coding"][0]["code"] for e in (a.json().get("entry", []) if a.status == 200 else [])
+           for c in e["resource"].get("category", [])}
+    assert "vital-signs" not in got, "vital signs returned to a laboratory-only token"
+    assert (a.status, a.reason()) == (415, "search_body_not_form"), (a.status, a.body)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_hapi_profile_ignores_non_form_bodies(hapi, issuer, reading, transport):
+    """Under `hapi` a non-form `_search` body is ignored as HAPI ignores it: decided on the
+    query alone, where the pin (403 `unsafe_search`) or the constraint is missing."""
+    reading("hapi")
+    token = tok(issuer, "patient/Observation.rs")
+    for q in ("_summary=count", "_count=0"):
+        a = send(hapi, transport, "POST", f"/fhir/Observation/_search?{q}", token,
+                 {"content-type": "application/json"}, f"patient={ANNA}".encode())
+        assert (a.status, a.reason()) == (403, "unsafe_search"), (q, a.status, a.body)
+    token = tok(issuer, "user/Observation.rs?category=laboratory")
     a = send(hapi, transport, "POST", "/fhir/Observation/_search", token,
              {"content-type": "application/json"}, b"category=laboratory")
     assert (a.status, a.reason()) == (403, "query_constraint_missing")
@@ -254,18 +274,30 @@ def test_paging_with_the_pin_in_the_query_is_served(generic, issuer, reading, tr
 
 # --------------------------------------------------------------------- 3. parameter-name case
 
+INCLUDE_CASE = "/fhir/Observation?_INCLUDE=Observation:subject:Patient"
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_parameter_name_case(generic, microsoft, issuer, reading, transport):
+def test_parameter_name_case(generic, issuer, reading, transport):
     """Bypass 3: `_INCLUDE=Observation:subject:Patient` passed the exact-name checks and a
     case-insensitive (Microsoft-like) API returned Patients to an Observation-only `user/`
-    token; so did `_TYPE` on a system search. `generic` refuses the case variant (400
-    `parameter_name_ambiguous`); `microsoft` reads it as `_include`/`_type` and decides so."""
+    token; so did `_TYPE` on a system search. `generic` refuses the case variant, and a
+    repeated `_type` (400 `parameter_name_ambiguous`)."""
     reading("microsoft")
     token = tok(issuer, "user/Observation.rs")
-    include = "/fhir/Observation?_INCLUDE=Observation:subject:Patient"
-    for path in (include, "/fhir?_type=Observation&_TYPE=Patient", "/fhir?_type=Observation&_type=Patient"):
+    for path in (INCLUDE_CASE, "/fhir?_type=Observation&_TYPE=Patient", "/fhir?_type=Observation&_type=Patient"):
         a = send(generic, transport, "GET", path, token)
+        types = {e["resource"]["resourceType"] for e in a.json().get("entry", [])} if a.status == 200 else set()
+        assert "Patient" not in types, f"{path}: Patients returned to an Observation-only token"
         assert (a.status, a.reason()) == (400, "parameter_name_ambiguous"), (path, a.status, a.body)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_microsoft_profile_reads_names_caselessly(microsoft, issuer, reading, transport):
+    """`microsoft` reads `_INCLUDE`/`_TYPE` as `_include`/`_type` and decides so."""
+    reading("microsoft")
+    token = tok(issuer, "user/Observation.rs")
+    include = INCLUDE_CASE
     for path in (include, "/fhir?_type=Observation&_TYPE=Patient"):
         a = send(microsoft, transport, "GET", path, token)
         assert (a.status, a.reason()) == (403, "insufficient_scope"), (path, a.status, a.body)
@@ -284,6 +316,13 @@ def test_tokens_elsewhere(generic, issuer, reading, transport):
     for name in ("%61ccess_token", "access%5ftoken", "ACCESS_TOKEN"):
         a = send(generic, transport, "GET", f"/fhir/Observation?patient={ANNA}&{name}={token}", token)
         assert (a.status, a.reason()) == (400, "token_in_query"), name
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_token_in_a_form_body(generic, issuer, reading, transport):
+    """RFC 6750 §2.2: a token in a `_search` form body, which every server reads."""
+    reading()
+    token = tok(issuer, "patient/Observation.rs")
     before = generic.counter("fhir_scope.denied.token_in_body")
     a = send(generic, transport, "POST", "/fhir/Observation/_search", token,
              {"content-type": FORM}, f"patient={ANNA}&access_token={token}".encode())
