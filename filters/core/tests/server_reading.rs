@@ -425,3 +425,27 @@ fn server_field_is_read_and_checked() {
     let err = Policy::from_json(bad).unwrap_err().to_string();
     assert!(err.contains("fhir.server"), "{err}");
 }
+
+#[test]
+fn the_explainer_refuses_overrides_as_the_filters_do() {
+    use fapi_guard_core::explain::{explain, Options, Request};
+    let p = policy(None);
+    let headers = vec![("X-HTTP-Method-Override".to_string(), "DELETE".to_string())];
+    let req = Request {
+        method: "GET",
+        path: "/fhir/metadata",
+        scheme: "http",
+        authority: "api",
+        headers: &headers,
+        body: None,
+    };
+    let t = explain(&p, &req, &Options::default());
+    assert_eq!(t.answer.reason, Some("method_override"));
+    assert_eq!(t.answer.status, Some(400));
+    assert!(!t.answer.forwarded);
+    let plain = Request {
+        headers: &[],
+        ..req
+    };
+    assert!(explain(&p, &plain, &Options::default()).answer.forwarded);
+}
