@@ -176,6 +176,19 @@ def test_method_override_refused_on_public_routes(generic, reading, transport):
     assert send(generic, transport, "GET", "/fhir/metadata").status == 200
 
 
+@pytest.mark.parametrize("only", ["token", "dpop", "fhir_scope"])
+def test_each_filter_refuses_overrides_on_its_own(issuer, stub, reading, only):
+    """Each filter runs `Policy::route` first, so each refuses on its own (counter per filter)."""
+    fhir = reading("ibm")
+    with Envoy(policy_for(issuer), stub.server_address[1], filters=[only]) as e:
+        seen = len(fhir.hits)
+        for transport in TRANSPORTS:
+            a = send(e, transport, "GET", "/fhir/metadata", headers={"X-Method-Override": "DELETE"})
+            assert (a.status, a.reason()) == (400, "method_override"), (only, transport, a.status, a.body)
+        assert len(fhir.hits) == seen
+        assert e.counter(f"{only}.denied.method_override") == 2
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_override_in_a_form_body(generic, issuer, reading, transport):
     """IBM's `getParameter` also reads a form body: `GET` + form `x-method-override=DELETE`."""
