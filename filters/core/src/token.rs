@@ -71,11 +71,7 @@ fn query_has_access_token(path: &str) -> bool {
 /// (`%61ccess_token`, `access%5Ftoken`), in any case. A name with a broken escape is
 /// compared as sent.
 pub fn form_has_access_token(form: &str) -> bool {
-    form.split('&').any(|pair| {
-        let raw = pair.split('=').next().unwrap_or("");
-        let name = crate::fhir::query::percent_decode(raw).unwrap_or_else(|| raw.to_string());
-        name.trim().eq_ignore_ascii_case("access_token")
-    })
+    crate::fhir::server::form_has_name(form, &["access_token"])
 }
 
 /// The scheme a single `Authorization` value names, for the challenge of a refusal made

@@ -189,13 +189,7 @@ impl Profile {
     /// Whether a form (query string or body) carries an override parameter this server
     /// executes. Names are compared decoded and in any case (`%5Fmethod`, `_METHOD`).
     pub fn overrides_in_form(&self, form: &str) -> bool {
-        form.split('&').any(|pair| {
-            let raw = pair.split('=').next().unwrap_or("");
-            let name = percent_decode(raw).unwrap_or_else(|| raw.to_string());
-            self.override_params
-                .iter()
-                .any(|p| name.trim().eq_ignore_ascii_case(p))
-        })
+        form_has_name(form, self.override_params)
     }
 
     /// Whether the request carries an override this server executes: a header (`present`
@@ -208,8 +202,8 @@ impl Profile {
     /// but not every server keeps them so). `Err` names what is ambiguous.
     pub fn read_names(&self, params: &mut [Param]) -> Result<(), &'static str> {
         for p in params.iter_mut() {
-            let base = p.base_name().to_string();
-            let Some(canonical) = known_name(&base) else {
+            let base = p.base_name();
+            let Some(canonical) = known_name(base) else {
                 continue;
             };
             if canonical == base {
@@ -218,8 +212,9 @@ impl Profile {
             match self.names {
                 NameCase::Exact => {}
                 NameCase::Insensitive => {
-                    let rest = p.name.get(base.len()..).unwrap_or("").to_string();
-                    p.name = format!("{canonical}{rest}");
+                    // Same length (ASCII case only): the modifier after it is kept.
+                    let n = canonical.len();
+                    p.name.replace_range(..n, canonical);
                 }
                 NameCase::Refuse => {
                     return Err("a search parameter name is not in its canonical case")
@@ -241,6 +236,17 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+/// Whether a query string or form body has a parameter named one of `names`, the name read as
+/// servers read it: percent-decoded (`%5Fmethod`, `%61ccess_token`), in any case. A name with
+/// a broken escape is compared as sent.
+pub fn form_has_name(form: &str, names: &[&str]) -> bool {
+    form.split('&').any(|pair| {
+        let raw = pair.split('=').next().unwrap_or("");
+        let name = percent_decode(raw).unwrap_or_else(|| raw.to_string());
+        names.iter().any(|n| name.trim().eq_ignore_ascii_case(n))
+    })
 }
 
 /// Search-result and control parameters (FHIR R4 §3.1.1.5, §3.1.1.4, `_getpages` paging).
