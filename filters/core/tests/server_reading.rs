@@ -171,6 +171,17 @@ fn override_in_a_form_body_is_refused_where_the_server_reads_forms() {
         );
         assert_eq!(reason(&d), Some(Reason::MethodOverride), "{server:?}");
     }
+    // A form in another case of its media type, which IBM's `contains` ignores but a servlet
+    // container may read.
+    let d = run(
+        Server::Ibm,
+        "patient/Observation.rs",
+        "POST",
+        "/fhir/Observation/_search?patient=pat-anna",
+        Some("Application/X-WWW-Form-Urlencoded"),
+        b"x-method-override=DELETE",
+    );
+    assert_eq!(reason(&d), Some(Reason::MethodOverride));
     let d = run(
         Server::Hapi,
         "patient/Observation.rs",

@@ -145,6 +145,13 @@ pub enum BodyKind {
     Other,
 }
 
+impl BodyKind {
+    /// `application/x-www-form-urlencoded` in any case.
+    pub fn is_form(self) -> bool {
+        matches!(self, BodyKind::Form | BodyKind::FormCaseVariant)
+    }
+}
+
 pub fn body_kind(content_type: Option<&str>) -> BodyKind {
     let media = content_type
         .unwrap_or("")

@@ -324,10 +324,7 @@ fn read_as_server(
             format!("{}: {why}", req.label()),
         ));
     }
-    let form = matches!(
-        super::server::body_kind(view.content_type),
-        super::server::BodyKind::Form | super::server::BodyKind::FormCaseVariant
-    );
+    let form = super::server::body_kind(view.content_type).is_form();
     if form && !req.via_post && !profile.override_params.is_empty() {
         let Some(body) = view.body else {
             return Some(Decision::NeedBody);

@@ -170,7 +170,17 @@ pub(super) fn search_params(cx: &DecisionInput<'_>) -> Result<Vec<Param>, Decisi
             return Ok(params);
         }
         let profile = cx.policy.server.profile();
-        match profile.search_body(super::super::server::body_kind(cx.content_type)) {
+        let kind = super::super::server::body_kind(cx.content_type);
+        let text = std::str::from_utf8(body).ok();
+        // A servlet container may read a form in any case of its media type (IBM's
+        // `getParameter`): an override name in any form body is refused, read or not.
+        if kind.is_form() && text.is_some_and(|t| profile.overrides_in_form(t)) {
+            return Err(deny(
+                Reason::MethodOverride,
+                format!("{}: method-override parameter in the form body", cx.what()),
+            ));
+        }
+        match profile.search_body(kind) {
             BodyReading::Ignored => return Ok(params),
             BodyReading::Refuse => {
                 return Err(deny(
@@ -183,18 +193,11 @@ pub(super) fn search_params(cx: &DecisionInput<'_>) -> Result<Vec<Param>, Decisi
             }
             BodyReading::Form => {}
         }
-        let text = std::str::from_utf8(body).ok();
         // RFC 6750 §2.2: the token comes only from `Authorization` (docs/checks.md §1.1).
         if text.is_some_and(crate::token::form_has_access_token) {
             return Err(deny(
                 Reason::TokenInBody,
                 format!("{}: `access_token` in the form body", cx.what()),
-            ));
-        }
-        if text.is_some_and(|t| profile.overrides_in_form(t)) {
-            return Err(deny(
-                Reason::MethodOverride,
-                format!("{}: method-override parameter in the form body", cx.what()),
             ));
         }
         let form = text.and_then(query::parse).ok_or_else(|| {
