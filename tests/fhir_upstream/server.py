@@ -21,6 +21,19 @@ Like real servers it answers conditional reads (`If-None-Match` with the version
 Paths are resolved the way a servlet container (Tomcat, which HAPI FHIR runs in) resolves
 them (`servlet_path`): `;` parameters dropped, percent-decoded (`%2F` too), backslash as `/`,
 `//` merged, dot-segments removed. `Fhir.hits` records every (method, raw target) received.
+
+Behaviour switches (`Fhir.reading`, a set; empty by default) model how named servers read a
+request, each read in that server's source:
+- `ibm`: LinuxForHealth FHIR `FHIRHttpServletRequestWrapper` (`initHeaderNameMappings`,
+  `getMethod`): the `X-Method-Override` / `X-HTTP-Method-Override` header, or the
+  `x-method-override` / `x-http-method-override` parameter, is the method executed.
+- `hapi`: HAPI FHIR `RestfulServer#handleRequest`: a `POST _search` body is read as parameters
+  only when its Content-Type starts `application/x-www-form-urlencoded`; any other is ignored.
+- `microsoft`: microsoft/fhir-server on ASP.NET Core: query keys compare case-insensitively
+  (`QueryCollection`, `StringComparer.OrdinalIgnoreCase`), so `_INCLUDE` is `_include`.
+Without `hapi` the body of a `POST _search` is read as a form whatever its Content-Type.
+`_summary=count` and `_count=0` answer the total of every match and no entries (FHIR R4
+§3.1.1.5.7, §3.1.1.5.6).
 """
 import argparse
 import base64
@@ -113,6 +126,8 @@ TYPES = ["Patient", "Observation", "Condition", "MedicationRequest", "Encounter"
          "Medication", "Practitioner"]
 TOKEN_PARAMS = {"category", "code", "status", "clinical-status", "type", "class", "intent", "gender", "identifier"}
 CONTROL = {"_count", "_sort", "_include", "_revinclude", "_format", "_summary", "_elements", "_pretty", "_total"}
+# Names the `microsoft` switch reads in any case (ASP.NET Core query keys).
+CASELESS = {n.lower(): n for n in CONTROL | {"_id", "_type", "_has"} | set(REF_PARAMS)}
 
 
 def now():
@@ -197,6 +212,9 @@ class Store:
                 if all(self.matches(r, n, v) for n, v in params if n not in CONTROL and "." not in n)]
         hits.sort(key=lambda r: r["id"])
         count = next((int(v) for n, v in params if n == "_count" and v.isdigit()), 100)
+        if count == 0 or ("_summary", "count") in params:
+            return {"resourceType": "Bundle", "type": "searchset", "total": len(hits)}
+        total = len(hits)  # FHIR R4 Bundle.total: every match, not the page
         hits = hits[:count]
         entries = [{"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
                    for r in hits]
@@ -222,7 +240,7 @@ class Store:
         for (t, i), r in extra.items():
             if not any(e["resource"] is r for e in entries):
                 entries.append({"fullUrl": f"{BASE}/{t}/{i}", "resource": r, "search": {"mode": "include"}})
-        return {"resourceType": "Bundle", "type": "searchset", "total": len(hits), "entry": entries}
+        return {"resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries}
 
 
 def servlet_path(raw):
@@ -278,6 +296,7 @@ class Fhir:
     def __init__(self):
         self.store = Store()
         self.hits = []  # (method, raw request target), every request received
+        self.reading = set()  # behaviour switches, see the module doc
 
     def handle(self, method, target, body, headers):
         """Returns (status, resource-or-None, extra headers)."""
@@ -285,6 +304,15 @@ class Fhir:
         raw, _, query = target.split("#", 1)[0].partition("?")
         path = servlet_path(raw)
         params = parse_qsl(query, keep_blank_values=True)
+        if "ibm" in self.reading:  # FHIRHttpServletRequestWrapper: header, else parameter
+            names = ("x-method-override", "x-http-method-override")
+            over = next((headers[n] for n in names if headers.get(n)), None) \
+                or next((v for n, v in params if n in names and v), None)
+            if over:
+                method = over.upper()
+        if "microsoft" in self.reading:
+            params = [(CASELESS.get(n.lower(), n), v) for n, v in params]
+        self.content_type = headers.get("content-type") or ""
         if not (path == BASE or path.startswith(BASE + "/")):
             return 404, outcome("not-found", "not under the FHIR base"), {}
         segs = [s for s in path[len(BASE):].split("/") if s]
@@ -298,7 +326,8 @@ class Fhir:
     def route(self, m, segs, params, body, headers):
         st = self.store
         if m == "POST" and segs and segs[-1] == "_search":
-            params = params + parse_qsl(body.decode(), keep_blank_values=True)
+            if "hapi" not in self.reading or self.content_type.startswith("application/x-www-form-urlencoded"):
+                params = params + parse_qsl(body.decode(), keep_blank_values=True)
             segs, m = segs[:-1], "GET"
         if segs == ["metadata"] and m == "GET":
             return 200, capability(), {}

@@ -31,6 +31,9 @@ pub enum Class {
     Unavailable,
     /// 429 (RFC 6585 §4): this client is over its share; the caller adds `Retry-After`.
     TooManyRequests,
+    /// 415 (RFC 9110 §15.5.16) with an OperationOutcome: a body in a media type the guard
+    /// does not read as the server would.
+    UnsupportedMediaType,
 }
 
 macro_rules! reasons {
@@ -102,6 +105,10 @@ reasons! {
     PathNotCanonical => "path_not_canonical", BadFhirRequest;
     /// The path is longer than `path::MAX_PATH_BYTES`.
     PathTooLong => "path_too_long", BadFhirRequest;
+    /// A method-override header (`X-HTTP-Method-Override`, `X-HTTP-Method`,
+    /// `X-Method-Override`) or parameter (`_method`, `x-http-method-override`, ...) that the
+    /// server named by `fhir.server` may execute instead of the request method.
+    MethodOverride => "method_override", BadFhirRequest;
 
     // ---- §2 DPoP / sender constraint ----
     /// §2.14 / RFC 9449 §7.2: a DPoP-bound token (`cnf.jkt`) presented as `Bearer`.
@@ -182,6 +189,18 @@ reasons! {
     StoredReadFailed => "stored_read_failed", Unavailable;
     /// Read before write: a patch or delete by id names no stored resource.
     StoredResourceMissing => "stored_resource_missing", NotFound;
+    /// A search-control or compartment parameter in a non-canonical case (`_INCLUDE`,
+    /// `Patient`), or a single-valued control parameter repeated (`_type` twice), which
+    /// servers read differently (`fhir.server`).
+    ParameterNameAmbiguous => "parameter_name_ambiguous", BadFhirRequest;
+    /// A non-empty `_search` body whose Content-Type is not
+    /// `application/x-www-form-urlencoded` (FHIR R4 §3.1.1.0): servers differ on reading it.
+    SearchBodyNotForm => "search_body_not_form", UnsupportedMediaType;
+    /// `access_token` in a form body (RFC 6750 §2.2 is not allowed; FAPI 2.0 §5.3.4).
+    TokenInBody => "token_in_body", InvalidRequest;
+    /// A patient-grant searchset whose `total` counts more than the entries the guard could
+    /// check, while the patient pin was not read by the server: a count oracle.
+    SearchTotalUnchecked => "search_total_unchecked", Forbidden;
     /// A FHIR request body the guard reads has a duplicate JSON member name (RFC 8259 §4,
     /// RFC 7493 §2.3): the guard and the API could read different values.
     DuplicateJsonMember => "duplicate_json_member", BadFhirRequest;
@@ -271,6 +290,7 @@ impl Reason {
             | Class::InvalidDpopProof
             | Class::UseDpopNonce => 401,
             Class::InvalidRequest | Class::BadFhirRequest => 400,
+            Class::UnsupportedMediaType => 415,
             Class::InsufficientScope | Class::Forbidden => 403,
             Class::NotFound => 404,
             Class::Unavailable => 503,
@@ -289,6 +309,7 @@ impl Reason {
             Class::Forbidden
             | Class::NotFound
             | Class::BadFhirRequest
+            | Class::UnsupportedMediaType
             | Class::Unavailable
             | Class::TooManyRequests => None,
         }
@@ -302,6 +323,7 @@ impl Reason {
             Class::Forbidden
                 | Class::NotFound
                 | Class::BadFhirRequest
+                | Class::UnsupportedMediaType
                 | Class::Unavailable
                 | Class::TooManyRequests
         )
@@ -315,6 +337,7 @@ impl Reason {
             | Class::InvalidDpopProof
             | Class::UseDpopNonce => "login",
             Class::InvalidRequest | Class::BadFhirRequest => "invalid",
+            Class::UnsupportedMediaType => "not-supported",
             Class::InsufficientScope | Class::Forbidden => "forbidden",
             Class::NotFound => "not-found",
             Class::Unavailable => "transient",

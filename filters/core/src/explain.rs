@@ -517,6 +517,25 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
         reason: None,
         detail: None,
     });
+    // Then no method override the server executes (`Policy::route`; docs/checks.md "Reading
+    // the request as the server does").
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let has_header = |n: &str| !header_values(req.headers, n).is_empty();
+    if policy.server().profile().overrides(&has_header, query) {
+        let f = crate::policy::RequestFault::MethodOverride;
+        let r = f.reason();
+        steps.push(Step {
+            filter: "all",
+            check: "method override (every filter, every route)",
+            spec: "docs/checks.md (Reading the request as the server does), RFC 9110 §9.1",
+            outcome: Outcome::Fail,
+            reason: Some(r.code()),
+            detail: Some(f.detail().into()),
+        });
+        let reply = token_reply(policy, r, None, None, opts.now);
+        let answer = reply_answer("token", r, reply, why(r, Some(f.detail())));
+        return trace(steps, decoded_list, answer, notes);
+    }
 
     // Every filter skips public routes (routes[], first match wins).
     if policy.routes.requirement(method, &canonical) == Requirement::None {
@@ -894,6 +913,7 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
             method,
             path_with_query: path,
             if_none_exist,
+            content_type: header_values(req.headers, "content-type").first().copied(),
             body: None,
         };
         let mut d = fhir::decide(fp, verified.as_ref(), &view);

@@ -225,6 +225,35 @@ pub struct RequestRoute {
     pub params: Vec<(String, String)>,
 }
 
+/// Why [`Policy::route`] refused a request before any token is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFault {
+    /// The path is not canonical.
+    Path(crate::path::PathFault),
+    /// A method override the server would execute (`method_override`).
+    MethodOverride,
+}
+
+impl RequestFault {
+    /// The denial-table reason (`filters/core/src/denial.rs`).
+    pub fn reason(self) -> crate::denial::Reason {
+        match self {
+            RequestFault::Path(f) => f.reason(),
+            RequestFault::MethodOverride => crate::denial::Reason::MethodOverride,
+        }
+    }
+
+    /// A short, fixed description for the `OperationOutcome` diagnostics.
+    pub fn detail(self) -> &'static str {
+        match self {
+            RequestFault::Path(f) => f.detail(),
+            RequestFault::MethodOverride => {
+                "method-override header or parameter: the server may execute another method"
+            }
+        }
+    }
+}
+
 /// Why [`Policy::authorize`] refused.
 #[derive(Debug, Clone)]
 pub enum RouteRefusal {
@@ -325,14 +354,22 @@ impl Policy {
     }
 
     /// The first step of every filter on every request: the one canonical path (docs/checks.md
-    /// "Path canonicalisation"), then the route: public or protected, and its mode. A path
-    /// fault is refused in every mode (it is no decision an API owner rolls out).
+    /// "Path canonicalisation"), then how the server reads the method (no method override it
+    /// would execute instead of `method`: docs/checks.md "Reading the request as the server
+    /// does"), then the route: public or protected, and its mode. A fault is refused in every
+    /// mode, on public routes too (it is no decision an API owner rolls out). `has_header`
+    /// says whether a (lower-case) request header is present.
     pub fn route(
         &self,
         method: &str,
         raw_path: &str,
-    ) -> Result<RequestRoute, crate::path::PathFault> {
-        let c = crate::path::canonical(raw_path)?;
+        has_header: &dyn Fn(&str) -> bool,
+    ) -> Result<RequestRoute, RequestFault> {
+        let c = crate::path::canonical(raw_path).map_err(RequestFault::Path)?;
+        let query = raw_path.split_once('?').map_or("", |(_, q)| q);
+        if self.server().profile().overrides(has_header, query) {
+            return Err(RequestFault::MethodOverride);
+        }
         let route = self.routes.lookup(method, &c);
         Ok(RequestRoute {
             public: route.require == crate::routes::Requirement::None,
@@ -343,6 +380,11 @@ impl Policy {
             rule: route.rule,
             params: route.params,
         })
+    }
+
+    /// The server behind the guard (`fhir.server`; `generic` without a `fhir` section).
+    pub fn server(&self) -> crate::fhir::server::Server {
+        self.fhir.as_ref().map(|f| f.server).unwrap_or_default()
     }
 
     /// [`Self::authorize`] for a request already routed by [`Self::route`]: the path is
@@ -379,7 +421,7 @@ impl Policy {
         token: &crate::claims::VerifiedToken,
     ) -> Result<(), RouteRefusal> {
         let route = self
-            .route(method, raw_path)
+            .route(method, raw_path, &|_| false)
             .map_err(|f| RouteRefusal::Path(f.reason()))?;
         self.authorize_route(&route, header, token)
             .map_err(RouteRefusal::Authz)

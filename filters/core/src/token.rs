@@ -63,11 +63,15 @@ fn query_has_access_token(path: &str) -> bool {
     let Some((_, query)) = path.split_once('?') else {
         return false;
     };
-    let query = query.split('#').next().unwrap_or("");
-    query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("");
-        name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("access%5Ftoken")
-    })
+    form_has_access_token(query.split('#').next().unwrap_or(""))
+}
+
+/// Whether a query string or `application/x-www-form-urlencoded` body carries `access_token`
+/// (RFC 6750 §2.2, §2.3), its name read as a server reads it: percent-decoded
+/// (`%61ccess_token`, `access%5Ftoken`), in any case. A name with a broken escape is
+/// compared as sent.
+pub fn form_has_access_token(form: &str) -> bool {
+    crate::fhir::server::form_has_name(form, &["access_token"])
 }
 
 /// The scheme a single `Authorization` value names, for the challenge of a refusal made
@@ -264,5 +268,30 @@ fn claim_nbf(jws: &CompactJws<'_>) -> Result<Option<i64>, Reason> {
     match jws.payload.get("nbf") {
         None => Ok(None),
         Some(_) => claim_int(jws, "nbf").map(Some).ok_or(Reason::MissingClaim),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn access_token_names_are_read_decoded() {
+        for q in [
+            "/x?access_token=t",
+            "/x?a=1&ACCESS_TOKEN=t",
+            "/x?%61ccess_token=t",
+            "/x?access%5ftoken=t",
+            "/x?%41%43%43%45%53%53%5F%54%4F%4B%45%4E=t",
+            "/x?access_token",
+        ] {
+            assert!(super::query_has_access_token(q), "{q}");
+        }
+        for q in [
+            "/x",
+            "/x?access_tokens=t",
+            "/x?a=access_token",
+            "/x#access_token=t",
+        ] {
+            assert!(!super::query_has_access_token(q), "{q}");
+        }
     }
 }

@@ -428,6 +428,7 @@ fn guard_reads_searches_as_hapi_does_or_refuses() {
                 method,
                 path_with_query: &path,
                 if_none_exist: None,
+                content_type: Some("application/x-www-form-urlencoded"),
                 body: None,
             };
             let mut d = decide(&p, Some(&t), &view);

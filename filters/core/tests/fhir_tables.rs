@@ -183,6 +183,15 @@ fn decision_code(d: &Decision) -> String {
     }
 }
 
+/// The Content-Type a client sends: a form for `_search`, FHIR JSON otherwise.
+fn content_type_for(target: &str) -> &'static str {
+    if target.split('?').next().unwrap_or("").ends_with("/_search") {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/fhir+json"
+    }
+}
+
 /// Decides with the body only when asked for it, as the filter does.
 fn run(
     p: &FhirPolicy,
@@ -196,6 +205,7 @@ fn run(
         method,
         path_with_query: target,
         if_none_exist,
+        content_type: Some(content_type_for(target)),
         body: None,
     };
     let first = decide(p, Some(t), &view);

@@ -247,7 +247,7 @@ fn unmatched_routes_option() {
                          {"path_prefix": "/api", "methods": ["GET"], "require": "token"}]);
     let load = |p: &Value| Policy::from_json(p.to_string().as_bytes());
     let default = load(&p).unwrap();
-    assert!(!default.route("GET", "/other").unwrap().unlisted);
+    assert!(!default.route("GET", "/other", &|_| false).unwrap().unlisted);
     p["unmatched"] = json!("deny");
     let deny = load(&p).unwrap();
     for (m, path, unlisted) in [
@@ -258,7 +258,7 @@ fn unmatched_routes_option() {
         ("POST", "/open/x", false),
     ] {
         assert_eq!(
-            deny.route(m, path).unwrap().unlisted,
+            deny.route(m, path, &|_| false).unwrap().unlisted,
             unlisted,
             "{m} {path}"
         );

@@ -195,17 +195,31 @@ impl DpopFilter {
         };
         let now = clock::now_seconds();
         let t = stages::now();
-        let decision = evaluate_cached(
-            &w.policy,
-            &w.dpop,
-            &req,
-            token.as_deref(),
-            &w.verifier,
-            &HostSharedData,
-            &w.budget,
-            &w.keys,
-            now,
-        );
+        // Before the proof: no method override the server executes instead of `method`, the
+        // method `htm` must name (`Policy::route`; docs/checks.md "Reading the request as the
+        // server does"), so this filter is safe on its own too.
+        let query = path.split_once('?').map_or("", |(_, q)| q);
+        let has_header = |n: &str| first(n).is_some();
+        let overridden = w.policy.server().profile().overrides(&has_header, query);
+        let decision = if overridden {
+            Err(fapi_guard_core::dpop::Denial {
+                reason: fapi_guard_core::denial::Reason::MethodOverride,
+                nonce: None,
+                retry_after: None,
+            })
+        } else {
+            evaluate_cached(
+                &w.policy,
+                &w.dpop,
+                &req,
+                token.as_deref(),
+                &w.verifier,
+                &HostSharedData,
+                &w.budget,
+                &w.keys,
+                now,
+            )
+        };
         stages::add("dpop_evaluate", t);
         match decision {
             Ok(Outcome::Public) => {
@@ -236,7 +250,7 @@ impl DpopFilter {
                 // Dry run (`mode: shadow`): decided and counted, the request passes.
                 // A non-canonical path is refused in every mode (docs/checks.md, "Path
                 // canonicalisation"): it is no decision an API owner rolls out.
-                let route = w.policy.route(method, path).ok();
+                let route = w.policy.route(method, path, &has_header).ok();
                 let mode = route
                     .as_ref()
                     .map_or(fapi_guard_core::authz::Mode::Enforce, |r| r.mode);

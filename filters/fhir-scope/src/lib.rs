@@ -127,6 +127,7 @@ impl RootContext for FhirRoot {
             authority: String::new(),
             stored_read_headers: Vec::new(),
             if_none_exist: None,
+            content_type: None,
             request_gate: Gate::Open,
             response_gate: Gate::Open,
             check: None,
@@ -153,6 +154,7 @@ struct FhirFilter {
     /// `fhir.read_before_write_headers` copied from the request (chosen in core).
     stored_read_headers: Vec<(String, String)>,
     if_none_exist: Option<String>,
+    content_type: Option<String>,
     /// Where the request's decision stands: `Buffering` waits for the whole body, `Waiting`
     /// for the stored read, `Closed` after a refusal (nothing more of the request goes on).
     request_gate: Gate,
@@ -176,6 +178,7 @@ impl FhirFilter {
             method: &self.method,
             path_with_query: &self.path,
             if_none_exist: self.if_none_exist.as_deref(),
+            content_type: self.content_type.as_deref(),
             body,
         };
         decide(&self.worker.fhir, self.token.as_deref(), &view)
@@ -324,7 +327,9 @@ impl HttpContext for FhirFilter {
         // First, on every route: the one canonical path (docs/checks.md). Route matching and
         // FHIR classification use it (decoded path, raw query), never the raw `:path`.
         let raw = self.get_http_request_header(":path").unwrap_or_default();
-        let (public, plain) = match self.worker.policy.route(&self.method, &raw) {
+        let has_header = |name: &str| self.get_http_request_header(name).is_some();
+        let routed = self.worker.policy.route(&self.method, &raw, &has_header);
+        let (public, plain) = match routed {
             Ok(route) => {
                 self.path = route.path_with_query;
                 self.mode = route.mode;
@@ -354,6 +359,7 @@ impl HttpContext for FhirFilter {
             return self.deny(Reason::UnknownFhirRequest, Some(&denial));
         }
         self.if_none_exist = self.get_http_request_header("if-none-exist");
+        self.content_type = self.get_http_request_header("content-type");
         self.authority = self
             .get_http_request_header(":authority")
             .unwrap_or_default();

@@ -411,9 +411,15 @@ impl HttpContext for TokenFilter {
         let t = fapi_guard_host::stages::now();
         self.path = self.get_http_request_header(":path").unwrap_or_default();
         self.method = self.get_http_request_header(":method").unwrap_or_default();
-        // First, on every route: the one canonical path (docs/checks.md). A path fault is
-        // refused in every mode: it is no decision an API owner rolls out.
-        let route = match self.worker.policy.route(&self.method, &self.path) {
+        // First, on every route: the one canonical path and no method override the server
+        // would execute (docs/checks.md). A fault is refused in every mode, on public routes
+        // too: it is no decision an API owner rolls out.
+        let has_header = |name: &str| self.get_http_request_header(name).is_some();
+        let route = match self
+            .worker
+            .policy
+            .route(&self.method, &self.path, &has_header)
+        {
             Ok(route) => route,
             Err(f) => {
                 self.mode = Mode::Enforce;

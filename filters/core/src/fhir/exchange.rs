@@ -173,6 +173,7 @@ mod tests {
             patient: "p".into(),
             constraints: Vec::new(),
             non_compartment_types_pass: true,
+            pin_read: true,
         });
         let edits = response_check_request_edits(&search, Some("HANDLING=lenient"));
         assert!(edits.contains(&("prefer", Some("handling=strict".to_string()))));

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod query;
 pub mod response;
 pub mod scope;
+pub mod server;
 pub mod stream;
 
 pub use decide::{

@@ -32,6 +32,10 @@ const MAX_BUFFER: usize = 64 * MIB;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FhirDoc {
+    /// The server behind the guard (`generic` default, `hapi`, `microsoft`, `ibm`, `firely`,
+    /// `medplum`): how it reads a request (`super::server`, docs/checks.md).
+    #[serde(default)]
+    pub server: super::server::Server,
     /// FHIR base path the API serves under (default `/`).
     #[serde(default = "default_base")]
     pub base_path: String,
@@ -151,6 +155,7 @@ pub struct OperationRule {
 /// The compiled `fhir` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FhirPolicy {
+    pub server: super::server::Server,
     pub base_path: String,
     pub contexts: Vec<Context>,
     pub patient_claim: String,
@@ -417,6 +422,7 @@ impl FhirDoc {
         }
 
         Ok(FhirPolicy {
+            server: self.server,
             base_path: normalise_base(base),
             contexts,
             patient_claim: self.patient_claim.clone(),

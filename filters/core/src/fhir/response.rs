@@ -149,11 +149,36 @@ pub fn check_response(
     if !success && is_outcome(&v) {
         return Ok(());
     }
+    if let ResponseCheck::Searchset(sc) = check {
+        if !sc.pin_read && total_above_matches(&v) {
+            return Err(Reason::SearchTotalUnchecked);
+        }
+    }
     if check_any(check, &v) {
         Ok(())
     } else {
         Err(foreign)
     }
+}
+
+/// docs/checks.md "No count oracle": a searchset's `total` (FHIR R4 Bundle.total: every
+/// match, across pages) above its `match` entries. On a pinned search this is paging (page
+/// one of 20 with total 57); on one the server did not pin, it counts other patients'.
+fn total_above_matches(v: &Value) -> bool {
+    let matches = v.get("entry").and_then(Value::as_array).map_or(0, |es| {
+        es.iter()
+            .filter(|e| {
+                e.get("search")
+                    .and_then(|s| s.get("mode"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("match")
+                    == "match"
+            })
+            .count()
+    });
+    v.get("total")
+        .and_then(Value::as_u64)
+        .is_some_and(|t| t > matches as u64)
 }
 
 /// The stored search of a conditional write: a complete searchset (no `next` page, `total`

@@ -76,6 +76,8 @@ pub(super) fn batch(
             method,
             path_with_query: &path,
             if_none_exist: request.get("ifNoneExist").and_then(Value::as_str),
+            // An entry's body is its `resource` (JSON), never a form.
+            content_type: None,
             body: Some(body.as_deref().unwrap_or(&[])),
         };
         match decide_at(policy, Some(token), &view, depth + 1) {

@@ -273,6 +273,7 @@ mod tests {
             req: &req,
             body: None,
             if_none_exist: None,
+            content_type: None,
             raw_query: "",
         };
         f(&cx)

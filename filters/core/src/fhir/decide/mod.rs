@@ -118,6 +118,10 @@ pub struct SearchCheck {
     /// Entries of types outside the patient compartment pass (`$everything` also returns
     /// referenced Practitioner, Medication, ...); compartment types must still be the patient's.
     pub non_compartment_types_pass: bool,
+    /// The patient pin was sent where the server reads it (path, query, or a form body the
+    /// `fhir.server` profile reads). Otherwise a `total` above the entries the check sees is
+    /// a count oracle (`search_total_unchecked`).
+    pub pin_read: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +141,9 @@ pub struct RequestView<'a> {
     pub path_with_query: &'a str,
     /// `If-None-Exist` header (conditional create, FHIR R4 §3.1.0.8.1).
     pub if_none_exist: Option<&'a str>,
+    /// `Content-Type` header: which bodies the server reads as form parameters
+    /// (`super::server`).
+    pub content_type: Option<&'a str>,
     pub body: Option<&'a [u8]>,
 }
 
@@ -182,6 +189,7 @@ struct DecisionInput<'a> {
     req: &'a FhirRequest,
     body: Option<&'a [u8]>,
     if_none_exist: Option<&'a str>,
+    content_type: Option<&'a str>,
     /// The query string as sent (criteria of a conditional write).
     raw_query: &'a str,
 }
@@ -227,7 +235,7 @@ fn decide_at(
     view: &RequestView<'_>,
     depth: u8,
 ) -> Decision {
-    let req = match classify(&policy.base_path, view.method, view.path_with_query) {
+    let mut req = match classify(&policy.base_path, view.method, view.path_with_query) {
         Ok(r) => r,
         Err(why) => return deny(Reason::UnknownFhirRequest, why),
     };
@@ -268,6 +276,9 @@ fn decide_at(
             );
         }
     }
+    if let Some(d) = read_as_server(policy, &mut req, view) {
+        return d;
+    }
     let cx = DecisionInput {
         policy,
         grants: grants(token, &policy.contexts),
@@ -275,6 +286,7 @@ fn decide_at(
         req: &req,
         body: view.body,
         if_none_exist: view.if_none_exist,
+        content_type: view.content_type,
         raw_query: view
             .path_with_query
             .split_once('?')
@@ -295,6 +307,39 @@ fn decide_at(
         Interaction::Operation => operation(&cx),
         Interaction::Batch => batch(policy, token, &cx, depth),
     }
+}
+
+/// docs/checks.md "Reading the request as the server does": parameter names as the
+/// `fhir.server` reads them, and no override parameter in a form body it reads (IBM's
+/// `getParameter` reads form bodies on any method). `_search` bodies: [`search_params`].
+fn read_as_server(
+    policy: &FhirPolicy,
+    req: &mut FhirRequest,
+    view: &RequestView<'_>,
+) -> Option<Decision> {
+    let profile = policy.server.profile();
+    if let Err(why) = profile.read_names(&mut req.params) {
+        return Some(deny(
+            Reason::ParameterNameAmbiguous,
+            format!("{}: {why}", req.label()),
+        ));
+    }
+    let form = super::server::body_kind(view.content_type).is_form();
+    if form && !req.via_post && !profile.override_params.is_empty() {
+        let Some(body) = view.body else {
+            return Some(Decision::NeedBody);
+        };
+        if profile.overrides_in_form(&String::from_utf8_lossy(body)) {
+            return Some(deny(
+                Reason::MethodOverride,
+                format!(
+                    "{}: method-override parameter in the form body",
+                    req.label()
+                ),
+            ));
+        }
+    }
+    None
 }
 
 fn rt(cx: &DecisionInput<'_>) -> String {

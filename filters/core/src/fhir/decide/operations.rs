@@ -111,6 +111,7 @@ pub(super) fn operation(cx: &DecisionInput<'_>) -> Decision {
                     patient,
                     constraints: Vec::new(),
                     non_compartment_types_pass: true,
+                    pin_read: true,
                 }))
             }
             None => deny(

@@ -1,6 +1,7 @@
 //! Reads, searches and history (SMART letters `r` and `s`): confinement of searches to the
 //! patient's compartment or to a grant's constraint (docs/checks.md §3).
 
+use super::super::server::BodyReading;
 use super::*;
 
 /// Parameters that can reach outside any confinement (FHIR R4 §3.1.1.4.9/10, `_filter`).
@@ -155,23 +156,64 @@ pub(super) fn read(cx: &DecisionInput<'_>) -> Decision {
     }
 }
 
-/// Query + form body parameters of a search.
+/// Query + form body parameters of a search, read as the `fhir.server` reads them
+/// (docs/checks.md "Reading the request as the server does"): only a form body is
+/// parameters (FHIR R4 §3.1.1.0); another body is ignored where the server provably ignores
+/// it and refused (`search_body_not_form`) where servers differ.
 pub(super) fn search_params(cx: &DecisionInput<'_>) -> Result<Vec<Param>, Decision> {
     let mut params = cx.req.params.clone();
     if cx.req.via_post {
         let Some(body) = cx.body else {
             return Err(Decision::NeedBody);
         };
-        let form = std::str::from_utf8(body)
-            .ok()
-            .and_then(query::parse)
-            .ok_or_else(|| {
-                deny(
-                    Reason::UnknownFhirRequest,
-                    format!("{}: form body is not x-www-form-urlencoded", cx.what()),
-                )
-            })?;
+        if body.is_empty() {
+            return Ok(params);
+        }
+        let profile = cx.policy.server.profile();
+        let kind = super::super::server::body_kind(cx.content_type);
+        let text = std::str::from_utf8(body).ok();
+        // A servlet container may read a form in any case of its media type (IBM's
+        // `getParameter`): an override name in any form body is refused, read or not.
+        if kind.is_form() && text.is_some_and(|t| profile.overrides_in_form(t)) {
+            return Err(deny(
+                Reason::MethodOverride,
+                format!("{}: method-override parameter in the form body", cx.what()),
+            ));
+        }
+        match profile.search_body(kind) {
+            BodyReading::Ignored => return Ok(params),
+            BodyReading::Refuse => {
+                return Err(deny(
+                    Reason::SearchBodyNotForm,
+                    format!(
+                        "{}: a `_search` body must be application/x-www-form-urlencoded",
+                        cx.what()
+                    ),
+                ))
+            }
+            BodyReading::Form => {}
+        }
+        // RFC 6750 §2.2: the token comes only from `Authorization` (docs/checks.md §1.1).
+        if text.is_some_and(crate::token::form_has_access_token) {
+            return Err(deny(
+                Reason::TokenInBody,
+                format!("{}: `access_token` in the form body", cx.what()),
+            ));
+        }
+        let form = text.and_then(query::parse).ok_or_else(|| {
+            deny(
+                Reason::UnknownFhirRequest,
+                format!("{}: form body is not x-www-form-urlencoded", cx.what()),
+            )
+        })?;
         params.extend(form);
+        // Query and body together: a name repeated across both is a repeat.
+        if let Err(why) = profile.read_names(&mut params) {
+            return Err(deny(
+                Reason::ParameterNameAmbiguous,
+                format!("{}: {why}", cx.what()),
+            ));
+        }
     }
     Ok(params)
 }
@@ -352,6 +394,8 @@ pub(super) fn searchset_decision(
                 patient,
                 constraints,
                 non_compartment_types_pass: false,
+                // `search_params` keeps only parameters the server reads.
+                pin_read: true,
             }))
         }
     }
