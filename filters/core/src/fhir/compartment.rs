@@ -25,6 +25,9 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[(&str, &str)])] = &[
     ("Appointment", &[("actor", "participant.actor")]),
     ("AppointmentResponse", &[("actor", "actor")]),
     ("Basic", &[("patient", "subject"), ("author", "author")]),
+    // Not in R4's CompartmentDefinition: a Binary's link to a patient is its
+    // `securityContext` (R4 binary.html "Security"); only `Patient/<pid>` itself is proven.
+    ("Binary", &[("securityContext", "securityContext")]),
     ("BodyStructure", &[("patient", "patient")]),
     (
         "CarePlan",
@@ -293,16 +296,51 @@ pub fn resource_written_for(resource: &Value, pid: &str) -> bool {
     let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
         return false;
     };
-    if rt == "Patient" {
-        return resource.get("id").and_then(Value::as_str) == Some(pid);
-    }
     let refs = patient_refs(resource, rt);
     let mine = refs.iter().filter(|r| is_patient_ref(r, pid)).count();
     let foreign = refs
         .iter()
         .filter(|r| r.is_empty() || (r.contains("Patient/") && !is_patient_ref(r, pid)))
         .count();
+    if rt == "Patient" {
+        // The Patient resource is the patient's by id; its `link.other` (R4 compartment
+        // parameter `link`) must not name another patient.
+        return resource.get("id").and_then(Value::as_str) == Some(pid) && foreign == 0;
+    }
     mine > 0 && foreign == 0
+}
+
+/// The patient id a reference string names (`Patient/<id>`, versioned, or an absolute URL
+/// ending so); `Some("")` for a conditional `Patient?...` reference (cannot be resolved).
+fn referenced_patient(reference: &str) -> Option<&str> {
+    if reference.contains("Patient?") {
+        return Some("");
+    }
+    let segs: Vec<&str> = reference.split('/').collect();
+    let n = segs.len();
+    let (t, id) = match segs.get(n.checked_sub(2)?) {
+        // `.../Patient/<id>/_history/<vid>`
+        Some(&"_history") => (segs.get(n.checked_sub(4)?)?, segs.get(n - 3)?),
+        _ => (segs.get(n - 2)?, segs.get(n - 1)?),
+    };
+    (*t == "Patient").then_some(*id)
+}
+
+/// Does `v` (any resource, at any depth: contained resources, nested Bundles, extensions)
+/// hold a `reference` naming a patient other than `pid`? R4 references.html: every
+/// `Reference.reference` is checked, relative or absolute.
+pub fn names_other_patient(v: &Value, pid: &str) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            (k == "reference"
+                && x.as_str()
+                    .and_then(referenced_patient)
+                    .is_some_and(|id| id != pid))
+                || names_other_patient(x, pid)
+        }),
+        Value::Array(a) => a.iter().any(|x| names_other_patient(x, pid)),
+        _ => false,
+    }
 }
 
 /// Top-level element names of `resource_type`'s compartment paths (`subject`, `performer`).
@@ -450,6 +488,41 @@ mod tests {
         assert!(!resource_in_compartment(&nort, "a"));
         let unknown = json!({"resourceType":"Practitioner","id":"a"});
         assert!(!resource_in_compartment(&unknown, "a"));
+    }
+
+    #[test]
+    fn other_patients_named_anywhere() {
+        let own = json!({"resourceType":"Device","patient":{"reference":"Patient/a"}});
+        assert!(!names_other_patient(&own, "a"));
+        for r in [
+            "Patient/b",
+            "Patient/b/_history/2",
+            "https://x.example/fhir/Patient/b",
+            "https://x.example/fhir/Patient/b/_history/1",
+            "Patient?identifier=urn:x|1",
+        ] {
+            let v = json!({"resourceType":"Task","contained":[{"resourceType":"Bundle",
+                "entry":[{"resource":{"resourceType":"AuditEvent","entity":[{"what":{"reference":r}}]}}]}]});
+            assert!(names_other_patient(&v, "a"), "{r}");
+        }
+        for r in [
+            "Patient/a",
+            "https://x.example/Patient/a/_history/3",
+            "#p1",
+            "Practitioner/b",
+            "RelatedPerson/Patient",
+        ] {
+            let v = json!({"resourceType":"Task","for":{"reference":r}});
+            assert!(!names_other_patient(&v, "a"), "{r}");
+        }
+        // Patient writes: `link.other` is a compartment element (R4 Patient `link`).
+        let linked =
+            json!({"resourceType":"Patient","id":"a","link":[{"other":{"reference":"Patient/b"}}]});
+        assert!(!resource_written_for(&linked, "a"));
+        let related = json!({"resourceType":"Patient","id":"a","link":[{"other":{"reference":"RelatedPerson/r"}}]});
+        assert!(resource_written_for(&related, "a"));
+        let bin = json!({"resourceType":"Binary","securityContext":{"reference":"Patient/a"}});
+        assert!(resource_in_compartment(&bin, "a") && !resource_in_compartment(&bin, "b"));
     }
 
     #[test]

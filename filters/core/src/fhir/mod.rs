@@ -22,6 +22,6 @@ pub mod scope;
 pub mod stream;
 
 pub use decide::{
-    check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck,
-    StoredCheck, StoredSearch,
+    check_response, check_response_meta, check_stored, decide, Decision, Denial, RequestView,
+    ResponseCheck, ResponseMeta, StoredCheck, StoredSearch,
 };

@@ -5,7 +5,8 @@
 use serde_json::Value;
 
 use super::compartment::{
-    in_patient_compartment, resource_in_compartment, resource_matches_constraint,
+    in_patient_compartment, names_other_patient, resource_in_compartment,
+    resource_matches_constraint,
 };
 use super::decide::{ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch};
 use super::policy::FhirPolicy;
@@ -68,11 +69,15 @@ fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
             .and_then(Value::as_str)
             .unwrap_or("match");
         let rt = r.get("resourceType").and_then(Value::as_str);
-        if mode != "outcome"
-            && sc.non_compartment_types_pass
-            && !rt.is_some_and(in_patient_compartment)
-        {
-            return rt.is_some();
+        if mode != "outcome" && sc.non_compartment_types_pass {
+            // `$everything`: whatever the type, an entry that names another patient anywhere
+            // (contained resources, nested Bundles too) is not this patient's to see.
+            if names_other_patient(r, &sc.patient) {
+                return false;
+            }
+            if !rt.is_some_and(in_patient_compartment) {
+                return rt.is_some();
+            }
         }
         match mode {
             "outcome" => is_outcome(r),
@@ -118,6 +123,44 @@ fn is_outcome(v: &Value) -> bool {
     v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
 }
 
+/// The response headers a check reads besides `:status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseMeta<'a> {
+    /// `X-Security-Context`: a Binary served as raw bytes names its `securityContext` here
+    /// (R4 binary.html "Serving Binary Resources using the RESTful API").
+    pub security_context: Option<&'a str>,
+}
+
+/// A Binary read answered with raw bytes (the client asked for a non-FHIR `Accept`, R4
+/// binary.html): the body is the content, not a resource; the check is made on a Binary
+/// carrying the `X-Security-Context` header as its `securityContext`.
+fn raw_binary(
+    check: &ResponseCheck,
+    meta: &ResponseMeta<'_>,
+    body: &[u8],
+) -> Option<Result<Value, Reason>> {
+    let ResponseCheck::Resource(rc) = check else {
+        return None;
+    };
+    if rc.resource_type != "Binary" || rc.history {
+        return None;
+    }
+    let is_resource = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("resourceType").is_some());
+    if is_resource {
+        return None;
+    }
+    Some(match meta.security_context {
+        None => Err(Reason::BinarySecurityContextMissing),
+        Some(sc) => Ok(serde_json::json!({
+            "resourceType": "Binary",
+            "id": rc.id,
+            "securityContext": {"reference": sc.trim()},
+        })),
+    })
+}
+
 /// Decides a buffered response for [`Decision::AllowIfResponseMatches`](super::decide::Decision::AllowIfResponseMatches). Error statuses with
 /// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails,
 /// and so do 304, 412 and 206 (answers about the resource without it).
@@ -125,6 +168,17 @@ pub fn check_response(
     policy: &FhirPolicy,
     check: &ResponseCheck,
     status: u32,
+    body: &[u8],
+) -> Result<(), Reason> {
+    check_response_meta(policy, check, status, &ResponseMeta::default(), body)
+}
+
+/// [`check_response`] with the response headers it may need ([`ResponseMeta`]).
+pub fn check_response_meta(
+    policy: &FhirPolicy,
+    check: &ResponseCheck,
+    status: u32,
+    meta: &ResponseMeta<'_>,
     body: &[u8],
 ) -> Result<(), Reason> {
     if body.len() > policy.max_response_bytes {
@@ -142,6 +196,15 @@ pub fn check_response(
     }
     if !success && body.is_empty() {
         return Ok(());
+    }
+    if success {
+        if let Some(binary) = raw_binary(check, meta, body) {
+            return match binary {
+                Ok(v) if check_any(check, &v) => Ok(()),
+                Ok(_) => Err(foreign),
+                Err(reason) => Err(reason),
+            };
+        }
     }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return Err(foreign);
@@ -245,5 +308,56 @@ pub fn check_stored(
         Err(Reason::WriteOutsideCompartment)
     } else {
         Err(Reason::InsufficientScope)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::fhir::decide::Alternative;
+
+    #[test]
+    fn raw_binary_is_decided_on_x_security_context() {
+        let policy = FhirPolicy::from_section_json(b"{}").unwrap();
+        let check = ResponseCheck::Resource(ResourceCheck {
+            resource_type: "Binary".into(),
+            id: Some("b1".into()),
+            history: false,
+            alternatives: vec![Alternative {
+                patient: Some("a".into()),
+                constraint: Vec::new(),
+            }],
+        });
+        let run = |sc: Option<&str>, body: &[u8]| {
+            let meta = ResponseMeta {
+                security_context: sc,
+            };
+            check_response_meta(&policy, &check, 200, &meta, body)
+        };
+        assert_eq!(run(Some("Patient/a"), b"\x89PNG"), Ok(()));
+        assert_eq!(
+            run(Some("Patient/b"), b"\x89PNG"),
+            Err(Reason::ResponseOutsideGrant)
+        );
+        assert_eq!(
+            run(None, b"\x89PNG"),
+            Err(Reason::BinarySecurityContextMissing)
+        );
+        // Raw JSON content is still raw: the header decides.
+        assert_eq!(
+            run(Some("Patient/b"), b"{\"a\":1}"),
+            Err(Reason::ResponseOutsideGrant)
+        );
+        // A FHIR Binary resource is decided on its own `securityContext`, not the header.
+        let own =
+            br#"{"resourceType":"Binary","id":"b1","securityContext":{"reference":"Patient/a"}}"#;
+        assert_eq!(run(Some("Patient/b"), own), Ok(()));
+        let other =
+            br#"{"resourceType":"Binary","id":"b1","securityContext":{"reference":"Patient/b"}}"#;
+        assert_eq!(
+            run(Some("Patient/a"), other),
+            Err(Reason::ResponseOutsideGrant)
+        );
     }
 }
