@@ -59,3 +59,19 @@ def test_unbounded_jwks_timings_refused_by_schema(field, value):
     assert not list(validator().iter_errors(good))
     good["issuers"][0][field] = value
     assert list(validator().iter_errors(good)), f"schema accepted {field}={value}"
+
+
+@pytest.mark.parametrize("compartment, ok", [
+    ({"preset": "subject_only"}, True),
+    ({"params": {"Observation": ["subject"], "Group": []}}, True),
+    ({"preset": "narrow"}, False),
+    ({"params": {"Patient": []}}, False),
+    ({"params": {"Observation": ["subject", "subject"]}}, False),
+    ({"extra": 1}, False),
+])
+def test_compartment_option_in_schema(compartment, ok):
+    # The schema refuses what `fhir.compartment` refuses at load (fhir::policy::tests).
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    doc["fhir"] = {"base_path": "/fhir", "compartment": compartment}
+    errors = list(validator().iter_errors(doc))
+    assert (not errors) == ok, [e.message for e in errors]

@@ -4,17 +4,14 @@
 
 use serde_json::Value;
 
-use super::compartment::{
-    in_patient_compartment, names_other_patient, resource_in_compartment,
-    resource_matches_constraint,
-};
+use super::compartment::{names_other_patient, resource_matches_constraint, Compartment};
 use super::decide::{ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch};
 use super::policy::FhirPolicy;
 use crate::denial::Reason;
 
 // ---------- the response ----------
 
-fn resource_passes(rc: &ResourceCheck, res: &Value) -> bool {
+fn resource_passes(cm: &Compartment, rc: &ResourceCheck, res: &Value) -> bool {
     if res.get("resourceType").and_then(Value::as_str) != Some(rc.resource_type.as_str()) {
         return false;
     }
@@ -24,16 +21,14 @@ fn resource_passes(rc: &ResourceCheck, res: &Value) -> bool {
         }
     }
     rc.alternatives.iter().any(|a| {
-        a.patient
-            .as_deref()
-            .is_none_or(|p| resource_in_compartment(res, p))
+        a.patient.as_deref().is_none_or(|p| cm.resource_in(res, p))
             && (a.constraint.is_empty() || resource_matches_constraint(res, &a.constraint))
     })
 }
 
-fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
+fn check_one(cm: &Compartment, rc: &ResourceCheck, v: &Value) -> bool {
     if !rc.history {
-        return resource_passes(rc, v);
+        return resource_passes(cm, rc, v);
     }
     // Instance history: a Bundle of versions; every version present must pass.
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -44,12 +39,12 @@ fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
         .map(|es| {
             es.iter()
                 .filter_map(|e| e.get("resource"))
-                .all(|r| resource_passes(rc, r))
+                .all(|r| resource_passes(cm, rc, r))
         })
         .unwrap_or(true)
 }
 
-fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
+fn searchset_passes(cm: &Compartment, sc: &SearchCheck, v: &Value) -> bool {
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return false;
     }
@@ -75,16 +70,16 @@ fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
             if names_other_patient(r, &sc.patient) {
                 return false;
             }
-            if !rt.is_some_and(in_patient_compartment) {
+            if !rt.is_some_and(|t| cm.contains(t)) {
                 return rt.is_some();
             }
         }
         match mode {
             "outcome" => is_outcome(r),
-            "include" => resource_in_compartment(r, &sc.patient),
+            "include" => cm.resource_in(r, &sc.patient),
             _ => {
                 sc.resource_type.as_deref().is_none_or(|t| rt == Some(t))
-                    && resource_in_compartment(r, &sc.patient)
+                    && cm.resource_in(r, &sc.patient)
                     && (sc.constraints.is_empty()
                         || sc
                             .constraints
@@ -95,10 +90,10 @@ fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
     })
 }
 
-fn check_any(check: &ResponseCheck, v: &Value) -> bool {
+fn check_any(cm: &Compartment, check: &ResponseCheck, v: &Value) -> bool {
     match check {
-        ResponseCheck::Resource(rc) => check_one(rc, v),
-        ResponseCheck::Searchset(sc) => searchset_passes(sc, v),
+        ResponseCheck::Resource(rc) => check_one(cm, rc, v),
+        ResponseCheck::Searchset(sc) => searchset_passes(cm, sc, v),
         ResponseCheck::BundleEntries(list) => {
             let entries = v.get("entry").and_then(Value::as_array);
             v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
@@ -112,7 +107,7 @@ fn check_any(check: &ResponseCheck, v: &Value) -> bool {
                                 e.pointer("/response/status").and_then(Value::as_str),
                             ),
                             Some(r) if is_outcome(r) => true,
-                            Some(r) => check_any(c, r),
+                            Some(r) => check_any(cm, c, r),
                         },
                     })
         }
@@ -200,7 +195,7 @@ pub fn check_response_meta(
     if success {
         if let Some(binary) = raw_binary(check, meta, body) {
             return match binary {
-                Ok(v) if check_any(check, &v) => Ok(()),
+                Ok(v) if check_any(&policy.compartment, check, &v) => Ok(()),
                 Ok(_) => Err(foreign),
                 Err(reason) => Err(reason),
             };
@@ -212,7 +207,7 @@ pub fn check_response_meta(
     if !success && is_outcome(&v) {
         return Ok(());
     }
-    if check_any(check, &v) {
+    if check_any(&policy.compartment, check, &v) {
         Ok(())
     } else {
         Err(foreign)
@@ -222,6 +217,7 @@ pub fn check_response_meta(
 /// The stored search of a conditional write: a complete searchset (no `next` page, `total`
 /// not above what it shows) whose matches are few enough and each pass the check.
 fn stored_matches_pass(
+    cm: &Compartment,
     check: &StoredCheck,
     search: &StoredSearch,
     v: &Value,
@@ -260,7 +256,9 @@ fn stored_matches_pass(
     if paged || total_above || search.max_matches.is_some_and(|m| matches.len() > m) {
         return Err(Reason::UnsafeConditionalWrite);
     }
-    Ok(matches.iter().all(|r| resource_passes(&check.resource, r)))
+    Ok(matches
+        .iter()
+        .all(|r| resource_passes(cm, &check.resource, r)))
 }
 
 /// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`](super::decide::Decision::AllowIfStoredMatches). `status` 0
@@ -291,8 +289,8 @@ pub fn check_stored(
         return Err(Reason::StoredReadFailed);
     }
     let passes = match &check.search {
-        None => resource_passes(&check.resource, &v),
-        Some(search) => stored_matches_pass(check, search, &v)?,
+        None => resource_passes(&policy.compartment, &check.resource, &v),
+        Some(search) => stored_matches_pass(&policy.compartment, check, search, &v)?,
     };
     if passes {
         return Ok(());

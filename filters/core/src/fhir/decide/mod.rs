@@ -15,10 +15,7 @@ use crate::denial::Reason;
 use crate::jose::jws::parse_strict_value;
 use base64::Engine;
 
-use super::compartment::{
-    compartment_elements, in_patient_compartment, is_patient_ref, pin_params,
-    resource_matches_constraint, resource_written_for,
-};
+use super::compartment::{is_patient_ref, resource_matches_constraint, Compartment};
 use super::interaction::{classify, is_fhir_id, FhirRequest, Interaction, Level};
 use super::policy::FhirPolicy;
 use super::query::{self, split_or, Param};

@@ -64,7 +64,7 @@ pub(super) fn operation(cx: &DecisionInput<'_>) -> Decision {
                         .resource_types
                         .iter()
                         .map(String::as_str)
-                        .filter(|x| in_patient_compartment(x) || cx.policy.is_shared(x)),
+                        .filter(|x| cx.policy.compartment.contains(x) || cx.policy.is_shared(x)),
                     letters,
                 )
             } else {

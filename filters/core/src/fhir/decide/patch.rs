@@ -227,7 +227,7 @@ pub(super) fn patch(cx: &DecisionInput<'_>) -> Decision {
                         .grant_denial(Reason::CompartmentEscape, "not the patient in context");
                 }
             }
-            if !in_patient_compartment(&t) {
+            if !cx.policy.compartment.contains(&t) {
                 return cx.grant_denial(
                     Reason::WriteOutsideCompartment,
                     "type is outside the patient compartment",
@@ -251,7 +251,7 @@ pub(super) fn patch(cx: &DecisionInput<'_>) -> Decision {
                 Ok(t) => t,
                 Err((reason, msg)) => return cx.grant_denial(reason, msg),
             };
-            let mut guarded = compartment_elements(&t);
+            let mut guarded = cx.policy.compartment.elements(&t);
             // Changing what the resource is changes which compartment rules apply.
             guarded.extend(["resourceType", "id"]);
             if touched
