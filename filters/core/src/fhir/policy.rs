@@ -18,9 +18,8 @@
 //! }
 //! ```
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::PolicyError;
 
@@ -121,7 +120,7 @@ pub struct CompartmentDoc {
     /// Per type, the compartment parameters that count, a subset of the type's R4 ones;
     /// overrides the preset for that type. `[]` takes the type out of the compartment.
     #[serde(default)]
-    pub params: BTreeMap<String, Vec<String>>,
+    pub params: Map<String, Value>,
 }
 
 impl CompartmentDoc {
@@ -136,8 +135,15 @@ impl CompartmentDoc {
                 ))
             }
         };
+        let mut lists: Vec<(&str, Vec<&str>)> = Vec::new();
         for (t, names) in &self.params {
             let field = format!("compartment.params.{t}");
+            let names: Option<Vec<&str>> = names
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_str).collect());
+            let Some(names) = names else {
+                return Err(err(field, "must be a list of compartment parameter names"));
+            };
             if t == "Patient" {
                 return Err(err(
                     field,
@@ -161,13 +167,16 @@ impl CompartmentDoc {
                     return Err(err(format!("{field}[{i}]"), "listed twice"));
                 }
             }
+            lists.push((t.as_str(), names));
         }
         if !subject_only && self.params.is_empty() {
             return Ok(Compartment::default());
         }
-        Ok(Compartment::narrowed(|t, p| match self.params.get(t) {
-            Some(names) => names.iter().any(|n| n == p),
-            None => !subject_only || SUBJECT_ONLY.contains(&p),
+        Ok(Compartment::narrowed(|t, p| {
+            match lists.iter().find(|(x, _)| *x == t) {
+                Some((_, names)) => names.contains(&p),
+                None => !subject_only || SUBJECT_ONLY.contains(&p),
+            }
         }))
     }
 }
@@ -641,6 +650,10 @@ mod tests {
                 "fhir.compartment.params.Patient",
             ),
             (r#"{"compartment":{"extra":1}}"#, "fhir.compartment.extra"),
+            (
+                r#"{"compartment":{"params":{"Group":"member"}}}"#,
+                "fhir.compartment.params.Group",
+            ),
         ];
         for (doc, field) in cases {
             match FhirPolicy::from_section_json(doc.as_bytes()) {
