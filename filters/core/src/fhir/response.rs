@@ -140,9 +140,11 @@ fn raw_binary(
     if rc.resource_type != "Binary" || rc.history {
         return None;
     }
+    // The content may itself be FHIR JSON (a document kept as a Binary): only a Binary
+    // resource is the resource itself.
     let is_resource = serde_json::from_slice::<Value>(body)
         .ok()
-        .is_some_and(|v| v.get("resourceType").is_some());
+        .is_some_and(|v| v.get("resourceType").and_then(Value::as_str) == Some("Binary"));
     if is_resource {
         return None;
     }
@@ -347,6 +349,10 @@ mod tests {
             run(Some("Patient/b"), b"{\"a\":1}"),
             Err(Reason::ResponseOutsideGrant)
         );
+        // FHIR JSON content (a Bundle kept as a Binary) served raw: the header decides.
+        let doc = br#"{"resourceType":"Bundle","type":"document"}"#;
+        assert_eq!(run(Some("Patient/a"), doc), Ok(()));
+        assert_eq!(run(None, doc), Err(Reason::BinarySecurityContextMissing));
         // A FHIR Binary resource is decided on its own `securityContext`, not the header.
         let own =
             br#"{"resourceType":"Binary","id":"b1","securityContext":{"reference":"Patient/a"}}"#;
