@@ -47,8 +47,7 @@ def issuer():
     return Issuer("https://issuer.test", algs=("ES256",))
 
 
-@pytest.fixture(scope="module")
-def envoy(upstream, issuer):
+def guard_policy(issuer, **fhir_over):
     pol = {
         "api": {"name": "fhir-e2e", "audience": AUD},
         "issuers": [{"issuer": issuer.iss, "jwks": issuer.jwks()}],
@@ -63,6 +62,19 @@ def envoy(upstream, issuer):
             "max_request_body_bytes": 65536,
         },
     }
+    pol["fhir"].update(fhir_over)
+    return pol
+
+
+@pytest.fixture(scope="module")
+def envoy(upstream, issuer):
+    with Envoy(guard_policy(issuer), upstream.server_address[1], filters=["token", "fhir_scope"]) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def envoy_subject_only(upstream, issuer):
+    pol = guard_policy(issuer, compartment={"preset": "subject_only"})
     with Envoy(pol, upstream.server_address[1], filters=["token", "fhir_scope"]) as e:
         yield e
 
@@ -249,3 +261,36 @@ def test_binary_create_own_served_other_refused(envoy, upstream, issuer, proto):
     before = len(upstream.fhir.store.all("Binary"))
     refused(curl(envoy, proto, "POST", "/fhir/Binary", t, other), "write_outside_compartment")
     assert len(upstream.fhir.store.all("Binary")) == before
+
+
+# ---- a narrower compartment (`fhir.compartment`) ----
+
+@pytest.fixture(scope="module")
+def performed_and_roster(upstream):
+    # R4 CompartmentDefinition/patient: Observation `performer` and Group `member` count, so a
+    # parent who performed a child's measurement, or a Group listing both, is "in" it.
+    put(upstream, {"resourceType": "Observation", "id": "obs-bjorn-by-anna", "status": "final",
+                   "code": {"text": "x"}, "subject": {"reference": "Patient/pat-bjorn"},
+                   "performer": [{"reference": "Patient/pat-anna"}]})
+    put(upstream, {"resourceType": "Group", "id": "grp-ward", "type": "person", "actual": True,
+                   "member": [{"entity": {"reference": "Patient/pat-anna"}},
+                              {"entity": {"reference": "Patient/pat-bjorn"}}]})
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_r4_compartment_counts_performer_and_member(envoy, performed_and_roster, issuer, proto):
+    """The default (R4 table), for comparison: both reads are served."""
+    t = tok(issuer, "patient/Observation.rs patient/Group.rs")
+    assert curl(envoy, proto, "GET", "/fhir/Observation/obs-bjorn-by-anna", t)[0] == 200
+    assert curl(envoy, proto, "GET", "/fhir/Group/grp-ward", t)[0] == 200
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_subject_only_compartment_refuses_performed_and_roster(envoy_subject_only, performed_and_roster,
+                                                               issuer, proto):
+    t = tok(issuer, "patient/Observation.rs patient/Group.rs")
+    refused(curl(envoy_subject_only, proto, "GET", "/fhir/Observation/obs-bjorn-by-anna", t),
+            "response_outside_grant")
+    refused(curl(envoy_subject_only, proto, "GET", "/fhir/Group/grp-ward", t), "compartment_escape")
+    st, text = curl(envoy_subject_only, proto, "GET", "/fhir/Observation/obs-anna-hb", t)
+    assert st == 200, text[:300]
