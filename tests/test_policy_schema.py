@@ -81,3 +81,19 @@ def test_denial_format_values():
         d = copy.deepcopy(doc)
         d["api"]["denial_format"] = value
         assert (not list(validator().iter_errors(d))) == ok, value
+
+
+@pytest.mark.parametrize("compartment, ok", [
+    ({"preset": "subject_only"}, True),
+    ({"params": {"Observation": ["subject"], "Group": []}}, True),
+    ({"preset": "narrow"}, False),
+    ({"params": {"Patient": []}}, False),
+    ({"params": {"Observation": ["subject", "subject"]}}, False),
+    ({"extra": 1}, False),
+])
+def test_compartment_option_in_schema(compartment, ok):
+    # The schema refuses what `fhir.compartment` refuses at load (fhir::policy::tests).
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    doc["fhir"] = {"base_path": "/fhir", "compartment": compartment}
+    errors = list(validator().iter_errors(doc))
+    assert (not errors) == ok, [e.message for e in errors]

@@ -123,7 +123,7 @@ REF_PARAMS = {"patient": ["subject", "patient"], "subject": ["subject"], "perfor
               "encounter": ["encounter"], "author": ["author"], "requester": ["requester"],
               "medication": ["medicationReference"], "general-practitioner": ["generalPractitioner"]}
 TYPES = ["Patient", "Observation", "Condition", "MedicationRequest", "Encounter", "DocumentReference",
-         "Medication", "Practitioner"]
+         "Medication", "Practitioner", "Binary", "Device", "Task", "Group"]
 TOKEN_PARAMS = {"category", "code", "status", "clinical-status", "type", "class", "intent", "gender", "identifier"}
 CONTROL = {"_count", "_sort", "_include", "_revinclude", "_format", "_summary", "_elements", "_pretty", "_total"}
 # Names the `microsoft` switch reads in any case (ASP.NET Core query keys).
@@ -384,6 +384,13 @@ class Fhir:
                     # Test hook: reads of these ids fail (writes work) to show the guard's
                     # read before write fails closed.
                     return 500, outcome("exception", "read failed (test hook)"), {}
+                if m == "GET" and t == "Binary" and cur and not fhir_accept(headers.get("accept")):
+                    # R4 binary.html "Serving Binary Resources using the RESTful API": the raw
+                    # content in its own type, the securityContext in `X-Security-Context`.
+                    extra = {"content-type": cur.get("contentType", "application/octet-stream")}
+                    if "securityContext" in cur:
+                        extra["x-security-context"] = cur["securityContext"]["reference"]
+                    return 200, base64.b64decode(cur.get("data", "")), extra
                 if m == "GET":
                     return (200, cur, {}) if cur else (404, outcome("not-found", f"{t} not found"), {})
                 if m == "PUT":
@@ -414,8 +421,15 @@ class Fhir:
             if t == "Patient" and segs[2:] == ["$everything"] and m in ("GET", "POST"):
                 if not cur:
                     return 404, outcome("not-found", "Patient not found"), {}
-                entries = [{"resource": cur}] + [{"resource": r} for r in st.all()
-                                                 if r is not cur and self.in_compartment(r, rid)]
+                found = [r for r in st.all() if r is not cur and self.in_compartment(r, rid)]
+                # HAPI (`BaseJpaResourceProviderPatient.patientInstanceEverything`) also returns
+                # "supporting resources linked to by the matched resources", whatever their type.
+                for r in list(found):
+                    for t2, i2 in referenced(r):
+                        sup = st.current(t2, i2)
+                        if sup and sup is not cur and not any(sup is x for x in found):
+                            found.append(sup)
+                entries = [{"resource": cur}] + [{"resource": r} for r in found]
                 return 200, {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
                              "entry": entries}, {}
             if t == "Patient" and len(segs) == 3 and m == "GET" and (segs[2] in TYPES or segs[2] == "*"):
@@ -455,6 +469,26 @@ class Fhir:
                 entry["resource"] = res
             out.append(entry)
         return 200, {"resourceType": "Bundle", "type": f"{b['type']}-response", "entry": out}, {}
+
+
+def fhir_accept(accept):
+    """Whether `Accept` asks for a FHIR resource (absent, JSON or FHIR types), R4 http.html#mime-type."""
+    return not accept or any(k in accept for k in ("fhir", "json", "*/*"))
+
+
+def referenced(v):
+    """(type, id) of every relative `Type/id` reference in `v`, at any depth."""
+    out = []
+    if isinstance(v, dict):
+        r = v.get("reference")
+        if isinstance(r, str) and r.count("/") == 1 and "?" not in r:
+            out.append(tuple(r.split("/")))
+        for x in v.values():
+            out += referenced(x)
+    elif isinstance(v, list):
+        for x in v:
+            out += referenced(x)
+    return out
 
 
 def capability():
@@ -515,11 +549,15 @@ def make_handler(fhir):
             body = self._body()
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, res, extra = fhir.handle(self.command, self.path, body, headers)
-            if self.command in ("GET", "HEAD") and status == 200 and not_modified(res, headers):
+            if self.command in ("GET", "HEAD") and status == 200 and isinstance(res, dict) \
+                    and not_modified(res, headers):
                 status, res = 304, None  # RFC 9110 §13.1.2, §13.1.3 (as HAPI FHIR does)
-            data = json.dumps(res, ensure_ascii=False).encode() if res is not None else b""
+            if isinstance(res, bytes):  # raw content (a Binary served as itself)
+                data, res = res, None
+            else:
+                data = json.dumps(res, ensure_ascii=False).encode() if res is not None else b""
             self.send_response(status)
-            if data:
+            if data and "content-type" not in extra:
                 self.send_header("content-type", "application/fhir+json; charset=utf-8")
             if res is not None and "meta" in res and "versionId" in res["meta"]:
                 self.send_header("etag", f'W/"{res["meta"]["versionId"]}"')

@@ -214,6 +214,13 @@ reasons! {
     /// A conditional create/update/patch/delete that cannot be shown to stay in the patient's
     /// compartment (body `id` on a conditional update, stored matches outside it, too many matches).
     UnsafeConditionalWrite => "unsafe_conditional_write", Forbidden;
+    /// `Patient/<pid>/$everything` under a patient grant with a parameter that widens the
+    /// set (`_mdm`: MDM-linked patients) or one the guard cannot show to narrow it, or a
+    /// `_type` naming a type not served.
+    EverythingParameter => "everything_parameter", Forbidden;
+    /// A Binary read served as raw bytes (R4 binary.html, non-FHIR `Accept`) without the
+    /// `X-Security-Context` header: the guard cannot tell whose it is.
+    BinarySecurityContextMissing => "binary_security_context_missing", Forbidden;
 
     // ---- §4 per-route authorization (`authz` of a route rule) ----
     /// No `routes[]` rule matches the method and path, and the policy says `unmatched: deny`

@@ -77,6 +77,8 @@ pub fn fix(reason: Reason) -> &'static str {
         UnsafePatchPath => "Patch with plain element paths (`Observation.status`), never compartment references, functions, indexers or JSON Pointer escapes.",
         ConditionalReference => "Reference resources by id (`Patient/123`), not by search (`Patient?identifier=...`).",
         UnsafeConditionalWrite => "Pin the conditional write's criteria to the patient in context, or write by id (no `id` in a conditional update body).",
+        EverythingParameter => "Call `$everything` with `start`, `end`, `_since`, `_type` (granted types only), `_count` and paging; never `_mdm`.",
+        BinarySecurityContextMissing => "Read the Binary as FHIR JSON (`Accept: application/fhir+json`), or have the API send `X-Security-Context`.",
         RouteNotListed => "Call a path and method the API lists in `routes[]`; API owner: add a rule for it, or set `unmatched: token_only` to let any other path through with a valid token.",
         AuthzScope => "Ask the issuer for the scope the challenge names (`scope=\"...\"`).",
         AuthzClaim => "Use a token whose claims meet the route's `authz.claims` (e.g. a higher security level); `diagnostics` names the condition.",

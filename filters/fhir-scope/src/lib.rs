@@ -30,7 +30,8 @@ use fapi_guard_core::fhir::exchange;
 use fapi_guard_core::fhir::policy::FhirPolicy;
 use fapi_guard_core::fhir::stream::{step, Gate, Part, Step};
 use fapi_guard_core::fhir::{
-    check_response, decide, Decision, Denial, RequestView, ResponseCheck, StoredCheck,
+    check_response_meta, decide, Decision, Denial, RequestView, ResponseCheck, ResponseMeta,
+    StoredCheck,
 };
 use fapi_guard_core::policy::Policy;
 use fapi_guard_core::shadow::ShadowRequest;
@@ -133,6 +134,7 @@ impl RootContext for FhirRoot {
             check: None,
             stored: None,
             status: 0,
+            security_context: None,
             mode: Mode::Enforce,
             rule: None,
         }))
@@ -166,6 +168,8 @@ struct FhirFilter {
     /// The request is held until the stored read (call token) answers and passes this.
     stored: Option<(u32, StoredCheck)>,
     status: u32,
+    /// The response's `X-Security-Context` (a Binary served as raw bytes, R4 binary.html).
+    security_context: Option<String>,
     /// `enforce`, or `shadow` (dry run) for this request's route / policy.
     mode: Mode,
     /// The matching `routes[]` rule (for the shadow log line).
@@ -446,6 +450,7 @@ impl HttpContext for FhirFilter {
             .get_http_response_header(":status")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        self.security_context = self.get_http_response_header("x-security-context");
         // An encoded body cannot be read, a declared length over the limit is refused.
         if let Err(reason) = exchange::check_response_headers(
             &self.worker.fhir,
@@ -515,7 +520,10 @@ impl FhirFilter {
             // Buffering without a check cannot happen; fail closed if it does.
             return self.deny(Reason::ResponseOutsideGrant, None);
         };
-        match check_response(&self.worker.fhir, &check, self.status, body) {
+        let meta = ResponseMeta {
+            security_context: self.security_context.as_deref(),
+        };
+        match check_response_meta(&self.worker.fhir, &check, self.status, &meta, body) {
             Ok(()) => {
                 self.worker.stats.allowed();
                 self.response_gate = Gate::Open;

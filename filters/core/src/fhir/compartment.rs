@@ -25,6 +25,9 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[(&str, &str)])] = &[
     ("Appointment", &[("actor", "participant.actor")]),
     ("AppointmentResponse", &[("actor", "actor")]),
     ("Basic", &[("patient", "subject"), ("author", "author")]),
+    // Not in R4's CompartmentDefinition: a Binary's link to a patient is its
+    // `securityContext` (R4 binary.html "Security"); only `Patient/<pid>` itself is proven.
+    ("Binary", &[("securityContext", "securityContext")]),
     ("BodyStructure", &[("patient", "patient")]),
     (
         "CarePlan",
@@ -187,37 +190,149 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[(&str, &str)])] = &[
     ("VisionPrescription", &[("patient", "patient")]),
 ];
 
-/// The compartment parameters of `resource_type`, if it is in the patient compartment.
-pub fn compartment_params(resource_type: &str) -> Option<&'static [(&'static str, &'static str)]> {
-    PATIENT_COMPARTMENT
-        .iter()
-        .find(|(t, _)| *t == resource_type)
-        .map(|(_, p)| *p)
+/// Compartment parameters that `fhir.compartment.preset: "subject_only"` keeps: the ones naming
+/// the record's own patient (`subject`, `patient`, ...), not the actors around it (`performer`,
+/// `author`, `member`, `actor`, ...). Patient keeps `link` and Binary its `securityContext`.
+pub const SUBJECT_ONLY: &[&str] = &[
+    "subject",
+    "patient",
+    "beneficiary",
+    "individual",
+    "link",
+    "securityContext",
+];
+
+/// One type's compartment parameters: (search parameter, element path).
+pub type Params = Vec<(&'static str, &'static str)>;
+
+/// The patient compartment the policy decides with (`fhir.compartment`): the R4 table
+/// ([`PATIENT_COMPARTMENT`], the default) or a narrower one, per type the parameters that count.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Compartment {
+    /// `None`: the R4 table as it is. Otherwise every type in the compartment with its
+    /// parameters (a type with none is left out).
+    table: Option<Vec<(&'static str, Params)>>,
 }
 
-/// Search parameters that pin a search on `resource_type` to one patient: the compartment
-/// parameters, plus `patient` where the type has it as "`subject`/`patient` where it is a
-/// Patient" (R4 clinical types, e.g. `Observation.patient`); for Patient itself `_id`.
-pub fn pin_params(resource_type: &str) -> Vec<&'static str> {
-    if resource_type == "Patient" {
-        return vec!["_id"];
-    }
-    let Some(params) = compartment_params(resource_type) else {
-        return Vec::new();
-    };
-    let mut out: Vec<&'static str> = params.iter().map(|(n, _)| *n).collect();
-    if !out.contains(&"patient")
-        && params
+impl Compartment {
+    /// The R4 table narrowed: `keep(type, param)` says which parameters count.
+    pub fn narrowed(keep: impl Fn(&str, &str) -> bool) -> Compartment {
+        let table = PATIENT_COMPARTMENT
             .iter()
-            .any(|(_, p)| *p == "subject" || *p == "patient")
-    {
-        out.push("patient");
+            .map(|(t, ps)| {
+                let kept: Params = ps.iter().copied().filter(|(n, _)| keep(t, n)).collect();
+                (*t, kept)
+            })
+            .filter(|(_, ps)| !ps.is_empty())
+            .collect();
+        Compartment { table: Some(table) }
     }
-    out
-}
 
-pub fn in_patient_compartment(resource_type: &str) -> bool {
-    compartment_params(resource_type).is_some()
+    /// The compartment parameters of `resource_type`, if it is in the patient compartment.
+    pub fn params(&self, resource_type: &str) -> Option<&[(&'static str, &'static str)]> {
+        match &self.table {
+            None => PATIENT_COMPARTMENT
+                .iter()
+                .find(|(t, _)| *t == resource_type)
+                .map(|(_, p)| *p),
+            Some(table) => table
+                .iter()
+                .find(|(t, _)| *t == resource_type)
+                .map(|(_, p)| p.as_slice()),
+        }
+    }
+
+    pub fn contains(&self, resource_type: &str) -> bool {
+        self.params(resource_type).is_some()
+    }
+
+    /// Search parameters that pin a search on `resource_type` to one patient: the compartment
+    /// parameters, plus `patient` where the type has it as "`subject`/`patient` where it is a
+    /// Patient" (R4 clinical types, e.g. `Observation.patient`); for Patient itself `_id`.
+    pub fn pin_params(&self, resource_type: &str) -> Vec<&'static str> {
+        if resource_type == "Patient" {
+            return vec!["_id"];
+        }
+        let Some(params) = self.params(resource_type) else {
+            return Vec::new();
+        };
+        let mut out: Vec<&'static str> = params.iter().map(|(n, _)| *n).collect();
+        if !out.contains(&"patient")
+            && params
+                .iter()
+                .any(|(_, p)| *p == "subject" || *p == "patient")
+        {
+            out.push("patient");
+        }
+        out
+    }
+
+    /// Patient references (`Patient/...`) found in the resource's compartment elements.
+    fn patient_refs(&self, resource: &Value, resource_type: &str) -> Vec<String> {
+        let Some(params) = self.params(resource_type) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (_, path) in params {
+            for v in values_at(resource, path) {
+                if let Some(r) = v.get("reference").and_then(Value::as_str) {
+                    out.push(r.to_string());
+                } else if v.get("identifier").is_some() {
+                    // A logical reference (identifier only) to a patient cannot be checked: it
+                    // counts as foreign.
+                    let t = v.get("type").and_then(Value::as_str);
+                    if t.is_none() || t == Some("Patient") {
+                        out.push(String::new());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Read rule: the resource is in patient `pid`'s compartment (FHIR R4: any compartment
+    /// parameter refers to the patient; the Patient resource itself by id).
+    pub fn resource_in(&self, resource: &Value, pid: &str) -> bool {
+        let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
+            return false;
+        };
+        if rt == "Patient" {
+            return resource.get("id").and_then(Value::as_str) == Some(pid);
+        }
+        self.patient_refs(resource, rt)
+            .iter()
+            .any(|r| is_patient_ref(r, pid))
+    }
+
+    /// Write rule (stricter): at least one compartment element refers to `Patient/{pid}` and
+    /// every patient reference in compartment elements is that patient (nothing is moved into,
+    /// or shared with, another patient's compartment).
+    pub fn written_for(&self, resource: &Value, pid: &str) -> bool {
+        let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
+            return false;
+        };
+        let refs = self.patient_refs(resource, rt);
+        let mine = refs.iter().filter(|r| is_patient_ref(r, pid)).count();
+        let foreign = refs
+            .iter()
+            .filter(|r| r.is_empty() || (r.contains("Patient/") && !is_patient_ref(r, pid)))
+            .count();
+        if rt == "Patient" {
+            // The Patient resource is the patient's by id; its `link.other` (R4 compartment
+            // parameter `link`) must not name another patient.
+            return resource.get("id").and_then(Value::as_str) == Some(pid) && foreign == 0;
+        }
+        mine > 0 && foreign == 0
+    }
+
+    /// Top-level element names of `resource_type`'s compartment paths (`subject`, `performer`).
+    pub fn elements(&self, resource_type: &str) -> Vec<&'static str> {
+        self.params(resource_type)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(_, path)| path.split('.').next())
+            .collect()
+    }
 }
 
 /// Every value found at a dot-separated element path, walking through arrays.
@@ -249,69 +364,37 @@ pub fn is_patient_ref(reference: &str, pid: &str) -> bool {
     }
 }
 
-/// Patient references (`Patient/...`) found in the resource's compartment elements.
-fn patient_refs(resource: &Value, resource_type: &str) -> Vec<String> {
-    let Some(params) = compartment_params(resource_type) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (_, path) in params {
-        for v in values_at(resource, path) {
-            if let Some(r) = v.get("reference").and_then(Value::as_str) {
-                out.push(r.to_string());
-            } else if v.get("identifier").is_some() {
-                // A logical reference (identifier only) to a patient cannot be checked: it
-                // counts as foreign.
-                let t = v.get("type").and_then(Value::as_str);
-                if t.is_none() || t == Some("Patient") {
-                    out.push(String::new());
-                }
-            }
-        }
+/// The patient id a reference string names (`Patient/<id>`, versioned, or an absolute URL
+/// ending so); `Some("")` for a conditional `Patient?...` reference (cannot be resolved).
+fn referenced_patient(reference: &str) -> Option<&str> {
+    if reference.contains("Patient?") {
+        return Some("");
     }
-    out
+    let segs: Vec<&str> = reference.split('/').collect();
+    let n = segs.len();
+    let (t, id) = match segs.get(n.checked_sub(2)?) {
+        // `.../Patient/<id>/_history/<vid>`
+        Some(&"_history") => (segs.get(n.checked_sub(4)?)?, segs.get(n - 3)?),
+        _ => (segs.get(n - 2)?, segs.get(n - 1)?),
+    };
+    (*t == "Patient").then_some(*id)
 }
 
-/// Read rule: the resource is in patient `pid`'s compartment (FHIR R4: any compartment
-/// parameter refers to the patient; the Patient resource itself by id).
-pub fn resource_in_compartment(resource: &Value, pid: &str) -> bool {
-    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
-        return false;
-    };
-    if rt == "Patient" {
-        return resource.get("id").and_then(Value::as_str) == Some(pid);
+/// Does `v` (any resource, at any depth: contained resources, nested Bundles, extensions)
+/// hold a `reference` naming a patient other than `pid`? R4 references.html: every
+/// `Reference.reference` is checked, relative or absolute.
+pub fn names_other_patient(v: &Value, pid: &str) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            (k == "reference"
+                && x.as_str()
+                    .and_then(referenced_patient)
+                    .is_some_and(|id| id != pid))
+                || names_other_patient(x, pid)
+        }),
+        Value::Array(a) => a.iter().any(|x| names_other_patient(x, pid)),
+        _ => false,
     }
-    patient_refs(resource, rt)
-        .iter()
-        .any(|r| is_patient_ref(r, pid))
-}
-
-/// Write rule (stricter): at least one compartment element refers to `Patient/{pid}` and every
-/// patient reference in compartment elements is that patient (nothing is moved into, or
-/// shared with, another patient's compartment).
-pub fn resource_written_for(resource: &Value, pid: &str) -> bool {
-    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
-        return false;
-    };
-    if rt == "Patient" {
-        return resource.get("id").and_then(Value::as_str) == Some(pid);
-    }
-    let refs = patient_refs(resource, rt);
-    let mine = refs.iter().filter(|r| is_patient_ref(r, pid)).count();
-    let foreign = refs
-        .iter()
-        .filter(|r| r.is_empty() || (r.contains("Patient/") && !is_patient_ref(r, pid)))
-        .count();
-    mine > 0 && foreign == 0
-}
-
-/// Top-level element names of `resource_type`'s compartment paths (`subject`, `performer`).
-pub fn compartment_elements(resource_type: &str) -> Vec<&'static str> {
-    compartment_params(resource_type)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|(_, path)| path.split('.').next())
-        .collect()
 }
 
 /// Element paths searched by token parameters where the name does not follow the
@@ -423,33 +506,72 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn r4() -> Compartment {
+        Compartment::default()
+    }
+
     #[test]
     fn membership() {
         let obs = json!({"resourceType":"Observation","subject":{"reference":"Patient/a"},
             "performer":[{"reference":"Practitioner/p"}]});
-        assert!(resource_in_compartment(&obs, "a"));
-        assert!(!resource_in_compartment(&obs, "b"));
-        assert!(resource_written_for(&obs, "a"));
+        assert!(r4().resource_in(&obs, "a"));
+        assert!(!r4().resource_in(&obs, "b"));
+        assert!(r4().written_for(&obs, "a"));
         let shared = json!({"resourceType":"Observation","subject":{"reference":"Patient/b"},
             "performer":[{"reference":"Patient/a"}]});
-        assert!(resource_in_compartment(&shared, "a"));
-        assert!(!resource_written_for(&shared, "a"));
+        assert!(r4().resource_in(&shared, "a"));
+        assert!(!r4().written_for(&shared, "a"));
         let abs =
             json!({"resourceType":"Observation","subject":{"reference":"https://x/Patient/a"}});
-        assert!(!resource_in_compartment(&abs, "a"));
+        assert!(!r4().resource_in(&abs, "a"));
         let ver =
             json!({"resourceType":"Condition","subject":{"reference":"Patient/a/_history/3"}});
-        assert!(resource_in_compartment(&ver, "a"));
+        assert!(r4().resource_in(&ver, "a"));
         let pat = json!({"resourceType":"Patient","id":"a"});
-        assert!(resource_in_compartment(&pat, "a"));
-        assert!(!resource_in_compartment(&pat, "ab"));
+        assert!(r4().resource_in(&pat, "a"));
+        assert!(!r4().resource_in(&pat, "ab"));
         let care = json!({"resourceType":"CarePlan","subject":{"reference":"Patient/x"},
             "activity":[{"detail":{"performer":[{"reference":"Patient/a"}]}}]});
-        assert!(resource_in_compartment(&care, "a"));
+        assert!(r4().resource_in(&care, "a"));
         let nort = json!({"subject":{"reference":"Patient/a"}});
-        assert!(!resource_in_compartment(&nort, "a"));
+        assert!(!r4().resource_in(&nort, "a"));
         let unknown = json!({"resourceType":"Practitioner","id":"a"});
-        assert!(!resource_in_compartment(&unknown, "a"));
+        assert!(!r4().resource_in(&unknown, "a"));
+    }
+
+    #[test]
+    fn other_patients_named_anywhere() {
+        let own = json!({"resourceType":"Device","patient":{"reference":"Patient/a"}});
+        assert!(!names_other_patient(&own, "a"));
+        for r in [
+            "Patient/b",
+            "Patient/b/_history/2",
+            "https://x.example/fhir/Patient/b",
+            "https://x.example/fhir/Patient/b/_history/1",
+            "Patient?identifier=urn:x|1",
+        ] {
+            let v = json!({"resourceType":"Task","contained":[{"resourceType":"Bundle",
+                "entry":[{"resource":{"resourceType":"AuditEvent","entity":[{"what":{"reference":r}}]}}]}]});
+            assert!(names_other_patient(&v, "a"), "{r}");
+        }
+        for r in [
+            "Patient/a",
+            "https://x.example/Patient/a/_history/3",
+            "#p1",
+            "Practitioner/b",
+            "RelatedPerson/Patient",
+        ] {
+            let v = json!({"resourceType":"Task","for":{"reference":r}});
+            assert!(!names_other_patient(&v, "a"), "{r}");
+        }
+        // Patient writes: `link.other` is a compartment element (R4 Patient `link`).
+        let linked =
+            json!({"resourceType":"Patient","id":"a","link":[{"other":{"reference":"Patient/b"}}]});
+        assert!(!r4().written_for(&linked, "a"));
+        let related = json!({"resourceType":"Patient","id":"a","link":[{"other":{"reference":"RelatedPerson/r"}}]});
+        assert!(r4().written_for(&related, "a"));
+        let bin = json!({"resourceType":"Binary","securityContext":{"reference":"Patient/a"}});
+        assert!(r4().resource_in(&bin, "a") && !r4().resource_in(&bin, "b"));
     }
 
     #[test]

@@ -23,6 +23,6 @@ pub mod server;
 pub mod stream;
 
 pub use decide::{
-    check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck,
-    StoredCheck, StoredSearch,
+    check_response, check_response_meta, check_stored, decide, Decision, Denial, RequestView,
+    ResponseCheck, ResponseMeta, StoredCheck, StoredSearch,
 };

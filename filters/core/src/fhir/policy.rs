@@ -19,10 +19,11 @@
 //! ```
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::PolicyError;
 
-use super::compartment::{in_patient_compartment, PATIENT_COMPARTMENT};
+use super::compartment::{Compartment, PATIENT_COMPARTMENT, SUBJECT_ONLY};
 use super::interaction::{normalise_base, Level};
 use super::scope::{is_resource_type, Context, Perms};
 
@@ -55,6 +56,10 @@ pub struct FhirDoc {
     /// Operations the API allows, and what each needs. Unlisted operations are refused.
     #[serde(default)]
     pub operations: Vec<OperationDoc>,
+    /// Which compartment parameters put a resource in the patient's compartment. Default:
+    /// the FHIR R4 `CompartmentDefinition/patient` table.
+    #[serde(default)]
+    pub compartment: CompartmentDoc,
     #[serde(default)]
     pub response_check: ResponseCheckDoc,
     /// Answer 404 instead of 403 when a resource turns out to be another patient's.
@@ -105,6 +110,79 @@ pub struct OperationDoc {
     /// (`$everything`, `$export`), not just the type the operation is invoked on.
     #[serde(default)]
     pub all_types: bool,
+}
+
+/// `fhir.compartment` (docs/api-owner-guide.md "The patient compartment").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompartmentDoc {
+    /// `r4` (default): every parameter of FHIR R4 `CompartmentDefinition/patient`;
+    /// `subject_only`: only the parameters naming the record's own patient
+    /// ([`SUBJECT_ONLY`]), not its actors (`performer`, `author`, `member`, ...).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Per type, the compartment parameters that count, a subset of the type's R4 ones;
+    /// overrides the preset for that type. `[]` takes the type out of the compartment.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+impl CompartmentDoc {
+    fn compile(&self) -> Result<Compartment, PolicyError> {
+        let subject_only = match self.preset.as_deref() {
+            None | Some("r4") => false,
+            Some("subject_only") => true,
+            Some(p) => {
+                return Err(err(
+                    "compartment.preset",
+                    format!("`{p}` is not one of r4, subject_only"),
+                ))
+            }
+        };
+        let mut lists: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (t, names) in &self.params {
+            let field = format!("compartment.params.{t}");
+            let names: Option<Vec<&str>> = names
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_str).collect());
+            let Some(names) = names else {
+                return Err(err(field, "must be a list of compartment parameter names"));
+            };
+            if t == "Patient" {
+                return Err(err(
+                    field,
+                    "Patient is in its own compartment by id and its `link` always counts",
+                ));
+            }
+            let Some((_, r4)) = PATIENT_COMPARTMENT.iter().find(|(x, _)| x == t) else {
+                return Err(err(
+                    field,
+                    format!("`{t}` is not in the patient compartment"),
+                ));
+            };
+            for (i, n) in names.iter().enumerate() {
+                if !r4.iter().any(|(p, _)| p == n) {
+                    return Err(err(
+                        format!("{field}[{i}]"),
+                        format!("`{n}` is not a compartment parameter of {t}"),
+                    ));
+                }
+                if names.iter().take(i).any(|m| m == n) {
+                    return Err(err(format!("{field}[{i}]"), "listed twice"));
+                }
+            }
+            lists.push((t.as_str(), names));
+        }
+        if !subject_only && self.params.is_empty() {
+            return Ok(Compartment::default());
+        }
+        Ok(Compartment::narrowed(|t, p| {
+            match lists.iter().find(|(x, _)| *x == t) {
+                Some((_, names)) => names.contains(&p),
+                None => !subject_only || SUBJECT_ONLY.contains(&p),
+            }
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +240,8 @@ pub struct FhirPolicy {
     pub resource_types: Vec<String>,
     pub patient_shared_types: Vec<String>,
     pub operations: Vec<OperationRule>,
+    /// The patient compartment decided with (`fhir.compartment`).
+    pub compartment: Compartment,
     pub max_response_bytes: usize,
     pub hide_foreign_as_not_found: bool,
     pub max_request_body_bytes: usize,
@@ -298,12 +378,13 @@ impl FhirDoc {
             }
         };
 
+        let compartment = self.compartment.compile()?;
         for (i, t) in self.patient_shared_types.iter().enumerate() {
             let f = format!("patient_shared_types[{i}]");
             if !resource_types.contains(t) {
                 return Err(err(f, format!("`{t}` is not in `resource_types`")));
             }
-            if in_patient_compartment(t) {
+            if compartment.contains(t) {
                 return Err(err(
                     f,
                     format!("`{t}` is in the patient compartment; it cannot be shared"),
@@ -429,6 +510,7 @@ impl FhirDoc {
             resource_types,
             patient_shared_types: self.patient_shared_types.clone(),
             operations,
+            compartment,
             max_response_bytes: self.response_check.max_body_bytes,
             hide_foreign_as_not_found: self.hide_foreign_as_not_found,
             max_request_body_bytes: self.max_request_body_bytes,
@@ -553,6 +635,31 @@ mod tests {
                 r#"{"read_before_write_headers":[""]}"#,
                 "fhir.read_before_write_headers[0]",
             ),
+            (
+                r#"{"compartment":{"preset":"narrow"}}"#,
+                "fhir.compartment.preset",
+            ),
+            (
+                r#"{"compartment":{"params":{"Practitioner":[]}}}"#,
+                "fhir.compartment.params.Practitioner",
+            ),
+            (
+                r#"{"compartment":{"params":{"Observation":["subject","actor"]}}}"#,
+                "fhir.compartment.params.Observation[1]",
+            ),
+            (
+                r#"{"compartment":{"params":{"Observation":["subject","subject"]}}}"#,
+                "fhir.compartment.params.Observation[1]",
+            ),
+            (
+                r#"{"compartment":{"params":{"Patient":[]}}}"#,
+                "fhir.compartment.params.Patient",
+            ),
+            (r#"{"compartment":{"extra":1}}"#, "fhir.compartment.extra"),
+            (
+                r#"{"compartment":{"params":{"Group":"member"}}}"#,
+                "fhir.compartment.params.Group",
+            ),
         ];
         for (doc, field) in cases {
             match FhirPolicy::from_section_json(doc.as_bytes()) {
@@ -594,6 +701,66 @@ mod tests {
             br#"{"read_before_write_headers":["cookie"],"read_before_write_copy_credentials":true}"#,
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn narrower_compartment() {
+        use crate::fhir::decide::{Alternative, ResourceCheck, ResponseCheck};
+        let check = ResponseCheck::Resource(ResourceCheck {
+            resource_type: "Observation".into(),
+            id: None,
+            history: false,
+            alternatives: vec![Alternative {
+                patient: Some("a".into()),
+                constraint: Vec::new(),
+            }],
+        });
+        // A child's result (subject b) the parent (a) performed.
+        let performed = br#"{"resourceType":"Observation","subject":{"reference":"Patient/b"},
+            "performer":[{"reference":"Patient/a"}]}"#;
+        let own = br#"{"resourceType":"Observation","subject":{"reference":"Patient/a"}}"#;
+        let run = |doc: &str, body: &[u8]| {
+            let p = FhirPolicy::from_section_json(doc.as_bytes()).ok();
+            p.map(|p| crate::fhir::check_response(&p, &check, 200, body).is_ok())
+        };
+        assert_eq!(run("{}", performed), Some(true));
+        assert_eq!(
+            run(r#"{"compartment":{"preset":"r4"}}"#, performed),
+            Some(true)
+        );
+        for narrow in [
+            r#"{"compartment":{"preset":"subject_only"}}"#,
+            r#"{"compartment":{"params":{"Observation":["subject"]}}}"#,
+        ] {
+            assert_eq!(run(narrow, performed), Some(false), "{narrow}");
+            assert_eq!(run(narrow, own), Some(true), "{narrow}");
+        }
+        // A preset, then one type put back to its R4 parameters.
+        let back = r#"{"compartment":{"preset":"subject_only","params":{"Observation":["subject","performer"]}}}"#;
+        assert_eq!(run(back, performed), Some(true));
+        // The roster: Group is in by `member` (R4), out under subject_only or `[]`.
+        let contains = |doc: &str, t: &str| {
+            FhirPolicy::from_section_json(doc.as_bytes())
+                .ok()
+                .map(|p| p.compartment.contains(t))
+        };
+        assert_eq!(contains("{}", "Group"), Some(true));
+        assert_eq!(
+            contains(r#"{"compartment":{"preset":"subject_only"}}"#, "Group"),
+            Some(false)
+        );
+        assert_eq!(
+            contains(r#"{"compartment":{"params":{"Group":[]}}}"#, "Group"),
+            Some(false)
+        );
+        assert_eq!(
+            contains(r#"{"compartment":{"preset":"subject_only"}}"#, "Patient"),
+            Some(true)
+        );
+        assert_eq!(
+            contains(r#"{"compartment":{"preset":"subject_only"}}"#, "Binary"),
+            Some(true)
+        );
     }
 
     #[test]

@@ -4,16 +4,14 @@
 
 use serde_json::Value;
 
-use super::compartment::{
-    in_patient_compartment, resource_in_compartment, resource_matches_constraint,
-};
+use super::compartment::{names_other_patient, resource_matches_constraint, Compartment};
 use super::decide::{ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch};
 use super::policy::FhirPolicy;
 use crate::denial::Reason;
 
 // ---------- the response ----------
 
-fn resource_passes(rc: &ResourceCheck, res: &Value) -> bool {
+fn resource_passes(cm: &Compartment, rc: &ResourceCheck, res: &Value) -> bool {
     if res.get("resourceType").and_then(Value::as_str) != Some(rc.resource_type.as_str()) {
         return false;
     }
@@ -23,16 +21,14 @@ fn resource_passes(rc: &ResourceCheck, res: &Value) -> bool {
         }
     }
     rc.alternatives.iter().any(|a| {
-        a.patient
-            .as_deref()
-            .is_none_or(|p| resource_in_compartment(res, p))
+        a.patient.as_deref().is_none_or(|p| cm.resource_in(res, p))
             && (a.constraint.is_empty() || resource_matches_constraint(res, &a.constraint))
     })
 }
 
-fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
+fn check_one(cm: &Compartment, rc: &ResourceCheck, v: &Value) -> bool {
     if !rc.history {
-        return resource_passes(rc, v);
+        return resource_passes(cm, rc, v);
     }
     // Instance history: a Bundle of versions; every version present must pass.
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -43,12 +39,12 @@ fn check_one(rc: &ResourceCheck, v: &Value) -> bool {
         .map(|es| {
             es.iter()
                 .filter_map(|e| e.get("resource"))
-                .all(|r| resource_passes(rc, r))
+                .all(|r| resource_passes(cm, rc, r))
         })
         .unwrap_or(true)
 }
 
-fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
+fn searchset_passes(cm: &Compartment, sc: &SearchCheck, v: &Value) -> bool {
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return false;
     }
@@ -68,18 +64,22 @@ fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
             .and_then(Value::as_str)
             .unwrap_or("match");
         let rt = r.get("resourceType").and_then(Value::as_str);
-        if mode != "outcome"
-            && sc.non_compartment_types_pass
-            && !rt.is_some_and(in_patient_compartment)
-        {
-            return rt.is_some();
+        if mode != "outcome" && sc.non_compartment_types_pass {
+            // `$everything`: whatever the type, an entry that names another patient anywhere
+            // (contained resources, nested Bundles too) is not this patient's to see.
+            if names_other_patient(r, &sc.patient) {
+                return false;
+            }
+            if !rt.is_some_and(|t| cm.contains(t)) {
+                return rt.is_some();
+            }
         }
         match mode {
             "outcome" => is_outcome(r),
-            "include" => resource_in_compartment(r, &sc.patient),
+            "include" => cm.resource_in(r, &sc.patient),
             _ => {
                 sc.resource_type.as_deref().is_none_or(|t| rt == Some(t))
-                    && resource_in_compartment(r, &sc.patient)
+                    && cm.resource_in(r, &sc.patient)
                     && (sc.constraints.is_empty()
                         || sc
                             .constraints
@@ -90,10 +90,10 @@ fn searchset_passes(sc: &SearchCheck, v: &Value) -> bool {
     })
 }
 
-fn check_any(check: &ResponseCheck, v: &Value) -> bool {
+fn check_any(cm: &Compartment, check: &ResponseCheck, v: &Value) -> bool {
     match check {
-        ResponseCheck::Resource(rc) => check_one(rc, v),
-        ResponseCheck::Searchset(sc) => searchset_passes(sc, v),
+        ResponseCheck::Resource(rc) => check_one(cm, rc, v),
+        ResponseCheck::Searchset(sc) => searchset_passes(cm, sc, v),
         ResponseCheck::BundleEntries(list) => {
             let entries = v.get("entry").and_then(Value::as_array);
             v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
@@ -107,7 +107,7 @@ fn check_any(check: &ResponseCheck, v: &Value) -> bool {
                                 e.pointer("/response/status").and_then(Value::as_str),
                             ),
                             Some(r) if is_outcome(r) => true,
-                            Some(r) => check_any(c, r),
+                            Some(r) => check_any(cm, c, r),
                         },
                     })
         }
@@ -118,6 +118,46 @@ fn is_outcome(v: &Value) -> bool {
     v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
 }
 
+/// The response headers a check reads besides `:status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseMeta<'a> {
+    /// `X-Security-Context`: a Binary served as raw bytes names its `securityContext` here
+    /// (R4 binary.html "Serving Binary Resources using the RESTful API").
+    pub security_context: Option<&'a str>,
+}
+
+/// A Binary read answered with raw bytes (the client asked for a non-FHIR `Accept`, R4
+/// binary.html): the body is the content, not a resource; the check is made on a Binary
+/// carrying the `X-Security-Context` header as its `securityContext`.
+fn raw_binary(
+    check: &ResponseCheck,
+    meta: &ResponseMeta<'_>,
+    body: &[u8],
+) -> Option<Result<Value, Reason>> {
+    let ResponseCheck::Resource(rc) = check else {
+        return None;
+    };
+    if rc.resource_type != "Binary" || rc.history {
+        return None;
+    }
+    // The content may itself be FHIR JSON (a document kept as a Binary): only a Binary
+    // resource is the resource itself.
+    let is_resource = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("resourceType").and_then(Value::as_str) == Some("Binary"));
+    if is_resource {
+        return None;
+    }
+    Some(match meta.security_context {
+        None => Err(Reason::BinarySecurityContextMissing),
+        Some(sc) => Ok(serde_json::json!({
+            "resourceType": "Binary",
+            "id": rc.id,
+            "securityContext": {"reference": sc.trim()},
+        })),
+    })
+}
+
 /// Decides a buffered response for [`Decision::AllowIfResponseMatches`](super::decide::Decision::AllowIfResponseMatches). Error statuses with
 /// an empty or OperationOutcome body pass (they carry no resource); anything unreadable fails,
 /// and so do 304, 412 and 206 (answers about the resource without it).
@@ -125,6 +165,17 @@ pub fn check_response(
     policy: &FhirPolicy,
     check: &ResponseCheck,
     status: u32,
+    body: &[u8],
+) -> Result<(), Reason> {
+    check_response_meta(policy, check, status, &ResponseMeta::default(), body)
+}
+
+/// [`check_response`] with the response headers it may need ([`ResponseMeta`]).
+pub fn check_response_meta(
+    policy: &FhirPolicy,
+    check: &ResponseCheck,
+    status: u32,
+    meta: &ResponseMeta<'_>,
     body: &[u8],
 ) -> Result<(), Reason> {
     if body.len() > policy.max_response_bytes {
@@ -143,6 +194,15 @@ pub fn check_response(
     if !success && body.is_empty() {
         return Ok(());
     }
+    if success {
+        if let Some(binary) = raw_binary(check, meta, body) {
+            return match binary {
+                Ok(v) if check_any(&policy.compartment, check, &v) => Ok(()),
+                Ok(_) => Err(foreign),
+                Err(reason) => Err(reason),
+            };
+        }
+    }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return Err(foreign);
     };
@@ -154,7 +214,7 @@ pub fn check_response(
             return Err(Reason::SearchTotalUnchecked);
         }
     }
-    if check_any(check, &v) {
+    if check_any(&policy.compartment, check, &v) {
         Ok(())
     } else {
         Err(foreign)
@@ -184,6 +244,7 @@ fn total_above_matches(v: &Value) -> bool {
 /// The stored search of a conditional write: a complete searchset (no `next` page, `total`
 /// not above what it shows) whose matches are few enough and each pass the check.
 fn stored_matches_pass(
+    cm: &Compartment,
     check: &StoredCheck,
     search: &StoredSearch,
     v: &Value,
@@ -222,7 +283,9 @@ fn stored_matches_pass(
     if paged || total_above || search.max_matches.is_some_and(|m| matches.len() > m) {
         return Err(Reason::UnsafeConditionalWrite);
     }
-    Ok(matches.iter().all(|r| resource_passes(&check.resource, r)))
+    Ok(matches
+        .iter()
+        .all(|r| resource_passes(cm, &check.resource, r)))
 }
 
 /// Decides the answer to the stored read of [`Decision::AllowIfStoredMatches`](super::decide::Decision::AllowIfStoredMatches). `status` 0
@@ -253,8 +316,8 @@ pub fn check_stored(
         return Err(Reason::StoredReadFailed);
     }
     let passes = match &check.search {
-        None => resource_passes(&check.resource, &v),
-        Some(search) => stored_matches_pass(check, search, &v)?,
+        None => resource_passes(&policy.compartment, &check.resource, &v),
+        Some(search) => stored_matches_pass(&policy.compartment, check, search, &v)?,
     };
     if passes {
         return Ok(());
@@ -270,5 +333,60 @@ pub fn check_stored(
         Err(Reason::WriteOutsideCompartment)
     } else {
         Err(Reason::InsufficientScope)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::fhir::decide::Alternative;
+
+    #[test]
+    fn raw_binary_is_decided_on_x_security_context() {
+        let policy = FhirPolicy::from_section_json(b"{}").unwrap();
+        let check = ResponseCheck::Resource(ResourceCheck {
+            resource_type: "Binary".into(),
+            id: Some("b1".into()),
+            history: false,
+            alternatives: vec![Alternative {
+                patient: Some("a".into()),
+                constraint: Vec::new(),
+            }],
+        });
+        let run = |sc: Option<&str>, body: &[u8]| {
+            let meta = ResponseMeta {
+                security_context: sc,
+            };
+            check_response_meta(&policy, &check, 200, &meta, body)
+        };
+        assert_eq!(run(Some("Patient/a"), b"\x89PNG"), Ok(()));
+        assert_eq!(
+            run(Some("Patient/b"), b"\x89PNG"),
+            Err(Reason::ResponseOutsideGrant)
+        );
+        assert_eq!(
+            run(None, b"\x89PNG"),
+            Err(Reason::BinarySecurityContextMissing)
+        );
+        // Raw JSON content is still raw: the header decides.
+        assert_eq!(
+            run(Some("Patient/b"), b"{\"a\":1}"),
+            Err(Reason::ResponseOutsideGrant)
+        );
+        // FHIR JSON content (a Bundle kept as a Binary) served raw: the header decides.
+        let doc = br#"{"resourceType":"Bundle","type":"document"}"#;
+        assert_eq!(run(Some("Patient/a"), doc), Ok(()));
+        assert_eq!(run(None, doc), Err(Reason::BinarySecurityContextMissing));
+        // A FHIR Binary resource is decided on its own `securityContext`, not the header.
+        let own =
+            br#"{"resourceType":"Binary","id":"b1","securityContext":{"reference":"Patient/a"}}"#;
+        assert_eq!(run(Some("Patient/b"), own), Ok(()));
+        let other =
+            br#"{"resourceType":"Binary","id":"b1","securityContext":{"reference":"Patient/b"}}"#;
+        assert_eq!(
+            run(Some("Patient/a"), other),
+            Err(Reason::ResponseOutsideGrant)
+        );
     }
 }

@@ -105,14 +105,8 @@ impl DecisionInput<'_> {
             }
             let outcome = match self.pid_in(*ctx, rt, letters) {
                 Err(d) => Outcome::Deny(d),
-                Ok(pid) => match f(*ctx, pid) {
-                    // Not produced by operations (they carry no body to read); refuse.
-                    Outcome::NeedBody => Outcome::Deny(denial(
-                        Reason::UnknownFhirRequest,
-                        format!("{}: undecidable", self.what()),
-                    )),
-                    o => o,
-                },
+                // NeedBody: a `POST` operation whose `Parameters` body must be read.
+                Ok(pid) => f(*ctx, pid),
             };
             if all.add(self, rt, letters, outcome) {
                 return Err(Decision::Allow);

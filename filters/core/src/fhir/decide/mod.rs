@@ -15,16 +15,14 @@ use crate::denial::Reason;
 use crate::jose::jws::parse_strict_value;
 use base64::Engine;
 
-use super::compartment::{
-    compartment_elements, in_patient_compartment, is_patient_ref, pin_params,
-    resource_matches_constraint, resource_written_for,
-};
+use super::compartment::{is_patient_ref, resource_matches_constraint, Compartment};
 use super::interaction::{classify, is_fhir_id, FhirRequest, Interaction, Level};
 use super::policy::FhirPolicy;
-use super::query::{self, Param};
+use super::query::{self, split_or, Param};
 use super::scope::{grants, Context, Perms, SmartScope};
 
 mod bundle;
+mod everything;
 mod grants;
 mod operations;
 mod patch;
@@ -33,12 +31,13 @@ mod writes;
 
 // Each concern's functions, for `decide_at` and for each other.
 use bundle::*;
+use everything::*;
 use operations::*;
 use patch::*;
 use search_read::*;
 use writes::*;
 
-pub use super::response::{check_response, check_stored};
+pub use super::response::{check_response, check_response_meta, check_stored, ResponseMeta};
 
 /// What the filter does with the request.
 #[derive(Debug, Clone, PartialEq, Eq)]

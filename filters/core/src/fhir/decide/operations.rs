@@ -46,14 +46,25 @@ pub(super) fn operation(cx: &DecisionInput<'_>) -> Decision {
             if cx.req.id.as_deref() != Some(pid) {
                 return cx.grant_denial(cx.foreign(), "another patient's compartment");
             }
-            let ok = if rule.all_types {
+            let types = if name == "everything" {
+                match everything_types(cx) {
+                    Ok(t) => t,
+                    Err(o) => return o,
+                }
+            } else {
+                None
+            };
+            let ok = if let Some(types) = &types {
+                // `_type`: only the types it names come back; each must be granted.
+                cx.covers_every_type(Context::Patient, types.iter().map(String::as_str), letters)
+            } else if rule.all_types {
                 cx.covers_every_type(
                     Context::Patient,
                     cx.policy
                         .resource_types
                         .iter()
                         .map(String::as_str)
-                        .filter(|x| in_patient_compartment(x) || cx.policy.is_shared(x)),
+                        .filter(|x| cx.policy.compartment.contains(x) || cx.policy.is_shared(x)),
                     letters,
                 )
             } else {

@@ -214,6 +214,8 @@ pub(super) fn patch(cx: &DecisionInput<'_>) -> Decision {
     let res = cx.over_grants(Some(&t), Perms::U, |g, pid| match g.context {
         Context::Patient => {
             if t == "Patient" {
+                // Same path allow-list and conditional-reference rules as every type below;
+                // only the patient in context, by id.
                 if cx.req.conditional {
                     return cx.grant_denial(
                         Reason::UnsafeSearch,
@@ -224,15 +226,8 @@ pub(super) fn patch(cx: &DecisionInput<'_>) -> Decision {
                     return cx
                         .grant_denial(Reason::CompartmentEscape, "not the patient in context");
                 }
-                if !g.constraint.is_empty() {
-                    return cx.grant_denial(
-                        Reason::InsufficientScope,
-                        "a constrained grant cannot authorise a patch",
-                    );
-                }
-                return Outcome::Allow;
             }
-            if !in_patient_compartment(&t) {
+            if !cx.policy.compartment.contains(&t) {
                 return cx.grant_denial(
                     Reason::WriteOutsideCompartment,
                     "type is outside the patient compartment",
@@ -256,7 +251,7 @@ pub(super) fn patch(cx: &DecisionInput<'_>) -> Decision {
                 Ok(t) => t,
                 Err((reason, msg)) => return cx.grant_denial(reason, msg),
             };
-            let mut guarded = compartment_elements(&t);
+            let mut guarded = cx.policy.compartment.elements(&t);
             // Changing what the resource is changes which compartment rules apply.
             guarded.extend(["resourceType", "id"]);
             if touched
@@ -267,6 +262,10 @@ pub(super) fn patch(cx: &DecisionInput<'_>) -> Decision {
                     Reason::WriteOutsideCompartment,
                     "the patch changes the patient reference",
                 );
+            }
+            if t == "Patient" {
+                // `Patient/<pid>` is the patient's by id; no stored read needed.
+                return Outcome::Allow;
             }
             if by_id_write(cx) || conditional_write(cx) {
                 // The patch keeps the compartment elements; the stored resource must be

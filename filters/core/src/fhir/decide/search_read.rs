@@ -50,11 +50,12 @@ pub(super) fn names(value: &str, pid: &str, typed_patient: bool) -> Names {
 /// Is the search on `t` confined to patient `pid`? Returns the pinning parameter names.
 /// Used for patient-grant searches and for the criteria of conditional writes.
 pub(super) fn pin(
+    cm: &Compartment,
     t: &str,
     params: &[Param],
     pid: &str,
 ) -> Result<Vec<String>, (Reason, &'static str)> {
-    let pin_names = pin_params(t);
+    let pin_names = cm.pin_params(t);
     let mut pinned = Vec::new();
     let mut foreign = false;
     for p in params {
@@ -127,7 +128,7 @@ pub(super) fn read(cx: &DecisionInput<'_>) -> Decision {
                 }
             }
             // The request cannot show the compartment: decide on the response (§3).
-            Context::Patient if in_patient_compartment(&t) => alt(Some(pid.to_string())),
+            Context::Patient if cx.policy.compartment.contains(&t) => alt(Some(pid.to_string())),
             Context::Patient if cx.policy.is_shared(&t) => {
                 if constrained {
                     alt(None)
@@ -256,13 +257,13 @@ pub(super) fn confined_search(
                 "`_include`/`_revinclude` leave the compartment",
             );
         }
-    } else if !in_patient_compartment(t) {
+    } else if !cx.policy.compartment.contains(t) {
         return cx.grant_denial(
             Reason::CompartmentEscape,
             "type is outside the patient compartment",
         );
     } else {
-        let pinned = match pin(t, params, pid) {
+        let pinned = match pin(&cx.policy.compartment, t, params, pid) {
             Ok(p) => p,
             Err((reason, msg)) => return cx.grant_denial(reason, msg),
         };
@@ -281,7 +282,7 @@ pub(super) fn confined_search(
                     ("_revinclude", Some((src, param, target))) => {
                         t == "Patient"
                             && src != "Patient"
-                            && pin_params(src).contains(&param)
+                            && cx.policy.compartment.pin_params(src).contains(&param)
                             && target.is_none_or(|x| x == "Patient")
                             && cx.policy.serves(src)
                             && cx.has_plain(Context::Patient, src, Perms::R)
@@ -404,7 +405,7 @@ pub(super) fn searchset_decision(
 pub(super) fn search_compartment(cx: &DecisionInput<'_>) -> Decision {
     let target = cx.req.resource_type.clone();
     if let Some(t) = &target {
-        if !in_patient_compartment(t) {
+        if !cx.policy.compartment.contains(t) {
             return deny(
                 Reason::UnknownFhirRequest,
                 format!("{}: type is not in the patient compartment", cx.what()),

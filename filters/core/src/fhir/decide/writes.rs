@@ -47,7 +47,7 @@ pub(super) fn confined_criteria(
     {
         return Some(cx.grant_denial(Reason::UnsafeSearch, "`_include` in conditional criteria"));
     }
-    match pin(t, params, pid) {
+    match pin(&cx.policy.compartment, t, params, pid) {
         Ok(_) => None,
         Err((reason, msg)) => Some(cx.grant_denial(reason, msg)),
     }
@@ -71,7 +71,7 @@ pub(super) fn patient_write(
         if cx.req.id.as_deref().is_some_and(|id| id != pid) {
             return cx.grant_denial(Reason::CompartmentEscape, "not the patient in context");
         }
-    } else if !in_patient_compartment(t) {
+    } else if !cx.policy.compartment.contains(t) {
         return cx.grant_denial(
             Reason::WriteOutsideCompartment,
             "type is outside the patient compartment",
@@ -106,7 +106,7 @@ pub(super) fn patient_write(
             "the resource is not the patient in context",
         );
     }
-    if !resource_written_for(&v, pid) {
+    if !cx.policy.compartment.written_for(&v, pid) {
         return cx.grant_denial(
             Reason::WriteOutsideCompartment,
             "the resource does not reference (only) the patient in context",
@@ -294,7 +294,7 @@ pub(super) fn delete(cx: &DecisionInput<'_>) -> Decision {
     let params = cx.req.params.clone();
     let res = cx.over_grants(Some(&t), Perms::D, |g, pid| match g.context {
         Context::Patient => {
-            if !in_patient_compartment(&t) {
+            if !cx.policy.compartment.contains(&t) {
                 return cx.grant_denial(
                     Reason::WriteOutsideCompartment,
                     "type is outside the patient compartment",
