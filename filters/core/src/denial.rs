@@ -194,6 +194,11 @@ reasons! {
     /// A conditional create/update/patch/delete that cannot be shown to stay in the patient's
     /// compartment (body `id` on a conditional update, stored matches outside it, too many matches).
     UnsafeConditionalWrite => "unsafe_conditional_write", Forbidden;
+    /// `_summary`/`_elements` would have the server leave out the elements the response check
+    /// reads (compartment or constraint elements; FHIR R4 search.html#summary, #elements) and
+    /// the request cannot be rewritten to keep them (`_summary=text`, `_elements` in a form
+    /// body or a Bundle entry, a search whose types are not known).
+    SubsettingHidesCompartment => "subsetting_hides_compartment", BadFhirRequest;
 
     // ---- §4 per-route authorization (`authz` of a route rule) ----
     /// No `routes[]` rule matches the method and path, and the policy says `unmatched: deny`

@@ -10,6 +10,7 @@
 //!   [`check_stored`] for writes by id that need the stored resource read first.
 //! - [`policy`]: the policy's `fhir` section.
 //! - [`stream`]: holding a stream until its decision; conditional reads.
+//! - [`subsetting`]: `_summary`/`_elements` keep what the response check reads.
 
 pub mod compartment;
 pub mod decide;
@@ -20,8 +21,9 @@ pub mod query;
 pub mod response;
 pub mod scope;
 pub mod stream;
+pub mod subsetting;
 
 pub use decide::{
-    check_response, check_stored, decide, Decision, Denial, RequestView, ResponseCheck,
-    StoredCheck, StoredSearch,
+    check_response, check_stored, decide, Decision, Denial, PageCheck, PageGrant, RequestView,
+    ResponseCheck, StoredCheck, StoredSearch,
 };
