@@ -1,5 +1,5 @@
 """What real FHIR clients send, in real Envoy over HTTP/1.1 and h2c, in the three layouts
-(docs/checks.md §3 "Paging", "Subsetted answers", "Provenance of the patient's data").
+(docs/checks.md §3 "paging", "subsetted answers", "Provenance of the patient's data").
 
 - HAPI FHIR's paging link (`[base]?_getpages=<search id>&_getpagesoffset=N&...`) is served and
   every page is checked entry by entry: a page of another patient's search is refused.
@@ -114,6 +114,16 @@ def test_hapi_next_links_of_the_patients_search_are_served(envoy, get):
         seen += ids(page)
         link = next_link(page) if any(k["relation"] == "next" for k in page.get("link", [])) else None
     assert sorted(seen) == ["obs-anna-bp", "obs-anna-glucose", "obs-anna-hb"]
+
+
+def test_pages_of_a_subsetted_search_keep_the_checked_elements(envoy, get):
+    # HAPI keeps the search as the upstream received it (with the added `subject`), and its
+    # pages are subsetted the same way.
+    status, first = get(envoy, f"/fhir/Observation?patient={ANNA}&_count=2&_elements=status")
+    assert status == 200, first
+    status, page = get(envoy, next_link(first))
+    assert status == 200, page
+    assert [e["resource"]["subject"]["reference"] for e in page["entry"]] == [f"Patient/{ANNA}"]
 
 
 def test_page_of_another_patients_search_is_refused(envoy, fhir_api, get):

@@ -1,4 +1,4 @@
-//! What real FHIR clients send (docs/checks.md §3 "Paging", "Subsetted answers",
+//! What real FHIR clients send (docs/checks.md §3 "paging", "subsetted answers",
 //! "Provenance of the patient's data"): HAPI FHIR's paging links, `_summary`/`_elements`,
 //! US Core's `_revinclude=Provenance:target`. Each is served for the patient's own data and
 //! nothing of another patient's gets through. Policy: `tests/data/fhir_policy.json`.

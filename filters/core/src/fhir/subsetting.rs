@@ -4,7 +4,7 @@
 //! SHOULD return the mandatory elements and MAY return more than asked, so the guard adds
 //! what it needs to the request's `_elements` ([`rewrite_elements`], sent upstream by the
 //! filter); where it cannot, the request is refused as `subsetting_hides_compartment`
-//! (docs/checks.md §3 "Subsetted answers").
+//! (docs/checks.md §3 "subsetted answers").
 
 use super::compartment::{compartment_elements, constraint_elements};
 use super::decide::ResponseCheck;

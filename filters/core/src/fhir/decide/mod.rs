@@ -134,7 +134,7 @@ pub enum ResponseCheck {
     Page(PageCheck),
 }
 
-/// What every entry of a page must be (docs/checks.md §3 "Paging"): the guard keeps no state
+/// What every entry of a page must be (docs/checks.md §3 "paging"): the guard keeps no state
 /// between requests, so each entry is decided against the token's grants as the original
 /// search's answer would be.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! `[base]?_getpages=...`, [`is_paging_link`](crate::fhir::interaction::is_paging_link)). The
 //! link names a search the server keeps, not its criteria, and the guard keeps no state
 //! between requests: the page is allowed to anyone who may search, and every entry of the
-//! answer is decided against the token's grants ([`PageCheck`], docs/checks.md §3 "Paging").
+//! answer is decided against the token's grants ([`PageCheck`], docs/checks.md §3 "paging").
 //!
 //! Servers that page with the original query plus a cursor (Microsoft `ct`, IBM `_page`,
 //! Medplum `_offset`) need nothing here: their pages are type searches decided as such.
