@@ -161,6 +161,8 @@ fn page_under_constrained_and_user_grants() {
         answer(&c, &searchset(vec![entry(obs("o2", "bert"), "match")])),
         Ok(())
     );
+    // `user/*.rs` allows any page, as it allows any system search.
+    assert_eq!(get(&["user/*.rs"], HAPI_NEXT), Decision::Allow);
     let pat = json!({"resourceType": "Patient", "id": "bert"});
     assert_eq!(
         answer(&c, &searchset(vec![entry(pat, "include")])),
