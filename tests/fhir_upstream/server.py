@@ -14,6 +14,15 @@ reference parameters such as `patient`/`subject`, token parameters such as `cate
 conditional), `Patient/{id}/$everything`, batch/transaction, `/metadata`,
 `/.well-known/smart-configuration`. No auth of its own: the filters in front do that.
 
+Paging and subsetting as HAPI FHIR does them: a search with more matches than `_count` gets a
+`next` link `[base]?_getpages=<search id>&_getpagesoffset=N&_count=M&_bundletype=searchset`
+(HAPI `RestfulServerUtils.createPagingLink`; the page is served by `PageMethodBinding` from the
+search HAPI keeps), `_elements` keeps the named elements plus `id`/`meta` and tags the resource
+SUBSETTED, `_summary=text` keeps `id`/`meta`/`text` (and the mandatory elements), `_summary=
+data` drops `text`, `_summary=true` keeps the summary (Σ) elements (`RestfulServerUtils.
+determineSummaryMode`, `FhirTerser`-based filtering in `BaseParser`). `Provenance` can be
+stored (PUT) and `_revinclude=Provenance:target` finds it by `Provenance.target`.
+
 It is deliberately naive (it serves whatever it is asked): it logs only method and path.
 Test hook: a read by id of an id starting `read-fails-` answers 500 (writes to it work).
 Like real servers it answers conditional reads (`If-None-Match` with the version ETag,
@@ -120,14 +129,45 @@ def seed():
 
 # Reference search parameters -> element names (FHIR R4 SearchParameter expressions, simplified).
 REF_PARAMS = {"patient": ["subject", "patient"], "subject": ["subject"], "performer": ["performer"],
+              "target": ["target"],
               "encounter": ["encounter"], "author": ["author"], "requester": ["requester"],
               "medication": ["medicationReference"], "general-practitioner": ["generalPractitioner"]}
 TYPES = ["Patient", "Observation", "Condition", "MedicationRequest", "Encounter", "DocumentReference",
-         "Medication", "Practitioner", "Binary", "Device", "Task", "Group"]
+         "Medication", "Practitioner", "Binary", "Device", "Task", "Group", "Provenance"]
 TOKEN_PARAMS = {"category", "code", "status", "clinical-status", "type", "class", "intent", "gender", "identifier"}
 CONTROL = {"_count", "_sort", "_include", "_revinclude", "_format", "_summary", "_elements", "_pretty", "_total"}
 # Names the `microsoft` switch reads in any case (ASP.NET Core query keys).
 CASELESS = {n.lower(): n for n in CONTROL | {"_id", "_type", "_has"} | set(REF_PARAMS)}
+# R4 summary (Σ) elements the sample types carry (observation.html, patient.html, condition.html).
+SUMMARY = {"Observation": {"status", "code", "subject", "encounter", "effectiveDateTime", "issued",
+                           "performer", "valueQuantity"},
+           "Patient": {"identifier", "active", "name", "gender", "birthDate", "address", "link"},
+           "Condition": {"clinicalStatus", "code", "subject", "onsetDateTime"},
+           "Provenance": {"target", "recorded", "agent"}}
+# Elements every subset keeps (R4 search.html#summary: mandatory elements; id and meta).
+MANDATORY = {"resourceType", "id", "meta", "status", "target", "recorded", "agent", "intent"}
+
+
+def subset(r, params):
+    """The resource as HAPI FHIR returns it under `_elements` / `_summary` (see the module doc)."""
+    elements = [e.strip() for n, v in params if n == "_elements" for e in v.split(",") if e.strip()]
+    summary = next((v for n, v in params if n == "_summary"), None)
+    if not elements and summary in (None, "false"):
+        return r
+    if elements:
+        keep = MANDATORY | {e.split(".")[-1] for e in elements}
+    elif summary == "text":
+        keep = MANDATORY | {"text"}
+    elif summary == "data":
+        keep = set(r) - {"text"}
+    elif summary == "true":
+        keep = MANDATORY | SUMMARY.get(r["resourceType"], set())
+    else:
+        return r
+    out = {k: v for k, v in r.items() if k in keep}
+    out["meta"] = dict(r.get("meta", {}), tag=[{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                                               "code": "SUBSETTED"}])
+    return out
 
 
 def now():
@@ -164,6 +204,7 @@ class Store:
     def __init__(self):
         self.lock = threading.Lock()
         self.versions = {}  # (type, id) -> [resource or None (deleted)]
+        self.searches = {}  # HAPI-style search id -> (type, params): its pages by `_getpages`
         for r in seed():
             self.put(r)
 
@@ -207,15 +248,15 @@ class Store:
             return base not in TOKEN_PARAMS
         return any(token_match(x, v) for x in as_list(field) for v in values)
 
-    def search(self, rtype, params):
+    def search(self, rtype, params, offset=0, sid=None):
         hits = [r for r in self.all(rtype)
                 if all(self.matches(r, n, v) for n, v in params if n not in CONTROL and "." not in n)]
         hits.sort(key=lambda r: r["id"])
+        total = len(hits)
         count = next((int(v) for n, v in params if n == "_count" and v.isdigit()), 100)
         if count == 0 or ("_summary", "count") in params:
-            return {"resourceType": "Bundle", "type": "searchset", "total": len(hits)}
-        total = len(hits)  # FHIR R4 Bundle.total: every match, not the page
-        hits = hits[:count]
+            return {"resourceType": "Bundle", "type": "searchset", "total": total}
+        hits = hits[offset:offset + count]
         entries = [{"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
                    for r in hits]
         extra = {}
@@ -240,7 +281,16 @@ class Store:
         for (t, i), r in extra.items():
             if not any(e["resource"] is r for e in entries):
                 entries.append({"fullUrl": f"{BASE}/{t}/{i}", "resource": r, "search": {"mode": "include"}})
-        return {"resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries}
+        for e in entries:
+            e["resource"] = subset(e["resource"], params)
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries}
+        if offset + count < total:
+            # HAPI keeps the search and links its next page by the search's id.
+            sid = sid or uuid.uuid4().hex
+            self.searches[sid] = (rtype, params)
+            bundle["link"] = [{"relation": "next", "url": f"{BASE}?_getpages={sid}&_getpagesoffset={offset + count}"
+                                                          f"&_count={count}&_bundletype=searchset"}]
+        return bundle
 
 
 def servlet_path(raw):
@@ -338,6 +388,15 @@ class Fhir:
                          "dpop_signing_alg_values_supported": ["ES256", "PS256", "EdDSA"]}, {}
         if not segs and m == "POST":
             return self.bundle(json.loads(body), headers)
+        if not segs and m == "GET" and any(n == "_getpages" for n, _ in params):
+            # HAPI `PageMethodBinding`: the page of a kept search, by id; the link's own
+            # `_getpagesoffset`/`_count`, the search's criteria (whoever asked for the page).
+            q = dict(params)
+            if q["_getpages"] not in st.searches:
+                return 410, outcome("processing", "search expired"), {}
+            rtype, orig = st.searches[q["_getpages"]]
+            orig = [(n, v) for n, v in orig if n != "_count"] + [("_count", q.get("_count", "100"))]
+            return 200, st.search(rtype, orig, int(q.get("_getpagesoffset", "0")), q["_getpages"]), {}
         if not segs and m == "GET":  # system search: `_type` or every type
             types = [t for n, v in params if n == "_type" for t in v.split(",")] or TYPES
             rest = [(n, v) for n, v in params if n != "_type"]
@@ -392,7 +451,7 @@ class Fhir:
                         extra["x-security-context"] = cur["securityContext"]["reference"]
                     return 200, base64.b64decode(cur.get("data", "")), extra
                 if m == "GET":
-                    return (200, cur, {}) if cur else (404, outcome("not-found", f"{t} not found"), {})
+                    return (200, subset(cur, params), {}) if cur else (404, outcome("not-found", f"{t} not found"), {})
                 if m == "PUT":
                     r = json.loads(body)
                     if r.get("resourceType") != t or r.get("id", rid) != rid:

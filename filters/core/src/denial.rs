@@ -221,6 +221,11 @@ reasons! {
     /// A Binary read served as raw bytes (R4 binary.html, non-FHIR `Accept`) without the
     /// `X-Security-Context` header: the guard cannot tell whose it is.
     BinarySecurityContextMissing => "binary_security_context_missing", Forbidden;
+    /// `_summary`/`_elements` would have the server leave out the elements the response check
+    /// reads (compartment or constraint elements; FHIR R4 search.html#summary, #elements) and
+    /// the request cannot be rewritten to keep them (`_summary=text`, `_elements` in a form
+    /// body or a Bundle entry, a search whose types are not known).
+    SubsettingHidesCompartment => "subsetting_hides_compartment", BadFhirRequest;
 
     // ---- §4 per-route authorization (`authz` of a route rule) ----
     /// No `routes[]` rule matches the method and path, and the policy says `unmatched: deny`

@@ -79,6 +79,7 @@ pub fn fix(reason: Reason) -> &'static str {
         UnsafeConditionalWrite => "Pin the conditional write's criteria to the patient in context, or write by id (no `id` in a conditional update body).",
         EverythingParameter => "Call `$everything` with `start`, `end`, `_since`, `_type` (granted types only), `_count` and paging; never `_mdm`.",
         BinarySecurityContextMissing => "Read the Binary as FHIR JSON (`Accept: application/fhir+json`), or have the API send `X-Security-Context`.",
+        SubsettingHidesCompartment => "Send `_elements` in the query of a type search or read (not in a form body or Bundle entry); use `_summary=true`/`data` instead of `text`.",
         RouteNotListed => "Call a path and method the API lists in `routes[]`; API owner: add a rule for it, or set `unmatched: token_only` to let any other path through with a valid token.",
         AuthzScope => "Ask the issuer for the scope the challenge names (`scope=\"...\"`).",
         AuthzClaim => "Use a token whose claims meet the route's `authz.claims` (e.g. a higher security level); `diagnostics` names the condition.",

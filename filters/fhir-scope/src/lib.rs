@@ -222,8 +222,17 @@ impl FhirFilter {
                 // Allowed so far; the count for the response check is under `response_checked`.
                 FilterStats::bump(FILTER, "response_checked");
                 // Conditional-read headers removed, `Prefer: handling=strict` on searchsets.
+                // `_elements` extended with what the check reads: the client's `:path` as sent
+                // (the DPoP step before this one has checked `htu` on it).
                 let prefer = self.get_http_request_header("prefer");
-                for (name, value) in exchange::response_check_request_edits(&c, prefer.as_deref()) {
+                let path = self.get_http_request_header(":path").unwrap_or_default();
+                let edits = exchange::response_check_request_edits(
+                    &self.worker.fhir,
+                    &c,
+                    prefer.as_deref(),
+                    &path,
+                );
+                for (name, value) in edits {
                     self.set_http_request_header(name, value.as_deref());
                 }
                 self.check = Some(c);

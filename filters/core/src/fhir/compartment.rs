@@ -446,6 +446,16 @@ fn token_path(resource_type: &str, param: &str) -> Option<String> {
     Some(kebab_to_camel(param))
 }
 
+/// Top-level element names a constraint's parameters are evaluated on
+/// ([`resource_matches_constraint`]); parameters it cannot evaluate have none.
+pub fn constraint_elements(resource_type: &str, constraint: &[Param]) -> Vec<String> {
+    constraint
+        .iter()
+        .filter_map(|p| token_path(resource_type, &p.name))
+        .filter_map(|p| p.split('.').next().map(str::to_string))
+        .collect()
+}
+
 /// Does one element value (code, Coding, CodeableConcept, Identifier, boolean) match a
 /// token search value `[system|]code` (FHIR R4 §3.1.1.4.7 token)?
 fn token_matches(v: &Value, wanted: &str) -> bool {

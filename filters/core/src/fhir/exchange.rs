@@ -8,15 +8,20 @@ use super::interaction::classify;
 use super::policy::FhirPolicy;
 use super::response::check_stored;
 use super::stream::CONDITIONAL_READ_HEADERS;
+use super::subsetting;
 use crate::denial::Reason;
 
 /// Request-header edits for a read allowed only if its response passes `check`: remove the
 /// conditional-read headers (the API must send the whole resource: docs/checks.md
-/// "Conditional reads", RFC 9110 §13.1), and on searchsets ask for strict handling
-/// ([`prefer_strict_handling`]). `prefer` is the request's `Prefer` header.
+/// "Conditional reads", RFC 9110 §13.1), on searchsets ask for strict handling
+/// ([`prefer_strict_handling`]), and extend `_elements` with what the check reads
+/// ([`subsetting::rewritten_path`]). `prefer` is the request's `Prefer` header, `path` its
+/// `:path` as sent. Made after the DPoP check read the client's `:path` (`htu`).
 pub fn response_check_request_edits(
+    policy: &FhirPolicy,
     check: &ResponseCheck,
     prefer: Option<&str>,
+    path: &str,
 ) -> Vec<(&'static str, Option<String>)> {
     let mut edits: Vec<(&'static str, Option<String>)> = CONDITIONAL_READ_HEADERS
         .iter()
@@ -24,6 +29,9 @@ pub fn response_check_request_edits(
         .collect();
     if matches!(check, ResponseCheck::Searchset(_)) {
         edits.push(("prefer", Some(prefer_strict_handling(prefer))));
+    }
+    if let Some(p) = subsetting::rewritten_path(&policy.compartment, check, path) {
+        edits.push((":path", Some(p)));
     }
     edits
 }
@@ -175,7 +183,8 @@ mod tests {
             non_compartment_types_pass: true,
             pin_read: true,
         });
-        let edits = response_check_request_edits(&search, Some("HANDLING=lenient"));
+        let edits =
+            response_check_request_edits(&policy(), &search, Some("HANDLING=lenient"), "/fhir/x");
         assert!(edits.contains(&("prefer", Some("handling=strict".to_string()))));
         assert!(edits.contains(&("if-none-match", None)));
     }

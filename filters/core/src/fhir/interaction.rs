@@ -28,6 +28,9 @@ pub enum Interaction {
     Operation,
     /// `POST [base]` with a batch or transaction Bundle.
     Batch,
+    /// `GET [base]?_getpages=...`: a page of an earlier search, by the server's own link
+    /// (HAPI FHIR's paging link, [`is_paging_link`]).
+    Page,
 }
 
 impl Interaction {
@@ -49,6 +52,7 @@ impl Interaction {
             Interaction::SearchCompartment => "search-compartment",
             Interaction::Operation => "operation",
             Interaction::Batch => "batch",
+            Interaction::Page => "page",
         }
     }
 }
@@ -134,6 +138,32 @@ fn op_name(seg: &str) -> Option<String> {
     ok.then(|| name.to_string())
 }
 
+/// HAPI FHIR's paging link: `[base]?_getpages=<search id>&_getpagesoffset=N&_count=M&
+/// _bundletype=searchset` (or `&_pageId=<page id>` for a cached page). HAPI's `RestfulServer`
+/// hands any request at the base carrying `_getpages` (`Constants.PARAM_PAGINGACTION`) to
+/// `PageMethodBinding`, which reads only these parameters; at the base a `_getpages` cannot
+/// mean anything else, so it is recognised whatever the upstream (a `fhir.server` profile
+/// would gate the other servers' forms here).
+pub fn is_paging_link(params: &[Param]) -> bool {
+    params.iter().any(|p| p.name == PAGING_ACTION)
+}
+
+/// `Constants.PARAM_PAGINGACTION` (HAPI FHIR).
+pub const PAGING_ACTION: &str = "_getpages";
+
+/// The parameters HAPI FHIR reads on a paging link (`Constants.PARAM_PAGINGACTION`,
+/// `PARAM_PAGINGOFFSET`, `PARAM_PAGEID`, `PARAM_COUNT`, `PARAM_BUNDLETYPE`, `PARAM_FORMAT`,
+/// `PARAM_PRETTY`).
+pub const PAGING_PARAMS: &[&str] = &[
+    PAGING_ACTION,
+    "_getpagesoffset",
+    "_pageId",
+    "_count",
+    "_bundletype",
+    "_format",
+    "_pretty",
+];
+
 /// Normalises a base path: leading `/`, no trailing `/` (except the root itself).
 pub fn normalise_base(base: &str) -> String {
     let t = base.trim_end_matches('/');
@@ -206,6 +236,7 @@ pub fn classify(base: &str, method: &str, path_with_query: &str) -> Result<FhirR
 
     match segs.as_slice() {
         [] => match m {
+            "GET" if is_paging_link(&req.params) => Ok(set(req, Interaction::Page)),
             "GET" => Ok(set(req, Interaction::SearchSystem)),
             "POST" => Ok(set(req, Interaction::Batch)),
             _ => unknown(),

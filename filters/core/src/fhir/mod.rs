@@ -10,6 +10,7 @@
 //!   [`check_stored`] for writes by id that need the stored resource read first.
 //! - [`policy`]: the policy's `fhir` section.
 //! - [`stream`]: holding a stream until its decision; conditional reads.
+//! - [`subsetting`]: `_summary`/`_elements` keep what the response check reads.
 
 pub mod compartment;
 pub mod decide;
@@ -21,8 +22,9 @@ pub mod response;
 pub mod scope;
 pub mod server;
 pub mod stream;
+pub mod subsetting;
 
 pub use decide::{
-    check_response, check_response_meta, check_stored, decide, Decision, Denial, RequestView,
-    ResponseCheck, ResponseMeta, StoredCheck, StoredSearch,
+    check_response, check_response_meta, check_stored, decide, Decision, Denial, PageCheck,
+    PageGrant, RequestView, ResponseCheck, ResponseMeta, StoredCheck, StoredSearch,
 };

@@ -113,6 +113,18 @@ pub fn parse(q: &str) -> Option<Vec<Param>> {
     Some(out)
 }
 
+/// `_include` / `_revinclude` values: `Type:param[:Target]` (FHIR R4 §3.1.1.5.4).
+pub fn include_parts(v: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut it = v.split(':');
+    let src = it.next()?;
+    let param = it.next()?;
+    let target = it.next();
+    if it.next().is_some() || src.is_empty() || param.is_empty() {
+        return None;
+    }
+    Some((src, param, target))
+}
+
 /// A scope's `?param=value&...` suffix: every segment must be `name=value`, both non-empty.
 pub fn parse_strict(q: &str) -> Option<Vec<Param>> {
     let mut out = Vec::new();

@@ -4,9 +4,14 @@
 
 use serde_json::Value;
 
-use super::compartment::{names_other_patient, resource_matches_constraint, Compartment};
-use super::decide::{ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch};
+use super::compartment::{
+    is_patient_ref, names_other_patient, resource_matches_constraint, Compartment,
+};
+use super::decide::{
+    PageCheck, PageGrant, ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch,
+};
 use super::policy::FhirPolicy;
+use super::scope::Perms;
 use crate::denial::Reason;
 
 // ---------- the response ----------
@@ -44,56 +49,174 @@ fn check_one(cm: &Compartment, rc: &ResourceCheck, v: &Value) -> bool {
         .unwrap_or(true)
 }
 
-fn searchset_passes(cm: &Compartment, sc: &SearchCheck, v: &Value) -> bool {
+/// The entries of a searchset or page: (mode, resource), `None` when `entry` is not an array.
+fn entries_of(v: &Value) -> Option<Vec<(&str, &Value)>> {
     if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-        return false;
+        return None;
     }
-    let empty = Vec::new();
-    let entries = match v.get("entry") {
-        None => &empty,
+    let list = match v.get("entry") {
+        None => return Some(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(_) => return false,
+        Some(_) => return None,
     };
-    entries.iter().all(|e| {
-        let Some(r) = e.get("resource") else {
-            return true;
-        };
-        let mode = e
-            .get("search")
-            .and_then(|s| s.get("mode"))
-            .and_then(Value::as_str)
-            .unwrap_or("match");
-        let rt = r.get("resourceType").and_then(Value::as_str);
-        if mode != "outcome" && sc.non_compartment_types_pass {
-            // `$everything`: whatever the type, an entry that names another patient anywhere
-            // (contained resources, nested Bundles too) is not this patient's to see.
-            if names_other_patient(r, &sc.patient) {
-                return false;
-            }
-            if !rt.is_some_and(|t| cm.contains(t)) {
-                return rt.is_some();
-            }
-        }
-        match mode {
-            "outcome" => is_outcome(r),
-            "include" => cm.resource_in(r, &sc.patient),
-            _ => {
-                sc.resource_type.as_deref().is_none_or(|t| rt == Some(t))
-                    && cm.resource_in(r, &sc.patient)
-                    && (sc.constraints.is_empty()
-                        || sc
-                            .constraints
-                            .iter()
-                            .any(|c| resource_matches_constraint(r, c)))
-            }
-        }
-    })
+    Some(
+        list.iter()
+            .filter_map(|e| {
+                let mode = e
+                    .get("search")
+                    .and_then(|s| s.get("mode"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("match");
+                Some((mode, e.get("resource")?))
+            })
+            .collect(),
+    )
 }
 
-fn check_any(cm: &Compartment, check: &ResponseCheck, v: &Value) -> bool {
+fn resource_type(r: &Value) -> Option<&str> {
+    r.get("resourceType").and_then(Value::as_str)
+}
+
+/// `Type/id` of a resource, as a relative reference names it.
+fn reference_key(r: &Value) -> Option<String> {
+    Some(format!(
+        "{}/{}",
+        resource_type(r)?,
+        r.get("id").and_then(Value::as_str)?
+    ))
+}
+
+/// An included Provenance (`_revinclude=Provenance:target`) is decided by what it is about:
+/// every `Provenance.target` (FHIR R4 provenance.html, `Reference(Any)` 1..*) must be the
+/// patient or a resource of the same answer that passed its check (`proven`). Anything else,
+/// an absolute or logical reference included, is unprovable and refused.
+fn provenance_proven(r: &Value, pid: &str, proven: &[String]) -> bool {
+    let Some(targets) = r.get("target").and_then(Value::as_array) else {
+        return false;
+    };
+    !targets.is_empty()
+        && targets.iter().all(|t| {
+            let Some(reference) = t.get("reference").and_then(Value::as_str) else {
+                return false;
+            };
+            let unversioned = reference
+                .split_once("/_history/")
+                .map_or(reference, |(r, _)| r);
+            is_patient_ref(unversioned, pid) || proven.iter().any(|k| k == unversioned)
+        })
+}
+
+/// Included Provenance entries wait for the rest of the answer ([`provenance_proven`]).
+fn is_included_provenance(mode: &str, r: &Value) -> bool {
+    mode == "include" && resource_type(r) == Some("Provenance")
+}
+
+fn searchset_passes(cm: &Compartment, sc: &SearchCheck, v: &Value) -> bool {
+    let Some(entries) = entries_of(v) else {
+        return false;
+    };
+    let mut proven = Vec::new();
+    for (mode, r) in &entries {
+        if is_included_provenance(mode, r) {
+            continue;
+        }
+        let rt = resource_type(r);
+        // `$everything`: whatever the type, an entry that names another patient anywhere
+        // (contained resources, nested Bundles too) is not this patient's to see.
+        let everything = *mode != "outcome" && sc.non_compartment_types_pass;
+        let ok = if everything && names_other_patient(r, &sc.patient) {
+            false
+        } else if everything && !rt.is_some_and(|t| cm.contains(t)) {
+            rt.is_some()
+        } else {
+            match *mode {
+                "outcome" => is_outcome(r),
+                "include" => cm.resource_in(r, &sc.patient),
+                _ => {
+                    sc.resource_type.as_deref().is_none_or(|t| rt == Some(t))
+                        && cm.resource_in(r, &sc.patient)
+                        && (sc.constraints.is_empty()
+                            || sc
+                                .constraints
+                                .iter()
+                                .any(|c| resource_matches_constraint(r, c)))
+                }
+            }
+        };
+        if !ok {
+            return false;
+        }
+        proven.extend(reference_key(r));
+    }
+    entries
+        .iter()
+        .filter(|(mode, r)| is_included_provenance(mode, r))
+        .all(|(_, r)| provenance_proven(r, &sc.patient, &proven))
+}
+
+/// One page entry under one grant: the type granted (`s` for matches, `r` for the rest), in
+/// the patient's compartment under a `patient/` grant (reference data the policy shares
+/// excepted), and meeting the grant's constraint.
+fn page_entry_passes(
+    policy: &FhirPolicy,
+    g: &PageGrant,
+    mode: &str,
+    r: &Value,
+    proven: &[String],
+) -> bool {
+    let Some(rt) = resource_type(r) else {
+        return false;
+    };
+    let letters = if mode == "match" { Perms::S } else { Perms::R };
+    if !g.scope.covers_type(rt) || !g.scope.perms.contains(letters) {
+        return false;
+    }
+    let confined = match &g.patient {
+        None => true,
+        Some(pid) if is_included_provenance(mode, r) => provenance_proven(r, pid, proven),
+        Some(_) if policy.is_shared(rt) => true,
+        Some(pid) => policy.compartment.resource_in(r, pid),
+    };
+    confined
+        && (g.scope.constraint.is_empty() || resource_matches_constraint(r, &g.scope.constraint))
+}
+
+fn page_passes(policy: &FhirPolicy, pc: &PageCheck, v: &Value) -> bool {
+    if v.get("type").and_then(Value::as_str) != Some("searchset") {
+        return false;
+    }
+    let Some(entries) = entries_of(v) else {
+        return false;
+    };
+    let mut proven = Vec::new();
+    let passes = |mode: &str, r: &Value, proven: &[String]| {
+        if mode == "outcome" {
+            return is_outcome(r);
+        }
+        pc.grants
+            .iter()
+            .any(|g| page_entry_passes(policy, g, mode, r, proven))
+    };
+    for (mode, r) in &entries {
+        if is_included_provenance(mode, r) {
+            continue;
+        }
+        if !passes(mode, r, &proven) {
+            return false;
+        }
+        proven.extend(reference_key(r));
+    }
+    entries
+        .iter()
+        .filter(|(mode, r)| is_included_provenance(mode, r))
+        .all(|(mode, r)| passes(mode, r, &proven))
+}
+
+fn check_any(policy: &FhirPolicy, check: &ResponseCheck, v: &Value) -> bool {
     match check {
-        ResponseCheck::Resource(rc) => check_one(cm, rc, v),
-        ResponseCheck::Searchset(sc) => searchset_passes(cm, sc, v),
+        ResponseCheck::Page(pc) => page_passes(policy, pc, v),
+        ResponseCheck::Resource(rc) => check_one(&policy.compartment, rc, v),
+        ResponseCheck::Searchset(sc) => searchset_passes(&policy.compartment, sc, v),
         ResponseCheck::BundleEntries(list) => {
             let entries = v.get("entry").and_then(Value::as_array);
             v.get("resourceType").and_then(Value::as_str) == Some("Bundle")
@@ -107,7 +230,7 @@ fn check_any(cm: &Compartment, check: &ResponseCheck, v: &Value) -> bool {
                                 e.pointer("/response/status").and_then(Value::as_str),
                             ),
                             Some(r) if is_outcome(r) => true,
-                            Some(r) => check_any(cm, c, r),
+                            Some(r) => check_any(policy, c, r),
                         },
                     })
         }
@@ -197,7 +320,7 @@ pub fn check_response_meta(
     if success {
         if let Some(binary) = raw_binary(check, meta, body) {
             return match binary {
-                Ok(v) if check_any(&policy.compartment, check, &v) => Ok(()),
+                Ok(v) if check_any(policy, check, &v) => Ok(()),
                 Ok(_) => Err(foreign),
                 Err(reason) => Err(reason),
             };
@@ -214,7 +337,7 @@ pub fn check_response_meta(
             return Err(Reason::SearchTotalUnchecked);
         }
     }
-    if check_any(&policy.compartment, check, &v) {
+    if check_any(policy, check, &v) {
         Ok(())
     } else {
         Err(foreign)

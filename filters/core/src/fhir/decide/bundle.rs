@@ -83,7 +83,9 @@ pub(super) fn batch(
         match decide_at(policy, Some(token), &view, depth + 1) {
             Decision::Allow => {}
             Decision::AllowIfResponseMatches(
-                c @ (ResponseCheck::Resource(_) | ResponseCheck::Searchset(_)),
+                c @ (ResponseCheck::Resource(_)
+                | ResponseCheck::Searchset(_)
+                | ResponseCheck::Page(_)),
             ) => checks.push((i, c)),
             Decision::AllowIfResponseMatches(ResponseCheck::BundleEntries(_))
             | Decision::NeedBody => {
@@ -106,7 +108,8 @@ pub(super) fn batch(
                     | Reason::DuplicateJsonMember
                     | Reason::UnsafePatchPath
                     | Reason::ConditionalReference
-                    | Reason::UnsafeConditionalWrite => d.reason,
+                    | Reason::UnsafeConditionalWrite
+                    | Reason::SubsettingHidesCompartment => d.reason,
                     _ => Reason::BundleEntryForbidden,
                 };
                 return Decision::Deny(Denial {

@@ -25,6 +25,7 @@ mod bundle;
 mod everything;
 mod grants;
 mod operations;
+mod paging;
 mod patch;
 mod search_read;
 mod writes;
@@ -33,6 +34,7 @@ mod writes;
 use bundle::*;
 use everything::*;
 use operations::*;
+use paging::*;
 use patch::*;
 use search_read::*;
 use writes::*;
@@ -131,6 +133,25 @@ pub enum ResponseCheck {
     Searchset(SearchCheck),
     /// Batch/transaction: entry `i` of the response Bundle must pass its check.
     BundleEntries(Vec<(usize, ResponseCheck)>),
+    /// A page fetched by the server's paging link: the request shows nothing of the search.
+    Page(PageCheck),
+}
+
+/// What every entry of a page must be (docs/checks.md §3 "paging"): the guard keeps no state
+/// between requests, so each entry is decided against the token's grants as the original
+/// search's answer would be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCheck {
+    /// The token's grants with `s` or `r`; an entry passes when one of them allows it.
+    pub grants: Vec<PageGrant>,
+}
+
+/// One grant a page entry can pass under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageGrant {
+    pub scope: SmartScope,
+    /// The patient a `patient/` grant confines to.
+    pub patient: Option<String>,
 }
 
 /// The request as the filter sees it.
@@ -292,7 +313,7 @@ fn decide_at(
             .map(|(_, q)| q)
             .unwrap_or(""),
     };
-    match req.interaction {
+    let d = match req.interaction {
         Interaction::Capabilities | Interaction::SmartConfiguration => Decision::Allow,
         Interaction::Read | Interaction::Vread | Interaction::HistoryInstance => read(&cx),
         Interaction::SearchType => search_type(&cx),
@@ -305,7 +326,28 @@ fn decide_at(
         Interaction::Delete => delete(&cx),
         Interaction::Operation => operation(&cx),
         Interaction::Batch => batch(policy, token, &cx, depth),
+        Interaction::Page => page(&cx),
+    };
+    // `_summary`/`_elements` must leave the checked answer the elements its check reads.
+    if let Decision::AllowIfResponseMatches(c) = &d {
+        let form = match (req.via_post, view.body) {
+            (true, Some(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(query::parse)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let rewritable = depth == 0 && !req.via_post;
+        if let Err(why) =
+            super::subsetting::check(&policy.compartment, c, &req.params, &form, rewritable)
+        {
+            return deny(
+                Reason::SubsettingHidesCompartment,
+                format!("{}: {why}", cx.what()),
+            );
+        }
     }
+    d
 }
 
 /// docs/checks.md "Reading the request as the server does": parameter names as the

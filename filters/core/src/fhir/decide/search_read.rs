@@ -219,17 +219,7 @@ pub(super) fn search_params(cx: &DecisionInput<'_>) -> Result<Vec<Param>, Decisi
     Ok(params)
 }
 
-/// `_include` / `_revinclude` values: `Type:param[:Target]` (FHIR R4 §3.1.1.5.4).
-pub(super) fn include_parts(v: &str) -> Option<(&str, &str, Option<&str>)> {
-    let mut it = v.split(':');
-    let src = it.next()?;
-    let param = it.next()?;
-    let target = it.next();
-    if it.next().is_some() || src.is_empty() || param.is_empty() {
-        return None;
-    }
-    Some((src, param, target))
-}
+pub(super) use crate::fhir::query::include_parts;
 
 /// A patient grant's type search: pinned to the patient, nothing that leaves the compartment.
 pub(super) fn confined_search(
@@ -277,6 +267,13 @@ pub(super) fn confined_search(
                             && pinned.iter().any(|n| n == param)
                             && target.is_none_or(|x| x == "Patient")
                             && cx.has_plain(Context::Patient, "Patient", Perms::R)
+                    }
+                    // US Core's `_revinclude=Provenance:target`: each Provenance is checked
+                    // on the answer, every target the patient or a checked entry of it.
+                    ("_revinclude", Some(("Provenance", "target", target))) => {
+                        target.is_none_or(|x| x == t)
+                            && cx.policy.serves("Provenance")
+                            && cx.has_plain(Context::Patient, "Provenance", Perms::R)
                     }
                     // Patient?_id=pid&_revinclude=X:p where p puts X in the compartment.
                     ("_revinclude", Some((src, param, target))) => {
