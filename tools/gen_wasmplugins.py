@@ -47,6 +47,9 @@ from urllib.parse import urlsplit
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROOTS = [REPO_ROOT / "policies", REPO_ROOT / "kind-cluster" / "policies"]
 DEFAULT_LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
+# The policy's `cors` section as Envoy config: the one converter, shared with envoy/render.py.
+sys.path.insert(0, str(REPO_ROOT / "envoy"))
+import cors_config  # noqa: E402
 
 # filter -> (priority, pluginName), from the one registry (filters/registry.json). pluginName is
 # the root_id envoy/render.py gives each filter. Istio orders plugins of one phase by descending
@@ -448,6 +451,43 @@ def read_before_write(api: str, policy: dict, deploy: dict, where: str) -> list[
     }]
 
 
+def cors(api: str, policy: dict, deploy: dict, where: str) -> list[dict]:
+    """The policy's `cors` section in a sidecar (docs/platform-guide.md, "CORS"): an EnvoyFilter
+    that puts Envoy's CORS filter FIRST in the inbound connection manager, before the AUTHN-phase
+    WasmPlugins (a preflight carries no token), and sets the CORS policy on the inbound virtual
+    hosts. A VirtualService `corsPolicy` does not reach a sidecar's inbound listener (it applies
+    to the clients' outbound routes and gateways). At a gateway, set the VirtualService
+    `corsPolicy` bound to it; nothing is generated there."""
+    s = cors_config.settings(policy)
+    if s is None:
+        return []
+    if "selector" not in deploy:
+        raise GenError(
+            f"{where}: `cors` at a gateway: set the same origins in the `corsPolicy` of the VirtualService bound to "
+            "the gateway (docs/platform-guide.md, \"CORS\") and leave `cors` out of this policy"
+        )
+    ports = deploy.get("match_ports") or [None]
+    patches = []
+    for port in ports:
+        listener = {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager"}}}
+        if port is not None:
+            listener["portNumber"] = port
+        patches.append({"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener},
+                        "patch": {"operation": "INSERT_FIRST", "value": cors_config.http_filter()}})
+    for port in ports:
+        match = {"context": "SIDECAR_INBOUND"}
+        if port is not None:
+            match["routeConfiguration"] = {"portNumber": port}
+        patches.append({"applyTo": "VIRTUAL_HOST", "match": match,
+                        "patch": {"operation": "MERGE", "value": cors_config.virtual_host_config(policy)}})
+    return [{
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": f"{api}-cors", "namespace": deploy["namespace"], "labels": _labels(api, "cors")},
+        "spec": {"workloadSelector": {"labels": dict(sorted(deploy["selector"].items()))}, "configPatches": patches},
+    }]
+
+
 def mesh_config_errors(doc: dict) -> list[str]:
     """What the guard expects of Istio's mesh config. `doc` is an IstioOperator, the `istio`
     ConfigMap (data.mesh as YAML text, parsed by the caller) or a bare meshConfig."""
@@ -524,6 +564,7 @@ def generate(roots: list[Path], lock_path: Path) -> tuple[dict[Path, dict[str, s
             docs = wasm_plugins(stem, policy, deploy, lock, sources)
             docs += jwks_egress(stem, policy, deploy, rel(ppath))
             docs += read_before_write(stem, policy, deploy, rel(ppath))
+            docs += cors(stem, policy, deploy, rel(ppath))
             header = HEADER.format(sources=", ".join(sources) + ", " + rel(lock_path))
             files[f"{stem}.yaml"] = header + "".join("---\n" + to_yaml(d) for d in docs)
     return result, notes

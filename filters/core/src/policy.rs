@@ -32,6 +32,10 @@ pub struct PolicyDoc {
     /// What a request no `routes[]` rule matches needs: `token_only` (default) or `deny`.
     #[serde(default)]
     pub unmatched: crate::routes::Unmatched,
+    /// Browser origins allowed to call the API; enforced by Envoy's CORS filter before the
+    /// guard, not by the filters (`cors.rs`, docs/platform-guide.md "CORS").
+    #[serde(default)]
+    pub cors: Option<crate::cors::CorsDoc>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,6 +284,9 @@ impl Policy {
                     "issuer listed twice",
                 ));
             }
+        }
+        if let Some(c) = &doc.cors {
+            c.validate()?;
         }
         let token = compile_token(&doc.token)?;
         let routes = RouteTable::compile(doc.routes.as_deref())?;

@@ -71,7 +71,7 @@ pub struct RouteMatch<'a> {
     pub rule: Option<usize>,
 }
 
-const METHODS: [&str; 9] = [
+pub(crate) const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
 ];
 

@@ -83,7 +83,9 @@ pub(super) fn batch(
             Decision::AllowIfResponseMatches(
                 c @ (ResponseCheck::Resource(_) | ResponseCheck::Searchset(_)),
             ) => checks.push((i, c)),
+            // (`AllowIfReadMatches` comes only from `decide`, never for an entry.)
             Decision::AllowIfResponseMatches(ResponseCheck::BundleEntries(_))
+            | Decision::AllowIfReadMatches(_)
             | Decision::NeedBody => {
                 return entry_bad("cannot be decided");
             }
