@@ -451,6 +451,9 @@ def read_before_write(api: str, policy: dict, deploy: dict, where: str) -> list[
     }]
 
 
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
 def cors(api: str, policy: dict, deploy: dict, where: str) -> list[dict]:
     """The policy's `cors` section in a sidecar (docs/platform-guide.md, "CORS"): an EnvoyFilter
     that puts Envoy's CORS filter FIRST in the inbound connection manager, before the AUTHN-phase
@@ -474,6 +477,14 @@ def cors(api: str, policy: dict, deploy: dict, where: str) -> list[dict]:
             listener["portNumber"] = port
         patches.append({"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener},
                         "patch": {"operation": "INSERT_FIRST", "value": cors_config.http_filter()}})
+    for port in ports:
+        # The CORS headers on the guard's denials made on the response (cors_config.local_reply_config).
+        listener = {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager"}}}
+        if port is not None:
+            listener["portNumber"] = port
+        patches.append({"applyTo": "NETWORK_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener},
+                        "patch": {"operation": "MERGE", "value": {"typed_config": {
+                            "@type": HCM_TYPE, **cors_config.hcm_config(policy)}}}})
     for port in ports:
         match = {"context": "SIDECAR_INBOUND"}
         if port is not None:

@@ -23,10 +23,15 @@ def test_sidecar_gets_the_cors_filter_first_and_the_policy(gen_wasmplugins, tmp_
     (ef,) = cors_docs(gen_wasmplugins, tmp_path, DEPLOY | {"match_ports": [8080]})
     assert ef["kind"] == "EnvoyFilter" and not istio_errors(ef), istio_errors(ef)
     assert ef["spec"]["workloadSelector"] == {"labels": {"app": "placeholder"}}
-    first, vhost = ef["spec"]["configPatches"]
+    first, hcm, vhost = ef["spec"]["configPatches"]
     assert first["applyTo"] == "HTTP_FILTER" and first["patch"]["operation"] == "INSERT_FIRST"
     assert first["match"]["context"] == "SIDECAR_INBOUND" and first["match"]["listener"]["portNumber"] == 8080
     assert first["patch"]["value"]["name"] == "envoy.filters.http.cors"
+    # Denials made on the response bypass the CORS filter: the local-reply mapper adds the headers.
+    assert hcm["applyTo"] == "NETWORK_FILTER" and hcm["patch"]["operation"] == "MERGE"
+    mapper = hcm["patch"]["value"]["typed_config"]["local_reply_config"]["mappers"][0]
+    assert mapper["filter"]["header_filter"]["header"] == {"name": "origin", "string_match": {"exact": "https://app.example.org"}}
+    assert mapper["headers_to_add"][0]["header"] == {"key": "access-control-allow-origin", "value": "%REQ(origin)%"}
     assert vhost["applyTo"] == "VIRTUAL_HOST" and vhost["patch"]["operation"] == "MERGE"
     p = vhost["patch"]["value"]["typed_per_filter_config"]["envoy.filters.http.cors"]
     assert p["allow_origin_string_match"] == [{"exact": "https://app.example.org"}]
