@@ -9,96 +9,109 @@
 //! field; the defaults of the optional lists live in `policies/schema/policy.schema.json`,
 //! which the renderers read.
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::PolicyError;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsDoc {
-    /// Exact serialized origins (`https://app.example.org`; RFC 6454 §6.2): no wildcard.
-    pub allowed_origins: Vec<String>,
-    #[serde(default)]
-    pub allowed_methods: Option<Vec<String>>,
-    #[serde(default)]
-    pub allowed_headers: Option<Vec<String>>,
-    #[serde(default)]
-    pub exposed_headers: Option<Vec<String>>,
-    #[serde(default)]
-    pub max_age_seconds: Option<u64>,
-    #[serde(default)]
-    pub allow_credentials: Option<bool>,
-}
 
 /// Browsers cap a preflight's cache at 2 h (Chromium) or 24 h (Firefox); more is a mistake.
 pub const MAX_AGE_SECONDS: u64 = 86_400;
 
-impl CorsDoc {
-    /// Checks the section; errors name the field (`cors.allowed_origins[1]`).
-    pub fn validate(&self) -> Result<(), PolicyError> {
-        if self.allowed_origins.is_empty() {
-            return Err(PolicyError::new(
-                "cors.allowed_origins",
-                "list at least one origin",
-            ));
-        }
-        for (i, o) in self.allowed_origins.iter().enumerate() {
-            let field = || format!("cors.allowed_origins[{i}]");
-            if !is_origin(o) {
-                return Err(PolicyError::new(
-                    field(),
-                    "must be an exact origin `https://host[:port]` (lower case, no path, no wildcard)",
-                ));
-            }
-            if self.allowed_origins.iter().take(i).any(|p| p == o) {
-                return Err(PolicyError::new(field(), "origin listed twice"));
-            }
-        }
-        for (i, m) in self.allowed_methods.iter().flatten().enumerate() {
-            // CONNECT/TRACE are never FHIR; OPTIONS is the preflight itself.
-            if !crate::routes::METHODS.contains(&m.as_str())
-                || matches!(m.as_str(), "OPTIONS" | "TRACE" | "CONNECT")
-            {
-                return Err(PolicyError::new(
-                    format!("cors.allowed_methods[{i}]"),
-                    "must be one of GET, HEAD, POST, PUT, PATCH, DELETE",
-                ));
-            }
-        }
-        for (name, list) in [
-            ("allowed_methods", &self.allowed_methods),
-            ("allowed_headers", &self.allowed_headers),
-        ] {
-            if list.as_ref().is_some_and(Vec::is_empty) {
-                return Err(PolicyError::new(
-                    format!("cors.{name}"),
-                    "must not be empty (leave it out for the defaults)",
-                ));
-            }
-        }
-        for (name, list) in [
-            ("allowed_headers", &self.allowed_headers),
-            ("exposed_headers", &self.exposed_headers),
-        ] {
-            for (i, h) in list.iter().flatten().enumerate() {
-                // RFC 9110 §5.1 field names; `*` is no wildcard for `Authorization` (Fetch
-                // standard, "CORS-safelisted request-header"), so every header is listed.
-                if h.is_empty() || !h.bytes().all(is_tchar) {
-                    return Err(PolicyError::new(
-                        format!("cors.{name}[{i}]"),
-                        "must be a header field name (RFC 9110 §5.1), no wildcard",
-                    ));
-                }
-            }
-        }
-        if self.max_age_seconds.is_some_and(|a| a > MAX_AGE_SECONDS) {
-            return Err(PolicyError::new(
-                "cors.max_age_seconds",
-                format!("must be at most {MAX_AGE_SECONDS}"),
-            ));
-        }
-        Ok(())
+const FIELDS: [&str; 6] = [
+    "allowed_origins",
+    "allowed_methods",
+    "allowed_headers",
+    "exposed_headers",
+    "max_age_seconds",
+    "allow_credentials",
+];
+
+fn err(field: &str, message: impl Into<String>) -> PolicyError {
+    PolicyError::new(format!("cors.{field}"), message)
+}
+
+/// The list of strings `name` (None when left out).
+fn strings<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<Vec<&'a str>>, PolicyError> {
+    let Some(v) = o.get(name) else {
+        return Ok(None);
+    };
+    v.as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+        .map(Some)
+        .ok_or_else(|| err(name, "must be a list of strings"))
+}
+
+/// Checks the section (read as plain JSON: the filters keep nothing of it); errors name the
+/// field (`cors.allowed_origins[1]`). Exact origins (RFC 6454 §6.2) and header names, no
+/// wildcard anywhere: `*` never covers `Authorization` (Fetch standard, "CORS-safelisted
+/// request-header"), and with credentials it is no wildcard at all.
+pub fn validate(v: &Value) -> Result<(), PolicyError> {
+    let Some(o) = v.as_object() else {
+        return Err(PolicyError::new("cors", "must be an object"));
+    };
+    if let Some(k) = o.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(err(k, "unknown field"));
     }
+    let origins = strings(o, "allowed_origins")?.unwrap_or_default();
+    if origins.is_empty() {
+        return Err(err("allowed_origins", "list at least one origin"));
+    }
+    for (i, origin) in origins.iter().enumerate() {
+        let field = format!("allowed_origins[{i}]");
+        if !is_origin(origin) {
+            return Err(err(
+                &field,
+                "must be an exact origin `https://host[:port]` (lower case, no path, no wildcard)",
+            ));
+        }
+        if origins.iter().take(i).any(|p| p == origin) {
+            return Err(err(&field, "origin listed twice"));
+        }
+    }
+    for (name, check) in [
+        ("allowed_methods", is_method as fn(&str) -> bool),
+        ("allowed_headers", is_field_name),
+        ("exposed_headers", is_field_name),
+    ] {
+        let Some(list) = strings(o, name)? else {
+            continue;
+        };
+        if list.is_empty() && name != "exposed_headers" {
+            return Err(err(
+                name,
+                "must not be empty (leave it out for the defaults)",
+            ));
+        }
+        if let Some(i) = list.iter().position(|x| !check(x)) {
+            return Err(err(
+                &format!("{name}[{i}]"),
+                "must be one of GET, HEAD, POST, PUT, PATCH, DELETE / a header field name (RFC 9110 §5.1), no wildcard",
+            ));
+        }
+    }
+    if let Some(a) = o.get("max_age_seconds") {
+        if !a.as_u64().is_some_and(|a| a <= MAX_AGE_SECONDS) {
+            return Err(err(
+                "max_age_seconds",
+                format!("must be a whole number of seconds, at most {MAX_AGE_SECONDS}"),
+            ));
+        }
+    }
+    if o.get("allow_credentials").is_some_and(|c| !c.is_boolean()) {
+        return Err(err("allow_credentials", "must be true or false"));
+    }
+    Ok(())
+}
+
+/// CONNECT/TRACE are never FHIR; OPTIONS is the preflight itself.
+fn is_method(m: &str) -> bool {
+    crate::routes::METHODS.contains(&m) && !matches!(m, "OPTIONS" | "TRACE" | "CONNECT")
+}
+
+/// RFC 9110 §5.1 field names (`tchar`s), `*` left out: it would read as a wildcard.
+fn is_field_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b))
 }
 
 /// RFC 6454 §6.2 serialization of an http(s) origin, as a browser sends it in `Origin`:
@@ -126,19 +139,13 @@ fn is_origin(o: &str) -> bool {
     host_ok && port_ok
 }
 
-/// RFC 9110 §5.6.2 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    // `*` is a tchar, left out: it would read as a wildcard.
-    b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    fn doc(json: &str) -> CorsDoc {
-        serde_json::from_str(json).unwrap()
+    fn check(json: &str) -> Result<(), PolicyError> {
+        validate(&serde_json::from_str(json).unwrap())
     }
 
     #[test]
@@ -194,12 +201,23 @@ mod tests {
                 r#"{"allowed_origins": ["https://a"], "max_age_seconds": 86401}"#,
                 "cors.max_age_seconds",
             ),
+            (
+                r#"{"allowed_origins": ["https://a"], "allow_credentials": "yes"}"#,
+                "cors.allow_credentials",
+            ),
+            (
+                r#"{"allowed_origins": "https://a"}"#,
+                "cors.allowed_origins",
+            ),
+            (
+                r#"{"allowed_origins": ["https://a"], "origins": []}"#,
+                "cors.origins",
+            ),
         ];
         for (json, field) in cases {
-            assert_eq!(doc(json).validate().unwrap_err().field, field, "{json}");
+            assert_eq!(check(json).unwrap_err().field, field, "{json}");
         }
-        doc(r#"{"allowed_origins": ["https://a"], "allowed_headers": ["Authorization", "DPoP"], "max_age_seconds": 600, "allow_credentials": true}"#)
-            .validate()
+        check(r#"{"allowed_origins": ["https://a"], "allowed_headers": ["Authorization", "DPoP"], "exposed_headers": [], "max_age_seconds": 600, "allow_credentials": true}"#)
             .unwrap();
     }
 }
