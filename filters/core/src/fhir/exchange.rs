@@ -129,13 +129,9 @@ impl HeldRead {
         listed: &[(String, String)],
     ) -> Vec<(String, String)> {
         let mut headers = stored_read_headers(path, authority, listed);
-        if let HeldRead::Head(c @ ResponseCheck::Searchset(_)) = self {
-            for (name, value) in response_check_request_edits(c, None) {
-                if let Some(v) = value {
-                    headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-                    headers.push((name.to_string(), v));
-                }
-            }
+        if let HeldRead::Head(ResponseCheck::Searchset(_)) = self {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("prefer"));
+            headers.push(("prefer".to_string(), prefer_strict_handling(None)));
         }
         headers
     }
@@ -321,5 +317,63 @@ mod tests {
         );
         assert!(!read, "an oversized answer is not read");
         assert!(check_stored_answer(&p, &c, None, 0, Vec::new).is_err());
+    }
+
+    #[test]
+    fn head_reads_the_get_it_mirrors_and_fails_closed() {
+        let p = policy();
+        let search = HeldRead::Head(ResponseCheck::Searchset(SearchCheck {
+            resource_type: Some("Observation".into()),
+            patient: "p".into(),
+            constraints: Vec::new(),
+            non_compartment_types_pass: false,
+        }));
+        let path = search.path("/fhir/Observation?patient=p&code=x");
+        assert_eq!(path, "/fhir/Observation?patient=p&code=x");
+        let listed = [("prefer".to_string(), "handling=lenient".to_string())];
+        let h = search.headers(&path, "api", &listed);
+        assert!(h.contains(&(":method".into(), "GET".into())));
+        assert_eq!(
+            h.iter().filter(|(k, _)| k == "prefer").collect::<Vec<_>>(),
+            [&("prefer".to_string(), "handling=strict".to_string())]
+        );
+        assert!(!h.iter().any(|(k, _)| k == "authorization" || k == "dpop"));
+        let empty = br#"{"resourceType":"Bundle","type":"searchset","entry":[]}"#;
+        assert_eq!(
+            search.check_answer(&p, Some(200), empty.len(), || empty.to_vec()),
+            Ok(())
+        );
+        let foreign =
+            br#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/q"}}"#;
+        let read = HeldRead::Head(ResponseCheck::Resource(ResourceCheck {
+            resource_type: "Observation".into(),
+            id: Some("o".into()),
+            history: false,
+            alternatives: vec![crate::fhir::decide::Alternative {
+                patient: Some("p".into()),
+                constraint: Vec::new(),
+            }],
+        }));
+        assert_eq!(
+            read.check_answer(&p, Some(200), foreign.len(), || foreign.to_vec()),
+            Err(Reason::ResponseOutsideGrant)
+        );
+        // No answer, or one too large to read: refused, the body not read.
+        assert_eq!(
+            read.check_answer(&p, None, 0, Vec::new),
+            Err(Reason::StoredReadFailed)
+        );
+        assert_eq!(
+            read.check_answer(&p, Some(0), 0, Vec::new),
+            Err(Reason::StoredReadFailed)
+        );
+        assert_eq!(
+            read.check_answer(&p, Some(200), 101, || panic!("read")),
+            Err(Reason::ResponseTooLarge)
+        );
+        assert!(read
+            .denial(Reason::ResponseOutsideGrant, "read Observation")
+            .detail
+            .contains("the response holds a resource outside"));
     }
 }
