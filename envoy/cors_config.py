@@ -9,8 +9,8 @@ request") from an allowed origin itself, and adds `Access-Control-Allow-Origin` 
 the app can read them. A preflight from any other origin is not answered by CORS and reaches
 the guard as a protected request (401).
 
-Used by envoy/render.py (a virtual host's `typed_per_filter_config`) and tools/gen_wasmplugins.py
-(an Istio EnvoyFilter for a sidecar's inbound listener). Only the standard library.
+Used by envoy/render.py (the connection manager and its virtual host) and tools/gen_wasmplugins.py
+(an Istio EnvoyFilter for a sidecar's inbound listener, `istio_patches`). Only the standard library.
 """
 from __future__ import annotations
 
@@ -93,4 +93,28 @@ def hcm_config(policy: dict) -> dict:
     """The connection manager's fields for `policy` ({} without `cors`)."""
     s = settings(policy)
     return {"local_reply_config": local_reply_config(s)} if s else {}
+
+
+HCM = "envoy.filters.network.http_connection_manager"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def istio_patches(policy: dict, ports: list) -> list[dict]:
+    """The `configPatches` of an Istio EnvoyFilter doing in a sidecar's inbound listener what
+    render.py does (tools/gen_wasmplugins.py): per port (None: every inbound port) the CORS
+    filter INSERT_FIRST (before the AUTHN-phase WasmPlugins), the local-reply mapper MERGEd into
+    the connection manager, and the CORS policy MERGEd into the inbound virtual hosts. A
+    VirtualService `corsPolicy` does not reach a sidecar's inbound listener."""
+    def listener(port):
+        return {"filterChain": {"filter": {"name": HCM}}, **({"portNumber": port} if port is not None else {})}
+
+    patches = [{"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener(p)},
+                "patch": {"operation": "INSERT_FIRST", "value": http_filter()}} for p in ports]
+    patches += [{"applyTo": "NETWORK_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener(p)},
+                 "patch": {"operation": "MERGE", "value": {"typed_config": {"@type": HCM_TYPE, **hcm_config(policy)}}}}
+                for p in ports]
+    patches += [{"applyTo": "VIRTUAL_HOST",
+                 "match": {"context": "SIDECAR_INBOUND", **({"routeConfiguration": {"portNumber": p}} if p is not None else {})},
+                 "patch": {"operation": "MERGE", "value": virtual_host_config(policy)}} for p in ports]
+    return patches
 

@@ -25,6 +25,10 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
                                                   # (the chain plugin: the filters as steps of one
                                                   # HTTP context; docs/checks.md "One module")
 
+A policy with a `cors` section also gets, for a sidecar, an EnvoyFilter `<api>-cors` that puts
+Envoy's CORS filter before the WasmPlugins (docs/platform-guide.md, "CORS"); at a gateway the
+VirtualService `corsPolicy` does it, and `cors` in the policy is refused.
+
 Usage:
   tools/gen_wasmplugins.py                 # both roots, writes <root>/deploy/generated/
   tools/gen_wasmplugins.py --check         # exit 1 if the committed files differ
@@ -451,51 +455,23 @@ def read_before_write(api: str, policy: dict, deploy: dict, where: str) -> list[
     }]
 
 
-HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-
-
 def cors(api: str, policy: dict, deploy: dict, where: str) -> list[dict]:
-    """The policy's `cors` section in a sidecar (docs/platform-guide.md, "CORS"): an EnvoyFilter
-    that puts Envoy's CORS filter FIRST in the inbound connection manager, before the AUTHN-phase
-    WasmPlugins (a preflight carries no token), and sets the CORS policy on the inbound virtual
-    hosts. A VirtualService `corsPolicy` does not reach a sidecar's inbound listener (it applies
-    to the clients' outbound routes and gateways). At a gateway, set the VirtualService
-    `corsPolicy` bound to it; nothing is generated there."""
-    s = cors_config.settings(policy)
-    if s is None:
+    """The policy's `cors` section in a sidecar: an EnvoyFilter with the CORS filter first on the
+    inbound listener (cors_config.istio_patches; docs/platform-guide.md, "CORS"). At a gateway
+    the VirtualService `corsPolicy` does it: `cors` there is refused."""
+    if cors_config.settings(policy) is None:
         return []
     if "selector" not in deploy:
         raise GenError(
             f"{where}: `cors` at a gateway: set the same origins in the `corsPolicy` of the VirtualService bound to "
             "the gateway (docs/platform-guide.md, \"CORS\") and leave `cors` out of this policy"
         )
-    ports = deploy.get("match_ports") or [None]
-    patches = []
-    for port in ports:
-        listener = {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager"}}}
-        if port is not None:
-            listener["portNumber"] = port
-        patches.append({"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener},
-                        "patch": {"operation": "INSERT_FIRST", "value": cors_config.http_filter()}})
-    for port in ports:
-        # The CORS headers on the guard's denials made on the response (cors_config.local_reply_config).
-        listener = {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager"}}}
-        if port is not None:
-            listener["portNumber"] = port
-        patches.append({"applyTo": "NETWORK_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": listener},
-                        "patch": {"operation": "MERGE", "value": {"typed_config": {
-                            "@type": HCM_TYPE, **cors_config.hcm_config(policy)}}}})
-    for port in ports:
-        match = {"context": "SIDECAR_INBOUND"}
-        if port is not None:
-            match["routeConfiguration"] = {"portNumber": port}
-        patches.append({"applyTo": "VIRTUAL_HOST", "match": match,
-                        "patch": {"operation": "MERGE", "value": cors_config.virtual_host_config(policy)}})
     return [{
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
         "metadata": {"name": f"{api}-cors", "namespace": deploy["namespace"], "labels": _labels(api, "cors")},
-        "spec": {"workloadSelector": {"labels": dict(sorted(deploy["selector"].items()))}, "configPatches": patches},
+        "spec": {"workloadSelector": {"labels": dict(sorted(deploy["selector"].items()))},
+                 "configPatches": cors_config.istio_patches(policy, deploy.get("match_ports") or [None])},
     }]
 
 
