@@ -367,10 +367,15 @@ mod tests {
             read.check_answer(&p, Some(0), 0, Vec::new),
             Err(Reason::StoredReadFailed)
         );
+        let mut asked = false;
         assert_eq!(
-            read.check_answer(&p, Some(200), 101, || panic!("read")),
+            read.check_answer(&p, Some(200), 101, || {
+                asked = true;
+                Vec::new()
+            }),
             Err(Reason::ResponseTooLarge)
         );
+        assert!(!asked, "an oversized answer is not read");
         assert!(read
             .denial(Reason::ResponseOutsideGrant, "read Observation")
             .detail
