@@ -43,6 +43,12 @@ filters run as steps of one HTTP context in chain order, the verified token hand
 --direct-response makes the route answer 200 itself instead of proxying to `api`
 (benchmarks: measure the filters, not an upstream).
 
+A policy with a `cors` section gets Envoy's CORS filter before the Wasm filters and the
+virtual host's CORS policy (envoy/cors_config.py): an allowed origin's preflight is answered
+by Envoy without reaching the guard, and every answer to that origin, denials included,
+carries the Access-Control-* headers (the connection manager's local-reply mapper adds them to
+the denials Envoy sends past the CORS filter).
+
 Every connection manager normalises the path before any filter or route sees it
 (PATH_NORMALISATION: RFC 3986 dot-segments, merged slashes, `%2F`/`%5C` refused); the
 filters still refuse any path that is not canonical themselves (docs/checks.md, "Path
@@ -62,6 +68,8 @@ import json
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import cors_config  # envoy/cors_config.py: the policy's `cors` section as Envoy config
 
 # The one registry of filter names (filters/registry.json): here by their chain names.
 _REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())
@@ -340,17 +348,22 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
         **(PATH_NORMALISATION if normalize_paths else {}),
         **stream_timeouts(o),
         **({"forward_client_cert_details": forward_client_cert} if forward_client_cert else {}),
+        **cors_config.hcm_config(policy),
         "route_config": {
             "name": "inbound",
             "virtual_hosts": [{
                 "name": "api",
                 "domains": ["*"],
+                **cors_config.virtual_host_config(policy),
                 "routes": [{"match": {"prefix": "/"},
                             **({"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
                                if direct_response else {"route": {"cluster": "api", "timeout": "15s"}})}],
             }],
         },
-        "http_filters": [wasm_filter(f, policy_json, wasm_dir, vm_env, one_module) for f in plugins]
+        # Envoy's CORS filter first: it answers an allowed origin's preflight before the guard
+        # (a preflight carries no token) and marks every answer, denials included.
+        "http_filters": ([cors_config.http_filter()] if cors_config.settings(policy) else [])
+        + [wasm_filter(f, policy_json, wasm_dir, vm_env, one_module) for f in plugins]
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }

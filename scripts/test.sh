@@ -30,4 +30,4 @@ FAPI_GUARD_SKIP_BUILD=1 .venv/bin/python -m pytest "$@"
 echo "== pytest subset against Envoy $(.venv-envoy-1.36/bin/envoy --version | grep -o '/1\.[0-9.]*/' | tr -d /)"
 ENVOY_BIN="$ROOT/.venv-envoy-1.36/bin/envoy" FAPI_GUARD_SKIP_BUILD=1 .venv/bin/python -m pytest -q \
   tests/e2e/test_envoy_compat.py tests/e2e/test_token.py tests/e2e/test_dpop.py \
-  tests/e2e/test_fhir_scope.py tests/e2e/test_hostile.py tests/e2e/test_faults.py
+  tests/e2e/test_fhir_scope.py tests/e2e/test_hostile.py tests/e2e/test_faults.py tests/e2e/test_cors_head.py

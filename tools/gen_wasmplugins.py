@@ -27,6 +27,10 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
                                                   # (the chain plugin: the filters as steps of one
                                                   # HTTP context; docs/checks.md "One module")
 
+A policy with a `cors` section also gets, for a sidecar, an EnvoyFilter `<api>-cors` that puts
+Envoy's CORS filter before the WasmPlugins (docs/platform-guide.md, "CORS"); at a gateway the
+VirtualService `corsPolicy` does it, and `cors` in the policy is refused.
+
 Usage:
   tools/gen_wasmplugins.py                 # both roots, writes <root>/deploy/generated/
   tools/gen_wasmplugins.py --check         # exit 1 if the committed files differ
@@ -51,6 +55,8 @@ sys.path.insert(0, str(REPO_ROOT / "envoy"))
 import render  # noqa: E402  (envoy/render.py: the one answer to which filters a policy runs)
 DEFAULT_ROOTS = [REPO_ROOT / "policies", REPO_ROOT / "kind-cluster" / "policies"]
 DEFAULT_LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
+# The policy's `cors` section as Envoy config: the one converter, shared with envoy/render.py.
+import cors_config  # noqa: E402
 
 # filter -> (priority, pluginName), from the one registry (filters/registry.json). pluginName is
 # the root_id envoy/render.py gives each filter. Istio orders plugins of one phase by descending
@@ -466,6 +472,26 @@ def read_before_write(api: str, policy: dict, deploy: dict, where: str) -> list[
     }]
 
 
+def cors(api: str, policy: dict, deploy: dict, where: str) -> list[dict]:
+    """The policy's `cors` section in a sidecar: an EnvoyFilter with the CORS filter first on the
+    inbound listener (cors_config.istio_patches; docs/platform-guide.md, "CORS"). At a gateway
+    the VirtualService `corsPolicy` does it: `cors` there is refused."""
+    if cors_config.settings(policy) is None:
+        return []
+    if "selector" not in deploy:
+        raise GenError(
+            f"{where}: `cors` at a gateway: set the same origins in the `corsPolicy` of the VirtualService bound to "
+            "the gateway (docs/platform-guide.md, \"CORS\") and leave `cors` out of this policy"
+        )
+    return [{
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": f"{api}-cors", "namespace": deploy["namespace"], "labels": _labels(api, "cors")},
+        "spec": {"workloadSelector": {"labels": dict(sorted(deploy["selector"].items()))},
+                 "configPatches": cors_config.istio_patches(policy, deploy.get("match_ports") or [None])},
+    }]
+
+
 def mesh_config_errors(doc: dict) -> list[str]:
     """What the guard expects of Istio's mesh config. `doc` is an IstioOperator, the `istio`
     ConfigMap (data.mesh as YAML text, parsed by the caller) or a bare meshConfig."""
@@ -542,6 +568,7 @@ def generate(roots: list[Path], lock_path: Path) -> tuple[dict[Path, dict[str, s
             docs = wasm_plugins(stem, policy, deploy, lock, sources)
             docs += jwks_egress(stem, policy, deploy, rel(ppath))
             docs += read_before_write(stem, policy, deploy, rel(ppath))
+            docs += cors(stem, policy, deploy, rel(ppath))
             header = HEADER.format(sources=", ".join(sources) + ", " + rel(lock_path))
             files[f"{stem}.yaml"] = header + "".join("---\n" + to_yaml(d) for d in docs)
     return result, notes

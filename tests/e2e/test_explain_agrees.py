@@ -240,6 +240,38 @@ def test_cli_agrees_on_reads_decided_on_the_response(cli, stack, issuer, upstrea
         assert got_cli == got_envoy, f"{who}: CLI {got_cli} != Envoy {got_envoy}"
 
 
+def test_cli_agrees_on_head_decided_like_get(cli, stack, issuer, upstream, tmp_path):
+    """RFC 9110 §9.3.2: a HEAD is decided on the answer to the GET it mirrors, which the filter
+    sends first; the CLI gets that GET's answer with --response. A HEAD answer has no body, so
+    status and `WWW-Authenticate` are compared."""
+    envoy, policy, _ = stack
+    p = Proofs()
+    tok = issuer.token(aud=AUD, scope="patient/*.rs", patient=ANNA, cnf={"jkt": p.jkt})
+    base = f"http://127.0.0.1:{envoy.port}"
+    bundle = upstream_answer(upstream, "GET", "/fhir/Observation")[1]
+    ids = {e["resource"]["subject"]["reference"].split("/")[-1]: e["resource"]["id"]
+           for e in json.loads(bundle)["entry"] if e["resource"]["resourceType"] == "Observation"}
+    for who, want in ((ANNA, 200), (BJORN, 403)):
+        path = f"/fhir/Observation/{ids[who]}"
+        h = {"Authorization": f"DPoP {tok}", "DPoP": p.proof("HEAD", base + path, tok)}
+        got_envoy, _ = via_envoy(envoy, "HEAD", path, h)
+        got_cli = via_cli(cli, envoy, policy, "HEAD", path, h, response=upstream_answer(upstream, "GET", path),
+                          tmp=tmp_path)
+        assert got_envoy["status"] == want, got_envoy
+        assert (got_cli["status"], got_cli["www"]) == (got_envoy["status"], got_envoy["www"]), (who, got_cli, got_envoy)
+        if want == 403:
+            assert got_cli["reason"] == "response_outside_grant"
+    # Without the GET's answer the CLI says the HEAD is held, not forwarded.
+    path = f"/fhir/Observation/{ids[ANNA]}"
+    h = {"Authorization": f"DPoP {tok}", "DPoP": p.proof("HEAD", base + path, tok)}
+    out = subprocess.run([str(cli), "explain", "--policy", str(policy), "--request", f"HEAD {path}",
+                          "--authority", f"127.0.0.1:{envoy.port}", "--scheme", "http", "--json"]
+                         + [a for k, v in h.items() for a in ("--header", f"{k}: {v}")],
+                         capture_output=True, text=True, timeout=60)
+    answer = json.loads(out.stdout)["answer"]
+    assert not answer["forwarded"] and "GETs the same path" in answer["why"], answer
+
+
 def test_cli_agrees_with_fetched_keys(cli, remote_stack, issuer, tmp_path):
     envoy, policy, jwks = remote_stack
     p = Proofs()

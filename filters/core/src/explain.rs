@@ -1038,7 +1038,7 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                 };
                 return trace(steps, decoded_list, answer, notes);
             }
-            Decision::AllowIfResponseMatches(check) => {
+            Decision::AllowIfResponseMatches(check) | Decision::AllowIfReadMatches(check) => {
                 steps.push(fstep(
                     "scopes for the interaction",
                     spec,
@@ -1046,7 +1046,14 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                     None,
                     Some(what.clone()),
                 ));
-                let label = "response body: every resource in the grant / compartment";
+                // RFC 9110 §9.3.2: a HEAD is decided on the answer to the GET it mirrors,
+                // which the filter sends first; `--response` is that GET's answer.
+                let head = method == "HEAD";
+                let label = if head {
+                    "HEAD: the GET it mirrors answers with resources in the grant / compartment"
+                } else {
+                    "response body: every resource in the grant / compartment"
+                };
                 let rspec = "docs/checks.md §3 (BOLA); FHIR R4 compartments";
                 match opts.response {
                     None => {
@@ -1061,13 +1068,17 @@ fn explain_enforced(policy: &Policy, req: &Request<'_>, opts: &Options<'_>) -> T
                             ),
                         ));
                         let answer = Answer {
-                            forwarded: true,
+                            forwarded: !head,
                             status: None,
                             reason: None,
-                            filter: None,
+                            filter: head.then_some("fhir_scope"),
                             headers: vec![],
                             body: None,
-                            why: "forwarded; the response is held and passed only if every resource in it is in the grant".into(),
+                            why: if head {
+                                format!("held: the filter GETs the same path from cluster `{}` and forwards the HEAD only if every resource in that answer is in the grant; give --response (the GET's answer) to check it", fp.read_before_write_cluster)
+                            } else {
+                                "forwarded; the response is held and passed only if every resource in it is in the grant".into()
+                            },
                         };
                         return trace(steps, decoded_list, answer, notes);
                     }

@@ -9,6 +9,7 @@ pub mod b64;
 pub mod cache;
 pub mod challenge;
 pub mod claims;
+pub mod cors;
 pub mod denial;
 pub mod describe;
 pub mod diagnostics;

@@ -32,6 +32,10 @@ pub struct PolicyDoc {
     /// What a request no `routes[]` rule matches needs: `token_only` (default) or `deny`.
     #[serde(default)]
     pub unmatched: crate::routes::Unmatched,
+    /// Browser origins allowed to call the API; enforced by Envoy's CORS filter before the
+    /// guard, not by the filters (`cors.rs`, docs/platform-guide.md "CORS").
+    #[serde(default)]
+    pub cors: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +322,9 @@ impl Policy {
                     "issuer listed twice",
                 ));
             }
+        }
+        if let Some(c) = &doc.cors {
+            crate::cors::validate(c)?;
         }
         let token = compile_token(&doc.token)?;
         let routes = RouteTable::compile(doc.routes.as_deref())?;

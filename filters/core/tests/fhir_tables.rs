@@ -178,6 +178,7 @@ fn decision_code(d: &Decision) -> String {
         Decision::Allow => "allow".into(),
         Decision::AllowIfResponseMatches(_) => "check".into(),
         Decision::AllowIfStoredMatches(_) => "stored".into(),
+        Decision::AllowIfReadMatches(_) => "head-read".into(),
         Decision::NeedBody => "need-body".into(),
         Decision::Deny(d) => format!("deny:{}", d.reason.code()),
     }
@@ -281,7 +282,8 @@ fn response_table() {
         let rb = body(req_body);
         let d = run(pol, &t, method, target, None, rb.as_deref());
         let got = match &d {
-            Decision::AllowIfResponseMatches(check) => {
+            // A HEAD: `response_body` is the answer to the GET the filter sends first.
+            Decision::AllowIfResponseMatches(check) | Decision::AllowIfReadMatches(check) => {
                 let resp = body(resp_body).unwrap_or_default();
                 match check_response(pol, check, status.parse().unwrap(), &resp) {
                     Ok(()) => "pass".to_string(),

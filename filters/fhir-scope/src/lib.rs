@@ -26,12 +26,11 @@ use fapi_guard_core::authz::Mode;
 use fapi_guard_core::challenge::{self, Challenge};
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::Reason;
-use fapi_guard_core::fhir::exchange;
+use fapi_guard_core::fhir::exchange::{self, HeldRead};
 use fapi_guard_core::fhir::policy::FhirPolicy;
 use fapi_guard_core::fhir::stream::{step, Gate, Part, Step};
 use fapi_guard_core::fhir::{
     check_response_meta, decide, Decision, Denial, RequestView, ResponseCheck, ResponseMeta,
-    StoredCheck,
 };
 use fapi_guard_core::policy::Policy;
 use fapi_guard_core::shadow::ShadowRequest;
@@ -165,8 +164,9 @@ struct FhirFilter {
     response_gate: Gate,
     /// The response must pass this check before anything of it reaches the client.
     check: Option<ResponseCheck>,
-    /// The request is held until the stored read (call token) answers and passes this.
-    stored: Option<(u32, StoredCheck)>,
+    /// The request is held until the read before it (call token: a write's stored read, a
+    /// HEAD's GET) answers and passes this.
+    stored: Option<(u32, HeldRead)>,
     status: u32,
     /// The response's `X-Security-Context` (a Binary served as raw bytes, R4 binary.html).
     security_context: Option<String>,
@@ -240,7 +240,8 @@ impl FhirFilter {
                 self.response_gate = Gate::Buffering;
                 Action::Continue
             }
-            Decision::AllowIfStoredMatches(c) => self.read_stored(c),
+            Decision::AllowIfStoredMatches(c) => self.read_stored(HeldRead::Stored(c)),
+            Decision::AllowIfReadMatches(c) => self.read_stored(HeldRead::Head(c)),
             // Only asked for without a body; with one it is a request we cannot read.
             Decision::NeedBody => self.deny(Reason::UnknownFhirRequest, None),
             Decision::Deny(d) => self.deny(d.reason, Some(&d)),
@@ -249,13 +250,13 @@ impl FhirFilter {
 }
 
 impl FhirFilter {
-    /// Read before write (docs/checks.md §3, BOLA): GET the stored resource and hold the request.
-    /// No `Authorization`/`DPoP` is forwarded (a proof is bound to the client's request and
-    /// would be a replay); the API must serve this internal read from the sidecar.
-    fn read_stored(&mut self, c: StoredCheck) -> Action {
-        let path = exchange::stored_read_path(&self.path, &c);
-        let owned =
-            exchange::stored_read_headers(&path, &self.authority, &self.stored_read_headers);
+    /// Read before write (docs/checks.md §3, BOLA): GET the stored resource and hold the request;
+    /// for a HEAD decided like GET, GET the same path and query. No `Authorization`/`DPoP` is
+    /// forwarded (a proof is bound to the client's request and would be a replay); the API
+    /// must serve this internal read from the sidecar.
+    fn read_stored(&mut self, c: HeldRead) -> Action {
+        let path = c.path(&self.path);
+        let owned = c.headers(&path, &self.authority, &self.stored_read_headers);
         let headers: Vec<(&str, &str)> = owned
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -275,14 +276,10 @@ impl FhirFilter {
                         "fapi_guard.{FILTER}: stored read could not be sent (cluster `{cluster}`): {e:?}"
                     ),
                 );
-                let detail = self.stored_denial(Reason::StoredReadFailed);
+                let detail = c.denial(Reason::StoredReadFailed, &self.what());
                 self.deny(Reason::StoredReadFailed, Some(&detail))
             }
         }
-    }
-
-    fn stored_denial(&self, reason: Reason) -> Denial {
-        exchange::stored_denial(reason, &self.what())
     }
 
     /// `read Observation`, for denials decided on the response (no ids).
@@ -312,11 +309,10 @@ impl Context for FhirFilter {
             self.get_http_call_response_header(":status")
                 .and_then(|s| s.parse().ok())
         };
-        let verdict =
-            exchange::check_stored_answer(&self.worker.fhir, &check, status, body_size, || {
-                self.get_http_call_response_body(0, body_size)
-                    .unwrap_or_default()
-            });
+        let verdict = check.check_answer(&self.worker.fhir, status, body_size, || {
+            self.get_http_call_response_body(0, body_size)
+                .unwrap_or_default()
+        });
         match verdict {
             Ok(()) => {
                 self.worker.stats.allowed();
@@ -324,7 +320,7 @@ impl Context for FhirFilter {
                 fapi_guard_host::chain::resume_request();
             }
             Err(reason) => {
-                let detail = self.stored_denial(reason);
+                let detail = check.denial(reason, &self.what());
                 if let Action::Continue = self.deny(reason, Some(&detail)) {
                     fapi_guard_host::chain::resume_request();
                 }

@@ -6,7 +6,7 @@
 use super::decide::{Denial, ResponseCheck, StoredCheck};
 use super::interaction::classify;
 use super::policy::FhirPolicy;
-use super::response::check_stored;
+use super::response::{check_response, check_stored};
 use super::stream::CONDITIONAL_READ_HEADERS;
 use super::subsetting;
 use crate::denial::Reason;
@@ -100,6 +100,82 @@ pub fn check_stored_answer(
         return Err(Reason::ResponseTooLarge);
     }
     check_stored(policy, check, status.unwrap_or(0), &body())
+}
+
+/// A request held while the filter reads from the API first: a write by id waiting for its
+/// stored resource ([`Decision::AllowIfStoredMatches`]), or a HEAD waiting for the answer to the
+/// GET it mirrors ([`Decision::AllowIfReadMatches`]).
+///
+/// [`Decision::AllowIfStoredMatches`]: super::decide::Decision::AllowIfStoredMatches
+/// [`Decision::AllowIfReadMatches`]: super::decide::Decision::AllowIfReadMatches
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldRead {
+    Stored(StoredCheck),
+    Head(ResponseCheck),
+}
+
+impl HeldRead {
+    /// The `:path` of the read: the stored read's ([`stored_read_path`]), or for a HEAD the same
+    /// path and query (the GET it mirrors).
+    pub fn path(&self, path_with_query: &str) -> String {
+        match self {
+            HeldRead::Stored(c) => stored_read_path(path_with_query, c),
+            HeldRead::Head(_) => path_with_query
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+
+    /// The read's headers ([`stored_read_headers`]); a HEAD's searchset read also asks for
+    /// strict handling ([`prefer_strict_handling`]), as the GET it mirrors would.
+    pub fn headers(
+        &self,
+        path: &str,
+        authority: &str,
+        listed: &[(String, String)],
+    ) -> Vec<(String, String)> {
+        let mut headers = stored_read_headers(path, authority, listed);
+        if let HeldRead::Head(ResponseCheck::Searchset(_)) = self {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("prefer"));
+            headers.push(("prefer".to_string(), prefer_strict_handling(None)));
+        }
+        headers
+    }
+
+    /// Decides the read's answer (`status` None: no answer; fails closed). A HEAD goes on only
+    /// if the GET's answer passes [`check_response`], as that GET would.
+    pub fn check_answer(
+        &self,
+        policy: &FhirPolicy,
+        status: Option<u32>,
+        body_size: usize,
+        body: impl FnOnce() -> Vec<u8>,
+    ) -> Result<(), Reason> {
+        match self {
+            HeldRead::Stored(c) => check_stored_answer(policy, c, status, body_size, body),
+            HeldRead::Head(c) => {
+                let Some(status) = status.filter(|s| *s != 0) else {
+                    return Err(Reason::StoredReadFailed);
+                };
+                if body_size > policy.max_response_bytes {
+                    return Err(Reason::ResponseTooLarge);
+                }
+                check_response(policy, c, status, &body())
+            }
+        }
+    }
+
+    /// The denial for a refused answer, named by `label` ([`request_label`]).
+    pub fn denial(&self, reason: Reason, label: &str) -> Denial {
+        match self {
+            HeldRead::Head(_) if reason != Reason::StoredReadFailed => {
+                response_denial(reason, label)
+            }
+            _ => stored_denial(reason, label),
+        }
+    }
 }
 
 /// The response-header policy of a read decided on the response: an encoded body cannot be
@@ -251,5 +327,69 @@ mod tests {
         );
         assert!(!read, "an oversized answer is not read");
         assert!(check_stored_answer(&p, &c, None, 0, Vec::new).is_err());
+    }
+
+    #[test]
+    fn head_reads_the_get_it_mirrors_and_fails_closed() {
+        let p = policy();
+        let search = HeldRead::Head(ResponseCheck::Searchset(SearchCheck {
+            resource_type: Some("Observation".into()),
+            patient: "p".into(),
+            constraints: Vec::new(),
+            non_compartment_types_pass: false,
+            pin_read: true,
+        }));
+        let path = search.path("/fhir/Observation?patient=p&code=x");
+        assert_eq!(path, "/fhir/Observation?patient=p&code=x");
+        let listed = [("prefer".to_string(), "handling=lenient".to_string())];
+        let h = search.headers(&path, "api", &listed);
+        assert!(h.contains(&(":method".into(), "GET".into())));
+        assert_eq!(
+            h.iter().filter(|(k, _)| k == "prefer").collect::<Vec<_>>(),
+            [&("prefer".to_string(), "handling=strict".to_string())]
+        );
+        assert!(!h.iter().any(|(k, _)| k == "authorization" || k == "dpop"));
+        let empty = br#"{"resourceType":"Bundle","type":"searchset","entry":[]}"#;
+        assert_eq!(
+            search.check_answer(&p, Some(200), empty.len(), || empty.to_vec()),
+            Ok(())
+        );
+        let foreign =
+            br#"{"resourceType":"Observation","id":"o","subject":{"reference":"Patient/q"}}"#;
+        let read = HeldRead::Head(ResponseCheck::Resource(ResourceCheck {
+            resource_type: "Observation".into(),
+            id: Some("o".into()),
+            history: false,
+            alternatives: vec![crate::fhir::decide::Alternative {
+                patient: Some("p".into()),
+                constraint: Vec::new(),
+            }],
+        }));
+        assert_eq!(
+            read.check_answer(&p, Some(200), foreign.len(), || foreign.to_vec()),
+            Err(Reason::ResponseOutsideGrant)
+        );
+        // No answer, or one too large to read: refused, the body not read.
+        assert_eq!(
+            read.check_answer(&p, None, 0, Vec::new),
+            Err(Reason::StoredReadFailed)
+        );
+        assert_eq!(
+            read.check_answer(&p, Some(0), 0, Vec::new),
+            Err(Reason::StoredReadFailed)
+        );
+        let mut asked = false;
+        assert_eq!(
+            read.check_answer(&p, Some(200), 101, || {
+                asked = true;
+                Vec::new()
+            }),
+            Err(Reason::ResponseTooLarge)
+        );
+        assert!(!asked, "an oversized answer is not read");
+        assert!(read
+            .denial(Reason::ResponseOutsideGrant, "read Observation")
+            .detail
+            .contains("the response holds a resource outside"));
     }
 }

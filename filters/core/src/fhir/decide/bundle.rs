@@ -87,7 +87,9 @@ pub(super) fn batch(
                 | ResponseCheck::Searchset(_)
                 | ResponseCheck::Page(_)),
             ) => checks.push((i, c)),
+            // (`AllowIfReadMatches` comes only from `decide`, never for an entry.)
             Decision::AllowIfResponseMatches(ResponseCheck::BundleEntries(_))
+            | Decision::AllowIfReadMatches(_)
             | Decision::NeedBody => {
                 return entry_bad("cannot be decided");
             }

@@ -51,6 +51,11 @@ pub enum Decision {
     /// query-constrained grant): read the stored resource first (`GET` the same path) and
     /// forward the request only if [`check_stored`] accepts the answer (BOLA, docs/checks.md §3).
     AllowIfStoredMatches(StoredCheck),
+    /// A `HEAD` whose `GET` would be [`Decision::AllowIfResponseMatches`]: a HEAD answer has
+    /// the GET's header fields and no content (RFC 9110 §9.3.2), so it cannot be checked. The
+    /// filter GETs the same path and query first (from `fhir.read_before_write_cluster`) and
+    /// forwards the HEAD only if [`check_response`] accepts that answer (docs/checks.md §3).
+    AllowIfReadMatches(ResponseCheck),
     /// The request body is needed to decide: buffer it and ask again.
     NeedBody,
     Deny(Denial),
@@ -172,7 +177,16 @@ pub fn decide(
     token: Option<&VerifiedToken>,
     req: &RequestView<'_>,
 ) -> Decision {
-    decide_at(policy, token, req, 0)
+    head_as_get(req.method, decide_at(policy, token, req, 0))
+}
+
+/// RFC 9110 §9.3.2: HEAD is GET without content; it is classified as the GET it mirrors, and a
+/// GET decided on its response body becomes a HEAD decided on a GET's answer.
+fn head_as_get(method: &str, d: Decision) -> Decision {
+    match d {
+        Decision::AllowIfResponseMatches(c) if method == "HEAD" => Decision::AllowIfReadMatches(c),
+        other => other,
+    }
 }
 
 // ---------- helpers ----------
