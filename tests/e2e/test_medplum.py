@@ -215,17 +215,24 @@ def test_own_writes_served(anna, medplum, proto):
     body = obs_body(ANNA, status="final", tag=tag)
     served(anna("PUT", f"/fhir/Observation?identifier=urn:test|{tag}&{PIN}", body=body))
     assert medplum.state("Observation", oid)["status"] == "final"
-    # Transaction (http.html#transaction): a create and an update of her own.
+    # Transaction (http.html#transaction): two creates of her own, the second referring to the
+    # first by its `urn:uuid` fullUrl, which Medplum rewrites to the id it assigns. (A write by
+    # id or by criteria inside a Bundle is refused, `bundle_entry_forbidden`: it needs the stored
+    # resource read first, which the guard does only for a write sent on its own.)
+    first = f"urn:uuid:{uuid.uuid4()}"
+    derived = obs_body(ANNA, tag=tag + "-tx2")
+    derived["derivedFrom"] = [{"reference": first}]
     tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": obs_body(ANNA, tag=tag + "-tx"),
+        {"fullUrl": first, "resource": obs_body(ANNA, tag=tag + "-tx1"),
          "request": {"method": "POST", "url": "Observation"}},
-        {"resource": obs_body(ANNA, oid=oid, status="corrected", tag=tag),
-         "request": {"method": "PUT", "url": f"Observation/{oid}"}}]}
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": derived,
+         "request": {"method": "POST", "url": "Observation"}}]}
     b = served(anna("POST", "/fhir", body=tx))
     assert b["type"] == "transaction-response"
-    assert medplum.state("Observation", oid)["status"] == "corrected"
-    found = medplum.get(f"/fhir/Observation?identifier=urn:test|{tag}-tx").json()
-    assert [r["subject"]["reference"] for r in entries(found)] == ["Patient/pat-anna"]
+    one = entries(medplum.get(f"/fhir/Observation?identifier=urn:test|{tag}-tx1").json())
+    two = entries(medplum.get(f"/fhir/Observation?identifier=urn:test|{tag}-tx2").json())
+    assert [r["subject"]["reference"] for r in one + two] == ["Patient/pat-anna"] * 2
+    assert two[0]["derivedFrom"] == [{"reference": f"Observation/{one[0]['id']}"}]
 
 
 # ---- every way to Bjørn's data is refused ----
@@ -244,7 +251,7 @@ def test_foreign_read_by_id_refused_on_response(anna, bjorn_untouched):
     "/fhir/Observation?category=laboratory",  # no pin: Medplum would return both patients
     f"/fhir/Observation?{PIN},Patient/pat-bjorn",
     f"/fhir/Observation?{PIN}&_include=Observation:performer",
-    "/fhir/Patient?_id=pat-anna&_revinclude=Observation:performer",
+    "/fhir/Practitioner?_id=prac-kari&_revinclude=Observation:performer",  # every patient's results
     "/fhir/Patient?_id=pat-bjorn&_revinclude=Observation:subject",
     "/fhir/Encounter?_id=enc-bjorn-1&_revinclude=Observation:encounter",
 ])
