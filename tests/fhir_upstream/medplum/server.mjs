@@ -159,22 +159,24 @@ function applyElements(bundle, request) {
   }
 }
 
-// Paging (FHIR R4 http.html#paging): Medplum's server writes `self`, `first` and `next` links as
-// `[base]/[type]?...&_count=N&_offset=M` (packages/server/src/fhir/search.ts, getSearchLinks,
-// serialized by core formatSearchQuery); `next` only while more matches remain.
+// Paging (FHIR R4 http.html#paging) as Medplum's server links a searchset
+// (packages/server/src/fhir/search.ts, getSearchLinks / buildSearchLinksWithOffset): `self`
+// always; with `_count` > 0 and entries, `first` (offset 0), `next` (`_offset` + `_count`) while
+// a further match exists, `previous` past the first page; each `[base]/[type]` plus the request
+// serialized by core `formatSearchQuery` (so `_elements` comes back as `_fields`). Its cursor
+// links (`_cursor`, only for `_sort=_lastUpdated` with `_count` >= 20) are not modelled.
 function addLinks(bundle, request, base) {
-  const count = request.count ?? 20;
-  const offset = request.offset ?? 0;
-  const url = (o) => `${base}/${request.resourceType}${formatSearchQuery({ ...request, count, offset: o })}`;
-  bundle.link = [
-    { relation: 'self', url: url(offset) },
-    { relation: 'first', url: url(0) },
-  ];
-  if (typeof bundle.total === 'number' && offset + count < bundle.total) {
-    bundle.link.push({ relation: 'next', url: url(offset + count) });
-  }
-  if (offset > 0) {
-    bundle.link.push({ relation: 'previous', url: url(Math.max(0, offset - count)) });
+  const { count, offset = 0 } = request;
+  const url = (o) => `${base}/${request.resourceType}${formatSearchQuery({ ...request, offset: o })}`;
+  bundle.link = [{ relation: 'self', url: url(offset) }];
+  if (count > 0 && bundle.entry?.length) {
+    bundle.link.push({ relation: 'first', url: url(0) });
+    if (offset + count < bundle.total) {
+      bundle.link.push({ relation: 'next', url: url(offset + count) });
+    }
+    if (offset > 0) {
+      bundle.link.push({ relation: 'previous', url: url(offset - count) });
+    }
   }
 }
 
