@@ -9,7 +9,8 @@ JSON Patch, conditional update and transaction are served; every way to reach Bj
 refused and Medplum's own state (read bypassing Envoy) shows nothing of his changed. Then the
 client patterns of real apps that Medplum answers: its paging links followed page by page,
 `_elements`, `_revinclude=Provenance:target`, `HEAD`. Each request goes over HTTP/1.1 and
-HTTP/2 (h2c, tests/h2_tools.py) where it matters.
+HTTP/2 (h2c, tests/h2_tools.py) where it matters; the tests marked `one_module` also run with the
+one module and the chain plugin (tests/e2e/conftest.py LAYOUTS).
 
 Medplum's search matches a reference parameter on the typed form (`patient=Patient/pat-anna`;
 its in-memory matcher finds nothing for a bare id), so the tests pin with the typed form.
@@ -66,7 +67,7 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def envoy(medplum, issuer):
+def envoy(medplum, issuer, layout):
     policy = {
         "api": {"name": "fhir-medplum", "audience": AUD},
         "issuers": [{"issuer": issuer.iss, "jwks": issuer.jwks()}],
@@ -74,7 +75,7 @@ def envoy(medplum, issuer):
         "routes": [{"path_prefix": "/fhir/metadata", "methods": ["GET"], "require": "none"}],
         "fhir": fhir_section(),
     }
-    with Envoy(policy, medplum.port, filters=["token", "fhir_scope"]) as e:
+    with Envoy(policy, medplum.port, filters=["token", "fhir_scope"], **layout) as e:
         yield e
 
 
@@ -187,6 +188,7 @@ def bjorn_untouched(medplum):
 
 # ---- Anna's own data is served ----
 
+@pytest.mark.one_module
 def test_own_read_and_searches_served(anna):
     assert served(anna("GET", "/fhir/Patient/pat-anna"))["id"] == ANNA
     assert served(anna("GET", "/fhir/Observation/obs-anna-hb"))["subject"]["reference"] == "Patient/pat-anna"
@@ -202,6 +204,7 @@ def test_own_read_and_searches_served(anna):
     assert "Patient/pat-anna" in refs(b, "include")
 
 
+@pytest.mark.one_module
 def test_own_writes_served(anna, medplum, proto):
     tag = f"own-{proto}-{uuid.uuid4().hex[:8]}"
     # Create: Medplum assigns the id; the test uses the one it returns.
@@ -242,6 +245,7 @@ def test_own_writes_served(anna, medplum, proto):
 
 # ---- every way to Bjørn's data is refused ----
 
+@pytest.mark.one_module
 def test_foreign_read_by_id_refused_on_response(anna, bjorn_untouched):
     for path in ("/fhir/Observation/obs-bjorn-hb", "/fhir/Condition/cond-bjorn-1",
                  "/fhir/Observation/obs-bjorn-hb/_history", "/fhir/Provenance/prov-bjorn-hb"):
@@ -259,6 +263,8 @@ def test_foreign_read_by_id_refused_on_response(anna, bjorn_untouched):
     "/fhir/Practitioner?_id=prac-kari&_revinclude=Observation:performer",  # every patient's results
     "/fhir/Patient?_id=pat-bjorn&_revinclude=Observation:subject",
     "/fhir/Encounter?_id=enc-bjorn-1&_revinclude=Observation:encounter",
+    "/fhir/Observation?_filter=patient%20eq%20Patient/pat-bjorn",  # FHIR _filter, which Medplum reads
+    "/fhir/Observation?_compartment=Patient/pat-bjorn",
 ])
 def test_foreign_searches_refused(anna, path):
     refused(anna("GET", path))
@@ -269,6 +275,14 @@ def test_foreign_post_search_refused(anna):
                  content_type="application/x-www-form-urlencoded"))
 
 
+@pytest.mark.parametrize("criteria", ["_id=obs-bjorn-hb", "patient=Patient/pat-bjorn&code=718-7", "code=718-7"])
+def test_conditional_create_matching_his_resource_refused(anna, criteria, bjorn_untouched):
+    """Conditional create (FHIR R4 http.html#ccreate): when `If-None-Exist` matches, Medplum
+    answers with the match it found; criteria reaching Bjørn's results would read them."""
+    refused(anna("POST", "/fhir/Observation", body=obs_body(ANNA), headers={"If-None-Exist": criteria}))
+
+
+@pytest.mark.one_module
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_foreign_write_by_id_refused(anna, method, bjorn_untouched):
     path = "/fhir/Observation/obs-bjorn-hb"
