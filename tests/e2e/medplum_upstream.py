@@ -1,6 +1,7 @@
 """Medplum's FHIR router as a real FHIR server behind the guard (tests/fhir_upstream/medplum):
 `MedplumServer` starts `node server.mjs` on a free loopback port, seeded with the sample API's
-two patients (tests/fhir_upstream/server.py `seed()`) plus one Provenance per patient, and
+two patients (tests/fhir_upstream/server.py `seed()`), one Provenance per patient and a page
+and a half of Anna's survey answers (cursor paging), and
 reads the server's own state directly (bypassing Envoy). The `medplum` fixture of conftest.py
 gives one per test module."""
 from __future__ import annotations
@@ -21,6 +22,15 @@ def seed() -> list[dict]:
     """The sample API's resources, plus a Provenance (US Core `_revinclude=Provenance:target`)
     for each patient's hemoglobin result."""
     rs = fhir_server.seed()
+    # More than one page of Anna's survey answers in lastUpdated order for Medplum's cursor paging
+    # (`_sort=_lastUpdated`, `_count` >= 20): the 20th and 21st share an instant, so the cursor
+    # of the second page names the one already given.
+    for i in range(23):
+        second = i if i < 20 else i - 1
+        rs.append({"resourceType": "Observation", "id": f"obs-anna-survey-{i:02}", "status": "final",
+                   "meta": {"lastUpdated": f"2024-05-03T10:00:{second:02}.000Z"},
+                   "category": [{"coding": [{"system": fhir_server.OBS_CAT, "code": "survey"}]}],
+                   "code": {"text": f"Survey answer {i}"}, "subject": {"reference": "Patient/pat-anna"}})
     for short in ("anna", "bjorn"):
         rs.append({"resourceType": "Provenance", "id": f"prov-{short}-hb",
                    "target": [{"reference": f"Observation/obs-{short}-hb"}],

@@ -333,7 +333,7 @@ def test_transaction_with_a_foreign_entry_refused(anna, medplum, entry, bjorn_un
     r = anna("POST", "/fhir", body={"resourceType": "Bundle", "type": "transaction", "entry": [own, entry]})
     refused(r)
     # All or nothing: not even Anna's own entry reached the server.
-    assert "entry" not in medplum.get(f"/fhir/Observation?identifier=urn:test|{tag}").json()
+    assert not entries(medplum.get(f"/fhir/Observation?identifier=urn:test|{tag}").json())
 
 
 # ---- what real clients send to Medplum ----
@@ -352,8 +352,24 @@ def test_paging_links_followed_page_by_page(anna):
     assert {"obs-anna-hb", "obs-anna-glucose"} <= set(seen) and len(seen) == len(set(seen)) == pages
 
 
+def test_cursor_paging_links_followed(anna):
+    """Medplum's cursor paging (its search.ts buildSearchLinksWithCursor: `_sort=_lastUpdated`,
+    `_count` >= 20): `next` carries `_cursor=2-{instant}-{ids already given}`."""
+    path = f"/fhir/Observation?{PIN}&category=survey&_sort=_lastUpdated&_count=20"
+    b = served(anna("GET", path))
+    first = [r["id"] for r in entries(b)]
+    nxt = [lk["url"] for lk in b.get("link", []) if lk["relation"] == "next"]
+    assert len(first) == 20 and nxt and "_cursor=2-" in nxt[0], b.get("link")
+    b = served(anna("GET", "{0.path}?{0.query}".format(urlsplit(nxt[0]))))
+    rest = [r["id"] for r in entries(b)]
+    assert all(r["subject"]["reference"] == "Patient/pat-anna" for r in entries(b))
+    assert sorted(first + rest) == [f"obs-anna-survey-{i:02}" for i in range(23)]
+
+
 def test_forged_page_of_another_patient_refused(anna):
     refused(anna("GET", "/fhir/Observation?_count=1&_offset=1&patient=Patient%2Fpat-bjorn"))
+    refused(anna("GET", "/fhir/Observation?_count=20&_cursor=2-0&_sort=_lastUpdated&patient=Patient%2Fpat-bjorn"))
+    refused(anna("GET", "/fhir/Observation?_count=20&_cursor=2-0&_sort=_lastUpdated"))
 
 
 def test_elements_served(anna):
@@ -395,12 +411,12 @@ def test_post_search_json_body_is_what_medplum_reads(anna, medplum):
     """Medplum's `POST [type]/_search` reads its parameters from the body alone, and a JSON body
     as well as a form (fhir-router `searchByPost` takes the parsed body; its server parses JSON
     bodies). Here the query carries Anna's pin and the JSON body asks for Bjørn's count
-    (`_count=0`: a `total` and no entries, nothing for the response check to see)."""
+    (`_summary=count`: a `total` and no entries, nothing for the response check to see)."""
     direct = requests.post(f"http://127.0.0.1:{medplum.port}/fhir/Observation/_search?{PIN}",
-                           json={"patient": "Patient/pat-bjorn", "_count": "0"}, timeout=5).json()
+                           json={"patient": "Patient/pat-bjorn", "_summary": "count"}, timeout=5).json()
     assert direct["total"] >= 3 and "entry" not in direct  # what the server would answer: his count
     for ctype in ("application/json", FHIR_JSON):
-        r = anna("POST", f"/fhir/Observation/_search?{PIN}", body={"patient": "Patient/pat-bjorn", "_count": "0"},
+        r = anna("POST", f"/fhir/Observation/_search?{PIN}", body={"patient": "Patient/pat-bjorn", "_summary": "count"},
                  content_type=ctype)
         assert r.status in (400, 403, 415), (r.status, r.text[:600])  # whichever refusal the guard names
         refused(r, status=r.status)

