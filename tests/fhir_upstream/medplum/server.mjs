@@ -258,7 +258,11 @@ async function respond(request, all, base, linkBase) {
   const next = page.length > request.count ? page.pop() : undefined;
   const bundle = { resourceType: 'Bundle', type: 'searchset' };
   if (request.count > 0) {
-    bundle.entry = page.map((r) => ({ fullUrl: `${base}/${getReferenceString(r)}`, search: { mode: 'match' }, resource: r }));
+    bundle.entry = page.map((r) => ({
+      fullUrl: `${base}/${getReferenceString(r)}`,
+      search: { mode: 'match' },
+      resource: r,
+    }));
     await addIncludes(bundle, request, base);
   }
   if (request.total === 'accurate' || request.total === 'estimate') {
@@ -321,7 +325,8 @@ const server = http.createServer((req, res) => {
       }
       const [outcome, resource] = await handle(method, url, req.headers, body);
       const status = getStatus(outcome);
-      const extra = status === 201 && resource?.id ? { location: `${BASE}/${resource.resourceType}/${resource.id}` } : {};
+      const created = status === 201 && resource?.id;
+      const extra = created ? { location: `${BASE}/${resource.resourceType}/${resource.id}` } : {};
       send(res, req.method, status, resource ?? outcome, extra);
     } catch (err) {
       const outcome = normalizeOperationOutcome(err);
