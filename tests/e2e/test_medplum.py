@@ -243,7 +243,30 @@ def test_own_writes_served(anna, medplum, proto):
     assert two[0]["derivedFrom"] == [{"reference": f"Observation/{one[0]['id']}"}]
 
 
+def test_own_patient_update_served(anna, medplum):
+    body = {k: v for k, v in medplum.state("Patient", ANNA).items() if k != "meta"}
+    body["telecom"] = [{"system": "phone", "value": "+47 555 00 123"}]
+    served(anna("PUT", "/fhir/Patient/pat-anna", body=body))
+    assert medplum.state("Patient", ANNA)["telecom"] == body["telecom"]
+
+
 # ---- every way to Bjørn's data is refused ----
+
+def test_patient_write_linking_him_refused(anna, medplum, bjorn_untouched):
+    """Patient.link is one of Patient's elements in the Patient CompartmentDefinition: a write
+    of her own Patient that links his puts her record in his compartment."""
+    before = medplum.state("Patient", ANNA)
+    link = [{"other": {"reference": "Patient/pat-bjorn"}, "type": "seealso"}]
+    body = {k: v for k, v in before.items() if k != "meta"} | {"link": link}
+    try:
+        refused(anna("PUT", "/fhir/Patient/pat-anna", body=body))
+        refused(anna("PATCH", "/fhir/Patient/pat-anna", body=[{"op": "add", "path": "/link", "value": link}],
+                     content_type=JSON_PATCH))
+        assert medplum.state("Patient", ANNA) == before
+    finally:  # whatever got through is undone on the server itself, for the tests after this one
+        restore = {k: v for k, v in before.items() if k != "meta"}
+        requests.put(f"http://127.0.0.1:{medplum.port}/fhir/Patient/pat-anna", json=restore, timeout=5)
+
 
 @pytest.mark.one_module
 def test_foreign_read_by_id_refused_on_response(anna, bjorn_untouched):
