@@ -69,7 +69,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import cors_config  # envoy/cors_config.py: the policy's `cors` section as Envoy config
+# envoy/cors_config.py, beside this file, whoever imports render (bench, tools, tests).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cors_config  # noqa: E402  (the policy's `cors` section as Envoy config)
 
 # The one registry of filter names (filters/registry.json): here by their chain names.
 _REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())

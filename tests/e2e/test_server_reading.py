@@ -275,6 +275,23 @@ def test_hapi_profile_ignores_non_form_bodies(hapi, issuer, reading, transport):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_form_lookalike_content_type_refused(hapi, issuer, reading, transport):
+    """HAPI reads a `_search` body as a form when the Content-Type *starts with* the form type
+    (`RestfulServer#handleRequest`, `contentType.startsWith(CT_X_FORM_URLENCODED)`), so
+    `application/x-www-form-urlencodedx` is a form to HAPI but no form to a media-type parser.
+    Read as "ignored", its `_include` of Patients reached an Observation-only `user/` token.
+    Refused under every profile, `hapi` included."""
+    reading("hapi")
+    token = tok(issuer, "user/Observation.rs?category=laboratory")
+    for ctype in ("application/x-www-form-urlencodedx", "application/x-www-form-urlencoded-v2"):
+        a = send(hapi, transport, "POST", "/fhir/Observation/_search?category=laboratory", token,
+                 {"content-type": ctype}, b"_include=Observation:subject:Patient")
+        types = {e["resource"]["resourceType"] for e in (a.json().get("entry", []) if a.status == 200 else [])}
+        assert "Patient" not in types, f"{ctype}: Patients returned to an Observation-only token"
+        assert (a.status, a.reason()) == (415, "search_body_not_form"), (ctype, a.status, a.body)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_paging_with_the_pin_in_the_query_is_served(generic, issuer, reading, transport):
     """A page smaller than `total` is paging when the pin is in the query: served."""
     reading()

@@ -41,7 +41,8 @@ pub enum NameCase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchBody {
     /// Only `application/x-www-form-urlencoded` (exact lower-case media type) is read as
-    /// parameters; any other body is ignored and the guard decides on the query alone.
+    /// parameters; a case variant or a look-alike ([`BodyKind`]) is refused; any other body
+    /// is ignored and the guard decides on the query alone.
     FormOnly,
     /// As `FormOnly`, but the media type is compared case-insensitively, and
     /// `multipart/form-data` is a form too (refused: the guard does not parse it).
@@ -142,13 +143,21 @@ pub enum BodyKind {
     /// `startsWith` and IBM's `contains` compare bytes).
     FormCaseVariant,
     Multipart,
+    /// Another media type whose Content-Type value still holds the form's name
+    /// (`application/x-www-form-urlencoded-x`, `text/plain; a=application/x-www-form-urlencoded`):
+    /// HAPI's `contentType.startsWith(CT_X_FORM_URLENCODED)` (`RestfulServer#handleRequest`)
+    /// and IBM's `contains` read such a body as a form, a media-type parser does not.
+    FormLookalike,
     Other,
 }
 
 impl BodyKind {
-    /// `application/x-www-form-urlencoded` in any case.
+    /// `application/x-www-form-urlencoded` in any case, or a value that some server reads so.
     pub fn is_form(self) -> bool {
-        matches!(self, BodyKind::Form | BodyKind::FormCaseVariant)
+        matches!(
+            self,
+            BodyKind::Form | BodyKind::FormCaseVariant | BodyKind::FormLookalike
+        )
     }
 }
 
@@ -165,6 +174,12 @@ pub fn body_kind(content_type: Option<&str>) -> BodyKind {
         BodyKind::FormCaseVariant
     } else if media.eq_ignore_ascii_case("multipart/form-data") {
         BodyKind::Multipart
+    } else if content_type
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .contains("x-www-form-urlencoded")
+    {
+        BodyKind::FormLookalike
     } else {
         BodyKind::Other
     }
@@ -185,7 +200,12 @@ impl Profile {
     pub fn search_body(&self, kind: BodyKind) -> BodyReading {
         match (self.search_body, kind) {
             (_, BodyKind::Form) => BodyReading::Form,
+            // Read as a form by byte comparisons, not by media-type parsers: servers differ.
+            (_, BodyKind::FormLookalike) => BodyReading::Refuse,
             (SearchBody::Refuse, _) => BodyReading::Refuse,
+            // HAPI compares bytes, but with `setIgnoreServerParsedRequestParameters(false)` the
+            // servlet container's own form parsing decides: a case variant is refused.
+            (SearchBody::FormOnly, BodyKind::FormCaseVariant) => BodyReading::Refuse,
             (SearchBody::FormOnly, _) => BodyReading::Ignored,
             (SearchBody::FormOrMultipart, BodyKind::FormCaseVariant) => BodyReading::Form,
             (SearchBody::FormOrMultipart, BodyKind::Multipart) => BodyReading::Refuse,
@@ -413,13 +433,28 @@ mod tests {
         );
         assert_eq!(body_kind(Some("application/json")), Other);
         assert_eq!(body_kind(None), Other);
+        for lookalike in [
+            "application/x-www-form-urlencodedx",
+            "text/plain; x=application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded-Foo",
+        ] {
+            assert_eq!(body_kind(Some(lookalike)), FormLookalike, "{lookalike}");
+            for s in [
+                Server::Generic,
+                Server::Hapi,
+                Server::Microsoft,
+                Server::Ibm,
+            ] {
+                assert_eq!(s.profile().search_body(FormLookalike), BodyReading::Refuse);
+            }
+        }
         let g = Server::Generic.profile();
         assert_eq!(g.search_body(Form), BodyReading::Form);
         assert_eq!(g.search_body(Other), BodyReading::Refuse);
         assert_eq!(g.search_body(FormCaseVariant), BodyReading::Refuse);
         let h = Server::Hapi.profile();
         assert_eq!(h.search_body(Other), BodyReading::Ignored);
-        assert_eq!(h.search_body(FormCaseVariant), BodyReading::Ignored);
+        assert_eq!(h.search_body(FormCaseVariant), BodyReading::Refuse);
         let m = Server::Microsoft.profile();
         assert_eq!(m.search_body(FormCaseVariant), BodyReading::Form);
         assert_eq!(m.search_body(Multipart), BodyReading::Refuse);
