@@ -209,6 +209,7 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+#[inline]
 fn compile_cond(field: &str, d: &CondDoc, key: &str) -> Result<Cond, PolicyError> {
     let (name, other) = match key {
         "claim" => (&d.claim, &d.field),
@@ -289,6 +290,7 @@ fn compile_cond(field: &str, d: &CondDoc, key: &str) -> Result<Cond, PolicyError
 
 /// Template parameter names of a `path` or `path_prefix` (`/orgs/{orgnr}/x` → `["orgnr"]`), validated:
 /// each `{name}` is a whole segment, `[A-Za-z0-9_]+`, used once.
+#[inline]
 pub fn template_params(prefix: &str, field: &str) -> Result<Vec<String>, PolicyError> {
     let mut names: Vec<String> = Vec::new();
     for seg in prefix.split('/') {
@@ -349,6 +351,7 @@ pub fn match_template(pattern: &str, path: &str, exact: bool) -> Option<Vec<(Str
 impl Authz {
     /// Compiles `routes[index].authz` for a route whose matcher (`matcher`: `path` or
     /// `path_prefix`) is `pattern`.
+    #[inline]
     pub fn compile(
         index: usize,
         matcher: &str,

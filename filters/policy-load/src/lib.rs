@@ -11,6 +11,7 @@
 use fapi_guard_core::policy::{Policy, PolicyError};
 
 /// Parses and validates a policy document (`Policy::from_json`). Errors name the field.
+#[inline(never)]
 pub fn from_json(bytes: &[u8]) -> Result<Policy, PolicyError> {
     Policy::from_json(bytes)
 }
