@@ -209,6 +209,7 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+#[inline]
 fn compile_cond(field: &str, d: &CondDoc, key: &str) -> Result<Cond, PolicyError> {
     let (name, other) = match key {
         "claim" => (&d.claim, &d.field),
@@ -289,6 +290,7 @@ fn compile_cond(field: &str, d: &CondDoc, key: &str) -> Result<Cond, PolicyError
 
 /// Template parameter names of a `path` or `path_prefix` (`/orgs/{orgnr}/x` → `["orgnr"]`), validated:
 /// each `{name}` is a whole segment, `[A-Za-z0-9_]+`, used once.
+#[inline]
 pub fn template_params(prefix: &str, field: &str) -> Result<Vec<String>, PolicyError> {
     let mut names: Vec<String> = Vec::new();
     for seg in prefix.split('/') {
@@ -349,6 +351,7 @@ pub fn match_template(pattern: &str, path: &str, exact: bool) -> Option<Vec<(Str
 impl Authz {
     /// Compiles `routes[index].authz` for a route whose matcher (`matcher`: `path` or
     /// `path_prefix`) is `pattern`.
+    #[inline]
     pub fn compile(
         index: usize,
         matcher: &str,
@@ -558,11 +561,12 @@ fn lookup<'v>(obj: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value>
 /// A number, or a string holding a JSON number (`security_level` is `"4"`). The string is
 /// read by the same JSON number parser as numeric claims (not `str::parse::<f64>`, whose
 /// tables cost ~11 KB of the modules: bench/README.md, "Size"), so `"+4"`, `".5"` or
-/// `"inf"` are no number.
+/// `"inf"` are no number. Read from the bytes (`from_slice`, as every other JSON the filters
+/// read): `from_str` would instantiate a second copy of the reader (bench/README.md, "Size").
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => serde_json::from_str::<serde_json::Number>(s.trim())
+        Value::String(s) => serde_json::from_slice::<serde_json::Number>(s.trim().as_bytes())
             .ok()
             .and_then(|n| n.as_f64()),
         _ => None,

@@ -20,6 +20,7 @@ pub const MAX_AGE_SECONDS: u64 = 86_400;
 /// field (`cors.allowed_origins[1]`). Exact origins (RFC 6454 §6.2) and header names, no
 /// wildcard anywhere: `*` never covers `Authorization` (Fetch standard, "CORS-safelisted
 /// request-header"), and with credentials it is no wildcard at all.
+#[inline]
 pub fn validate(v: &Value) -> Result<(), PolicyError> {
     let o = v
         .as_object()

@@ -294,6 +294,7 @@ impl Policy {
         Policy::compile(doc)
     }
 
+    #[inline]
     fn compile(doc: PolicyDoc) -> Result<Policy, PolicyError> {
         if doc.api.name.trim().is_empty() {
             return Err(PolicyError::new("api.name", "must not be empty"));
@@ -479,6 +480,7 @@ pub const MIN_JWKS_MAX_BYTES: u64 = 1024;
 pub const MAX_JWKS_MAX_BYTES: u64 = crate::jwks_store::JWKS_BYTES_CEILING as u64;
 pub const MAX_JWKS_MAX_KEYS: u64 = 1000;
 
+#[inline]
 fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
     let field = |name: &str| format!("issuers[{i}].{name}");
     for (name, value, max) in [
@@ -600,6 +602,7 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
 }
 
 /// `https://host:port/path?q` → (`host:port`, `/path?q`).
+#[inline]
 fn split_http_uri(uri: &str) -> Option<(String, String)> {
     let rest = uri
         .strip_prefix("https://")
@@ -614,6 +617,7 @@ fn split_http_uri(uri: &str) -> Option<(String, String)> {
     Some((authority.to_string(), path.to_string()))
 }
 
+#[inline]
 fn compile_token(d: &TokenDoc) -> Result<TokenRules, PolicyError> {
     if d.schemes.is_empty() {
         return Err(PolicyError::new(

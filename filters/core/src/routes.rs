@@ -133,6 +133,7 @@ pub(crate) const METHODS: [&str; 9] = [
 ];
 
 impl RouteTable {
+    #[inline]
     pub fn compile(docs: Option<&[RouteDoc]>) -> Result<RouteTable, PolicyError> {
         let mut routes = Vec::new();
         for (i, d) in docs.unwrap_or_default().iter().enumerate() {

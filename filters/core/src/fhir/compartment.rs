@@ -416,6 +416,8 @@ const TOKEN_PARAM_PATHS: &[(&str, &str, &str)] = &[
     ("Observation", "value-concept", "valueCodeableConcept"),
 ];
 
+/// `s` is ASCII (lower case and `-`, checked by [`token_path`]): ASCII upper-casing is the
+/// whole of it, and keeps the Unicode case tables out of the module (bench/README.md "Size").
 fn kebab_to_camel(s: &str) -> String {
     let mut out = String::new();
     let mut up = false;
@@ -423,7 +425,7 @@ fn kebab_to_camel(s: &str) -> String {
         if c == '-' {
             up = true;
         } else if up {
-            out.extend(c.to_uppercase());
+            out.push(c.to_ascii_uppercase());
             up = false;
         } else {
             out.push(c);

@@ -128,6 +128,7 @@ pub struct CompartmentDoc {
 }
 
 impl CompartmentDoc {
+    #[inline]
     fn compile(&self) -> Result<Compartment, PolicyError> {
         let subject_only = match self.preset.as_deref() {
             None | Some("r4") => false,
@@ -320,6 +321,7 @@ fn check_size(field: &str, v: usize) -> Result<(), PolicyError> {
 }
 
 impl FhirDoc {
+    #[inline]
     pub fn compile(&self) -> Result<FhirPolicy, PolicyError> {
         let base = &self.base_path;
         if !base.starts_with('/')
