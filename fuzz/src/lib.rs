@@ -102,7 +102,8 @@ pub fn token(selector: u8) -> VerifiedToken {
 }
 
 /// Splits `data` at the first `n - 1` newlines into `n` parts (missing parts are empty).
-/// The request decision for the fuzz FHIR policy and `tok` (no `If-None-Exist`).
+/// The request decision for the fuzz FHIR policy and `tok` (no `If-None-Exist`; a body is a
+/// form, so `_search` bodies are read).
 pub fn decide_request(
     tok: &VerifiedToken,
     method: &str,
@@ -116,6 +117,7 @@ pub fn decide_request(
             method,
             path_with_query: path,
             if_none_exist: None,
+            content_type: Some("application/x-www-form-urlencoded"),
             body,
         },
     )
