@@ -1,10 +1,11 @@
 //! Policy parsing that names the field of every error, without a path-tracking deserializer.
 //!
-//! The policy is parsed with plain `serde_json` (one monomorphisation of the derived
-//! `Deserialize` code instead of one wrapped in a path tracker: bench/README.md, "Size"). On an
-//! error, serde_json gives the line and column where it stopped; [`path_at`] scans the policy
-//! text up to there and names the JSON path (`issuers[0].jwks_uri`) the parser was in, so a bad
-//! policy is still refused at load with a message naming the field (docs/checks.md).
+//! The policy is parsed with `serde_json` under `objects_only` (one monomorphisation of the
+//! derived `Deserialize` code instead of one wrapped in a path tracker: bench/README.md,
+//! "Size"). On an error, serde_json gives the line and column where it stopped; [`path_at`]
+//! scans the policy text up to there and names the JSON path (`issuers[0].jwks_uri`) the parser
+//! was in, so a bad policy is still refused at load with a message naming the field
+//! (docs/checks.md).
 //!
 //! Where serde_json stops, per error kind (serde_json's `Deserializer`):
 //! - unknown field / duplicate field: right after the key → the key is named;
