@@ -97,3 +97,27 @@ def test_compartment_option_in_schema(compartment, ok):
     doc["fhir"] = {"base_path": "/fhir", "compartment": compartment}
     errors = list(validator().iter_errors(doc))
     assert (not errors) == ok, [e.message for e in errors]
+
+
+def test_every_schema_object_says_type_object():
+    """Every object the schema describes (`properties`) is `type: object`, so an array in its
+    place fails the schema as it fails the loader (docs/api-owner-guide.md "1. Write the
+    policy")."""
+    untyped = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if "properties" in node and node.get("type") != "object":
+                untyped.append(where)
+            for k, v in node.items():
+                walk(v, f"{where}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    for path in SCHEMAS.glob("*.json"):
+        walk(json.loads(path.read_text()), path.name)
+    assert not untyped, untyped
+    policy = json.loads((ROOT / "policies" / "demo-fhir-api.json").read_text())
+    policy["api"] = list(policy["api"].values())
+    assert any(e.path and e.path[0] == "api" for e in validator().iter_errors(policy))

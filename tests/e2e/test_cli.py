@@ -51,6 +51,35 @@ def test_same_loader_message_as_envoy(cli, tmp_path):
     assert f"refusing configuration: {line}" in str(err.value), str(err.value)[-2000:]
 
 
+# A policy object written as an array (serde would read its items as the fields in order):
+# the loader itself refuses it, naming the field (docs/api-owner-guide.md "1. Write the policy").
+@pytest.mark.parametrize("field", [None, "api", "token", "issuers[0]", "routes[0]",
+                                   "routes[1].authz", "fhir", "fhir.response_check", "dpop.nonce"])
+def test_check_refuses_an_object_written_as_an_array(cli, tmp_path, field):
+    policy = json.loads((ROOT / "policies" / "demo-fhir-api.json").read_text())
+    policy.setdefault("token", {"schemes": ["DPoP"]})
+    policy.setdefault("dpop", {}).setdefault("nonce", {"enabled": False, "secret": "A" * 43})
+    policy.setdefault("fhir", {}).setdefault("response_check", {"max_body_bytes": 1024})
+    policy["routes"] = [{"path_prefix": "/fhir/metadata", "require": "none"},
+                        {"path_prefix": "/x", "require": "token", "authz": {"scopes": {"any_of": ["s"]}}}]
+    f = tmp_path / "p.json"
+    if field is None:  # the policy the cases below break loads
+        f.write_text(json.dumps(policy))
+        r = run(cli, "check", f)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return
+    node, *rest = field.replace("[", ".").replace("]", "").split(".")
+    parent, key = policy, node
+    for part in rest:
+        parent, key = parent[key], int(part) if part.isdigit() else part
+    parent[key] = list(parent[key].values())
+    f.write_text(json.dumps(policy))
+    r = run(cli, "check", f)
+    assert r.returncode == 1 and "panicked" not in r.stderr, r.stdout + r.stderr
+    assert "refused by the filters' loader" in r.stdout, r.stdout
+    assert f"policy field `{field}`: must be an object, not an array" in r.stdout, r.stdout
+
+
 def test_istio_target_lints(cli, tmp_path):
     r = run(cli, "check", ROOT / "policies" / "demo-fhir-api.json", "--target", "istio")
     assert r.returncode == 1

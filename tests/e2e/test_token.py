@@ -352,6 +352,8 @@ def test_stats_count_each_reason_and_logs_carry_no_token(envoy, issuer):
     (lambda p: p.update(extra=1), "extra"),
     (lambda p: p["issuers"][0].update(jwks_uri="ftp://x"), "issuers[0]"),
     (lambda p: p["routes"][0].update(path_prefix="metadata"), "routes[0].path_prefix"),
+    # An object written as the array of its values (docs/api-owner-guide.md "1. Write the policy").
+    (lambda p: p.update(token=list(p["token"].values())), "`token`: must be an object, not an array"),
 ])
 def test_bad_policy_refused_naming_field(upstream, issuer, mutate, field):
     p = policy_for([{"issuer": issuer.iss, "jwks": issuer.jwks()}])

@@ -1,27 +1,39 @@
 //! Policy parsing that names the field of every error, without a path-tracking deserializer.
 //!
-//! The policy is parsed with plain `serde_json` (one monomorphisation of the derived
-//! `Deserialize` code instead of one wrapped in a path tracker: bench/README.md, "Size"). On an
-//! error, serde_json gives the line and column where it stopped; [`path_at`] scans the policy
-//! text up to there and names the JSON path (`issuers[0].jwks_uri`) the parser was in, so a bad
-//! policy is still refused at load with a message naming the field (docs/checks.md).
+//! The policy is parsed with `serde_json` under `objects_only` (one monomorphisation of the
+//! derived `Deserialize` code instead of one wrapped in a path tracker: bench/README.md,
+//! "Size"). On an error, serde_json gives the line and column where it stopped; [`path_at`]
+//! scans the policy text up to there and names the JSON path (`issuers[0].jwks_uri`) the parser
+//! was in, so a bad policy is still refused at load with a message naming the field
+//! (docs/checks.md).
 //!
 //! Where serde_json stops, per error kind (serde_json's `Deserializer`):
 //! - unknown field / duplicate field: right after the key → the key is named;
 //! - wrong type or value of a scalar: right after the value → its key or array index;
 //! - wrong type where an object or array starts: before it, after the `:` → its key
 //!   (in an array: the element not yet started, so the next index);
-//! - missing field: right after the object's `}` → the object, plus the field from the message.
+//! - missing field: right after the object's `}` → the object, plus the field from the message;
+//! - an array for an object (`objects_only`): inside the array → the key before its `[`.
 
 use serde::de::DeserializeOwned;
 
 use crate::error::PolicyError;
+use crate::objects_only::{ObjectsOnly, NOT_AN_OBJECT};
 
 /// Parses `bytes` as `T`; an error's field is `prefix` joined with the path at the error.
+/// Every struct must be written as a JSON object (`objects_only`).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, PolicyError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = T::deserialize(ObjectsOnly(&mut de)).and_then(|t| de.end().map(|()| t));
+    parsed.map_err(|e| {
         let message = e.to_string();
-        let mut path = match offset_of(bytes, e.line(), e.column()) {
+        let mut end = offset_of(bytes, e.line(), e.column());
+        if message.starts_with(NOT_AN_OBJECT) {
+            // serde_json stops inside the array (after its `[`, and its `]` if empty): name
+            // the place before the `[`, its key.
+            end = end.and_then(|end| bytes.get(..end)?.iter().rposition(|b| *b == b'['));
+        }
+        let mut path = match end {
             Some(end) => path_at(bytes, end),
             None => String::new(),
         };
@@ -321,6 +333,25 @@ mod tests {
                 Ok(_) => panic!("{doc}: accepted"),
                 Err(e) => assert_eq!(e.field, want, "{doc}: {e}"),
             }
+        }
+        // A struct written as an array (`objects_only`): the key before its `[`.
+        for (doc, want) in [
+            (r#"["n"]"#, ""),
+            (r#"{"name": "n", "inner": [{"id": 1}]}"#, "inner"),
+            (r#"{"name": "n", "inner": [ ]}"#, "inner"),
+            (
+                r#"{"name": "n", "inner": {"deep": [1, ["one"]]}}"#,
+                "inner.deep",
+            ),
+            (r#"{"name": "n", "items": [{"id": 1}, [2]]}"#, "items[1]"),
+            (
+                "{\"name\": \"n\",\n \"items\": [\n  [\n   3\n  ]\n ]\n}",
+                "items[0]",
+            ),
+        ] {
+            let e = parse::<Doc>(doc.as_bytes(), "").unwrap_err();
+            assert_eq!(e.field, want, "{doc}: {e}");
+            assert!(e.message.starts_with(NOT_AN_OBJECT), "{doc}: {e}");
         }
         assert_eq!(field("not json"), "");
         assert!(parse::<Doc>(br#"{"name": "n"}"#, "").is_ok());

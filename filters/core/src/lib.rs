@@ -20,6 +20,7 @@ pub mod fhir;
 pub mod jose;
 pub mod json_locate;
 pub mod jwks_store;
+pub mod objects_only;
 pub mod path;
 pub mod policy;
 pub mod reason_doc;

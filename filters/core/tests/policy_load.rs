@@ -16,20 +16,216 @@ fn policies_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
 }
 
-#[test]
-fn committed_policies_load() {
-    let mut n = 0;
-    for entry in std::fs::read_dir(policies_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) == Some("json") {
-            let bytes = std::fs::read(&path).unwrap();
-            if let Err(e) = Policy::from_json(&bytes) {
-                panic!("{}: {e}", path.display());
+/// The committed policies: `policies/*.json` and `kind-cluster/policies/*.json`.
+fn committed_policies() -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let kind = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kind-cluster/policies");
+    let mut out = Vec::new();
+    for dir in [policies_dir(), kind] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
             }
-            n += 1;
         }
     }
-    assert!(n >= 3, "expected the example policies, found {n}");
+    out
+}
+
+#[test]
+fn committed_policies_load() {
+    let policies = committed_policies();
+    for (path, bytes) in &policies {
+        if let Err(e) = Policy::from_json(bytes) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+    assert!(
+        policies.len() >= 4,
+        "expected the example policies, found {}",
+        policies.len()
+    );
+}
+
+/// A policy object written as a JSON array is refused at load, naming the field (serde's
+/// derived struct parsing would read the array's items as the fields in declaration order:
+/// `["a", "aud"]` as `{"name": "a", "audience": "aud"}`).
+#[test]
+fn objects_written_as_arrays_are_refused() {
+    let table: Vec<(&str, Value, &str)> = vec![
+        ("top level", json!(["a", []]), ""),
+        ("api", json!({"api": ["a", "aud"]}), "api"),
+        ("empty api", json!({"api": []}), "api"),
+        ("token", json!({"token": [["DPoP"]]}), "token"),
+        (
+            "issuer entry",
+            json!({"issuers": [["https://i"]]}),
+            "issuers[0]",
+        ),
+        (
+            "second issuer entry",
+            json!({"issuers": [{"issuer": "https://i"}, ["https://j"]]}),
+            "issuers[1]",
+        ),
+        ("route rule", json!({"routes": [["/x"]]}), "routes[0]"),
+        (
+            "authz",
+            json!({"routes": [{"authz": [null]}]}),
+            "routes[0].authz",
+        ),
+        (
+            "authz scopes",
+            json!({"routes": [{"authz": {"scopes": [["s"]]}}]}),
+            "routes[0].authz.scopes",
+        ),
+        (
+            "claim condition",
+            json!({"routes": [{"authz": {"claims": [["sub"]]}}]}),
+            "routes[0].authz.claims[0]",
+        ),
+        (
+            "authorization_details condition",
+            json!({"routes": [{"authz": {"authorization_details": [["t"]]}}]}),
+            "routes[0].authz.authorization_details[0]",
+        ),
+        (
+            "authorization_details field condition",
+            json!({"routes": [{"authz": {"authorization_details": [{"fields": [[]]}]}}]}),
+            "routes[0].authz.authorization_details[0].fields[0]",
+        ),
+        (
+            "binding",
+            json!({"routes": [{"authz": {"bind": [["id"]]}}]}),
+            "routes[0].authz.bind[0]",
+        ),
+        (
+            "binding's authorization_details",
+            json!({"routes": [{"authz": {"bind": [{"authorization_details": ["t", "f"]}]}}]}),
+            "routes[0].authz.bind[0].authorization_details",
+        ),
+        ("dpop", json!({"dpop": [true]}), "dpop"),
+        (
+            "dpop nonce",
+            json!({"dpop": {"nonce": [true, "s"]}}),
+            "dpop.nonce",
+        ),
+        (
+            "dpop replay_cache",
+            json!({"dpop": {"replay_cache": [1]}}),
+            "dpop.replay_cache",
+        ),
+        (
+            "dpop mtls",
+            json!({"dpop": {"mtls": ["xfcc"]}}),
+            "dpop.mtls",
+        ),
+        ("fhir", json!({"fhir": ["hapi"]}), "fhir"),
+        (
+            "fhir operation",
+            json!({"fhir": {"operations": [["$everything"]]}}),
+            "fhir.operations[0]",
+        ),
+        (
+            "fhir compartment",
+            json!({"fhir": {"compartment": ["patient"]}}),
+            "fhir.compartment",
+        ),
+        (
+            "fhir response_check",
+            json!({"fhir": {"response_check": [1024]}}),
+            "fhir.response_check",
+        ),
+        ("cors", json!({"cors": [["https://app.example"]]}), "cors"),
+    ];
+    for (name, doc, field) in table {
+        let mut p = base();
+        match doc {
+            Value::Object(section) => p.as_object_mut().unwrap().extend(section),
+            other => p = other,
+        }
+        match Policy::from_json(p.to_string().as_bytes()) {
+            Ok(_) => panic!("{name}: accepted"),
+            Err(e) => {
+                assert_eq!(e.field, field, "{name}: {e}");
+                assert!(e.message.contains("must be an object"), "{name}: {e}");
+            }
+        }
+    }
+}
+
+/// Free JSON checked by its own code (not a struct): replaced, not looked into.
+const CHECKED_AS_JSON: [&str; 3] = ["jwks", "cors", "params"];
+/// Values that may be any JSON, an array too (`authz` claim conditions).
+const ANY_JSON: [&str; 3] = ["equals", "contains", "one_of"];
+
+/// Every object in `v` (at `path`) that the policy reads as a struct or checks as an object.
+fn object_paths(v: &Value, path: &str, out: &mut Vec<String>) {
+    let key = path.rsplit(['.', ']']).next().unwrap_or_default();
+    match v {
+        Value::Object(o) if !ANY_JSON.contains(&key) => {
+            out.push(path.to_string());
+            if CHECKED_AS_JSON.contains(&key) {
+                return;
+            }
+            for (k, x) in o {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                object_paths(x, &sub, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                object_paths(x, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The node at `path` (as `object_paths` writes it).
+fn node_at<'a>(v: &'a mut Value, path: &str) -> &'a mut Value {
+    let mut node = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        let k = pieces.next().unwrap();
+        if !k.is_empty() {
+            node = &mut node[k];
+        }
+        for index in pieces {
+            node = &mut node[index.trim_end_matches(']').parse::<usize>().unwrap()];
+        }
+    }
+    node
+}
+
+/// Each object of every committed policy, written as the array of its values, is refused
+/// and named.
+#[test]
+fn committed_policies_refuse_each_object_as_an_array() {
+    let mut checked = 0;
+    for (file, bytes) in committed_policies() {
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        let mut paths = Vec::new();
+        object_paths(&doc, "", &mut paths);
+        for path in paths {
+            let mut p = doc.clone();
+            let node = node_at(&mut p, &path);
+            let values: Vec<Value> = node.as_object().unwrap().values().cloned().collect();
+            *node = Value::Array(values);
+            match Policy::from_json(p.to_string().as_bytes()) {
+                Ok(_) => panic!("{}: `{path}` as an array accepted", file.display()),
+                Err(e) => assert_eq!(e.field, path, "{}: {e}", file.display()),
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 30,
+        "only {checked} objects in the committed policies"
+    );
 }
 
 fn base() -> Value {

@@ -1,7 +1,8 @@
 //! Policy loading for the Wasm modules, built for size.
 //!
 //! [`Policy::from_json`] is `#[inline]`, so its body and every generic it instantiates (the
-//! derived `Deserialize` code of the whole policy over `serde_json`'s deserializer, its
+//! derived `Deserialize` code of the whole policy over `serde_json`'s deserializer (under
+//! `fapi_guard_core::objects_only`, every struct from a JSON object only), its
 //! visitors, the checks that compile the document) are code-generated in the crate that calls
 //! it: this one, which the workspace `Cargo.toml` builds at `opt-level = "z"`. The policy is
 //! parsed once per plugin load, never per request, so its speed does not matter; the bytes do
