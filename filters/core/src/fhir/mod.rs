@@ -8,7 +8,7 @@
 //!   per concern (grants, search and read, writes, patch, operations, bundle).
 //! - [`response`]: [`check_response`] for reads the request alone cannot decide,
 //!   [`check_stored`] for writes by id that need the stored resource read first.
-//! - [`response_check`]: what the answer must be, as [`decide`] hands it to [`response`].
+//! - [`response_check`]: what the answer must be, as [`decide()`] hands it to [`response`].
 //! - [`policy`]: the policy's `fhir` section.
 //! - [`stream`]: holding a stream until its decision; conditional reads.
 //! - [`subsetting`]: `_summary`/`_elements` keep what the response check reads.

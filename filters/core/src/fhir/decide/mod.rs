@@ -2,7 +2,8 @@
 //!
 //! Pure functions. [`decide`] looks at the request (and its body when it says
 //! [`Decision::NeedBody`]); reads whose compartment the request cannot show come back as
-//! [`Decision::AllowIfResponseMatches`], and [`check_response`](super::response::check_response) decides them on the body.
+//! [`Decision::AllowIfResponseMatches`], and
+//! [`check_response`](super::response::check_response) decides them on the body.
 //!
 //! A request is allowed when ONE grant of the token allows it on its own. Patient grants
 //! confine to the compartment of the token's patient; user/system grants are checked for
@@ -48,16 +49,19 @@ use super::response_check::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    /// Forward, but buffer the response and pass it only if [`check_response`](super::response::check_response) accepts it.
+    /// Forward, but buffer the response and pass it only if
+    /// [`check_response`](super::response::check_response) accepts it.
     AllowIfResponseMatches(ResponseCheck),
     /// Update, patch or delete by id that the request alone cannot confine (a patient or
     /// query-constrained grant): read the stored resource first (`GET` the same path) and
-    /// forward the request only if [`check_stored`](super::response::check_stored) accepts the answer (BOLA, docs/checks.md §3).
+    /// forward the request only if [`check_stored`](super::response::check_stored) accepts the
+    /// answer (BOLA, docs/checks.md §3).
     AllowIfStoredMatches(StoredCheck),
     /// A `HEAD` whose `GET` would be [`Decision::AllowIfResponseMatches`]: a HEAD answer has
     /// the GET's header fields and no content (RFC 9110 §9.3.2), so it cannot be checked. The
     /// filter GETs the same path and query first (from `fhir.read_before_write_cluster`) and
-    /// forwards the HEAD only if [`check_response`](super::response::check_response) accepts that answer (docs/checks.md §3).
+    /// forwards the HEAD only if [`check_response`](super::response::check_response) accepts
+    /// that answer (docs/checks.md §3).
     AllowIfReadMatches(ResponseCheck),
     /// The request body is needed to decide: buffer it and ask again.
     NeedBody,
