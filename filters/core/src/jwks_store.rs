@@ -8,6 +8,7 @@
 //! feeds them in with [`KeyRing::install_shared`].
 
 use crate::jose::{Alg, Jwks};
+use crate::jwks_limits::JwksLimits;
 use crate::policy::{KeySource, Policy, RemoteJwks};
 use crate::shared_store::{version_for_write, SharedStore};
 use crate::token::{KeyLookup, KeyProvider};
@@ -16,52 +17,6 @@ use crate::token::{KeyLookup, KeyProvider};
 /// would make every check "due"). Compile also bounds these fields.
 fn seconds(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
-}
-
-/// The most bytes the host copies out of a JWKS answer (`fapi_guard_host::jwks::read_answer`):
-/// the upper bound of `issuers[i].jwks_max_bytes`, plus one byte so an answer over any cap is
-/// seen as over it without copying all of it.
-pub const JWKS_BYTES_CEILING: usize = 1024 * 1024;
-
-/// Size caps on a fetched JWKS answer (docs/checks.md §1.4, issue 13): a larger answer, or one
-/// with more `keys` entries, is refused before any key is parsed and the last good keys stay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JwksLimits {
-    pub max_bytes: usize,
-    pub max_keys: usize,
-}
-
-impl JwksLimits {
-    /// The policy defaults (`issuers[i].jwks_max_bytes` 64 KiB, `jwks_max_keys` 100).
-    pub const DEFAULT: JwksLimits = JwksLimits {
-        max_bytes: 64 * 1024,
-        max_keys: 100,
-    };
-    /// No cap (documents already checked: shared by the fetching worker, or inline).
-    pub const NONE: JwksLimits = JwksLimits {
-        max_bytes: usize::MAX,
-        max_keys: usize::MAX,
-    };
-
-    /// `Err(reason)` when `body` is over a cap. Keys are counted without parsing them
-    /// (`serde::de::IgnoredAny`); a body that is no JWKS at all is left to the parser.
-    pub fn check(&self, body: &[u8]) -> Result<(), &'static str> {
-        if body.len() > self.max_bytes {
-            return Err("too_large");
-        }
-        #[derive(serde::Deserialize)]
-        struct Count {
-            keys: Vec<serde::de::IgnoredAny>,
-        }
-        if self.max_keys != usize::MAX {
-            if let Ok(c) = serde_json::from_slice::<Count>(body) {
-                if c.keys.len() > self.max_keys {
-                    return Err("too_many_keys");
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// What a fetch answer did to the key set.

@@ -19,6 +19,7 @@ pub mod explain;
 pub mod fhir;
 pub mod jose;
 pub mod json_locate;
+pub mod jwks_limits;
 pub mod jwks_store;
 pub mod objects_only;
 pub mod path;

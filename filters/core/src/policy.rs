@@ -75,10 +75,10 @@ pub struct IssuerDoc {
     pub jwks_min_refetch_seconds: u64,
     #[serde(default = "default_fetch_timeout")]
     pub jwks_fetch_timeout_ms: u64,
-    /// Largest JWKS answer accepted, in bytes (`jwks_store::JwksLimits`; docs/checks.md §1.4).
+    /// Largest JWKS answer accepted, in bytes (`jwks_limits::JwksLimits`; docs/checks.md §1.4).
     #[serde(default = "default_jwks_max_bytes")]
     pub jwks_max_bytes: u64,
-    /// Most entries in a JWKS answer's `keys` (`jwks_store::JwksLimits`).
+    /// Most entries in a JWKS answer's `keys` (`jwks_limits::JwksLimits`).
     #[serde(default = "default_jwks_max_keys")]
     pub jwks_max_keys: u64,
 }
@@ -189,7 +189,7 @@ pub struct RemoteJwks {
     pub min_refetch_seconds: u64,
     pub timeout_ms: u64,
     /// Size caps on a fetched answer (`issuers[i].jwks_max_bytes`, `jwks_max_keys`).
-    pub limits: crate::jwks_store::JwksLimits,
+    pub limits: crate::jwks_limits::JwksLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -477,7 +477,7 @@ pub const MAX_JWKS_FETCH_TIMEOUT_MS: u64 = 60_000;
 /// Bounds of the JWKS answer caps (also in the schema): at least 1 KiB and one key, at most
 /// 1 MiB (the host never copies more than this from an answer) and 1000 keys.
 pub const MIN_JWKS_MAX_BYTES: u64 = 1024;
-pub const MAX_JWKS_MAX_BYTES: u64 = crate::jwks_store::JWKS_BYTES_CEILING as u64;
+pub const MAX_JWKS_MAX_BYTES: u64 = crate::jwks_limits::JWKS_BYTES_CEILING as u64;
 pub const MAX_JWKS_MAX_KEYS: u64 = 1000;
 
 #[inline]
@@ -582,7 +582,7 @@ fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyError> {
                 refresh_seconds: d.jwks_refresh_seconds,
                 min_refetch_seconds: d.jwks_min_refetch_seconds,
                 timeout_ms: d.jwks_fetch_timeout_ms,
-                limits: crate::jwks_store::JwksLimits {
+                limits: crate::jwks_limits::JwksLimits {
                     max_bytes: usize::try_from(d.jwks_max_bytes).unwrap_or(usize::MAX),
                     max_keys: usize::try_from(d.jwks_max_keys).unwrap_or(usize::MAX),
                 },

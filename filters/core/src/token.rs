@@ -63,15 +63,7 @@ fn query_has_access_token(path: &str) -> bool {
     let Some((_, query)) = path.split_once('?') else {
         return false;
     };
-    form_has_access_token(query.split('#').next().unwrap_or(""))
-}
-
-/// Whether a query string or `application/x-www-form-urlencoded` body carries `access_token`
-/// (RFC 6750 §2.2, §2.3), its name read as a server reads it: percent-decoded
-/// (`%61ccess_token`, `access%5Ftoken`), in any case. A name with a broken escape is
-/// compared as sent.
-pub fn form_has_access_token(form: &str) -> bool {
-    crate::fhir::server::form_has_name(form, &["access_token"])
+    crate::fhir::server::form_has_access_token(query.split('#').next().unwrap_or(""))
 }
 
 /// The scheme a single `Authorization` value names, for the challenge of a refusal made

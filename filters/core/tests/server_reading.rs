@@ -5,8 +5,8 @@
 
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::Reason;
-use fapi_guard_core::fhir::decide::SearchCheck;
 use fapi_guard_core::fhir::policy::FhirPolicy;
+use fapi_guard_core::fhir::response_check::SearchCheck;
 use fapi_guard_core::fhir::server::Server;
 use fapi_guard_core::fhir::{check_response, decide, Decision, RequestView, ResponseCheck};
 use fapi_guard_core::policy::{Policy, RequestFault};

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use fapi_guard_core::jwks_limits;
 use fapi_guard_core::jwks_store::{self, FetchOutcome, KeyRing};
 use fapi_guard_core::policy::RemoteJwks;
 
@@ -75,7 +76,7 @@ pub fn dispatch(remote: &RemoteJwks) -> Option<u32> {
 }
 
 /// Reads the answer of a finished call (in `on_http_call_response`). Copies at most
-/// `jwks_store::JWKS_BYTES_CEILING + 1` bytes into the VM: a larger answer is over every
+/// `jwks_limits::JWKS_BYTES_CEILING + 1` bytes into the VM: a larger answer is over every
 /// `jwks_max_bytes` cap and is refused as `too_large` (docs/checks.md §1.4) without copying it.
 pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
     let status = proxy_wasm::hostcalls::get_map_value(
@@ -88,7 +89,7 @@ pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
     let body = proxy_wasm::hostcalls::get_buffer(
         proxy_wasm::types::BufferType::HttpCallResponseBody,
         0,
-        body_size.min(jwks_store::JWKS_BYTES_CEILING.saturating_add(1)),
+        body_size.min(jwks_limits::JWKS_BYTES_CEILING.saturating_add(1)),
     )
     .ok()
     .flatten()

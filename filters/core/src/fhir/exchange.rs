@@ -3,10 +3,11 @@
 //! before a write (its request and its answer), the response-header policy, and the detail
 //! strings of denials made on an answer (docs/checks.md §3).
 
-use super::decide::{Denial, ResponseCheck, StoredCheck};
+use super::decide::Denial;
 use super::interaction::classify;
 use super::policy::FhirPolicy;
 use super::response::{check_response, check_stored};
+use super::response_check::{ResponseCheck, StoredCheck};
 use super::stream::CONDITIONAL_READ_HEADERS;
 use super::subsetting;
 use crate::denial::Reason;
@@ -239,7 +240,7 @@ pub fn response_denial(reason: Reason, label: &str) -> Denial {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::fhir::decide::{ResourceCheck, SearchCheck, StoredSearch};
+    use crate::fhir::response_check::{ResourceCheck, SearchCheck, StoredSearch};
 
     fn policy() -> FhirPolicy {
         FhirPolicy::from_section_json(br#"{"response_check": {"max_body_bytes": 100}}"#).unwrap()
@@ -360,7 +361,7 @@ mod tests {
             resource_type: "Observation".into(),
             id: Some("o".into()),
             history: false,
-            alternatives: vec![crate::fhir::decide::Alternative {
+            alternatives: vec![crate::fhir::response_check::Alternative {
                 patient: Some("p".into()),
                 constraint: Vec::new(),
             }],

@@ -8,6 +8,7 @@
 //!   per concern (grants, search and read, writes, patch, operations, bundle).
 //! - [`response`]: [`check_response`] for reads the request alone cannot decide,
 //!   [`check_stored`] for writes by id that need the stored resource read first.
+//! - [`response_check`]: what the answer must be, as [`decide()`] hands it to [`response`].
 //! - [`policy`]: the policy's `fhir` section.
 //! - [`stream`]: holding a stream until its decision; conditional reads.
 //! - [`subsetting`]: `_summary`/`_elements` keep what the response check reads.
@@ -19,12 +20,12 @@ pub mod interaction;
 pub mod policy;
 pub mod query;
 pub mod response;
+pub mod response_check;
 pub mod scope;
 pub mod server;
 pub mod stream;
 pub mod subsetting;
 
-pub use decide::{
-    check_response, check_response_meta, check_stored, decide, Decision, Denial, PageCheck,
-    PageGrant, RequestView, ResponseCheck, ResponseMeta, StoredCheck, StoredSearch,
-};
+pub use decide::{decide, Decision, Denial, RequestView};
+pub use response::{check_response, check_response_meta, check_stored, ResponseMeta};
+pub use response_check::{PageCheck, PageGrant, ResponseCheck, StoredCheck, StoredSearch};

@@ -707,7 +707,7 @@ mod tests {
 
     #[test]
     fn narrower_compartment() {
-        use crate::fhir::decide::{Alternative, ResourceCheck, ResponseCheck};
+        use crate::fhir::response_check::{Alternative, ResourceCheck, ResponseCheck};
         let check = ResponseCheck::Resource(ResourceCheck {
             resource_type: "Observation".into(),
             id: None,

@@ -7,10 +7,10 @@ use serde_json::Value;
 use super::compartment::{
     is_patient_ref, names_other_patient, resource_matches_constraint, Compartment,
 };
-use super::decide::{
+use super::policy::FhirPolicy;
+use super::response_check::{
     PageCheck, PageGrant, ResourceCheck, ResponseCheck, SearchCheck, StoredCheck, StoredSearch,
 };
-use super::policy::FhirPolicy;
 use super::scope::Perms;
 use crate::denial::Reason;
 
@@ -463,7 +463,7 @@ pub fn check_stored(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::fhir::decide::Alternative;
+    use crate::fhir::response_check::Alternative;
 
     #[test]
     fn raw_binary_is_decided_on_x_security_context() {

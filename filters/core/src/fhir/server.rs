@@ -276,6 +276,14 @@ pub fn form_has_name(form: &str, names: &[&str]) -> bool {
     })
 }
 
+/// Whether a query string or `application/x-www-form-urlencoded` body carries `access_token`
+/// (RFC 6750 §2.2, §2.3), its name read as a server reads it: percent-decoded
+/// (`%61ccess_token`, `access%5Ftoken`), in any case. A name with a broken escape is
+/// compared as sent.
+pub fn form_has_access_token(form: &str) -> bool {
+    form_has_name(form, &["access_token"])
+}
+
 /// Search-result and control parameters (FHIR R4 §3.1.1.5, §3.1.1.4, `_getpages` paging).
 const RESERVED: &[&str] = &[
     "_id",

@@ -7,8 +7,8 @@
 //! (docs/checks.md §3 "subsetted answers").
 
 use super::compartment::{constraint_elements, Compartment};
-use super::decide::ResponseCheck;
 use super::query::{self, include_parts, Param};
+use super::response_check::ResponseCheck;
 
 /// The top-level elements `check` reads on the resources of the answer: `None` when the types
 /// are not known from the request (`Patient/[id]/*`, `$everything`).

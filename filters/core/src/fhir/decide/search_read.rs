@@ -195,7 +195,7 @@ pub(super) fn search_params(cx: &DecisionInput<'_>) -> Result<Vec<Param>, Decisi
             BodyReading::Form => {}
         }
         // RFC 6750 §2.2: the token comes only from `Authorization` (docs/checks.md §1.1).
-        if text.is_some_and(crate::token::form_has_access_token) {
+        if text.is_some_and(super::super::server::form_has_access_token) {
             return Err(deny(
                 Reason::TokenInBody,
                 format!("{}: `access_token` in the form body", cx.what()),
