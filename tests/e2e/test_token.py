@@ -400,7 +400,8 @@ def test_remote_jwks_fetched_at_start_and_shared_by_workers(upstream, issuer, jw
 def test_rotation_new_kid_refetched_once(upstream, issuer, jwks_server):
     p = remote_policy(issuer, jwks_server, jwks_min_refetch_seconds=30)
     with Envoy(p, upstream.port, filters=["token"]) as e:
-        assert wait_for(lambda: jwks_server.hits >= 1)
+        # Keys installed, not only asked for: the hit comes before the answer is stored.
+        assert wait_for(lambda: jwks_server.hits >= 1 and e.counter("token.jwks.fetch_ok") >= 1)
         assert e.get("/fhir/Patient", dpop(issuer.token(aud=AUD))).status_code == 200
         new_key = Issuer.make_key("ES256", "rotated-key")
         jwks_server.set_jwks(issuer.jwks(extra=[new_key]))
@@ -417,7 +418,8 @@ def test_rotation_new_kid_refetched_once(upstream, issuer, jwks_server):
 @pytest.mark.parametrize("failure", ["http_500", "garbage", "empty_keys"])
 def test_outage_keeps_last_good_keys(upstream, issuer, jwks_server, failure):
     with Envoy(remote_policy(issuer, jwks_server, jwks_refresh_seconds=1), upstream.port, filters=["token"]) as e:
-        assert wait_for(lambda: jwks_server.hits >= 1)
+        # Keys installed, not only asked for: the hit comes before the answer is stored.
+        assert wait_for(lambda: jwks_server.hits >= 1 and e.counter("token.jwks.fetch_ok") >= 1)
         assert e.get("/fhir/Patient", dpop(issuer.token(aud=AUD))).status_code == 200
         if failure == "http_500":
             jwks_server.status = 500
