@@ -162,7 +162,7 @@ PATH_NORMALISATION = {
 }
 
 
-# Envoy HCM stream timeouts (Envoy's edge best practices; issue 13 "slow bodies"). Envoy's
+# Envoy HCM stream timeouts (Envoy's edge best practices; docs/checks.md "Slow requests"). Envoy's
 # defaults are no request timeout and a 300 s stream idle timeout, so a client that sends a
 # body-decided request's body slowly (the FHIR scope filter holds it until it is complete)
 # would hold a stream for minutes. With these, it gets 408 and nothing reaches the upstream.

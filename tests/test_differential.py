@@ -1,4 +1,4 @@
-"""Differential checks (issue 13): the core's JWS verification against joserfc, and its `htu`
+"""Differential checks: the core's JWS verification against joserfc, and its `htu`
 normalisation against the WHATWG URL parser of Node, on generated inputs. Both run through
 `filters/core/examples/oracle.rs` (the core's public entry points, natively).
 

@@ -94,7 +94,7 @@ def test_validate_refuses_a_broken_policy(tmp_path, monkeypatch):
 
 
 def test_render_options_are_keywords_and_the_cli_passes_each_by_name():
-    # Issue 11 item 7: with 13 positional parameters, the CLI's `--no-path-normalization` landed
+    # With 13 positional parameters, the CLI's `--no-path-normalization` landed
     # in `alpn` and the normalisation stayed on. Options are now a RenderOptions or keywords.
     a = render.parse_args(["--policy", "policies/demo-fhir-api.json", "--no-path-normalization"])
     assert "normalize_path" not in render.render_text(a, str(ROOT))

@@ -1,4 +1,4 @@
-"""Size budget of the one module (issue 9: each filter <= 300 KB of Wasm; bench/README.md "Size").
+"""Size budget of the one module (each filter <= 300 KB of Wasm; bench/README.md "Size").
 
 `fapi_guard.wasm` holds every filter of filters/registry.json, so its budget is 300,000 bytes per
 filter. A change that grows it past the budget fails here, and has to pay for its bytes (the

@@ -1,5 +1,5 @@
 """policies/schema/*.json against the policies: every committed policy validates, and the
-schema refuses what the filters refuse for the per-route `authz` and `mode` (issue 10)."""
+schema refuses what the filters refuse for the per-route `authz` and `mode` (docs/checks.md §4)."""
 import copy
 import json
 
@@ -51,7 +51,7 @@ def test_bad_authz_refused_by_schema(mutate):
     ("jwks_max_keys", 0),
 ])
 def test_unbounded_jwks_timings_refused_by_schema(field, value):
-    # Issue 11 item 6: the schema bounds what compile bounds (`issuers[i].<field>` named there).
+    # JWKS timings: the schema bounds what compile bounds (`issuers[i].<field>` named there).
     doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
     good = copy.deepcopy(doc)
     good["issuers"][0] = {"issuer": "https://i.test", "jwks_uri": "https://i.test/jwks",

@@ -1,4 +1,4 @@
-"""Issue 8 §4: conditional reads on reads decided on the response, in real Envoy.
+"""Conditional reads (RFC 9110 §13.1, §13.2.1) on reads decided on the response, in real Envoy.
 
 `If-None-Match` / `If-Modified-Since` (and `If-Match`, `If-Unmodified-Since`, `If-Range`,
 `Range`) make an API answer about a resource without sending it (304, 412, 206). On a read the

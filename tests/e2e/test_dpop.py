@@ -705,9 +705,9 @@ def _keepalive(port: int, host: str, path: str, token: str, proofs: list[str]) -
 
 
 def test_default_cache_holds_more_live_proofs_than_the_old_capacity(issuer, workers=2):
-    # Issue 9: the old default refused every proof beyond 65,536 live ones. 66,000 distinct
-    # proofs (all live: one `iat`, the window is 60 s back and 10 s ahead) through real Envoy
-    # with the default cache: every one answered 200, then the oldest one is a replay.
+    # RFC 9449 §11.1: the old default refused every proof beyond 65,536 live ones.
+    # 66,000 distinct proofs (all live: one `iat`, the window is 60 s back and 10 s ahead)
+    # through real Envoy with the default cache: every one answered 200, then the oldest one is a replay.
     # Only the per-key budget is raised: all proofs come from one key. Two worker threads
     # share the cache (the native tests cover one and two writers at the sized peak).
     from concurrent.futures import ProcessPoolExecutor
@@ -755,7 +755,7 @@ def test_default_cache_holds_more_live_proofs_than_the_old_capacity(issuer, work
 
 
 def test_one_key_flooding_does_not_refuse_other_clients(upstream, issuer):
-    # Issue 8 §5: one token floods distinct valid proofs, all in one bucket (one `iat`, the
+    # Fairness: one token floods distinct valid proofs, all in one bucket (one `iat`, the
     # attacker's best aim); a small cache (peak 20/s: 256 entries per bucket) that the flood
     # alone would fill. The flooder gets 429 with Retry-After once over its budget (70 live
     # proofs = 10 per bucket per worker) and its refused proofs are not recorded; another

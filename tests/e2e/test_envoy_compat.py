@@ -1,4 +1,4 @@
-"""Envoy version compatibility (issue 13): both signature verifier paths in the running Envoy
+"""Envoy version compatibility: both signature verifier paths in the running Envoy
 (`ENVOY_BIN`, default .venv/bin/envoy; scripts/test.sh also runs this against the oldest
 supported Envoy). The host path uses Envoy's `verify_signature` foreign function where it
 exists; where it does not, the filter must say so and fall back to software verification.
@@ -60,8 +60,8 @@ def test_both_verifier_paths(upstream, issuer, verifier):
         print(f"{envoy_binary()}: verifier={verifier} host={host} software={software}")
 
 
-# The verifier is chosen at start (issue 13): each signing filter probes the host for
-# `verify_signature` in `on_configure` and logs one `verifier: ...` line and the gauge
+# The verifier is chosen at start (docs/checks.md §1): each signing filter probes the host
+# for `verify_signature` in `on_configure` and logs one `verifier: ...` line and the gauge
 # `fapi_guard.verify.host_available` before any request (`docs/checks.md`).
 START_HOST = ("verifier: host verify_signature for ES256/ES384/ES512/RS256/RS384/RS512, "
               "software verifier for PS256/PS384/PS512/EdDSA")

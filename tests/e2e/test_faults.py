@@ -1,4 +1,4 @@
-"""Faults in real Envoy (issue 13): a hot config update with a changed policy (listener from
+"""Faults in real Envoy: a hot config update with a changed policy (listener from
 an LDS file, replaced atomically: Envoy builds a new filter config, `on_configure` runs with
 the new policy), and a Wasm VM restart (a changed `vm_config` makes Envoy start a new VM).
 The token filter's cache belongs to the configuration, so a token verified under the old keys,

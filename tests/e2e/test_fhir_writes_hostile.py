@@ -1,4 +1,4 @@
-"""Writes the compartment check cannot see (issue 8 §3, docs/checks.md), in real Envoy over
+"""Writes the compartment check cannot see (docs/checks.md §3), in real Envoy over
 HTTP/1.1 and HTTP/2 (h2c prior knowledge), with curl as the client.
 
 The upstream is the sample FHIR server (tests/fhir_upstream/server.py) made to act like real

@@ -1,6 +1,6 @@
 """The verified token travels from the token filter to the DPoP and FHIR scope filters as
-Envoy filter state, which a client cannot set (issue 2). A client that sends a header of the
-same name as the filter-state key, with claims of its choosing, gets nothing from it."""
+Envoy filter state, which a client cannot set (docs/checks.md §1). A client that sends a header of
+the same name as the filter-state key, with claims of its choosing, gets nothing from it."""
 import json
 
 import pytest

@@ -1,4 +1,4 @@
-"""HelseID's real token shapes through token + DPoP filters in real Envoy (issue 10), on the
+"""HelseID's real token shapes through token + DPoP filters in real Envoy, on the
 host verifier (`verify_signature`) and the pure-Rust one (`FAPI_GUARD_VERIFIER=software`).
 Tokens and proofs by joserfc (tests/e2e/helseid_shapes.py)."""
 import pytest

@@ -1,4 +1,4 @@
-"""Hostile inputs in real Envoy (issue 13). Each is answered 4xx/5xx, the proxy stays alive,
+"""Hostile inputs in real Envoy. Each is answered 4xx/5xx, the proxy stays alive,
 and the next valid request is served. Every case is bounded in time.
 
 Chain: token -> fhir_scope -> a local upstream that can misbehave (reset mid-response, deeply

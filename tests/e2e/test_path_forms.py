@@ -1,5 +1,5 @@
-"""Path forms (issue 8 §1) in real Envoy, over HTTP/1.1 and HTTP/2 (h2c prior knowledge; the
-listener codec is AUTO), in front of the sample FHIR API resolving paths as a servlet
+"""Path forms (docs/checks.md "Path canonicalisation") in real Envoy, over HTTP/1.1 and
+HTTP/2 (h2c prior knowledge; the listener codec is AUTO), in front of the sample FHIR API resolving paths as a servlet
 container does (tests/fhir_upstream/server.py `servlet_path`: `;` parameters dropped,
 `%2F` decoded, `\\` as `/`, `//` merged, dot-segments removed, like Tomcat under HAPI FHIR).
 
@@ -220,7 +220,7 @@ def test_each_filter_refuses_on_its_own(upstream, only):
 
 
 def test_long_path_refused(unnormalised, upstream):
-    """Issue 8 §6: the path length is capped (`path_too_long`, path::MAX_PATH_BYTES)."""
+    """The path length is capped (`path_too_long`, path::MAX_PATH_BYTES)."""
     target = "/fhir/metadata/" + "a" * 5000
     (status, body), hits = hits_during(upstream, lambda: h1(unnormalised.port, target))
     assert hits == []

@@ -1,5 +1,5 @@
 """Per-route authorization (`routes[].authz`, docs/checks.md §4) and dry-run mode in real
-Envoy (issue 10): every condition kind allowed and denied, the RFC 6750 §3.1 challenge for a
+Envoy: every condition kind allowed and denied, the RFC 6750 §3.1 challenge for a
 missing scope, object-level bindings of a path segment and a header, and `mode: shadow`
 counting `shadow_denied.<reason>` while the request passes. Tokens by joserfc."""
 import pytest

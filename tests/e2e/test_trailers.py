@@ -1,4 +1,4 @@
-"""Issue 8 §2: body decisions run however the stream ends, in real Envoy.
+"""Body decisions run however the stream ends (RFC 9113 §8.1, RFC 9112 §7.1.2), in real Envoy.
 
 A request (or response) may end with a trailers frame instead of END_STREAM on DATA: HTTP/2
 (h2c with prior knowledge on the AUTO-codec listener, and h2 over TLS with ALPN) and HTTP/1.1

@@ -1,4 +1,4 @@
-"""The two-proxy local topology of envoy/ (issue 5): an edge gateway (envoy/gateway-edge.yaml:
+"""The two-proxy local topology of envoy/: an edge gateway (envoy/gateway-edge.yaml:
 TLS with client certificates, `/api` stripped, internal `:authority`, XFCC SANITIZE_SET) in
 front of the sidecar running the whole chain token -> dpop -> fhir_scope with the committed
 policy policies/demo-fhir-api-gateway.json (envoy/sidecar-behind-gateway.yaml), in front of

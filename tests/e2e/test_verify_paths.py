@@ -1,4 +1,4 @@
-"""Both signature paths, the same public vectors, in real Envoy (issue 2): Envoy's
+"""Both signature paths, the same public vectors, in real Envoy: Envoy's
 `verify_signature` foreign function (BoringSSL) for ES256/384/512 and RS256/384/512 and the
 pure-Rust verifiers,
 through the test-only probe filter (tests/verify-probe) that calls `HostVerifier` exactly as

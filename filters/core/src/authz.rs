@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn policy_authorize_matches_the_route_and_binds_its_parameters() {
-        // `Policy::authorize`: route matching and the authz decision in core (issue 11 item 3).
+        // `Policy::authorize`: route matching and the authz decision in core (docs/checks.md §4).
         let doc = json!({
             "api": {"name": "a", "audience": "a"},
             "issuers": [{"issuer": "i", "jwks_uri": "https://i/jwks", "jwks_cluster": "c"}],

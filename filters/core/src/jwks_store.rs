@@ -1,6 +1,6 @@
 //! The issuer key ring and the JWKS refresh rules, as pure state (time injected).
 //!
-//! Rules (docs/checks.md §1.4; issue 2): inline keys never change; remote keys are fetched at
+//! Rules (docs/checks.md §1.4): inline keys never change; remote keys are fetched at
 //! start, refreshed every `refresh_seconds`, refetched when a token names an unknown `kid`
 //! (at most once per `min_refetch_seconds`), retried with exponential backoff after a
 //! failure, and the last good keys are kept through an outage or a garbage answer.
@@ -232,7 +232,7 @@ pub fn decode_shared(bytes: &[u8]) -> Option<(i64, &[u8])> {
 // ---------- sharing between workers (proxy-wasm shared data, through `SharedStore`) ----------
 
 /// Shared-data key of the last good document. Namespaced per API and filter: Istio gives
-/// every plugin of a proxy one shared-data namespace (docs/checks.md, issue 14).
+/// every plugin of a proxy one shared-data namespace (docs/checks.md §1, shared-data isolation).
 pub fn doc_key(remote: &RemoteJwks) -> String {
     format!("fapi_guard.token.{}.jwks|{}", remote.api, remote.uri)
 }

@@ -1,4 +1,4 @@
-//! The one canonical request path (issue 8 §1; `docs/checks.md`, "Path canonicalisation").
+//! The one canonical request path (`docs/checks.md`, "Path canonicalisation").
 //!
 //! Every filter calls [`canonical`] first, on every request (public routes included), and
 //! decides only on what it returns: route matching ([`crate::routes::RouteTable::requirement`]),

@@ -1,7 +1,7 @@
 //! The token filter's per-request sequence, as one pure function: verified-token cache →
 //! scheme binding → full validation → (unknown `kid` or keys not loaded) keys other workers
-//! fetched → rate-limited refetch → retry once the keys came (docs/checks.md §1, §1.4, §1.10;
-//! issue 2). The filter only translates host calls: it implements [`KeyFetcher`] (shared
+//! fetched → rate-limited refetch → retry once the keys came (docs/checks.md §1, §1.4,
+//! §1.10). The filter only translates host calls: it implements [`KeyFetcher`] (shared
 //! data, `dispatch_http_call`) and hands the accepted token on.
 
 use std::cell::RefCell;

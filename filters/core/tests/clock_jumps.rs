@@ -1,4 +1,4 @@
-//! Clock jumps (issue 13): every time-based check is a pure function of `now`, so a jump of
+//! Clock jumps (§1.10): every time-based check is a pure function of `now`, so a jump of
 //! the proxy's clock is a jump of `now`. A replayed proof stays refused whichever way the clock
 //! jumps (the replay cache and the `iat` window together, RFC 9449 §11.1), nonces from another
 //! window are refused (RFC 9449 §8), and extreme clocks never panic (overflow) nor pass.
@@ -167,7 +167,7 @@ fn cached_token_is_not_served_after_a_jump_past_exp() {
     }
 }
 
-/// §1.7, §1.10 (issue 13): a cached token is served only while the full check would accept it
+/// §1.7, §1.10: a cached token is served only while the full check would accept it
 /// on the proxy clock as it reads now. After a jump back, `iat`/`nbf` beyond `now + skew`
 /// must not be served from the cache (the full check names the reason); a jump forward past
 /// `exp + skew` expires the entry; a small jump inside the validity still hits.

@@ -590,7 +590,7 @@ fn token_binding_rules() {
             Err(Reason::NoVerifiedToken),
         ),
         ("public route", json!({}), None, "/fhir/metadata", Ok(true)),
-        // Issue 8 §1: the canonical path first, public routes included (docs/checks.md).
+        // The canonical path first, public routes included (docs/checks.md).
         (
             "dot-segment through a public route",
             json!({}),
@@ -1091,7 +1091,8 @@ fn jkt_of(jwk: &Value) -> String {
 
 #[test]
 fn cheap_checks_and_proof_key_caps_run_before_the_signature() {
-    // Issue 8 §6: binding, htm, htu, iat, ath and the proof key caps (RSA <= 4096 bits,
+    // Cheap checks first (RFC 9449 §4.3): binding, htm, htu, iat, ath and the proof key caps
+    // (RSA <= 4096 bits,
     // e < 2^32) are decided before any signature verification (docs/checks.md).
     let (policy, dpop) = policy(json!({}));
     let huge_e = [0x01, 0xff, 0xff, 0xff, 0xff]; // 2^33 - 1: odd, the JOSE layer's own bound
@@ -1203,7 +1204,7 @@ fn cheap_checks_and_proof_key_caps_run_before_the_signature() {
 
 #[test]
 fn a_key_over_its_replay_budget_gets_429_and_other_keys_do_not() {
-    // Issue 8 §5: 7 live proofs per key over the 7 buckets of the window = 1 per bucket.
+    // Fairness: 7 live proofs per key over the 7 buckets of the window = 1 per bucket.
     let (policy, dpop) = policy(json!({"replay_cache": {"max_live_proofs_per_key": 7}}));
     let store = MemoryStore::new();
     let budget = KeyBudget::new();

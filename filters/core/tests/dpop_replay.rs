@@ -184,8 +184,8 @@ fn run_at_rate(
 
 #[test]
 fn the_default_cache_holds_far_more_live_proofs_than_the_old_65536_and_refuses_the_oldest_replay() {
-    // Issue 9: the old default (4096 slots x 16) refused every new proof beyond 65,536 live
-    // ones. 200,000 proofs in 50 s (4,000/s), all live at the end: none refused.
+    // RFC 9449 §11.1: the old default (4096 slots x 16) refused every new proof beyond
+    // 65,536 live ones. 200,000 proofs in 50 s (4,000/s), all live at the end: none refused.
     let cfg = DpopPolicy::default().replay;
     let store = MemoryStore::new();
     let start = 1_700_000_000;

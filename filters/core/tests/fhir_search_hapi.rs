@@ -1,4 +1,4 @@
-//! FHIR search-parameter reading compared with HAPI FHIR (issue 13, differential; the table
+//! FHIR search-parameter reading compared with HAPI FHIR (differential; the table
 //! is in docs/checks.md "FHIR search parameters compared with HAPI FHIR"). Each case gives a
 //! query, how HAPI FHIR reads it (the HAPI source named by its path in the hapifhir/hapi-fhir
 //! repository), and what the guard decides for a `patient/` grant with patient `pat-anna`.

@@ -386,8 +386,9 @@ fn no_token_only_public() {
 
 #[test]
 fn conditional_write_reads_its_own_criteria() {
-    // Issue 8 §3: the stored read of a conditional write is a search with the same query
-    // string as sent, so the server resolves the same matches for the read and the write.
+    // Conditional writes (docs/checks.md §3): the stored read of a conditional write is a
+    // search with the same query string as sent, so the server resolves the same matches for
+    // the read and the write.
     let p = policy();
     let t = token("patient/Observation.d", "pat-anna");
     let d = run(

@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn long_paths_are_capped_and_linear() {
-        // Issue 8 §6: a long run of `/..` or `/a` used to cost quadratic time.
+        // Path length cap: a long run of `/..` or `/a` used to cost quadratic time.
         let many = "/a".repeat(MAX_PATH_BYTES / 2);
         assert_eq!(normalise_path(&many).map(|p| p.len()), Some(MAX_PATH_BYTES));
         let dots = format!("{}{}", "/a".repeat(600), "/..".repeat(600));

@@ -56,7 +56,7 @@ pub fn prefer_strict_handling(current: Option<&str>) -> String {
 }
 
 /// The `:path` of the stored read before a write: the request's path without its query, or
-/// for a conditional write a search with the request's own criteria (issue 8 §3).
+/// for a conditional write a search with the request's own criteria (docs/checks.md §3).
 pub fn stored_read_path(path_with_query: &str, check: &StoredCheck) -> String {
     let mut path = path_with_query
         .split(['?', '#'])

@@ -147,7 +147,7 @@ mod tests {
             ),
             Step::Decide
         );
-        // The bypass of issue 8 §2: a trailers frame ends the stream too.
+        // The trailers bypass: a trailers frame ends the stream too.
         assert_eq!(step(g, Part::Trailers), Step::Decide);
     }
 

@@ -1,5 +1,5 @@
 //! Patches (letter `u`): FHIRPath Patch and JSON Patch bodies read through an allow-list of
-//! plain element paths (docs/checks.md §3, issue 8 §3).
+//! plain element paths (docs/checks.md §3, patch paths).
 
 use super::*;
 
