@@ -707,7 +707,8 @@ def _keepalive(port: int, host: str, path: str, token: str, proofs: list[str]) -
 def test_default_cache_holds_more_live_proofs_than_the_old_capacity(issuer, workers=2):
     # RFC 9449 §11.1: the old default refused every proof beyond 65,536 live ones.
     # 66,000 distinct proofs (all live: one `iat`, the window is 60 s back and 10 s ahead)
-    # through real Envoy with the default cache: every one answered 200, then the oldest one is a replay.
+    # through real Envoy with the default cache: every one answered 200, then the oldest one
+    # is a replay.
     # Only the per-key budget is raised: all proofs come from one key. Two worker threads
     # share the cache (the native tests cover one and two writers at the sized peak).
     from concurrent.futures import ProcessPoolExecutor

@@ -1,5 +1,6 @@
 """Path forms (docs/checks.md "Path canonicalisation") in real Envoy, over HTTP/1.1 and
-HTTP/2 (h2c prior knowledge; the listener codec is AUTO), in front of the sample FHIR API resolving paths as a servlet
+HTTP/2 (h2c prior knowledge; the listener codec is AUTO), in front of the sample FHIR API
+resolving paths as a servlet
 container does (tests/fhir_upstream/server.py `servlet_path`: `;` parameters dropped,
 `%2F` decoded, `\\` as `/`, `//` merged, dot-segments removed, like Tomcat under HAPI FHIR).
 
