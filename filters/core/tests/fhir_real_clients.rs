@@ -9,6 +9,9 @@
     clippy::panic
 )]
 
+#[path = "support/smart.rs"]
+mod smart;
+
 use std::path::PathBuf;
 
 use fapi_guard_core::claims::VerifiedToken;
@@ -25,20 +28,7 @@ fn policy() -> FhirPolicy {
 }
 
 fn token(scopes: &[&str]) -> VerifiedToken {
-    let mut claims = serde_json::Map::new();
-    claims.insert("patient".into(), "anna".into());
-    VerifiedToken {
-        scheme: fapi_guard_core::scheme::Scheme::Dpop,
-        token_sha256: "x".into(),
-        iss: "https://issuer.example".into(),
-        sub: "user-1".into(),
-        client_id: "app".into(),
-        exp: 0,
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        cnf_jkt: None,
-        cnf_x5t_s256: None,
-        claims,
-    }
+    smart::patient_token(scopes.iter().copied(), "anna")
 }
 
 const PATIENT: &[&str] = &[

@@ -3,6 +3,9 @@
 //! bodies by Content-Type, tokens in form bodies, and the count oracle, per `fhir.server`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/smart.rs"]
+mod smart;
+
 use fapi_guard_core::claims::VerifiedToken;
 use fapi_guard_core::denial::Reason;
 use fapi_guard_core::fhir::policy::FhirPolicy;
@@ -23,20 +26,7 @@ fn fhir(server: Server) -> FhirPolicy {
 }
 
 fn token(scopes: &str) -> VerifiedToken {
-    let mut claims = serde_json::Map::new();
-    claims.insert("patient".into(), "pat-anna".into());
-    VerifiedToken {
-        scheme: fapi_guard_core::scheme::Scheme::Dpop,
-        token_sha256: "x".into(),
-        iss: "https://issuer.example".into(),
-        sub: "user-1".into(),
-        client_id: "app".into(),
-        exp: 0,
-        scopes: scopes.split_whitespace().map(str::to_string).collect(),
-        cnf_jkt: None,
-        cnf_x5t_s256: None,
-        claims,
-    }
+    smart::patient_token(scopes.split_whitespace(), "pat-anna")
 }
 
 /// Decides as the filter does: with the body once it is asked for.
