@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from harness import Upstream
+from h2_tools import H2Upstream
 
 import server as fhir_server  # tests/fhir_upstream/server.py (pytest.ini pythonpath)
 from medplum_upstream import MedplumServer
@@ -27,6 +28,14 @@ def api():
     yield httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def recorder(api):
+    """HTTP/2 upstream in front of the sample API: records what the API was asked."""
+    u = H2Upstream(api)
+    yield u
+    u.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from fhir_e2e import ANNA, AUD, BJORN, policy_for
-from h2_tools import H2Upstream, h2_request
+from h2_tools import h2_request
 from harness import Envoy, Issuer
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +28,6 @@ FAR_FUTURE = "Sun, 01 Jan 2090 00:00:00 GMT"
 @pytest.fixture(scope="module")
 def issuer():
     return Issuer("https://issuer.test", algs=("ES256",))
-
-
-@pytest.fixture(scope="module")
-def recorder(api):
-    """HTTP/2 upstream in front of the sample API: records what the API was asked."""
-    u = H2Upstream(api)
-    yield u
-    u.stop()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from fhir_e2e import ANNA, AUD, BJORN, policy_for
-from h2_tools import H2Upstream, h2_request
+from h2_tools import h2_request
 from harness import Envoy, Issuer
 
 pytestmark = pytest.mark.e2e
@@ -32,14 +32,6 @@ OTHER = "https://evil.example.net"
 @pytest.fixture(scope="module")
 def issuer():
     return Issuer("https://issuer.test", algs=("ES256",))
-
-
-@pytest.fixture(scope="module")
-def recorder(api):
-    """HTTP/2 upstream in front of the sample API: records what the API was asked."""
-    u = H2Upstream(api)
-    yield u
-    u.stop()
 
 
 def cors_policy(issuer, **fhir_over):
