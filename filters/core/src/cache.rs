@@ -13,15 +13,15 @@ use std::rc::Rc;
 use crate::claims::VerifiedToken;
 use crate::scheme::Scheme;
 
-/// A verified token with its hand-off bytes serialised once, so a cache hit costs a
-/// lookup and one host call, not a clone and a JSON encoding.
+/// A verified token, shared as it is handed to the steps after the token step for a
+/// request that used either scheme: a cache hit costs a lookup, not a clone.
 #[derive(Debug, Clone)]
 pub struct CachedToken {
     pub token: VerifiedToken,
     /// `max(iat, nbf)`: before this (less the skew) the token is not yet valid.
     not_before: i64,
-    handoff_dpop: Vec<u8>,
-    handoff_bearer: Vec<u8>,
+    as_dpop: Rc<VerifiedToken>,
+    as_bearer: Rc<VerifiedToken>,
 }
 
 impl CachedToken {
@@ -40,14 +40,14 @@ impl CachedToken {
             (None, _) => i64::MAX,
         };
         token.scheme = Scheme::Dpop;
-        let handoff_dpop = token.to_bytes();
+        let as_dpop = Rc::new(token.clone());
         token.scheme = Scheme::Bearer;
-        let handoff_bearer = token.to_bytes();
+        let as_bearer = Rc::new(token.clone());
         CachedToken {
             token,
             not_before,
-            handoff_dpop,
-            handoff_bearer,
+            as_dpop,
+            as_bearer,
         }
     }
 
@@ -56,11 +56,11 @@ impl CachedToken {
         now < self.token.exp.saturating_add(skew) && self.not_before <= now.saturating_add(skew)
     }
 
-    /// The hand-off bytes for a request that used `scheme`.
-    pub fn handoff(&self, scheme: Scheme) -> &[u8] {
+    /// The verified token of a request that used `scheme`.
+    pub fn for_scheme(&self, scheme: Scheme) -> Rc<VerifiedToken> {
         match scheme {
-            Scheme::Dpop => &self.handoff_dpop,
-            Scheme::Bearer => &self.handoff_bearer,
+            Scheme::Dpop => self.as_dpop.clone(),
+            Scheme::Bearer => self.as_bearer.clone(),
         }
     }
 }

@@ -1,17 +1,10 @@
-//! The verified token, as the token filter hands it to the filters after it in the chain.
-//!
-//! The token filter stores it as Envoy filter state (proxy-wasm `set_property`), which a
-//! client cannot set; filters after it read it back with `get_property`. A request header
-//! of any name is never trusted for this.
-
-use serde::{Deserialize, Serialize};
+//! The verified token, as the token step hands it to the steps after it: in memory, within
+//! one stream's pipeline (`crate::engine`); nothing a client sends (no header of any name)
+//! is ever read as one.
 
 use crate::scheme::Scheme;
 
-/// Filter-state key (Envoy stores it as `wasm.fapi_guard.verified_token`).
-pub const VERIFIED_TOKEN_PROPERTY: &str = "fapi_guard.verified_token";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedToken {
     /// `DPoP` or `Bearer`, as the request's `Authorization` used.
     pub scheme: Scheme,
@@ -67,13 +60,5 @@ impl VerifiedToken {
     /// A string claim by name (e.g. the configurable patient claim).
     pub fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(|v| v.as_str())
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn from_bytes(bytes: &[u8]) -> Option<VerifiedToken> {
-        serde_json::from_slice(bytes).ok()
     }
 }

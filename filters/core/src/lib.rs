@@ -14,6 +14,7 @@ pub mod denial;
 pub mod describe;
 pub mod diagnostics;
 pub mod dpop;
+pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod fhir;

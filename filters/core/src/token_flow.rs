@@ -1,8 +1,8 @@
 //! The token filter's per-request sequence, as one pure function: verified-token cache →
 //! scheme binding → full validation → (unknown `kid` or keys not loaded) keys other workers
 //! fetched → rate-limited refetch → retry once the keys came (docs/checks.md §1, §1.4,
-//! §1.10). The filter only translates host calls: it implements [`KeyFetcher`] (shared
-//! data, `dispatch_http_call`) and hands the accepted token on.
+//! §1.10). The token step (`crate::engine`) implements [`KeyFetcher`] on the worker's keys and
+//! shared data, and its driver sends the fetch.
 
 use std::cell::RefCell;
 
@@ -21,8 +21,9 @@ const MAX_SHARED_RETRIES: usize = 3;
 pub trait KeyFetcher {
     /// Installs into `ring` the key documents other workers fetched (shared data).
     fn sync_shared(&self, ring: &RefCell<KeyRing>);
-    /// Starts a fetch of issuer `index`'s JWKS when this worker gets the lease; the call id.
-    fn start_fetch(&self, index: usize, now: i64) -> Option<u32>;
+    /// Whether this worker fetches issuer `index`'s JWKS now (it took the lease); the driver
+    /// sends the fetch when [`check`] answers [`Checked::WaitForKeys`].
+    fn start_fetch(&self, index: usize, now: i64) -> bool;
 }
 
 /// One worker's token state.
@@ -40,9 +41,9 @@ pub enum Checked<A> {
     Accepted(A),
     /// Refused, with the scheme the token came with (for the challenge).
     Denied(Reason, Scheme),
-    /// A key fetch for issuer `issuer` was started (call `call`): hold the request and call
-    /// [`check`] again with `allow_refetch: false` when it answers.
-    WaitForKeys { call: u32, issuer: usize },
+    /// Issuer `issuer`'s keys are to be fetched: hold the request and call [`check`] again
+    /// with `allow_refetch: false` when the fetch answered (or could not be sent).
+    WaitForKeys { issuer: usize },
 }
 
 /// Decides one presented token. `on_cache_hit` counts a hit; `accept` gets the verified token
@@ -104,14 +105,13 @@ pub fn check<A>(
         if !permitted {
             return Checked::Denied(reason, scheme);
         }
-        return match keys.start_fetch(i, now) {
-            Some(call) => {
-                if let Some(k) = w.ring.borrow_mut().issuers.get_mut(i) {
-                    k.note_kid_refetch(now);
-                }
-                Checked::WaitForKeys { call, issuer: i }
+        return if keys.start_fetch(i, now) {
+            if let Some(k) = w.ring.borrow_mut().issuers.get_mut(i) {
+                k.note_kid_refetch(now);
             }
-            None => Checked::Denied(reason, scheme),
+            Checked::WaitForKeys { issuer: i }
+        } else {
+            Checked::Denied(reason, scheme)
         };
     }
 }

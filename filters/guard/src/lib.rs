@@ -1,29 +1,18 @@
-//! The one module (`fapi_guard.wasm`): the token, DPoP and FHIR scope filters in one Wasm
-//! module, attached as three plugins that share one VM per worker (same `vm_id` and
-//! `vm_config`; bench/README.md, "Memory"). Each plugin is the filter its root id names
-//! (`fapi_guard_core::root_id`, the names of `filters/registry.json`), or the chain plugin
-//! (root id `fapi_guard`, `chain.rs`: the three as steps of one HTTP context); a missing or unknown
-//! root id is refused at configuration (fail closed, docs/checks.md "One module"). Thin: the
-//! filters are the sources of the three separate modules, compiled here as modules without
-//! their `entry` feature (so there is one `_initialize`, this one) and otherwise unchanged.
+//! The guard's Wasm module (`fapi_guard.wasm`): one plugin (root id `fapi_guard`, or
+//! `fapi_guard:<steps>` for a subset in chain order) that runs the pipeline of
+//! `fapi_guard_core::engine` on every stream (docs/checks.md "One pipeline"). This crate is the
+//! pipeline's proxy-wasm driver and nothing else: `root.rs` loads the policy once per worker
+//! and keeps the issuers' keys fresh; `stream.rs` maps each HTTP callback to a pipeline call
+//! and its output to host calls. A missing or unknown root id is refused at configuration
+//! (fail closed).
 
 use fapi_guard_core::root_id::{filter_for_root_id, FilterKind};
-
-mod chain;
 use proxy_wasm::traits::{Context, RootContext};
 use proxy_wasm::types::LogLevel;
 
-// `cfg(feature = "entry")` in these files is the separate modules' entry; this crate has no
-// such feature, so it is off here.
-#[allow(unexpected_cfgs)]
-#[path = "../../dpop/src/lib.rs"]
-mod dpop;
-#[allow(unexpected_cfgs)]
-#[path = "../../fhir-scope/src/lib.rs"]
-mod fhir_scope;
-#[allow(unexpected_cfgs)]
-#[path = "../../token/src/lib.rs"]
-mod token;
+mod host_env;
+mod root;
+mod stream;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -37,16 +26,16 @@ fn new_root(_context_id: u32) -> Box<dyn RootContext> {
         .ok()
         .flatten();
     match filter_for_root_id(root_id.as_deref()) {
-        Ok(FilterKind::Token) => token::root_context(),
-        Ok(FilterKind::Dpop) => dpop::root_context(),
-        Ok(FilterKind::FhirScope) => fhir_scope::root_context(),
-        Ok(FilterKind::Chain(steps)) => Box::new(chain::ChainRoot::new(steps)),
+        Ok(FilterKind::Chain(steps)) => Box::new(root::GuardRoot::new(steps)),
+        Ok(_) => Box::new(Refused {
+            why: "a root id naming one filter attached as its own plugin: that layout is gone; attach the one plugin `fapi_guard` (or `fapi_guard:<steps>`, e.g. `fapi_guard:token,dpop`)".to_string(),
+        }),
         Err(why) => Box::new(Refused { why }),
     }
 }
 
-/// A plugin whose root id names no filter of this module: it refuses its configuration, so
-/// Envoy refuses the listener rather than run a chain without that filter.
+/// A plugin whose root id names no chain: it refuses its configuration, so Envoy refuses the
+/// listener rather than run without the guard.
 struct Refused {
     why: String,
 }

@@ -10,40 +10,42 @@
 
 use std::time::Duration;
 
+use fapi_guard_core::engine::Worker;
 use fapi_guard_core::jwks_limits;
-use fapi_guard_core::jwks_store::{self, FetchOutcome, KeyRing};
+use fapi_guard_core::jwks_store::FetchOutcome;
 use fapi_guard_core::policy::RemoteJwks;
 
 use crate::shared::HostSharedData;
 use proxy_wasm::types::LogLevel;
 
-/// Picks up a document another worker stored. Returns the new CAS if it changed.
-pub fn sync_from_shared(
-    ring: &mut KeyRing,
-    index: usize,
-    remote: &RemoteJwks,
-    seen_cas: Option<u32>,
-) -> Option<u32> {
-    jwks_store::sync_from_shared(&HostSharedData, ring, index, remote, seen_cas)
-}
-
-/// Starts a fetch of issuer `index`'s JWKS when `jwks_store::begin_fetch` says this worker
-/// sends it (not in flight here, lease taken); marks it in flight. Returns the call token.
-pub fn start_fetch(
-    ring: &mut KeyRing,
-    in_flight: &mut [bool],
-    index: usize,
-    remote: &RemoteJwks,
-    now: i64,
-) -> Option<u32> {
-    if !jwks_store::begin_fetch(&HostSharedData, ring, in_flight, index, remote, now) {
+/// Starts a fetch of issuer `index`'s JWKS when `Worker::begin_fetch` says this worker sends
+/// it (not in flight here, the shared lease taken); marks it in flight. The call token.
+pub fn start(worker: &Worker, index: usize, now: i64) -> Option<u32> {
+    let remote = worker.policy.remote_jwks(index)?;
+    if !worker.begin_fetch(&HostSharedData, index, now) {
         return None;
     }
     let token = dispatch(remote)?;
-    if let Some(f) = in_flight.get_mut(index) {
-        *f = true;
-    }
+    worker.fetch_sent(index);
     Some(token)
+}
+
+/// Sends issuer `index`'s fetch the pipeline asked for (it took the lease); marks it in flight.
+pub fn send(worker: &Worker, index: usize) -> Option<u32> {
+    let token = dispatch(worker.policy.remote_jwks(index)?)?;
+    worker.fetch_sent(index);
+    Some(token)
+}
+
+/// A fetch of issuer `index` answered (in `on_http_call_response`): installs it
+/// (`Worker::fetch_answered`), then counts and logs it.
+pub fn answered(worker: &Worker, index: usize, body_size: usize) {
+    let (status, body) = read_answer(body_size);
+    let now = crate::clock::now_seconds();
+    let outcome = worker.fetch_answered(&HostSharedData, index, now, status, &body);
+    if let (Some(outcome), Some(remote)) = (outcome, worker.policy.remote_jwks(index)) {
+        report(remote, &outcome);
+    }
 }
 
 /// Sends the GET for `remote`; returns the call token.
@@ -97,19 +99,9 @@ pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
     (status, body)
 }
 
-/// Applies an answer (`jwks_store::apply_answer`: ring, shared document, lease and backoff),
-/// then counts and logs it. `status` None means the call failed or timed out.
-pub fn apply_answer(
-    ring: &mut KeyRing,
-    index: usize,
-    remote: &RemoteJwks,
-    now: i64,
-    status: Option<u32>,
-    body: &[u8],
-) -> Option<FetchOutcome> {
-    let outcome =
-        jwks_store::apply_answer(&HostSharedData, ring, index, remote, now, status, body)?;
-    match &outcome {
+/// Counts and logs a fetch's outcome.
+fn report(remote: &RemoteJwks, outcome: &FetchOutcome) {
+    match outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
             crate::stats::FilterStats::bump("token", "jwks.fetch_ok");
         }
@@ -128,5 +120,4 @@ pub fn apply_answer(
             );
         }
     }
-    Some(outcome)
 }

@@ -1,10 +1,8 @@
 //! proxy-wasm glue shared by the filters. Everything here is a host call or its adapter;
 //! decisions live in `fapi-guard-core`.
 
-pub mod chain;
 pub mod clock;
 pub mod config;
-pub mod handoff;
 pub mod jwks;
 pub mod reply;
 pub mod request;

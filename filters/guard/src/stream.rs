@@ -1,0 +1,222 @@
+//! One stream's HTTP context: each proxy-wasm callback is a call of the stream's
+//! `engine::Pipeline`, and its `Output` becomes host calls (header edits, a local reply, a JWKS
+//! fetch, a stored read, pause or continue). Nothing is decided here.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use fapi_guard_core::engine::{Action as Next, Output, Pipeline, StoredAnswer, StoredRead};
+use fapi_guard_host::stats::FilterStats;
+use fapi_guard_host::{jwks, reply, stages};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+
+use crate::host_env::{HostEnv, HostExchange, Shared};
+
+/// How long the stored read before a write may take; no answer in time refuses the write.
+const STORED_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct GuardStream {
+    shared: Rc<Shared>,
+    pipeline: Pipeline,
+    /// The request waits for this JWKS fetch (call token, issuer index).
+    keys_call: Option<(u32, usize)>,
+    /// The request waits for this stored read (call token).
+    read_call: Option<u32>,
+}
+
+/// Where an output is acted on: in the callback of the part it is about (its return value
+/// lets the part go), or after a callout answered (the paused request is resumed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum In {
+    Callback,
+    CallAnswer,
+}
+
+impl GuardStream {
+    pub fn new(shared: Rc<Shared>) -> GuardStream {
+        GuardStream {
+            shared,
+            pipeline: Pipeline::new(),
+            keys_call: None,
+            read_call: None,
+        }
+    }
+
+    /// Runs one pipeline call with the host's views.
+    fn call(&mut self, f: impl FnOnce(&mut Pipeline, &Shared, &HostEnv<'_>) -> Output) -> Output {
+        let s = self.shared.clone();
+        let env = HostEnv {
+            stats: &s.stats,
+            verifier: &s.verifier,
+        };
+        f(&mut self.pipeline, &s, &env)
+    }
+
+    /// Acts on an output: header edits first, then the action.
+    fn act(&mut self, out: Output, within: In) -> Action {
+        for (name, value) in &out.request_headers {
+            let _ = proxy_wasm::hostcalls::set_map_value(
+                proxy_wasm::types::MapType::HttpRequestHeaders,
+                name,
+                value.as_deref(),
+            );
+        }
+        for (name, value) in &out.response_headers {
+            let _ = proxy_wasm::hostcalls::set_map_value(
+                proxy_wasm::types::MapType::HttpResponseHeaders,
+                name,
+                value.as_deref(),
+            );
+        }
+        match out.action {
+            Next::Continue => {
+                if within == In::CallAnswer {
+                    let _ = proxy_wasm::hostcalls::resume_http_request();
+                }
+                Action::Continue
+            }
+            Next::Hold => Action::Pause,
+            Next::Reply(r) => {
+                reply::send(&r);
+                Action::Pause
+            }
+            Next::FetchKeys { issuer } => match jwks::send(&self.shared.worker, issuer) {
+                Some(token) => {
+                    self.keys_call = Some((token, issuer));
+                    Action::Pause
+                }
+                None => {
+                    // Not sent: the token step decides on the keys it has.
+                    let out = self.call(|p, s, env| p.on_keys(&s.worker, env, &HostExchange));
+                    self.act(out, within)
+                }
+            },
+            Next::ReadStored(read) => match self.send_read(&read) {
+                Some(token) => {
+                    self.read_call = Some(token);
+                    Action::Pause
+                }
+                None => {
+                    let answer = StoredAnswer {
+                        status: None,
+                        body_size: 0,
+                        body: &Vec::new,
+                    };
+                    let out = self.call(|p, s, env| p.on_stored_answer(&s.worker, env, &answer));
+                    self.act(out, within)
+                }
+            },
+        }
+    }
+
+    /// Read before write: no `Authorization`/`DPoP` is forwarded (core chose the headers).
+    fn send_read(&self, read: &StoredRead) -> Option<u32> {
+        let headers: Vec<(&str, &str)> = read
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match self.dispatch_http_call(&read.cluster, headers, None, vec![], STORED_READ_TIMEOUT) {
+            Ok(token) => {
+                FilterStats::bump("fhir_scope", "stored_read");
+                Some(token)
+            }
+            Err(e) => {
+                let _ = proxy_wasm::hostcalls::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "fapi_guard.fhir_scope: stored read could not be sent (cluster `{}`): {e:?}",
+                        read.cluster
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Context for GuardStream {
+    fn on_http_call_response(&mut self, token_id: u32, headers: usize, body: usize, _: usize) {
+        if let Some((token, issuer)) = self.keys_call {
+            if token == token_id {
+                self.keys_call = None;
+                jwks::answered(&self.shared.worker, issuer, body);
+                let out = self.call(|p, s, env| p.on_keys(&s.worker, env, &HostExchange));
+                self.act(out, In::CallAnswer);
+                return;
+            }
+        }
+        if self.read_call == Some(token_id) {
+            self.read_call = None;
+            // No headers: the call failed or timed out (fails closed).
+            let status = if headers == 0 {
+                None
+            } else {
+                self.get_http_call_response_header(":status")
+                    .and_then(|s| s.parse().ok())
+            };
+            let read_body = || {
+                proxy_wasm::hostcalls::get_buffer(
+                    proxy_wasm::types::BufferType::HttpCallResponseBody,
+                    0,
+                    body,
+                )
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+            };
+            let answer = StoredAnswer {
+                status,
+                body_size: body,
+                body: &read_body,
+            };
+            let s = self.shared.clone();
+            let env = HostEnv {
+                stats: &s.stats,
+                verifier: &s.verifier,
+            };
+            let out = self.pipeline.on_stored_answer(&s.worker, &env, &answer);
+            self.act(out, In::CallAnswer);
+        }
+    }
+}
+
+impl HttpContext for GuardStream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let _timed = stages::Guard::new("guard", "request_headers");
+        let out = self
+            .call(|p, s, env| p.on_request_headers(&s.worker, env, &HostExchange, end_of_stream));
+        self.act(out, In::Callback)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let out = self.call(|p, s, env| {
+            p.on_request_body(&s.worker, env, &HostExchange, body_size, end_of_stream)
+        });
+        self.act(out, In::Callback)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let out = self.call(|p, s, env| p.on_request_trailers(&s.worker, env, &HostExchange));
+        self.act(out, In::Callback)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let out = self
+            .call(|p, s, env| p.on_response_headers(&s.worker, env, &HostExchange, end_of_stream));
+        self.act(out, In::Callback)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let out = self.call(|p, s, env| {
+            p.on_response_body(&s.worker, env, &HostExchange, body_size, end_of_stream)
+        });
+        self.act(out, In::Callback)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let out = self.call(|p, s, env| p.on_response_trailers(&s.worker, env, &HostExchange));
+        self.act(out, In::Callback)
+    }
+}
