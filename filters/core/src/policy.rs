@@ -4,10 +4,11 @@
 //! makes the filter refuse its configuration, so the proxy does not serve with it.
 //!
 //! Rooms: [`document`] the document as written, [`issuers`] and [`token_rules`] the compiled
-//! sections of the token check, [`request_route`] what the routing of a request gives; the
-//! `dpop` and `fhir` sections are compiled in `crate::dpop::policy` and `crate::fhir::policy`.
+//! sections of the token check, [`dpop`] the `dpop` section, [`request_route`] what the
+//! routing of a request gives. The `fhir` section is compiled in `crate::fhir::policy`.
 
 pub mod document;
+pub mod dpop;
 pub mod issuers;
 pub mod request_route;
 pub mod token_rules;
@@ -35,7 +36,7 @@ pub struct Policy {
     pub issuers: Vec<Issuer>,
     pub token: TokenRules,
     pub routes: RouteTable,
-    pub dpop: Option<crate::dpop::policy::DpopPolicy>,
+    pub dpop: Option<dpop::DpopPolicy>,
     pub fhir: Option<crate::fhir::policy::FhirPolicy>,
     pub mode: crate::authz::Mode,
     pub unmatched: crate::routes::Unmatched,

@@ -18,7 +18,7 @@ pub struct PolicyDoc {
     #[serde(default)]
     pub routes: Option<Vec<RouteDoc>>,
     #[serde(default)]
-    pub dpop: Option<crate::dpop::policy::DpopDoc>,
+    pub dpop: Option<super::dpop::DpopDoc>,
     #[serde(default)]
     pub fhir: Option<crate::fhir::policy::FhirDoc>,
     /// `enforce` (default) or `shadow` (dry run) for every route without its own `mode`.
