@@ -8,6 +8,7 @@
 //!
 //! Run: `cargo test -p fapi-guard-core --test import_graph -- --nocapture` (prints the graph's
 //! size, and each circle with the files that tie it when there is one).
+#![allow(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
