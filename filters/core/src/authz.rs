@@ -24,3 +24,62 @@ pub use condition::AuthzRequest;
 pub use doc::{AuthzDoc, BindDoc, BindMatch, CondDoc, DetailDoc, DetailRefDoc, Mode, ScopesDoc};
 pub use rule::{Authz, AuthzDenial};
 pub use template::{match_template, template_params};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::PolicyError;
+    use serde_json::{json, Value};
+
+    fn authz(prefix: &str, doc: Value) -> Result<Authz, PolicyError> {
+        let d: AuthzDoc = serde_json::from_value(doc).unwrap();
+        Authz::compile(0, "path_prefix", prefix, &d)
+    }
+
+    #[test]
+    fn bad_rules_name_the_field() {
+        let cases = [
+            (
+                json!({"claims": [{"claim": "a"}]}),
+                "routes[0].authz.claims[0]",
+            ),
+            (
+                json!({"claims": [{"claim": "a", "equals": 1, "prefix": "x"}]}),
+                "routes[0].authz.claims[0]",
+            ),
+            (
+                json!({"claims": [{"field": "a", "equals": 1}]}),
+                "routes[0].authz.claims[0].claim",
+            ),
+            (
+                json!({"claims": [{"claim": "a", "equals": [1]}]}),
+                "routes[0].authz.claims[0].equals",
+            ),
+            (
+                json!({"scopes": {"all_of": ["a b"]}}),
+                "routes[0].authz.scopes.all_of[0]",
+            ),
+            (
+                json!({"bind": [{"path_param": "nope", "claim": "a"}]}),
+                "routes[0].authz.bind[0].path_param",
+            ),
+            (
+                json!({"bind": [{"header": "X-Org", "claim": "a"}]}),
+                "routes[0].authz.bind[0].header",
+            ),
+            (
+                json!({"bind": [{"header": "x", "claim": "a", "path_param": "o"}]}),
+                "routes[0].authz.bind[0]",
+            ),
+            (
+                json!({"authorization_details": [{"type": "t", "fields": [{"claim": "a", "equals": 1}]}]}),
+                "routes[0].authz.authorization_details[0].fields[0].field",
+            ),
+        ];
+        for (doc, want) in cases {
+            let got = authz("/orgs/{o}", doc.clone()).err().map(|e| e.field);
+            assert_eq!(got.as_deref(), Some(want), "{doc}");
+        }
+    }
+}

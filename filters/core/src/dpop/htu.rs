@@ -158,6 +158,8 @@ pub fn htu_matches<P: HtuRules + ?Sized>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::path::MAX_PATH_BYTES;
+    use crate::uri::remove_dot_segments;
 
     #[test]
     fn normalises_per_rfc3986_6_2() {
@@ -190,5 +192,18 @@ mod tests {
         ] {
             assert_eq!(parse_htu(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn long_paths_are_capped_and_linear() {
+        // Path length cap: a long run of `/..` or `/a` used to cost quadratic time.
+        let many = "/a".repeat(MAX_PATH_BYTES / 2);
+        assert_eq!(normalise_path(&many).map(|p| p.len()), Some(MAX_PATH_BYTES));
+        let dots = format!("{}{}", "/a".repeat(600), "/..".repeat(600));
+        assert_eq!(normalise_path(&dots).as_deref(), Some("/"));
+        assert_eq!(normalise_path(&format!("{many}/")), None);
+        // Well over the cap, straight to the algorithm: still fast (no timing asserted).
+        let huge = format!("{}{}", "/ab".repeat(40_000), "/..".repeat(40_000));
+        assert_eq!(remove_dot_segments(&huge), "/");
     }
 }
