@@ -4,8 +4,8 @@
 //! **proofs** (`dpop.allowed_algs`), not the access token's (RFC 9449 §7.1).
 
 use crate::denial::{ChallengeContext, Reason, Reply};
-use crate::dpop::policy::DpopPolicy;
 use crate::jose::Alg;
+use crate::policy::dpop::DpopPolicy;
 use crate::policy::Policy;
 use crate::scheme::Scheme;
 

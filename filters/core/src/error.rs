@@ -1,4 +1,4 @@
-//! The policy error: a leaf module every policy section (`policy`, `dpop::policy`,
+//! The policy error: a leaf module every policy section (`policy`, `policy::dpop`,
 //! `fhir::policy`, `routes`, `authz`) uses, so none of them imports another back.
 
 /// A policy problem, naming the field (`issuers[0].jwks_uri`).

@@ -34,3 +34,4 @@ pub mod shadow;
 pub mod shared_store;
 pub mod token;
 pub mod token_flow;
+pub mod uri;

@@ -8,7 +8,6 @@
 pub mod htu;
 pub mod mtls;
 pub mod nonce;
-pub mod policy;
 pub mod proof;
 pub mod replay;
 
@@ -21,7 +20,9 @@ use crate::scheme::Scheme;
 
 pub use htu::RequestTarget;
 pub use mtls::ClientCert;
-pub use policy::{DpopDoc, DpopPolicy};
+// The `dpop` section is part of the policy (`crate::policy::dpop`): named here too.
+pub use crate::policy::dpop as policy;
+pub use crate::policy::dpop::{DpopDoc, DpopPolicy};
 pub use proof::{
     check_proof, check_proof_cached, Binding, CheckedProof, ProofKey, ProofKeyCache, ProofRequest,
 };

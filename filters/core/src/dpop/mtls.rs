@@ -10,7 +10,7 @@
 
 use crate::denial::Reason;
 
-use super::policy::CertSource;
+use crate::policy::dpop::CertSource;
 
 /// What the proxy knows about the client certificate.
 #[derive(Debug, Clone, Copy, Default)]

@@ -16,7 +16,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::policy::NonceConfig;
+use crate::policy::dpop::NonceConfig;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -13,11 +13,11 @@ use serde_json::{Map, Value};
 
 use super::htu::{htu_matches, RequestTarget};
 use super::nonce;
-use super::policy::DpopPolicy;
 use crate::denial::Reason;
 use crate::jose::jwk::JwkError;
 use crate::jose::verify::{check_key_for_alg, VerifyError};
 use crate::jose::{Alg, CompactJws, Jwk, JwsError, PublicKey, SignatureVerifier, SoftwareVerifier};
+use crate::policy::dpop::DpopPolicy;
 
 /// The request as the DPoP check sees it.
 #[derive(Debug, Clone, Default)]

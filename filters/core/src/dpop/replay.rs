@@ -55,7 +55,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::policy::ReplayConfig;
+use crate::policy::dpop::ReplayConfig;
 use crate::shared_store::version_for_write;
 pub use crate::shared_store::{MemoryStore, SharedStore, StoreError, CREATE_ONLY};
 

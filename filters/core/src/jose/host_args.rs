@@ -24,7 +24,7 @@
 //! [`check_key_for_alg`](super::verify::check_key_for_alg) first ([`host_verify_args`] does).
 
 use super::alg::Alg;
-use super::jwk::PublicKey;
+use super::public_key::PublicKey;
 use super::verify::{check_key_for_alg, VerifyError};
 
 /// The foreign function's name as Envoy registers it.

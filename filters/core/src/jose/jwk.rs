@@ -1,9 +1,10 @@
-//! JWK / JWKS parsing (RFC 7517), public-key-only, and RFC 7638 thumbprints.
+//! JWK / JWKS parsing (RFC 7517), public-key-only: a JWK becomes a [`PublicKey`]
+//! (`jose::public_key`, which also holds the RFC 7638 thumbprint).
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::alg::Alg;
+pub use super::public_key::PublicKey;
 use crate::b64;
 
 /// Largest RSA modulus accepted (bits): bigger keys only cost CPU (RSA "DoS" keys); the
@@ -11,88 +12,6 @@ use crate::b64;
 pub const RSA_MAX_BITS: usize = super::rsa::RSA_MAX_BITS;
 /// Largest RSA public exponent accepted: 2^33 − 1, the bound `ring` uses (`jose::rsa`).
 const RSA_MAX_EXPONENT: u64 = super::rsa::RSA_MAX_EXPONENT;
-
-/// A public key, validated on parse (point on curve / sane RSA sizes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicKey {
-    /// P-256 affine coordinates, 32 bytes each.
-    EcP256 { x: [u8; 32], y: [u8; 32] },
-    /// P-384 affine coordinates, 48 bytes each (RFC 7518 §6.2.1.2).
-    EcP384 { x: [u8; 48], y: [u8; 48] },
-    /// P-521 affine coordinates, 66 bytes each (RFC 7518 §6.2.1.2).
-    EcP521 { x: [u8; 66], y: [u8; 66] },
-    /// RSA modulus and exponent, big-endian, no leading zeros.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// Ed25519 public key.
-    Ed25519 { x: [u8; 32] },
-}
-
-impl PublicKey {
-    /// RSA modulus size in bits (0 for non-RSA keys).
-    pub fn rsa_bits(&self) -> usize {
-        match self {
-            PublicKey::Rsa { n, .. } => {
-                // Leading zero octets are refused on parse; skip them anyway for keys built by hand.
-                let n = strip_leading_zeros(n);
-                match n.first() {
-                    Some(&top) => n.len() * 8 - top.leading_zeros() as usize,
-                    None => 0,
-                }
-            }
-            _ => 0,
-        }
-    }
-    /// Whether this key can verify `alg` (kty/crv match: the algorithm-confusion guard).
-    pub fn fits(&self, alg: Alg) -> bool {
-        matches!(
-            (self, alg),
-            (PublicKey::EcP256 { .. }, Alg::ES256)
-                | (PublicKey::EcP384 { .. }, Alg::ES384)
-                | (PublicKey::EcP521 { .. }, Alg::ES512)
-                | (
-                    PublicKey::Rsa { .. },
-                    Alg::PS256 | Alg::PS384 | Alg::PS512 | Alg::RS256 | Alg::RS384 | Alg::RS512
-                )
-                | (PublicKey::Ed25519 { .. }, Alg::EdDSA)
-        )
-    }
-    /// RFC 7638 SHA-256 thumbprint, base64url.
-    pub fn thumbprint_s256(&self) -> String {
-        b64::encode(&Sha256::digest(self.thumbprint_input().as_bytes()))
-    }
-    /// RFC 7638 §3.2–3.3 input: the required members only, in lexicographic order, no
-    /// whitespace. The values are base64url or fixed names, so no JSON escaping is needed.
-    pub fn thumbprint_input(&self) -> String {
-        match self {
-            PublicKey::EcP256 { x, y } => format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64::encode(x),
-                b64::encode(y)
-            ),
-            PublicKey::EcP384 { x, y } => format!(
-                r#"{{"crv":"P-384","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64::encode(x),
-                b64::encode(y)
-            ),
-            PublicKey::EcP521 { x, y } => format!(
-                r#"{{"crv":"P-521","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64::encode(x),
-                b64::encode(y)
-            ),
-            PublicKey::Rsa { n, e } => format!(
-                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-                b64::encode(e),
-                b64::encode(n)
-            ),
-            PublicKey::Ed25519 { x } => {
-                format!(
-                    r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
-                    b64::encode(x)
-                )
-            }
-        }
-    }
-}
 
 /// Why a JWK was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,11 +263,6 @@ fn usable_for_verify(v: &Value) -> bool {
         Some(Value::Array(ops)) => ops.iter().any(|op| op.as_str() == Some("verify")),
         Some(_) => false,
     }
-}
-
-fn strip_leading_zeros(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
-    b.get(start..).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@ pub mod alg;
 pub mod host_args;
 pub mod jwk;
 pub mod jws;
+pub mod public_key;
 pub mod rsa;
 pub mod verifier_choice;
 pub mod verify;
 
 pub use alg::Alg;
-pub use jwk::{Jwk, Jwks, PublicKey};
+pub use jwk::{Jwk, Jwks};
 pub use jws::{CompactJws, JwsError, RawJws};
+pub use public_key::PublicKey;
 pub use verify::{SignatureVerifier, SoftwareVerifier, VerifyError};

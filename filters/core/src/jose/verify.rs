@@ -3,7 +3,7 @@
 use sha2::{Sha256, Sha384, Sha512};
 
 use super::alg::Alg;
-use super::jwk::PublicKey;
+use super::public_key::PublicKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyError {

@@ -18,9 +18,9 @@
 
 use serde::Deserialize;
 
-use super::htu::{HtuRules, Origin};
 use crate::error::PolicyError;
 use crate::jose::Alg;
+use crate::uri::{normalise_prefix, Origin};
 
 /// The document as written. Unknown fields are refused.
 #[derive(Debug, Clone, Deserialize)]
@@ -250,18 +250,6 @@ pub struct DpopPolicy {
     pub replay_key: Vec<u8>,
 }
 
-impl HtuRules for DpopPolicy {
-    fn public_origins(&self) -> &[Origin] {
-        &self.public_origins
-    }
-    fn stripped_path_prefix(&self) -> &str {
-        &self.stripped_path_prefix
-    }
-    fn trust_forwarded_headers(&self) -> bool {
-        self.trust_forwarded_headers
-    }
-}
-
 impl Default for DpopPolicy {
     fn default() -> Self {
         // The defaults always compile; the fallback only keeps this panic-free.
@@ -326,7 +314,7 @@ impl DpopDoc {
         }
         let stripped_path_prefix = match &self.stripped_path_prefix {
             None => String::new(),
-            Some(p) => super::htu::normalise_prefix(p)
+            Some(p) => normalise_prefix(p)
                 .map_err(|msg| PolicyError::new("dpop.stripped_path_prefix", msg))?,
         };
         let nonce = match &self.nonce {
