@@ -221,6 +221,7 @@ impl DpopFilter {
             )
         };
         stages::add("dpop_evaluate", t);
+        fapi_guard_host::gauges::replay_cache(&w.budget, &w.dpop.replay, now);
         match decision {
             Ok(Outcome::Public) => {
                 w.stats.public();

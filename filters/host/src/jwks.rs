@@ -6,7 +6,7 @@
 //!
 //! The refresh rules, when to fetch (`begin_fetch`, `due_fetches`), the lease and the backoff
 //! are in `fapi_guard_core::jwks_store` (on a `SharedStore`); this file only sends the fetch,
-//! reads its answer, counts and logs.
+//! reads its answer, counts, sets the JWKS gauges (`gauges::jwks`) and logs.
 
 use std::time::Duration;
 
@@ -109,6 +109,7 @@ pub fn apply_answer(
 ) -> Option<FetchOutcome> {
     let outcome =
         jwks_store::apply_answer(&HostSharedData, ring, index, remote, now, status, body)?;
+    crate::gauges::jwks(ring, index, remote);
     match &outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
             crate::stats::FilterStats::bump("token", "jwks.fetch_ok");

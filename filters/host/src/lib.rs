@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod gauges;
 pub mod handoff;
 pub mod jwks;
 pub mod reply;
