@@ -32,8 +32,14 @@ TAGS = [
     # fapi_guard.<filter>.denied.<reason> and .shadow_denied.<reason> (reason codes are
     # [a-z0-9_], docs/reason-codes.md).
     ("reason", r"^wasmcustom\.fapi_guard\.(?:token|dpop|fhir_scope)\.(?:shadow_)?denied(\.([a-z0-9_]+))$"),
-    # fapi_guard.token.jwks.<gauge>.<issuer>: the issuer identifier, dots and all, is the rest.
-    ("issuer", r"^wasmcustom\.fapi_guard\.token\.jwks\.(?:keys|last_success_timestamp_seconds)(\.(.+))$"),
+    # Envoy's own per-plugin Wasm stats, wasm.<plugin>.vm_reload{,_success,_failure,_backoff}
+    # (the plugin's `name`): `envoy_wasm_vm_reload_failure{plugin="fapi_token"}`.
+    ("plugin", r"^wasm\.((.+)\.)vm_reload(?:_[a-z]+)?$"),
+    # fapi_guard.token.jwks.<counter or gauge>.<issuer>: the issuer identifier, dots and all,
+    # is the rest (filters/host/src/jwks.rs, gauges.rs).
+    ("issuer", r"^wasmcustom\.fapi_guard\.token\.jwks\.(?:fetch_ok|fetch_failed|refused_too_large"
+               r"|refused_too_many_keys|keys|last_success_timestamp_seconds"
+               r"|last_failure_timestamp_seconds)(\.(.+))$"),
 ]
 
 

@@ -8,6 +8,8 @@
 //!   answer that was applied (changed or not); defined at 0 by the first answer, so an issuer
 //!   whose keys never loaded shows as stale. A timestamp, not "seconds since": Prometheus
 //!   computes the age (`time() - ...`) and the gauge need not be set every second.
+//! - `fapi_guard.token.jwks.last_failure_timestamp_seconds.<issuer>`: Unix time of the last
+//!   refused answer (0: none); failing now = later than the last success.
 //! - `fapi_guard.dpop.replay_cache.live_proofs` / `.capacity`: `jti` entries recorded and not
 //!   yet expired, and the most the cache holds (`ReplayConfig::capacity`).
 //!
@@ -32,8 +34,9 @@ fn set(name: &str, value: u64) {
     }
 }
 
-/// After a fetch answer for issuer `index` was applied to `ring`.
-pub fn jwks(ring: &KeyRing, index: usize, remote: &RemoteJwks) {
+/// After a fetch answer for issuer `index` was applied to `ring`; `failed_at`: the answer
+/// was refused (the last good keys stay) at that time.
+pub fn jwks(ring: &KeyRing, index: usize, remote: &RemoteJwks, failed_at: Option<i64>) {
     let Some(keys) = ring.issuers.get(index) else {
         return;
     };
@@ -49,6 +52,16 @@ pub fn jwks(ring: &KeyRing, index: usize, remote: &RemoteJwks) {
     match keys.last_success {
         Some(t) => set(&name, u64::try_from(t).unwrap_or(0)),
         // Defined (at 0, "never") without overwriting another worker's value.
+        None => {
+            let _ = gauge(&name);
+        }
+    }
+    let name = format!(
+        "fapi_guard.token.jwks.last_failure_timestamp_seconds.{}",
+        remote.issuer
+    );
+    match failed_at {
+        Some(t) => set(&name, u64::try_from(t).unwrap_or(0)),
         None => {
             let _ = gauge(&name);
         }

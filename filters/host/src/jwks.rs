@@ -40,10 +40,24 @@ pub fn start_fetch(
         return None;
     }
     let token = dispatch(remote)?;
+    // The issuer's fetch counters exist (at 0) from its first fetch, so the first failure
+    // is already an increase (`rate()`) for the alert rules.
+    for counter in ["fetch_ok", "fetch_failed"] {
+        let _ = proxy_wasm::hostcalls::define_metric(
+            proxy_wasm::types::MetricType::Counter,
+            &format!("fapi_guard.token.{}", issuer_stat(counter, remote)),
+        );
+    }
     if let Some(f) = in_flight.get_mut(index) {
         *f = true;
     }
     Some(token)
+}
+
+/// `jwks.<counter>.<issuer>`: a counter of the token filter per issuer (the last part is the
+/// `issuer` label, envoy/stats_config.py).
+fn issuer_stat(counter: &str, remote: &RemoteJwks) -> String {
+    format!("jwks.{counter}.{}", remote.issuer)
 }
 
 /// Sends the GET for `remote`; returns the call token.
@@ -109,16 +123,18 @@ pub fn apply_answer(
 ) -> Option<FetchOutcome> {
     let outcome =
         jwks_store::apply_answer(&HostSharedData, ring, index, remote, now, status, body)?;
-    crate::gauges::jwks(ring, index, remote);
+    let failed_at = matches!(outcome, FetchOutcome::KeptLastGood(_)).then_some(now);
+    crate::gauges::jwks(ring, index, remote, failed_at);
     match &outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
-            crate::stats::FilterStats::bump("token", "jwks.fetch_ok");
+            crate::stats::FilterStats::bump("token", &issuer_stat("fetch_ok", remote));
         }
         FetchOutcome::KeptLastGood(why) => {
-            crate::stats::FilterStats::bump("token", "jwks.fetch_failed");
+            crate::stats::FilterStats::bump("token", &issuer_stat("fetch_failed", remote));
             // Size caps (`issuers[i].jwks_max_bytes` / `jwks_max_keys`) get their own counter.
             if matches!(*why, "too_large" | "too_many_keys") {
-                crate::stats::FilterStats::bump("token", &format!("jwks.refused_{why}"));
+                let name = issuer_stat(&format!("refused_{why}"), remote);
+                crate::stats::FilterStats::bump("token", &name);
             }
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Warn,
