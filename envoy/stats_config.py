@@ -18,6 +18,16 @@ costs no regex per stat name and needs no change to the names the filters define
 
 Used by envoy/render.py (the bootstrap) and tools/gen_wasmplugins.py (the Istio bootstrap patch).
 Only the standard library.
+
+In Istio the bootstrap is the agent's, so the same tags come as an EnvoyFilter patch
+(`applyTo: BOOTSTRAP`, operation MERGE: istio/api networking/v1alpha3/envoy_filter.proto,
+`ApplyTo.BOOTSTRAP`, "Applies the patch to bootstrap configuration"). Istio applies bootstrap
+patches only when the agent fetches its bootstrap from istiod (`BOOTSTRAP_XDS_AGENT=true`,
+istio.io pilot-agent reference, "Environment variables"), and keeps only the stats its
+`proxyStatsMatcher` lists (istio.io "Envoy Statistics"): both go in the pod's
+`proxy.istio.io/config` annotation (ISTIO_PROXY_CONFIG). The patch carries the tags only, not
+`use_all_default_tags`: Istio's bootstrap sets it false and lists its own tags, which a merge
+keeps (repeated fields are appended).
 """
 from __future__ import annotations
 
@@ -55,3 +65,18 @@ def stats_tags(policy: dict) -> list[dict]:
 def stats_config(policy: dict) -> dict:
     """The bootstrap's `stats_config`: the guard's tags next to Envoy's default ones."""
     return {"stats_tags": stats_tags(policy), "use_all_default_tags": True}
+
+
+# What the pods need in their `proxy.istio.io/config` annotation (ProxyConfig): the agent builds
+# its bootstrap through istiod, so the BOOTSTRAP patch applies, and Envoy keeps the guard's
+# stats and Envoy's own Wasm stats (`wasm.`), which Istio's default matcher drops.
+ISTIO_PROXY_CONFIG = {
+    "proxyMetadata": {"BOOTSTRAP_XDS_AGENT": "true"},
+    "proxyStatsMatcher": {"inclusionPrefixes": [f"{NAMESPACE}.fapi_guard", "wasm."]},
+}
+
+
+def istio_bootstrap_patch(policy: dict) -> list[dict]:
+    """EnvoyFilter `configPatches`: the guard's stats tags merged into the agent's bootstrap."""
+    return [{"applyTo": "BOOTSTRAP",
+             "patch": {"operation": "MERGE", "value": {"stats_config": {"stats_tags": stats_tags(policy)}}}}]
