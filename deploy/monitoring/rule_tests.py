@@ -76,6 +76,9 @@ CASES = [
         series("fapi_guard_token_denied", {**POD, "reason": "wrong_audience"}, "0+6x70 540+120x30"),
         series("fapi_guard_token_denied", {**POD, "reason": "expired"}, "0+60x100"),
         series("fapi_guard_dpop_denied", {**POD, "reason": "dpop_replay"}, "0x100"),
+        # Every filter defines every reason: the same reason of another filter, as Envoy has it.
+        series("fapi_guard_dpop_denied", {**POD, "reason": "wrong_audience"}, "0x100"),
+        series("fapi_guard_fhir_scope_denied", {**POD, "reason": "wrong_audience"}, "0x100"),
     ], [
         (70, "FapiGuardDenialSpike", []),
         (78, "FapiGuardDenialSpike", []),  # pending: `for: 10m`
@@ -111,7 +114,7 @@ CASES = [
 
 
 def _alerts() -> dict[str, dict]:
-    return {r["alert"]: r for g in rules.groups() for r in g["rules"]}
+    return {r["alert"]: r for g in rules.groups() for r in g["rules"] if "alert" in r}
 
 
 def _fill(template: str, labels: dict) -> str:

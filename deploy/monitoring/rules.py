@@ -26,8 +26,19 @@ HERE = Path(__file__).resolve().parent
 RULE_FILE = HERE / "fapi-guard.rules.yml"
 PROMETHEUS_RULE = HERE / "prometheusrule.yaml"
 
-# Refusals of every filter, one family per filter, the reason a label.
-DENIED = '{__name__=~"fapi_guard_(token|dpop|fhir_scope)_denied"}'
+# Refusals of every filter, one family per filter, the reason a label. Not
+# `rate({__name__=~"fapi_guard_.*_denied"})`: every filter defines every reason, and without
+# their names `fapi_guard_token_denied{reason="x"}` and `fapi_guard_dpop_denied{reason="x"}`
+# are one label set twice, which Prometheus refuses ("vector cannot contain metrics with the
+# same labelset"). Each filter's rate gets a `filter` label instead.
+DENIED_RATE = "fapi_guard:denied:rate5m"
+RECORDS = [
+    ("fapi-guard-recording", DENIED_RATE,
+     "sum by (api, filter, reason) (\n  "
+     + "\n  or ".join(f'label_replace(rate(fapi_guard_{f}_denied[5m]), "filter", "{f}", "", "")'
+                      for f in ("token", "dpop", "fhir_scope"))
+     + "\n)"),
+]
 RUNBOOK = "docs/platform-guide.md"
 
 # (group, alert, expr, for, severity, summary, description). `{{ $labels.x }}` is Prometheus
@@ -70,10 +81,10 @@ ALERTS = [
      "DPoP proofs refused because the replay cache is full ({{ $labels.api }})",
      "Clients get 503 dpop_replay_cache_full. Raise dpop.replay_cache.peak_proofs_per_second."),
     ("fapi-guard-denials", "FapiGuardDenialSpike",
-     f"sum by (api, reason) (rate({DENIED}[5m])) > 0.5\n"
+     f"sum by (api, reason) ({DENIED_RATE}) > 0.5\n"
      f"and\n"
-     f"sum by (api, reason) (rate({DENIED}[5m]))\n"
-     f"  > 3 * sum by (api, reason) (rate({DENIED}[1h] offset 5m))",
+     f"sum by (api, reason) ({DENIED_RATE})\n"
+     f"  > 3 * sum by (api, reason) (avg_over_time({DENIED_RATE}[1h] offset 5m))",
      "10m", "warning",
      "Refusals with reason {{ $labels.reason }} tripled ({{ $labels.api }})",
      "Over 0.5/s refusals with reason {{ $labels.reason }}, over three times the rate of "
@@ -121,6 +132,8 @@ def rule(alert, expr, hold, severity, summary, description):
 def groups(hold: str | None = None) -> list[dict]:
     """The rule groups; `hold` replaces every `for:` (end-to-end test only)."""
     out: dict[str, list] = {}
+    for group, record, expr in RECORDS:
+        out.setdefault(group, []).append({"record": record, "expr": expr})
     for group, alert, expr, dur, severity, summary, description in ALERTS:
         out.setdefault(group, []).append(rule(alert, expr, hold or dur, severity, summary, description))
     return [{"name": name, "rules": rules} for name, rules in out.items()]
