@@ -331,7 +331,10 @@ fn live_entries_count_recorded_proofs_until_their_bucket_expires() {
         (if i % 2 == 0 { &a } else { &b }).record(&cfg, key_id("jkt"), expires);
     }
     assert_eq!(a.live_entries(&cfg, now) + b.live_entries(&cfg, now), 5);
-    assert_eq!((a.live_entries(&cfg, now), b.live_entries(&cfg, now)), (3, 2));
+    assert_eq!(
+        (a.live_entries(&cfg, now), b.live_entries(&cfg, now)),
+        (3, 2)
+    );
     // Bucket 106 (expires_at 1060..1069) is wholly expired at 1070: one entry of `a` leaves.
     assert_eq!(a.live_entries(&cfg, 1_069), 3);
     assert_eq!(a.live_entries(&cfg, 1_070), 2);

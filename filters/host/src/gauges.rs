@@ -94,8 +94,7 @@ pub fn replay_cache(budget: &KeyBudget, cfg: &ReplayConfig, now: i64) {
     };
     REPLAY.with(|s| s.set((ids, live)));
     let _ = hostcalls::record_metric(capacity_id, cfg.capacity());
-    let delta =
-        i64::try_from(live).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+    let delta = i64::try_from(live).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
     if delta != 0 {
         let _ = hostcalls::increment_metric(live_id, delta);
     }
