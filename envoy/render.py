@@ -61,6 +61,9 @@ the FHIR scope filter holds a body-decided request until its body is complete, a
 that sends half a body and stalls must get 408 in seconds, not hold a stream for Envoy's
 default 300 s idle (docs/platform-guide.md, "Failure modes"). RenderOptions sets each one;
 None leaves Envoy's default.
+
+Every sidecar's `stats_config` turns the reason code, the JWKS issuer and the API's name into
+Prometheus labels (envoy/stats_config.py; docs/platform-guide.md, "Metrics").
 """
 import argparse
 import dataclasses
@@ -72,6 +75,7 @@ from urllib.parse import urlsplit
 # envoy/cors_config.py, beside this file, whoever imports render (bench, tools, tests).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cors_config  # noqa: E402  (the policy's `cors` section as Envoy config)
+import stats_config  # noqa: E402  (metric labels: reason, issuer, api)
 
 # The one registry of filter names (filters/registry.json): here by their chain names.
 _REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())
@@ -377,6 +381,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
     stream_options(hcm, clusters, http1_trailers, upstream_h2)
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},
+        # Reasons, issuers and the API's name as labels (envoy/stats_config.py).
+        "stats_config": stats_config.stats_config(policy),
         "static_resources": {
             "listeners": [{"name": "virtualInbound", "address": address("127.0.0.1", listen_port),
                            "filter_chains": [chain]}],

@@ -62,13 +62,18 @@ if [ -f tests/fhir_upstream/medplum/package.json ]; then
 fi
 
 # Debian tools the suite uses: shellcheck (script checks), wrk (benchmark smoke test),
-# wasm-opt (package binaryen; scripts/build-wasm.sh shrinks the filters with it).
+# wasm-opt (package binaryen; scripts/build-wasm.sh shrinks the filters with it), prometheus
+# and promtool (package prometheus; tests/test_monitoring.py and tests/e2e/test_alerts.py).
 missing=()
-for tool in shellcheck wrk wasm-opt; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in shellcheck wrk wasm-opt promtool prometheus; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt)"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]/wasm-opt/binaryen}" >/dev/null
+    packages=()
+    for tool in "${missing[@]}"; do
+      case "$tool" in wasm-opt) packages+=(binaryen) ;; promtool | prometheus) packages+=(prometheus) ;; *) packages+=("$tool") ;; esac
+    done
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
     say "missing ${missing[*]} and cannot apt-get install here; the script checks will fail"
   fi

@@ -26,9 +26,10 @@ bash scripts/build-web.sh
 echo "== pytest (Envoy end-to-end, configs, manifests, CLI agreement, browser)"
 FAPI_GUARD_SKIP_BUILD=1 .venv/bin/python -m pytest "$@"
 # The oldest supported Envoy (README "Supported Envoy versions"): every filter, both verifier
-# paths, body and response decisions, hostile inputs, hot reloads and the metric names.
+# paths, body and response decisions, hostile inputs, hot reloads, the metric names and labels,
+# and the JWKS alert against a real Prometheus.
 echo "== pytest subset against Envoy $(.venv-envoy-1.36/bin/envoy --version | grep -o '/1\.[0-9.]*/' | tr -d /)"
 ENVOY_BIN="$ROOT/.venv-envoy-1.36/bin/envoy" FAPI_GUARD_SKIP_BUILD=1 .venv/bin/python -m pytest -q \
   tests/e2e/test_envoy_compat.py tests/e2e/test_token.py tests/e2e/test_dpop.py \
   tests/e2e/test_fhir_scope.py tests/e2e/test_hostile.py tests/e2e/test_faults.py tests/e2e/test_cors_head.py \
-  tests/e2e/test_metrics.py
+  tests/e2e/test_metrics.py tests/e2e/test_alerts.py

@@ -27,6 +27,10 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
                                                   # (the chain plugin: the filters as steps of one
                                                   # HTTP context; docs/checks.md "One module")
 
+Every API also gets an EnvoyFilter `<api>-stats`: the metric labels (reason, issuer, api) as a
+bootstrap patch, with the `proxy.istio.io/config` the pods need to apply it in its annotation
+`fapi-guard/requires-proxy-config` (envoy/stats_config.py; docs/platform-guide.md, "Metrics").
+
 A policy with a `cors` section also gets, for a sidecar, an EnvoyFilter `<api>-cors` that puts
 Envoy's CORS filter before the WasmPlugins (docs/platform-guide.md, "CORS"); at a gateway the
 VirtualService `corsPolicy` does it, and `cors` in the policy is refused.
@@ -57,6 +61,7 @@ DEFAULT_ROOTS = [REPO_ROOT / "policies", REPO_ROOT / "kind-cluster" / "policies"
 DEFAULT_LOCK = REPO_ROOT / "policies" / "deploy" / "wasm-images.lock.json"
 # The policy's `cors` section as Envoy config: the one converter, shared with envoy/render.py.
 import cors_config  # noqa: E402
+import stats_config  # noqa: E402  (envoy/stats_config.py: reason, issuer and api as labels)
 
 # filter -> (priority, pluginName), from the one registry (filters/registry.json). pluginName is
 # the root_id envoy/render.py gives each filter. Istio orders plugins of one phase by descending
@@ -492,6 +497,29 @@ def cors(api: str, policy: dict, deploy: dict, where: str) -> list[dict]:
     }]
 
 
+def stats(api: str, policy: dict, deploy: dict) -> list[dict]:
+    """The metric labels of docs/platform-guide.md "Metrics" (reason, issuer, api) in the mesh:
+    an EnvoyFilter patching the proxy's bootstrap `stats_config.stats_tags`
+    (stats_config.istio_bootstrap_patch). It applies only to pods whose `proxy.istio.io/config`
+    annotation holds the annotation `fapi-guard/requires-proxy-config` of this EnvoyFilter
+    (BOOTSTRAP_XDS_AGENT and the stats matcher), and when the pod starts: restart the pods."""
+    if "selector" not in deploy:
+        # A gateway serves several APIs: one `api` value per proxy (a fixed tag) would be wrong,
+        # and two patches would define each tag twice. Not generated (docs/platform-guide.md,
+        # "Metrics").
+        return []
+    spec: dict = {"workloadSelector": {"labels": dict(sorted(deploy["selector"].items()))}}
+    spec["configPatches"] = stats_config.istio_bootstrap_patch(policy)
+    return [{
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": f"{api}-stats", "namespace": deploy["namespace"], "labels": _labels(api, "stats"),
+                     "annotations": {"fapi-guard/requires-proxy-config": json.dumps(
+                         stats_config.ISTIO_PROXY_CONFIG, separators=(",", ":"), sort_keys=True)}},
+        "spec": spec,
+    }]
+
+
 def mesh_config_errors(doc: dict) -> list[str]:
     """What the guard expects of Istio's mesh config. `doc` is an IstioOperator, the `istio`
     ConfigMap (data.mesh as YAML text, parsed by the caller) or a bare meshConfig."""
@@ -569,6 +597,7 @@ def generate(roots: list[Path], lock_path: Path) -> tuple[dict[Path, dict[str, s
             docs += jwks_egress(stem, policy, deploy, rel(ppath))
             docs += read_before_write(stem, policy, deploy, rel(ppath))
             docs += cors(stem, policy, deploy, rel(ppath))
+            docs += stats(stem, policy, deploy)
             header = HEADER.format(sources=", ".join(sources) + ", " + rel(lock_path))
             files[f"{stem}.yaml"] = header + "".join("---\n" + to_yaml(d) for d in docs)
     return result, notes

@@ -41,6 +41,16 @@ def docs_of(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d is not None]
 
 
+def is_stats(doc: dict) -> bool:
+    """The `<api>-stats` EnvoyFilter every sidecar API gets (tests/mesh/test_stats_manifests.py)."""
+    return doc["kind"] == "EnvoyFilter" and doc["metadata"]["name"].endswith("-stats")
+
+
+def kinds(docs: list[dict]) -> set[str]:
+    """The kinds of `docs` besides the `<api>-stats` EnvoyFilter."""
+    return {d["kind"] for d in docs if not is_stats(d)}
+
+
 def run_gen_all(gen, root: Path, lock: Path = LOCK) -> list[dict]:
     result, _ = gen.generate([root], lock)
     (text,) = result[root].values()
@@ -163,7 +173,7 @@ def test_rest_policy_runs_token_and_dpop_only(gen_wasmplugins, tmp_path):
     (root / "deploy" / "helseid-rest-api.json").write_text(json.dumps(DEPLOY))
     docs = run_gen_all(gen_wasmplugins, root)
     assert [d["spec"]["pluginName"] for d in docs if d["kind"] == "WasmPlugin"] == ["fapi_token", "fapi_dpop"]
-    assert {d["kind"] for d in docs} == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
+    assert kinds(docs) == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
 
 
 def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins):
@@ -286,7 +296,7 @@ def test_in_cluster_jwks_needs_no_service_entry(gen_wasmplugins, tmp_path):
     host = "issuer.idp.svc.cluster.local"
     policy = _policy(issuers=_issuer(f"http://{host}/jwks.json", f"outbound|80||{host}"))
     docs = run_gen_all(gen_wasmplugins, make_root(tmp_path, policy=policy))
-    assert {d["kind"] for d in docs} == {"WasmPlugin"}
+    assert kinds(docs) == {"WasmPlugin"}
 
 
 BAD_JWKS = {
@@ -307,7 +317,7 @@ def test_jwks_cluster_that_would_not_exist_is_refused(gen_wasmplugins, tmp_path,
 def test_read_before_write_cluster_is_generated_for_sidecars(gen_wasmplugins, tmp_path):
     policy = _policy(fhir={"read_before_write_cluster": "fapi_guard_rbw_placeholder-api"})
     docs = run_gen_all(gen_wasmplugins, make_root(tmp_path, policy=policy, deploy=DEPLOY | {"match_ports": [8080]}))
-    (ef,) = [d for d in docs if d["kind"] == "EnvoyFilter"]
+    (ef,) = [d for d in docs if d["kind"] == "EnvoyFilter" and not is_stats(d)]
     assert ef["spec"]["workloadSelector"] == {"labels": {"app": "placeholder"}}
     (patch,) = ef["spec"]["configPatches"]
     assert patch["applyTo"] == "CLUSTER" and patch["match"] == {"context": "SIDECAR_INBOUND"}
@@ -317,7 +327,7 @@ def test_read_before_write_cluster_is_generated_for_sidecars(gen_wasmplugins, tm
     addr = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert addr == {"address": "127.0.0.1", "port_value": 8080}
     app_port = run_gen_all(gen_wasmplugins, make_root(tmp_path / "b", policy=policy, deploy=DEPLOY | {"app_port": 9090}))
-    (ef,) = [d for d in app_port if d["kind"] == "EnvoyFilter"]
+    (ef,) = [d for d in app_port if d["kind"] == "EnvoyFilter" and not is_stats(d)]
     assert "port_value: 9090" in gen_wasmplugins.to_yaml(ef)
 
 
@@ -342,7 +352,7 @@ def test_read_before_write_cluster_that_would_not_exist_is_refused(gen_wasmplugi
 
 def test_read_before_write_not_needed_without_the_fhir_filter(gen_wasmplugins, tmp_path):
     root = make_root(tmp_path, policy=_policy(fhir={}), deploy=DEPLOY | {"filters": ["token", "dpop"]})
-    assert {d["kind"] for d in run_gen_all(gen_wasmplugins, root)} == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
+    assert kinds(run_gen_all(gen_wasmplugins, root)) == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
 
 
 def test_same_api_name_twice_in_a_namespace_is_refused(gen_wasmplugins, tmp_path):

@@ -105,8 +105,12 @@ class EnvoyProcess:
         return out
 
     def counter(self, name: str) -> int:
-        """A counter by its suffix, e.g. `token.denied.expired`."""
-        return sum(v for k, v in self.stats().items() if k.endswith("fapi_guard." + name))
+        """A counter by its suffix, e.g. `token.denied.expired`; a JWKS counter
+        (`token.jwks.fetch_ok`) is summed over its issuers (`token.jwks.fetch_ok.<issuer>`)."""
+        full = "fapi_guard." + name
+        per_issuer = name.startswith("token.jwks.")
+        return sum(v for k, v in self.stats().items()
+                   if k.endswith(full) or (per_issuer and (full + ".") in k))
 
     def logs(self) -> str:
         self._log.flush()

@@ -35,6 +35,7 @@ mod tests {
     fn remote() -> RemoteJwks {
         RemoteJwks {
             uri: "http://127.0.0.1/jwks".into(),
+            issuer: "https://issuer.test".into(),
             cluster: "c".into(),
             api: "a".into(),
             authority: "127.0.0.1".into(),

@@ -315,6 +315,36 @@ fn one_key_over_its_budget_waits_others_do_not() {
     assert_eq!(budget.tracked_keys(), 1);
 }
 
+/// The occupancy gauge (docs/platform-guide.md, "Metrics"): a worker counts what it recorded
+/// until the bucket expires, with or without the per-key budget, and two workers' counts add up
+/// to the entries the shared cache holds.
+#[test]
+fn live_entries_count_recorded_proofs_until_their_bucket_expires() {
+    let store = MemoryStore::new();
+    let cfg = small(4, 64); // per-key budget off
+    let (a, b) = (KeyBudget::new(), KeyBudget::new());
+    let now = 1_000;
+    assert_eq!(a.live_entries(&cfg, now), 0);
+    for i in 0..5 {
+        let expires = now + 60 + (i as i64) * 10; // buckets 106..110
+        check_and_record(&store, cfg, NS, digest(i), expires, now).unwrap();
+        (if i % 2 == 0 { &a } else { &b }).record(&cfg, key_id("jkt"), expires);
+    }
+    assert_eq!(a.live_entries(&cfg, now) + b.live_entries(&cfg, now), 5);
+    assert_eq!(
+        (a.live_entries(&cfg, now), b.live_entries(&cfg, now)),
+        (3, 2)
+    );
+    // Bucket 106 (expires_at 1060..1069) is wholly expired at 1070: one entry of `a` leaves.
+    assert_eq!(a.live_entries(&cfg, 1_069), 3);
+    assert_eq!(a.live_entries(&cfg, 1_070), 2);
+    // Everything has expired once the last bucket (110) has.
+    assert_eq!(a.live_entries(&cfg, 1_110) + b.live_entries(&cfg, 1_110), 0);
+    // A later proof reuses the ring position of an expired bucket: counted from 0.
+    a.record(&cfg, key_id("jkt"), 1_140); // bucket 114, position 2 (was 106)
+    assert_eq!(a.live_entries(&cfg, 1_110), 1);
+}
+
 /// A store whose first `n` CAS writes fail, as if another worker wrote in between.
 struct Contended {
     inner: MemoryStore,

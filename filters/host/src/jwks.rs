@@ -6,7 +6,7 @@
 //!
 //! The refresh rules, when to fetch (`begin_fetch`, `due_fetches`), the lease and the backoff
 //! are in `fapi_guard_core::jwks_store` (on a `SharedStore`); this file only sends the fetch,
-//! reads its answer, counts and logs.
+//! reads its answer, counts, sets the JWKS gauges (`gauges::jwks`) and logs.
 
 use std::time::Duration;
 
@@ -26,26 +26,47 @@ pub fn start(worker: &Worker, index: usize, now: i64) -> Option<u32> {
         return None;
     }
     let token = dispatch(remote)?;
-    worker.fetch_sent(index);
+    sent(worker, index, remote);
     Some(token)
 }
 
 /// Sends issuer `index`'s fetch the pipeline asked for (it took the lease); marks it in flight.
 pub fn send(worker: &Worker, index: usize) -> Option<u32> {
-    let token = dispatch(worker.policy.remote_jwks(index)?)?;
-    worker.fetch_sent(index);
+    let remote = worker.policy.remote_jwks(index)?;
+    let token = dispatch(remote)?;
+    sent(worker, index, remote);
     Some(token)
 }
 
+/// A fetch went out: in flight, and the issuer's fetch counters exist (at 0) from its first
+/// fetch, so the first failure is already an increase (`rate()`) for the alert rules.
+fn sent(worker: &Worker, index: usize, remote: &RemoteJwks) {
+    for counter in ["fetch_ok", "fetch_failed"] {
+        let _ = proxy_wasm::hostcalls::define_metric(
+            proxy_wasm::types::MetricType::Counter,
+            &format!("fapi_guard.token.{}", issuer_stat(counter, remote)),
+        );
+    }
+    worker.fetch_sent(index);
+}
+
 /// A fetch of issuer `index` answered (in `on_http_call_response`): installs it
-/// (`Worker::fetch_answered`), then counts and logs it.
+/// (`Worker::fetch_answered`), then sets the issuer's gauges, counts and logs it.
 pub fn answered(worker: &Worker, index: usize, body_size: usize) {
     let (status, body) = read_answer(body_size);
     let now = crate::clock::now_seconds();
     let outcome = worker.fetch_answered(&HostSharedData, index, now, status, &body);
     if let (Some(outcome), Some(remote)) = (outcome, worker.policy.remote_jwks(index)) {
+        let failed_at = matches!(outcome, FetchOutcome::KeptLastGood(_)).then_some(now);
+        crate::gauges::jwks(&worker.ring.borrow(), index, remote, failed_at);
         report(remote, &outcome);
     }
+}
+
+/// `jwks.<counter>.<issuer>`: a counter of the token step per issuer (the last part is the
+/// `issuer` label, envoy/stats_config.py).
+fn issuer_stat(counter: &str, remote: &RemoteJwks) -> String {
+    format!("jwks.{counter}.{}", remote.issuer)
 }
 
 /// Sends the GET for `remote`; returns the call token.
@@ -103,13 +124,14 @@ pub fn read_answer(body_size: usize) -> (Option<u32>, Vec<u8>) {
 fn report(remote: &RemoteJwks, outcome: &FetchOutcome) {
     match outcome {
         FetchOutcome::Updated | FetchOutcome::Unchanged => {
-            crate::stats::FilterStats::bump("token", "jwks.fetch_ok");
+            crate::stats::FilterStats::bump("token", &issuer_stat("fetch_ok", remote));
         }
         FetchOutcome::KeptLastGood(why) => {
-            crate::stats::FilterStats::bump("token", "jwks.fetch_failed");
+            crate::stats::FilterStats::bump("token", &issuer_stat("fetch_failed", remote));
             // Size caps (`issuers[i].jwks_max_bytes` / `jwks_max_keys`) get their own counter.
             if matches!(*why, "too_large" | "too_many_keys") {
-                crate::stats::FilterStats::bump("token", &format!("jwks.refused_{why}"));
+                let name = issuer_stat(&format!("refused_{why}"), remote);
+                crate::stats::FilterStats::bump("token", &name);
             }
             let _ = proxy_wasm::hostcalls::log(
                 LogLevel::Warn,

@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod gauges;
 pub mod jwks;
 pub mod reply;
 pub mod request;

@@ -291,6 +291,9 @@ pub fn key_id(jkt: &str) -> u64 {
 pub struct KeyBudget {
     /// Ring position → (bucket number, count per key id).
     buckets: RefCell<Vec<(i64, HashMap<u64, u32>)>>,
+    /// Ring position → (bucket number, entries this worker recorded in it), whether or not the
+    /// per-key budget is on: this worker's share of the cache's occupancy ([`Self::live_entries`]).
+    recorded: RefCell<Vec<(i64, u64)>>,
 }
 
 impl KeyBudget {
@@ -333,14 +336,15 @@ impl KeyBudget {
 
     /// Counts one recorded entry of `key` in the bucket of `expires_at`.
     pub fn record(&self, cfg: &ReplayConfig, key: u64, expires_at: i64) {
-        if cfg.per_key_per_bucket == 0 {
-            return;
-        }
         let bucket = cfg.bucket_of(expires_at);
         let ring = cfg.buckets.max(1) as usize;
         // `ring` ≤ u32::MAX fits an i64; `rem_euclid` is in 0..ring.
         let position = usize::try_from(bucket.rem_euclid(i64::try_from(ring).unwrap_or(i64::MAX)))
             .unwrap_or(0);
+        self.tally(ring, position, bucket);
+        if cfg.per_key_per_bucket == 0 {
+            return;
+        }
         let mut buckets = self.buckets.borrow_mut();
         if buckets.len() != ring {
             *buckets = vec![(i64::MIN, HashMap::new()); ring];
@@ -360,6 +364,36 @@ impl KeyBudget {
             let c = counts.entry(key).or_insert(0);
             *c = c.saturating_add(1);
         }
+    }
+
+    /// Counts one entry of bucket `bucket` (at ring `position`) in this worker's tally; a
+    /// position's expired bucket is replaced, as in the shared cache.
+    fn tally(&self, ring: usize, position: usize, bucket: i64) {
+        let mut recorded = self.recorded.borrow_mut();
+        if recorded.len() != ring {
+            *recorded = vec![(i64::MIN, 0); ring];
+        }
+        if let Some((b, n)) = recorded.get_mut(position) {
+            if *b < bucket {
+                *b = bucket;
+                *n = 0;
+            }
+            if *b == bucket {
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+
+    /// Entries this worker recorded that are still live at `now` (their bucket has not
+    /// expired). The workers' sum is the cache's occupancy: every recorded proof is counted
+    /// by exactly the worker that recorded it (`docs/platform-guide.md`, "Metrics").
+    pub fn live_entries(&self, cfg: &ReplayConfig, now: i64) -> u64 {
+        self.recorded
+            .borrow()
+            .iter()
+            .filter(|(b, _)| *b != i64::MIN && !cfg.expired(*b, now))
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Keys counted in live buckets (tests, memory reports).

@@ -15,6 +15,9 @@ pub enum KeySource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteJwks {
     pub uri: String,
+    /// The issuer these keys are for (`issuers[i].issuer`): the `issuer` label of the JWKS
+    /// gauges (docs/platform-guide.md, "Metrics").
+    pub issuer: String,
     pub cluster: String,
     /// The API this policy is for (`api.name`): shared-data keys are namespaced by it, because
     /// every plugin in an Istio proxy shares one shared-data namespace (docs/platform-guide.md).
@@ -141,6 +144,7 @@ pub(super) fn compile_issuer(i: usize, d: &IssuerDoc) -> Result<Issuer, PolicyEr
             }
             KeySource::Remote(RemoteJwks {
                 uri: uri.clone(),
+                issuer: d.issuer.clone(),
                 cluster,
                 api: String::new(), // set once the API name is known, below
 
