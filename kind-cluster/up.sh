@@ -101,6 +101,8 @@ fi
 
 say "WasmPlugins (phase AUTHN: token > dpop > fhir-scope, FAIL_CLOSE)"
 kubectl apply -f "$RUN/wasmplugins/"
+# The stream timeouts the guard relies on (docs/platform-guide.md, "Mesh settings the guard needs").
+kubectl apply -f "$RUN/wasmplugins/mesh/fhir-demo.yaml"
 kubectl apply -f "$HERE/manifests/client.yaml"
 kubectl rollout status deploy/fhir-client -n client --timeout=180s
 

@@ -5,13 +5,31 @@
 #     the repo's own Python tooling (pyproject.toml, editable);
 #   - tests/e2e/clients/node_modules (npm `dpop` and `jose`) when that client exists;
 #   - tests/fhir_upstream/medplum/node_modules (npm @medplum/fhir-router, the real FHIR server);
-#   - shellcheck, wrk, chromium + chromium-driver (Debian) when running as root and missing.
+#   - shellcheck, wrk, binaryen, skopeo, docker-registry, chromium + chromium-driver (Debian)
+#     when running as root and missing;
+#   - the Rust release rust-toolchain.toml pins.
 # Safe to run again: each step checks before it installs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 say() { printf '[bootstrap] %s\n' "$*"; }
+
+# rust-toolchain.toml pins an exact release (the one the image lock was built with). rustup would
+# download it on first use; where the installed `stable` is that very release (this machine's one
+# toolchain, and no other can be fetched here), name it so rather than download anything.
+pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+host=$(rustc +stable -vV 2>/dev/null | sed -n 's/^host: //p')
+toolchains="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
+if [ -n "$pinned" ] && [ -n "$host" ] && [ ! -e "$toolchains/$pinned-$host" ]; then
+  if [ "$(rustc +stable --version | cut -d' ' -f2)" = "$pinned" ]; then
+    say "naming the installed stable toolchain $pinned (rust-toolchain.toml)"
+    ln -s "stable-$host" "$toolchains/$pinned-$host"
+  else
+    say "installing Rust $pinned (rust-toolchain.toml)"
+    rustup toolchain install "$pinned" --profile minimal -c rustfmt,clippy -t wasm32-wasip1
+  fi
+fi
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   say "adding Rust target wasm32-wasip1"
@@ -63,9 +81,11 @@ fi
 
 # Debian tools the suite uses: shellcheck (script checks), wrk (benchmark smoke test),
 # wasm-opt (package binaryen; scripts/build-wasm.sh shrinks the filters with it), prometheus
-# and promtool (package prometheus; tests/test_monitoring.py and tests/e2e/test_alerts.py).
+# and promtool (package prometheus; tests/test_monitoring.py and tests/e2e/test_alerts.py),
+# skopeo and docker-registry (tools/push_image.py and its test against a real OCI registry on
+# loopback).
 missing=()
-for tool in shellcheck wrk wasm-opt promtool prometheus; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in shellcheck wrk wasm-opt promtool prometheus skopeo docker-registry; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt)"

@@ -267,3 +267,36 @@ def test_check_warns_when_a_public_prefix_opens_deeper_paths(cli, tmp_path):
     r = run(cli, "check", tmp_path / "exact.json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "public prefix" not in r.stdout and "`/api/v2/health` (exact)" in r.stdout, r.stdout
+
+
+# A gateway in front (`--behind-gateway`): the client signs the public URI, the filter sees the
+# forwarded one, so without `dpop.public_origins` every proof fails (docs/dpop.md, "`htu` behind
+# a gateway"). The warning names the field; with the field set, or without DPoP, it is silent.
+@pytest.mark.parametrize("target", ["istio", "envoy"])
+def test_behind_gateway_warns_when_public_origins_is_missing(cli, tmp_path, target):
+    policy = json.loads((ROOT / "policies" / "demo-fhir-api.json").read_text())
+    assert "public_origins" not in policy.get("dpop", {})
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(policy))
+    r = run(cli, "check", f, "--target", target, "--behind-gateway")
+    line = f"warning ({target}) `dpop.public_origins`: missing, and a gateway serves this API"
+    assert line in r.stdout and "dpop_htu_mismatch" in r.stdout, r.stdout
+    # Without the flag nothing says a gateway serves it: no finding. A warning, not an error:
+    # the exit code is the same (this policy has Istio errors of its own: exit 1 there).
+    without = run(cli, "check", f, "--target", target)
+    assert "dpop.public_origins" not in without.stdout
+    assert r.returncode == without.returncode == (0 if target == "envoy" else 1), r.stdout
+    # Named: no warning.
+    policy["dpop"]["public_origins"] = ["https://fhir.example.org"]
+    f.write_text(json.dumps(policy))
+    assert "`dpop.public_origins`" not in run(cli, "check", f, "--target", target, "--behind-gateway").stdout
+    # Bearer only: no proofs, nothing to warn about.
+    policy.pop("dpop")
+    policy["token"]["schemes"] = ["Bearer"]
+    f.write_text(json.dumps(policy))
+    assert "`dpop.public_origins`" not in run(cli, "check", f, "--target", target, "--behind-gateway").stdout
+
+
+def test_the_gateway_policy_of_the_two_proxy_topology_passes_behind_gateway(cli):
+    r = run(cli, "check", ROOT / "policies" / "demo-fhir-api-gateway.json", "--target", "istio", "--behind-gateway")
+    assert "`dpop.public_origins`" not in r.stdout, r.stdout

@@ -1,6 +1,6 @@
 //! `fapi-guard`: the API owner's tool. Built from the same core crate as the filters.
 //!
-//!   fapi-guard check POLICY [--target envoy|istio]
+//!   fapi-guard check POLICY [--target envoy|istio] [--behind-gateway]
 //!   fapi-guard explain --policy P --request 'GET /r4/Observation/123' [--header 'Name: value']...
 //!                      [--jwks J] [--now T] [--response FILE] [--response-status N]
 //!                      [--body FILE] [--authority HOST] [--scheme http|https]
@@ -10,6 +10,8 @@
 //! Nothing leaves the machine: no network, no files written.
 
 use std::process::ExitCode;
+
+mod gateway;
 
 use fapi_guard_core::describe::{self, Target};
 use fapi_guard_core::explain::{self, Options, Outcome, Request, Trace, MAX_INPUT_BYTES};
@@ -31,7 +33,7 @@ macro_rules! say_raw {
 }
 
 const USAGE: &str = "usage:
-  fapi-guard check POLICY [--target envoy|istio]
+  fapi-guard check POLICY [--target envoy|istio] [--behind-gateway]
   fapi-guard explain --policy P --request 'METHOD /path?query' [--header 'Name: value']...
                      [--jwks J] [--now UNIX_SECONDS] [--response FILE] [--response-status N]
                      [--body FILE] [--authority HOST[:PORT]] [--scheme http|https]
@@ -39,7 +41,8 @@ const USAGE: &str = "usage:
   fapi-guard reason-codes [--markdown | --json]
 
 explain redacts personal identifiers in the decoded token (national identity number, names,
-HPR number); --show-personal prints them.";
+HPR number); --show-personal prints them. check --behind-gateway: a gateway serves the API's
+routes and forwards them to the proxy running the filters (what DPoP `htu` checks then need).";
 
 const POLICY_SCHEMA: &str = include_str!("../../../policies/schema/policy.schema.json");
 const DPOP_SCHEMA: &str = include_str!("../../../policies/schema/dpop.schema.json");
@@ -101,9 +104,11 @@ fn schema_errors(doc: &serde_json::Value) -> Result<Vec<String>, String> {
 fn check(args: &[String]) -> Result<u8, String> {
     let mut path = None;
     let mut target = Target::Envoy;
+    let mut behind_gateway = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--behind-gateway" => behind_gateway = true,
             "--target" => {
                 let t = it.next().ok_or("--target needs envoy or istio")?;
                 target =
@@ -143,7 +148,10 @@ fn check(args: &[String]) -> Result<u8, String> {
         }
     }
     // 3. Lints for the target.
-    let lints = describe::lint(&policy, target);
+    let mut lints = describe::lint(&policy, target);
+    if behind_gateway {
+        lints.extend(gateway::lint(&policy));
+    }
     let name = match target {
         Target::Envoy => "envoy",
         Target::Istio => "istio",
