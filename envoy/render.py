@@ -346,7 +346,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
         # Envoy's CORS filter first: it answers an allowed origin's preflight before the guard
         # (a preflight carries no token) and marks every answer, denials included.
         "http_filters": ([cors_config.http_filter()] if cors_config.settings(policy) else [])
-        + [wasm_filter(steps, policy_json, wasm_dir, vm_env)]
+        # No steps, no plugin: a bare proxy (the benchmark's baseline, the verifier probes).
+        + ([wasm_filter(steps, policy_json, wasm_dir, vm_env)] if steps else [])
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }

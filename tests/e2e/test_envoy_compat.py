@@ -123,7 +123,7 @@ def test_host_without_the_function_is_reported_at_start(tmp_path):
     port, admin = free_port(), free_port()
     cfg = render.render({"api": {"name": "probe"}}, [], "", port, 1, admin, direct_response=True)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    f = render.wasm_filter("token", json.dumps({"start_probe": "fapi_guard_no_such_function"}),
+    f = render.wasm_filter(["token"], json.dumps({"start_probe": "fapi_guard_no_such_function"}),
                            str(ROOT / "target/wasm32-wasip1/release"))
     c = f["typed_config"]["config"]
     c["vm_config"]["code"]["local"]["filename"] = str(ROOT / "target/wasm32-wasip1/release/fapi_verify_probe.wasm")
