@@ -9,8 +9,7 @@ JSON Patch, conditional update and transaction are served; every way to reach Bj
 refused and Medplum's own state (read bypassing Envoy) shows nothing of his changed. Then the
 client patterns of real apps that Medplum answers: its paging links followed page by page,
 `_elements`, `_revinclude=Provenance:target`, `HEAD`. Each request goes over HTTP/1.1 and
-HTTP/2 (h2c, tests/h2_tools.py) where it matters; the tests marked `one_module` also run with the
-one module and the chain plugin (tests/e2e/conftest.py LAYOUTS).
+HTTP/2 (h2c, tests/h2_tools.py) where it matters, through the chain plugin (the one layout).
 
 Medplum's search matches a reference parameter on the typed form (`patient=Patient/pat-anna`;
 its in-memory matcher finds nothing for a bare id), so the tests pin with the typed form.
