@@ -4,13 +4,15 @@ in the same run.
 
 Usage: .venv/bin/python bench/run.py [--rounds 3] [--duration 8] [--configs NAME,NAME,...|all]
                                      [--connections 4] [--json FILE] [--no-build]
-       .venv/bin/python bench/run.py --soak MINUTES [--workers N] [--one-module | --one-plugin]
+       .venv/bin/python bench/run.py --soak MINUTES [--workers N]
 
 Every configuration is its own Envoy (`--concurrency 1`, loopback only) whose route answers
 200 itself (`direct_response`), so what differs between configurations is the filter chain.
 The configurations are named for what they run (`CONFIGS` below: `none`, `jwt_authn_es256`,
-`jwt_authn_es256_cached`, `empty_wasm`, `token_cached`, `full_chain`, `*_one_module`, `*_one_plugin`,
-`token_es256_host`, `token_ps256`, ...); the default run is issue 9's table (`HEADLINE`).
+`jwt_authn_es256_cached`, `empty_wasm`, `token_cached`, `full_chain`, `token_es256_host`,
+`token_ps256`, ...); the default run is `HEADLINE`. The guard is always the one module
+`fapi_guard.wasm` attached once as the chain plugin (envoy/render.py): `full_chain` is root id
+`fapi_guard:token,dpop,fhir_scope` (all of it, `fapi_guard`), the `token_*` rows `fapi_guard:token`.
 
 Method (bench/README.md): all Envoys start first; each round drives every
 configuration once with `wrk -t1 -c4 -d<duration>s --latency`, in an order that rotates from
@@ -59,7 +61,7 @@ PATH = "/fhir/Patient/1"
 class Config:
     key: str
     title: str
-    kind: str  # "none" | "token" | "jwt_authn" | "empty" (floor filter) | "chain" (all three filters)
+    kind: str  # "none" | "token" (the token step) | "jwt_authn" | "empty" (floor filter) | "chain" (all steps)
     alg: str | None = None
     cache: bool = False
     software: bool = False
@@ -67,13 +69,8 @@ class Config:
     public: bool = False
     # Which verify counter must move during a run (None: neither may, e.g. cache or no filter).
     expect_path: str | None = None
-    # Another build of the filters (`--compare-wasm-dir`): the same configuration, before/after.
+    # Another build of the module (`--compare-wasm-dir`): the same configuration, before/after.
     wasm_dir: Path | None = None
-    # The filters from the one module `fapi_guard.wasm`, one VM for all (envoy/render.py).
-    one_module: bool = False
-    # The one module attached once as the chain plugin (root id `fapi_guard`): the filters as
-    # steps of one HTTP context, the token handed on in memory (envoy/render.py `one_plugin`).
-    one_plugin: bool = False
 
 
 CONFIGS = [
@@ -81,17 +78,9 @@ CONFIGS = [
     Config("jwt_authn_es256", "jwt_authn ES256, no cache (one native verification)", "jwt_authn", "ES256"),
     Config("jwt_authn_es256_cached", "jwt_authn ES256 with its JWT cache", "jwt_authn", "ES256", cache=True),
     Config("empty_wasm", "empty Rust proxy-wasm filter, reads one header (Wasm floor)", "empty"),
-    Config("token_cached", "token filter ES256, cached token", "token", "ES256", cache=True),
-    Config("full_chain", "full chain: token (cached) + fresh ES256 DPoP proof + replay check + FHIR read",
-           "chain", "ES256", cache=True, expect_path="host"),
-    Config("token_cached_one_module", "token filter ES256, cached token, from the one module (fapi_guard.wasm)",
-           "token", "ES256", cache=True, one_module=True),
-    Config("full_chain_one_module", "full chain as above, the three filters from the one module (one VM)",
-           "chain", "ES256", cache=True, expect_path="host", one_module=True),
-    Config("token_cached_one_plugin", "token filter ES256, cached token, as the chain plugin (fapi_guard:token)",
-           "token", "ES256", cache=True, one_plugin=True),
-    Config("full_chain_one_plugin", "full chain as above, ONE plugin (root id fapi_guard): one HTTP context",
-           "chain", "ES256", cache=True, expect_path="host", one_plugin=True),
+    Config("token_cached", "token step ES256, cached token (fapi_guard:token)", "token", "ES256", cache=True),
+    Config("full_chain", "full chain, the one plugin: token (cached) + fresh ES256 DPoP proof + replay check + "
+           "FHIR read", "chain", "ES256", cache=True, expect_path="host"),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
     Config("token_es256_software", "token filter ES256, no cache, software verify", "token", "ES256",
            software=True, expect_path="software"),
@@ -104,26 +93,16 @@ CONFIGS = [
     Config("token_public_route", "token filter on a public route (no token checked)", "token", public=True),
 ]
 BY_KEY = {c.key: c for c in CONFIGS}
-# The configurations of issue 9's table (the default run); `--configs all` runs every one.
-HEADLINE = ["none", "jwt_authn_es256", "jwt_authn_es256_cached", "empty_wasm", "token_cached", "full_chain",
-            "token_cached_one_module", "full_chain_one_module", "token_cached_one_plugin", "full_chain_one_plugin"]
+# The configurations of the headline table (the default run); `--configs all` runs every one.
+HEADLINE = ["none", "jwt_authn_es256", "jwt_authn_es256_cached", "empty_wasm", "token_cached", "full_chain"]
 # Ratios printed under the table: (numerator, denominator, what it says).
 RATIOS = [
     ("full_chain", "jwt_authn_es256", "full FAPI chain / jwt_authn uncached (target >= 0.9)"),
     ("token_cached", "jwt_authn_es256_cached", "cached token / jwt_authn cached (target >= 1.0)"),
-    ("full_chain_one_module", "jwt_authn_es256", "full FAPI chain, one module / jwt_authn uncached (target >= 0.9)"),
-    ("token_cached_one_module", "jwt_authn_es256_cached",
-     "cached token, one module / jwt_authn cached (target >= 1.0)"),
-    ("full_chain_one_module", "full_chain", "full FAPI chain: one module / three modules"),
-    ("full_chain_one_plugin", "jwt_authn_es256", "full FAPI chain, one plugin / jwt_authn uncached (target >= 0.9)"),
-    ("token_cached_one_plugin", "jwt_authn_es256_cached",
-     "cached token, one plugin / jwt_authn cached (target >= 1.0)"),
-    ("full_chain_one_plugin", "full_chain_one_module", "full FAPI chain: one plugin / one module (three plugins)"),
+    ("token_cached", "empty_wasm", "cached token / empty Wasm filter (target >= 0.95)"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
-FILTER_FILES = {"token": "fapi_token_filter.wasm", "dpop": "fapi_dpop_filter.wasm",
-                "fhir_scope": "fapi_fhir_scope_filter.wasm",
-                "one module: token + dpop + fhir_scope": "fapi_guard.wasm",
+FILTER_FILES = {"the one module (chain plugin: token + dpop + fhir_scope)": render.MODULE["wasm"],
                 "empty (bench only)": "fapi_bench_empty_filter.wasm"}
 EMPTY_WASM = "fapi_bench_empty_filter.wasm"
 # Full chain: this many clients, each with its own DPoP key and token (the per-key replay
@@ -200,12 +179,11 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
         return render.render(token_policy(issuer, cfg.cache, cfg.public), ["token"], str(wasm_dir), port, 1, admin,
-                             vm_env=env, direct_response=True, one_module=cfg.one_module,
-                             one_plugin=cfg.one_plugin)
+                             vm_env=env, direct_response=True)
     if cfg.kind == "chain":
         # The steps the policy runs (render.policy_steps: its `fhir` section adds the FHIR step).
         return render.render(chain_policy(issuer), None, str(wasm_dir), port, 1, admin,
-                             direct_response=True, one_module=cfg.one_module, one_plugin=cfg.one_plugin)
+                             direct_response=True)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))
@@ -479,17 +457,15 @@ def sizes(wasm_dir: Path) -> str:
 MEMORY_ROWS = [
     ("none", "no filter", None),
     ("empty_wasm", "empty Wasm filter (floor)", None),
-    ("token_only", "token filter only", ["token"]),
-    ("dpop_only", "DPoP filter only", ["dpop"]),
-    ("fhir_only", "FHIR scope filter only", ["fhir_scope"]),
-    ("full_chain", "the three guard filters", None),
-    ("full_chain_one_module", "the three guard filters from the one module (one VM)", None),
-    ("full_chain_one_plugin", "the three guard filters as one plugin (root id fapi_guard)", None),
+    ("token_only", "the plugin, token step only (fapi_guard:token)", ["token"]),
+    ("dpop_only", "the plugin, DPoP step only (fapi_guard:dpop)", ["dpop"]),
+    ("fhir_only", "the plugin, FHIR scope step only (fapi_guard:fhir_scope)", ["fhir_scope"]),
+    ("full_chain", "the one plugin, all steps (fapi_guard)", None),
 ]
 
 
 class MemoryEnvoy(BenchEnvoy):
-    """The full chain's policy with some of its filters (one VM per filter and worker)."""
+    """The full chain's policy with some of its steps (the chain plugin `fapi_guard:<steps>`)."""
 
     def __init__(self, filters: list[str], issuer: tooling.Issuer, wasm_dir: Path, concurrency: int):
         self.cfg = BY_KEY["full_chain"]
@@ -582,15 +558,13 @@ def evidence_table(results: dict[str, list[Run]], keys: list[str]) -> str:
 # ---------- soak ----------
 
 def soak(issuer: tooling.Issuer, wasm_dir: Path, minutes: float, workers: int, connections: int,
-         json_out: str | None, one_module: bool = False, one_plugin: bool = False) -> int:
+         json_out: str | None) -> int:
     """The full chain at full speed for `minutes`: wrk reads proofs from a FIFO that minter
     processes fill as fast as it drains (each proof's `iat` is seconds old at most, so the
     default 60 s window holds however long the run). Reports non-2xx, the replay-cache
     counters, and memory at start, each minute and end."""
     clients = ChainClients(issuer)
-    key = "full_chain_one_plugin" if one_plugin else "full_chain_one_module" if one_module else "full_chain"
-    e = BenchEnvoy(BY_KEY[key], issuer, wasm_dir,
-                   concurrency=workers)
+    e = BenchEnvoy(BY_KEY["full_chain"], issuer, wasm_dir, concurrency=workers)
     tmp = Path(tempfile.mkdtemp(prefix="fapi-soak-"))
     fifo, tokens = tmp / "proofs.fifo", tmp / "tokens.txt"
     os.mkfifo(fifo)
@@ -683,28 +657,31 @@ def main(argv=None) -> int:
                     help="req/s to mint proofs for (default: measured in a calibration run)")
     ap.add_argument("--no-memory", action="store_true", help="skip the idle memory measurement")
     ap.add_argument("--compare-wasm-dir", metavar="DIR",
-                    help="also run every guard configuration with the filters in DIR (e.g. an older build), "
-                         "as `<name>@before`, in the same rounds")
+                    help="also run every guard configuration with the one module fapi_guard.wasm in DIR (e.g. an "
+                         "older build), as `<name>@before`, in the same rounds")
     ap.add_argument("--soak", type=float, metavar="MINUTES", help="soak the full chain instead of the benchmark")
     ap.add_argument("--workers", type=int, default=1, help="Envoy worker threads for --soak")
-    ap.add_argument("--one-module", action="store_true",
-                    help="--soak: the full chain from the one module fapi_guard.wasm (one VM)")
-    ap.add_argument("--one-plugin", action="store_true",
-                    help="--soak: the full chain as one plugin (root id fapi_guard, one HTTP context)")
+    # Removed layouts: named in the error, not in --help.
+    ap.add_argument("--one-module", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--one-plugin", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--no-build", action="store_true", help="use the wasm already built (also FAPI_GUARD_SKIP_BUILD)")
     a = ap.parse_args(argv)
+    for flag, used in (("--one-module", a.one_module), ("--one-plugin", a.one_plugin)):
+        if used:
+            ap.error(f"{flag} was removed: the guard is always the one module fapi_guard.wasm attached once, as "
+                     "the chain plugin (root id fapi_guard); `full_chain` and --soak run it")
     keys = [c.key for c in CONFIGS] if a.configs == "all" else [k for k in a.configs.split(",") if k]
     unknown = [k for k in keys if k not in BY_KEY and "@" not in k]
     if unknown or not keys:
         ap.error(f"--configs: unknown {unknown}; known: {', '.join(BY_KEY)}")
     if a.compare_wasm_dir:
+        if not (Path(a.compare_wasm_dir) / render.MODULE["wasm"]).is_file():
+            ap.error(f"--compare-wasm-dir: no {render.MODULE['wasm']} in {a.compare_wasm_dir} (the guard is the one "
+                     "module attached as the chain plugin; build the older commit with scripts/build-wasm.sh)")
         for k in list(keys):
             c = BY_KEY[k]
-            # An older build may have no one module (fapi_guard.wasm): no `@before` row then.
-            if c.kind in ("token", "chain") and not (
-                    (c.one_module or c.one_plugin)
-                    and not (Path(a.compare_wasm_dir) / "fapi_guard.wasm").is_file()):
+            if c.kind in ("token", "chain"):
                 before = Config(**{**vars(c), "key": f"{k}@before", "title": f"{c.title} (before: {a.compare_wasm_dir})",
                                    "wasm_dir": Path(a.compare_wasm_dir)})
                 BY_KEY[before.key] = before
@@ -725,7 +702,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message="EdDSA is deprecated")
     issuer = tooling.Issuer(ISS, algs=("ES256", "PS256", "EdDSA", "RS256"))
     if a.soak is not None:
-        return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json, a.one_module, a.one_plugin)
+        return soak(issuer, wasm_dir, a.soak, a.workers, a.connections, a.json)
 
     long_exp = int(time.time()) + 30 * 24 * 3600
     tokens = {alg: issuer.token(alg, aud=AUD, exp=long_exp) for alg in issuer.keys}

@@ -5,9 +5,12 @@ One source for every Envoy config the project uses: the committed examples in en
 the demo, and each end-to-end test render through here, so they cannot drift apart.
 
 The chain is shaped like an Istio sidecar's inbound listener with the filters in the
-AUTHN phase: token -> dpop -> fhir_scope -> router -> cluster `api`. Which filters run follows
-from the policy (`policy_steps`): token and DPoP always, fhir_scope only with a `fhir`
-section; --filters picks a subset, and a filter the policy cannot run is refused. Each filter is
+AUTHN phase: ONE plugin, the one module `fapi_guard.wasm` (filters/guard) attached as the chain
+plugin (root id `fapi_guard`), whose steps token -> dpop -> fhir_scope run in one HTTP context
+(docs/checks.md, "One module") -> router -> cluster `api`. Which steps run follows from the
+policy (`policy_steps`): token and DPoP always, fhir_scope only with a `fhir` section; the
+plugin's root id then names them (`fapi_guard:token,dpop`; filters/core/src/root_id.rs).
+--filters picks a subset, and a step the policy cannot run is refused. The plugin is
 `envoy.filters.http.wasm` on V8 with the API's policy JSON as its configuration (what
 Istio makes of a WasmPlugin's `pluginConfig`) and `fail_open: false` (WasmPlugin
 `failStrategy: FAIL_CLOSE`).
@@ -16,7 +19,7 @@ Usage: render.py --policy policies/x.json [--filters token,dpop[,fhir_scope]]
                  [--wasm-dir target/wasm32-wasip1/release] [--listen-port 10000]
                  [--upstream-port 8080] [--admin-port 9901] [--jwks-address HOST:PORT]
                  [--tls-cert F --tls-key F [--client-ca F]] [--vm-env K=V ...]
-                 [--direct-response] [--forward-client-cert MODE] [--one-module | --one-plugin]
+                 [--direct-response] [--forward-client-cert MODE]
                  [--out FILE]
        render.py --gateway [--listen-port 8443] [--admin-port 9902] [--sidecar-port 10000]
                  --tls-cert F --tls-key F [--client-ca F] [--public-prefix /api]
@@ -31,15 +34,10 @@ front of a sidecar rendered with --forward-client-cert ALWAYS_FORWARD_ONLY.
 tests and the demo's JWKS server); --jwks-plain makes those clusters plain HTTP even for an
 https `jwks_uri` (the policy stays unchanged: the filters still fetch its `jwks_uri` path).
 
---vm-env sets a Wasm VM environment variable on every filter (Envoy
+--vm-env sets a Wasm VM environment variable on the plugin (Envoy
 `vm_config.environment_variables.key_values`; e.g. FAPI_GUARD_VERIFIER=software).
---one-module attaches the three filters from the one module `fapi_guard.wasm` (filters/guard)
-with one `vm_id`, so they share one Wasm VM per worker thread (each plugin's `root_id` picks
-its filter); without it each filter is its own module and VM.
---one-plugin attaches the one module ONCE, as the chain plugin (root id `fapi_guard`): the three
-filters run as steps of one HTTP context in chain order, the verified token handed on in memory
-(docs/checks.md, "One module"); with fewer --filters its root id names them
-(`fapi_guard:token,dpop`).
+(--one-module and --one-plugin, the other layouts of earlier versions, are refused with a
+message naming the one layout.)
 --direct-response makes the route answer 200 itself instead of proxying to `api`
 (benchmarks: measure the filters, not an upstream).
 
@@ -77,13 +75,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cors_config  # noqa: E402  (the policy's `cors` section as Envoy config)
 import stats_config  # noqa: E402  (metric labels: reason, issuer, api)
 
-# The one registry of filter names (filters/registry.json): here by their chain names.
+# The one registry (filters/registry.json): the one module and its chain steps, here by their
+# chain names.
 _REGISTRY = json.loads((Path(__file__).resolve().parent.parent / "filters" / "registry.json").read_text())
-REGISTRY = _REGISTRY["filters"]
-# The one module holding all three filters (filters/guard): its file and the one vm_id.
+REGISTRY = _REGISTRY["steps"]
+# The one module (filters/guard): its file, vm_id and the chain plugin's root id.
 MODULE = _REGISTRY["module"]
-FILTER_WASM = {f["envoy"]: f["wasm"] for f in REGISTRY}
-ROOT_ID = {f["envoy"]: f["root_id"] for f in REGISTRY}
 ORDER = [f["envoy"] for f in REGISTRY]
 # The filter that needs the policy's `fhir` section (it refuses to load without one).
 FHIR_STEP = "fhir_scope"
@@ -98,9 +95,9 @@ def policy_steps(policy):
 
 
 def checked_steps(policy, filters, field="--filters"):
-    """`filters` (chain names, any order) in chain order, or `policy_steps(policy)` for None.
-    A filter the policy cannot run is refused here, naming `field`, instead of a proxy that
-    refuses its configuration (the FHIR scope filter fails closed without `fhir`)."""
+    """`filters` (chain step names, any order) in chain order, or `policy_steps(policy)` for
+    None. A step the policy cannot run is refused here, naming `field`, instead of a proxy that
+    refuses its configuration (the FHIR scope step fails closed without `fhir`)."""
     if filters is None:
         return policy_steps(policy)
     unknown = [f for f in filters if f not in ORDER]
@@ -126,13 +123,6 @@ class RenderOptions:
     `jwks_plain`: every `jwks_uri` cluster speaks plain HTTP (the demo's local JWKS server).
     `request_headers_timeout`, `request_timeout`, `stream_idle_timeout`: the connection
     manager's stream timeouts (defaults STREAM_TIMEOUTS; None = Envoy's default).
-    `one_module`: every filter from the one module (`fapi_guard.wasm`, filters/guard) with one
-    `vm_id` and an identical `vm_config`, so Envoy runs the filters in one VM per worker (its
-    VM key is vm_id + vm_config.configuration + code; bench/README.md, "Memory"); each plugin
-    keeps its own `root_id`, which picks the filter.
-    `one_plugin`: the one module attached ONCE with the chain root id (`module.chain_root_id`,
-    `fapi_guard`; `fapi_guard:<steps>` for fewer filters): the filters as steps of one HTTP
-    context, in chain order (implies the one module).
     `check_steps=False` renders a filter the policy cannot run (tests only: shows the filter
     itself refuses such a policy, fail closed)."""
     jwks_address: str | None = None
@@ -150,8 +140,6 @@ class RenderOptions:
     request_headers_timeout: str | None = "10s"
     request_timeout: str | None = "30s"
     stream_idle_timeout: str | None = "30s"
-    one_module: bool = False
-    one_plugin: bool = False
     check_steps: bool = True
 
 
@@ -200,18 +188,14 @@ def chain_name(steps):
     return MODULE["chain_root_id"] + ("" if steps == ORDER else ":" + ",".join(steps))
 
 
-def is_chain(name):
-    return name == MODULE["chain_root_id"] or name.startswith(MODULE["chain_root_id"] + ":")
-
-
-def wasm_filter(name, policy_json, wasm_dir, vm_env=None, one_module=False):
-    """The wasm filter of `name`: a filter of ORDER, or a chain plugin root id (`chain_name`)."""
-    chain = is_chain(name)
-    one_module = one_module or chain
-    vm_id, wasm = (MODULE["vm_id"], MODULE["wasm"]) if one_module else (ROOT_ID[name], FILTER_WASM[name])
-    root_id = name if chain else ROOT_ID[name]
-    # The FHIR scope filter (alone or as a step of the chain plugin) reads bodies.
-    reads_bodies = name == "fhir_scope" or (chain and (name == MODULE["chain_root_id"] or "fhir_scope" in name))
+def wasm_filter(steps, policy_json, wasm_dir, vm_env=None):
+    """The one wasm filter: the chain plugin from the one module running `steps` (of ORDER)."""
+    if not steps:
+        raise ValueError("the chain plugin needs at least one step (token, dpop, fhir_scope)")
+    root_id = chain_name(steps)
+    vm_id, wasm = MODULE["vm_id"], MODULE["wasm"]
+    # The FHIR scope step reads bodies.
+    reads_bodies = FHIR_STEP in steps
     f = {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -221,10 +205,10 @@ def wasm_filter(name, policy_json, wasm_dir, vm_env=None, one_module=False):
                 "root_id": root_id,
                 "fail_open": False,
                 # Let a Pause from on_http_{request,response}_headers hold the headers while
-                # the body is still delivered to the filter (proxy-wasm-cpp-host #434). The
-                # FHIR scope filter needs it to read bundles and check responses before any
-                # of them is forwarded (the chain plugin too: it holds body that arrives while
-                # an earlier step decides, and hands it to its FHIR scope step).
+                # the body is still delivered to the plugin (proxy-wasm-cpp-host #434). The
+                # FHIR scope step needs it to read bundles and check responses before any of
+                # them is forwarded (the chain plugin holds body that arrives while an earlier
+                # step decides, and hands it to its FHIR scope step).
                 **({"allow_on_headers_stop_iteration": True} if reads_bodies else {}),
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -340,11 +324,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
     jwks_address, tls_cert, tls_key, client_ca = o.jwks_address, o.tls_cert, o.tls_key, o.client_ca
     vm_env, direct_response, forward_client_cert, alpn = o.vm_env, o.direct_response, o.forward_client_cert, o.alpn
     http1_trailers, upstream_h2, normalize_paths = o.http1_trailers, o.upstream_h2, o.normalize_paths
-    jwks_plain, one_module = o.jwks_plain, o.one_module
+    jwks_plain = o.jwks_plain
     steps = checked_steps(policy, filters) if o.check_steps else [f for f in ORDER if f in (filters or ORDER)]
-    if o.one_plugin and not steps:
-        raise ValueError("one_plugin needs at least one filter")
-    plugins = [chain_name(steps)] if o.one_plugin else steps
     policy_json = json.dumps(policy, separators=(",", ":"), ensure_ascii=False)
     api = policy.get("api", {}).get("name", "api")
     hcm = {
@@ -369,7 +350,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
         # Envoy's CORS filter first: it answers an allowed origin's preflight before the guard
         # (a preflight carries no token) and marks every answer, denials included.
         "http_filters": ([cors_config.http_filter()] if cors_config.settings(policy) else [])
-        + [wasm_filter(f, policy_json, wasm_dir, vm_env, one_module) for f in plugins]
+        # No steps, no plugin: a bare proxy (the benchmark's baseline, the verifier probes).
+        + ([wasm_filter(steps, policy_json, wasm_dir, vm_env)] if steps else [])
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
@@ -406,7 +388,6 @@ COMMITTED = [
     ("envoy/sidecar-demo.yaml", "policies/demo-fhir-api.json", ["--upstream-port", "8080"]),
     ("envoy/sidecar-helseid.yaml", "policies/helseid-sample-api.json", ["--upstream-port", "8080"]),
     ("envoy/sidecar-smart.yaml", "policies/smart-patient-api.json", ["--upstream-port", "8080"]),
-    ("envoy/sidecar-demo-one-plugin.yaml", "policies/demo-fhir-api.json", ["--upstream-port", "8080", "--one-plugin"]),
     ("envoy/sidecar-behind-gateway.yaml", "policies/demo-fhir-api-gateway.json",
      ["--listen-port", "10000", "--upstream-port", "8080", "--forward-client-cert", "ALWAYS_FORWARD_ONLY"]),
     ("envoy/gateway-edge.yaml", None,
@@ -497,8 +478,8 @@ def parse_args(argv=None):
     ap.add_argument("--gateway", action="store_true",
                     help="render the edge gateway (TLS, /api stripped, XFCC) in front of a sidecar, not a sidecar")
     ap.add_argument("--policy")
-    ap.add_argument("--filters", help="a subset of the filters the policy runs (default: all of them: token,dpop, "
-                    "and fhir_scope when the policy has `fhir`)")
+    ap.add_argument("--filters", help="the chain plugin's steps, a subset of what the policy runs (default: all of "
+                    "them: token,dpop, and fhir_scope when the policy has `fhir`); root id fapi_guard:<steps>")
     ap.add_argument("--wasm-dir", default="target/wasm32-wasip1/release")
     ap.add_argument("--listen-port", type=int, help="default 10000 (sidecar), 8443 (--gateway)")
     ap.add_argument("--upstream-port", type=int, default=8080)
@@ -517,15 +498,18 @@ def parse_args(argv=None):
     ap.add_argument("--vm-env", action="append", default=[], metavar="K=V",
                     help="Wasm VM environment variable for every filter (repeatable)")
     ap.add_argument("--direct-response", action="store_true", help="route answers 200 itself (benchmarks)")
-    ap.add_argument("--one-module", action="store_true",
-                    help="every filter from the one module fapi_guard.wasm, one vm_id (one VM per worker)")
-    ap.add_argument("--one-plugin", action="store_true",
-                    help="the one module attached once as the chain plugin (root id fapi_guard): the filters "
-                         "as steps of one HTTP context")
+    # Removed layouts: named in the error, not in --help.
+    ap.add_argument("--one-module", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--one-plugin", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-path-normalization", action="store_true",
                     help="leave out the HCM path normalisation (tests only: the filters alone refuse)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
+    for flag, used in (("--one-module", a.one_module), ("--one-plugin", a.one_plugin)):
+        if used:
+            ap.error(f"{flag} was removed: the one module fapi_guard.wasm is always attached once, as the chain "
+                     "plugin (root id fapi_guard); --filters picks its steps (e.g. --filters token,dpop: "
+                     "root id fapi_guard:token,dpop)")
     if a.gateway:
         if a.policy:
             ap.error("--gateway renders no filters: no --policy")
@@ -538,11 +522,9 @@ def parse_args(argv=None):
     if a.admin_port is None:
         a.admin_port = 9902 if a.gateway else 9901
     a.filter_list = None if a.filters is None else [f for f in a.filters.split(",") if f]
-    if a.one_plugin and a.one_module:
-        ap.error("--one-plugin and --one-module are two different layouts: pick one")
-    if a.one_plugin and a.filter_list == []:
-        ap.error("--one-plugin needs at least one filter")
-    unknown = [f for f in a.filter_list or [] if f not in FILTER_WASM]
+    if a.filter_list == []:
+        ap.error("--filters: the chain plugin needs at least one step (token, dpop, fhir_scope)")
+    unknown = [f for f in a.filter_list or [] if f not in ORDER]
     if unknown:
         ap.error(f"--filters: unknown filter(s) {unknown}; known: {ORDER}")
     if bool(a.tls_cert) != bool(a.tls_key):
@@ -575,10 +557,9 @@ def render_text(a, root="."):
         jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
         forward_client_cert=a.forward_client_cert, normalize_paths=not a.no_path_normalization,
-        jwks_plain=a.jwks_plain, one_module=a.one_module, one_plugin=a.one_plugin))
-    text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters) + (" (one plugin: root id "
-                         + chain_name(filters) + ")" if a.one_plugin else ""),
-                         upstream=a.upstream_port)
+        jwks_plain=a.jwks_plain))
+    text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters) + " (one plugin: root id "
+                         + chain_name(filters) + ")", upstream=a.upstream_port)
     if a.forward_client_cert:
         text += HEADER_XFCC.format(fcc=a.forward_client_cert)
     return text + yaml.safe_dump(cfg, sort_keys=False, width=120, allow_unicode=True)

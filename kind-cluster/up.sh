@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings up the FAPI guard demo on a local kind cluster:
 #   kind cluster + local registry (localhost:5001), Istio (minimal profile), HAPI FHIR with two
-#   synthetic patients, the demo issuer's JWKS served in-cluster, the three filters built,
-#   packaged and pushed as Wasm OCI images, the generated WasmPlugins applied, then a smoke test
+#   synthetic patients, the demo issuer's JWKS served in-cluster, the guard (the one module
+#   fapi_guard.wasm) built, packaged and pushed as ONE Wasm OCI image, the generated WasmPlugin
+#   (one per API: the chain plugin) applied, then a smoke test
 #   from a client pod: allowed read 200, missing DPoP 401, other patient's record 403, update of
 #   own Observation 200 (read before write), moving the other patient's Observation 403.
 # Needs: docker, kind >= 0.27, kubectl, istioctl 1.28.x, cargo (with wasm32-wasip1), python3, node/npm.
@@ -70,7 +71,7 @@ fi
   || die "the mesh config is not what the guard expects (see above)"
 kubectl apply -f "$HERE/manifests/namespaces.yaml"
 
-say "build, package and push the filters (reproducible: same source, same digests)"
+say "build, package and push the guard's one image (reproducible: same source, same digest)"
 python3 "$ROOT/tools/package_wasm.py" --build --tag "$TAG" --out "$RUN/wasm-oci" --push "localhost:$REG_PORT/fapi-guard"
 python3 "$ROOT/tools/gen_wasmplugins.py" --root "$HERE/policies" --lock "$RUN/wasm-oci/digests.json" --out "$RUN/wasmplugins"
 
@@ -99,10 +100,13 @@ if ! kubectl get wasmplugin -n fhir -l fapi-guard/api=fhir-demo -o name 2>/dev/n
   kubectl wait --for=condition=complete job/fhir-seed -n fhir --timeout=600s
 fi
 
-say "WasmPlugins (phase AUTHN: token > dpop > fhir-scope, FAIL_CLOSE)"
+say "WasmPlugin (phase AUTHN, the chain plugin fapi_guard: token -> dpop -> fhir_scope, FAIL_CLOSE)"
 kubectl apply -f "$RUN/wasmplugins/"
 # The stream timeouts the guard relies on (docs/platform-guide.md, "Mesh settings the guard needs").
 kubectl apply -f "$RUN/wasmplugins/mesh/fhir-demo.yaml"
+# A cluster from an earlier version has one WasmPlugin per filter: removed once the chain
+# plugin is applied (in between both enforce, fail closed).
+kubectl delete wasmplugin -n fhir -l 'fapi-guard/api=fhir-demo,fapi-guard/filter!=guard' --ignore-not-found
 kubectl apply -f "$HERE/manifests/client.yaml"
 kubectl rollout status deploy/fhir-client -n client --timeout=180s
 

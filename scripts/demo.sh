@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the FAPI guard filters in real Envoy in front of a sample API, with a local token
-# issuer, and prints ready-to-paste requests (one allowed, some denied). The policy picks the
-# sample API and the filters: a `fhir` section -> the sample FHIR API behind token -> DPoP ->
-# FHIR scope; none (a plain REST API) -> a JSON REST echo API under the policy's routes
-# (scripts/rest_echo_server.py) behind token -> DPoP, with requests built from the routes'
-# scopes and claims (scripts/demo_requests.py).
+# Runs the FAPI guard in real Envoy in front of a sample API, with a local token issuer, and
+# prints ready-to-paste requests (one allowed, some denied). The guard is ONE plugin, the one
+# module fapi_guard.wasm as the chain plugin (envoy/render.py). The policy picks the sample API
+# and the chain's steps: a `fhir` section -> the sample FHIR API behind token -> DPoP -> FHIR
+# scope (root id fapi_guard); none (a plain REST API) -> a JSON REST echo API under the policy's
+# routes (scripts/rest_echo_server.py) behind token -> DPoP (fapi_guard:token,dpop), with
+# requests built from the routes' scopes and claims (scripts/demo_requests.py).
 #
 #   scripts/demo.sh                                  # demo policy, demo keys
 #   scripts/demo.sh --policy my-policy.json --jwks my-jwks.json   # your policy and keys
@@ -45,7 +46,7 @@ fi
 [ -f "$POLICY" ] || { echo "demo.sh: --policy $POLICY: no such file" >&2; exit 2; }
 
 bash scripts/bootstrap.sh
-echo "[demo] building the filters (wasm32-wasip1) and the local issuer"
+echo "[demo] building the guard (fapi_guard.wasm, wasm32-wasip1) and the local issuer"
 bash scripts/build-wasm.sh --quiet
 cargo build --release -p fapi-guard-issuer -p fapi-guard --quiet
 ISSUER=target/release/guard-issuer

@@ -90,7 +90,7 @@ def test_validate_refuses_a_broken_policy(tmp_path, monkeypatch):
     cfg.write_text(render.render_text(args))
     r = validate_config(cfg)
     assert r.returncode != 0
-    assert "fapi_token" in r.stdout + r.stderr
+    assert "Wasm plugin fapi_guard:token" in r.stdout + r.stderr
 
 
 def test_render_options_are_keywords_and_the_cli_passes_each_by_name():

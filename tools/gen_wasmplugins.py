@@ -2,12 +2,15 @@
 """Generate Istio WasmPlugin manifests from the API policies: one source of truth.
 
 For every policy `<root>/<api>.json` that has a deployment file `<root>/deploy/<api>.json`,
-writes `<root>/deploy/generated/<api>.yaml` with one WasmPlugin per filter. Roots: `policies/`
-(the real APIs) and `kind-cluster/policies/` (the kind demo's API). Each WasmPlugin has:
+writes `<root>/deploy/generated/<api>.yaml` with ONE WasmPlugin `<api>-guard`: the one module
+`fapi_guard.wasm` (image `guard`) attached as the chain plugin. Roots: `policies/` (the real
+APIs) and `kind-cluster/policies/` (the kind demo's API). The WasmPlugin has:
 
-  phase AUTHN, priority token (300) > dpop (200) > fhir-scope (100)  (Istio runs higher first),
-  failStrategy FAIL_CLOSE, type HTTP, url oci://<registry>/<repository>/<filter>:<tag>,
+  phase AUTHN, priority 300 (registry `module.istio_priority`; Istio runs higher first),
+  failStrategy FAIL_CLOSE, type HTTP, url oci://<registry>/<repository>/guard:<tag>,
   sha256 = the image manifest digest from the lock file (what Istio checks for oci:// URLs),
+  pluginName `fapi_guard` (all steps: token, dpop, fhir_scope), or `fapi_guard:<steps>` for the
+  steps the policy runs or the deploy file names (filters/core/src/root_id.rs),
   pluginConfig = the policy document, unchanged.
 
 The deployment file (not the policy: the filters refuse unknown policy fields) says where:
@@ -17,15 +20,12 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
     "image": {"registry": "kind-registry:5000", "repository": "fapi-guard", "tag": "0.1.0"},
     "match_ports": [8080],                        # optional: only these inbound ports
     "image_pull_policy": "IfNotPresent",          # optional
-    "filters": ["token", "dpop", "fhir-scope"],   # optional subset of what the policy runs
-                                                  # (default: token, dpop, and fhir-scope only
-                                                  # when the policy has `fhir`: render.policy_steps)
-    "one_module": true                            # optional: every WasmPlugin from the one image
-                                                  # `guard` (fapi_guard.wasm), one VM for the three
-    "one_plugin": true                            # optional, instead: ONE WasmPlugin `<api>-guard`
-  }                                               # from the image `guard`, pluginName `fapi_guard`
-                                                  # (the chain plugin: the filters as steps of one
-                                                  # HTTP context; docs/checks.md "One module")
+    "filters": ["token", "dpop", "fhir-scope"]    # optional: the chain plugin's steps, a subset
+  }                                               # of what the policy runs (default: token, dpop,
+                                                  # and fhir-scope only when the policy has `fhir`:
+                                                  # render.policy_steps)
+(`one_module` and `one_plugin`, the other layouts of earlier versions, are refused naming the one
+layout.)
 
 Every API also gets an EnvoyFilter `<api>-stats`: the metric labels (reason, issuer, api) as a
 bootstrap patch, with the `proxy.istio.io/config` the pods need to apply it in its annotation
@@ -69,21 +69,20 @@ import mesh_settings  # noqa: E402
 # except mesh-config.yaml: a fragment for `istioctl install` / the `istio` ConfigMap).
 MESH_DIR = "mesh"
 
-# filter -> (priority, pluginName), from the one registry (filters/registry.json). pluginName is
-# the root_id envoy/render.py gives each filter. Istio orders plugins of one phase by descending
-# priority.
+# From the one registry (filters/registry.json): the chain's steps by their deploy names, in chain
+# order, with their names in the root id; the one image (the one module, fapi_guard.wasm); its
+# WasmPlugin priority (Istio orders plugins of one phase by descending priority).
 _REGISTRY = json.loads((REPO_ROOT / "filters" / "registry.json").read_text())
-FILTERS: dict[str, tuple[int, str]] = {f["name"]: (f["istio_priority"], f["root_id"]) for f in _REGISTRY["filters"]}
-# The image of the one module holding all three filters (deploy `"one_module": true`).
+STEP_NAME = {f["name"]: f["envoy"] for f in _REGISTRY["steps"]}
+FILTERS = list(STEP_NAME)
 MODULE = _REGISTRY["module"]["name"]
-# The chain plugin's pluginName (deploy `"one_plugin": true`); `<it>:<steps>` for a subset, with
-# the filters' `envoy` names (filters/core/src/root_id.rs).
-CHAIN_ROOT_ID = _REGISTRY["module"]["chain_root_id"]
-STEP_NAME = {f["name"]: f["envoy"] for f in _REGISTRY["filters"]}
+PRIORITY = _REGISTRY["module"]["istio_priority"]
 DEPLOY_KEYS = {
     "namespace", "selector", "target_refs", "image", "match_ports", "image_pull_policy", "image_pull_secret",
-    "app_port", "filters", "description", "one_module", "one_plugin",
+    "app_port", "filters", "description",
 }
+# Deploy fields of the layouts earlier versions had: refused with what replaced them.
+REMOVED_DEPLOY_KEYS = {"one_module", "one_plugin"}
 IMAGE_KEYS = {"registry", "repository", "tag"}
 ISTIO_CLUSTER = re.compile(r"^outbound\|[0-9]{1,5}\|[^|]*\|[a-z0-9.-]+$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -193,18 +192,23 @@ def load_lock(path: Path) -> dict:
         lock = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise GenError(f"cannot read image lock {path}: {e} (run tools/package_wasm.py --write-lock)") from e
-    filters = lock.get("filters", {})
-    for name in [*FILTERS, MODULE]:
-        digest = filters.get(name, {}).get("image_manifest_digest", "")
-        if not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
-            raise GenError(f"{path}: no valid image_manifest_digest for image `{name}`")
-    return filters
+    images = lock.get("filters", {})
+    digest = images.get(MODULE, {}).get("image_manifest_digest", "")
+    if not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
+        raise GenError(f"{path}: no valid image_manifest_digest for image `{MODULE}`")
+    return images
 
 
 def check_deploy(path: Path, d: object) -> dict:
     where = rel(path)
     if not isinstance(d, dict):
         raise GenError(f"{where}: must be a JSON object")
+    removed = sorted(set(d) & REMOVED_DEPLOY_KEYS)
+    if removed:
+        raise GenError(
+            f"{where}: {removed} removed: every API gets ONE WasmPlugin, the one module attached as the chain plugin "
+            "(pluginName fapi_guard); `filters` picks its steps. Delete the field"
+        )
     unknown = set(d) - DEPLOY_KEYS
     if unknown:
         raise GenError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -254,23 +258,17 @@ def check_deploy(path: Path, d: object) -> dict:
         raise GenError(f"{where}: `app_port` must be a port number")
     filters = d.get("filters", list(FILTERS))
     if not isinstance(filters, list) or not filters or any(f not in FILTERS for f in filters) or len(set(filters)) != len(filters):
-        raise GenError(f"{where}: `filters` must be a non-empty subset of {list(FILTERS)}")
+        raise GenError(f"{where}: `filters` must be a non-empty subset of {FILTERS}")
     if "token" not in filters:
-        raise GenError(f"{where}: `filters` must include `token`: the other filters read what it verified")
-    if not isinstance(d.get("one_module", False), bool):
-        raise GenError(f"{where}: `one_module` must be true or false")
-    if not isinstance(d.get("one_plugin", False), bool):
-        raise GenError(f"{where}: `one_plugin` must be true or false")
-    if d.get("one_module") and d.get("one_plugin"):
-        raise GenError(f"{where}: `one_module` (three plugins) and `one_plugin` (one) are two layouts: pick one")
+        raise GenError(f"{where}: `filters` must include `token`: the other steps read what it verified")
     return d
 
 
 def deploy_filters(policy: dict, deploy: dict, where: str) -> list[str]:
-    """The filters (registry names, chain order) the WasmPlugins run: what the policy runs
+    """The steps (registry names, chain order) the chain plugin runs: what the policy runs
     (`render.policy_steps`: no `fhir` section, no fhir-scope), or the deploy file's `filters`
-    when it names a subset; a filter the policy cannot run is refused, naming the field (in
-    Istio a fhir-scope WasmPlugin without `fhir` fails closed and takes the whole API down)."""
+    when it names a subset; a step the policy cannot run is refused, naming the field (in
+    Istio a chain plugin with fhir_scope but no `fhir` fails closed and takes the whole API down)."""
     asked = deploy.get("filters")
     try:
         steps = render.checked_steps(policy, None if asked is None else [STEP_NAME[f] for f in asked],
@@ -281,70 +279,62 @@ def deploy_filters(policy: dict, deploy: dict, where: str) -> list[str]:
 
 
 def wasm_plugins(api: str, policy: dict, deploy: dict, lock: dict, sources: list[str]) -> list[dict]:
+    """The API's one WasmPlugin `<api>-guard`: the chain plugin from the one image."""
     policy_sha = hashlib.sha256(json.dumps(policy, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     img = deploy["image"]
-    out = []
     order = deploy_filters(policy, deploy, sources[1])  # chain order: token, dpop[, fhir-scope]
-    plugins = [(name, *FILTERS[name]) for name in order]
-    if deploy.get("one_plugin"):
-        # The chain plugin: one WasmPlugin from the one image, its pluginName naming the steps
-        # (`fapi_guard` for all three), at the token filter's priority (it runs first).
-        steps = "" if order == list(FILTERS) else ":" + ",".join(STEP_NAME[f] for f in order)
-        plugins = [(MODULE, FILTERS[order[0]][0], CHAIN_ROOT_ID + steps)]
-    for name, priority, plugin_name in plugins:
-        # `one_module`: every plugin from the one image `guard` (fapi_guard.wasm), told apart by
-        # its pluginName (= root_id). Istio sets no vm_id and the agent gives every plugin the
-        # same module file, so Envoy runs the three in one VM per thread (bench/README.md, "Memory").
-        image = MODULE if deploy.get("one_module") or deploy.get("one_plugin") else name
-        entry = lock[image]
-        spec: dict = {}
-        if "selector" in deploy:
-            spec["selector"] = {"matchLabels": dict(sorted(deploy["selector"].items()))}
-        else:
-            spec["targetRefs"] = [{"group": r.get("group", ""), "kind": r["kind"], "name": r["name"]} for r in deploy["target_refs"]]
-        spec["url"] = f"oci://{img['registry']}/{img['repository']}/{image}:{img['tag']}"
-        spec["sha256"] = entry["image_manifest_digest"].split(":", 1)[1]
-        spec["imagePullPolicy"] = deploy.get("image_pull_policy", "IfNotPresent")
-        if deploy.get("image_pull_secret"):
-            spec["imagePullSecret"] = deploy["image_pull_secret"]
-        spec["phase"] = "AUTHN"
-        spec["priority"] = priority
-        spec["failStrategy"] = "FAIL_CLOSE"
-        spec["type"] = "HTTP"
-        spec["pluginName"] = plugin_name
-        # pilot/pkg/model/extensions.go (workloadModeForListenerClass): a sidecar's inbound
-        # listeners are SERVER, a gateway's listeners are CLIENT; a plugin whose mode does not
-        # match the listener class is never attached.
-        mode = "SERVER" if "selector" in deploy else "CLIENT"
-        if deploy.get("match_ports"):
-            spec["match"] = [{"mode": mode, "ports": [{"number": p} for p in deploy["match_ports"]]}]
-        else:
-            spec["match"] = [{"mode": mode}]
-        spec["pluginConfig"] = policy
-        out.append(
-            {
-                "apiVersion": "extensions.istio.io/v1alpha1",
-                "kind": "WasmPlugin",
-                "metadata": {
-                    "name": f"{api}-{name}",
-                    "namespace": deploy["namespace"],
-                    "labels": {
-                        "app.kubernetes.io/part-of": "fapi-guard",
-                        "app.kubernetes.io/managed-by": "gen_wasmplugins",
-                        "fapi-guard/api": api,
-                        "fapi-guard/filter": name,
-                    },
-                    "annotations": {
-                        "fapi-guard/policy-source": sources[0],
-                        "fapi-guard/policy-sha256": policy_sha,
-                        "fapi-guard/wasm-sha256": entry.get("wasm_sha256", ""),
-                        "fapi-guard/requires-mesh-path-normalization": REQUIRED_PATH_NORMALIZATION,
-                    },
+    # The chain plugin: one WasmPlugin from the one image, its pluginName the root id envoy/render.py
+    # gives it (`fapi_guard` for all three steps, else `fapi_guard:<steps>`).
+    plugin_name = render.chain_name([STEP_NAME[f] for f in order])
+    name = image = MODULE
+    entry = lock[image]
+    spec: dict = {}
+    if "selector" in deploy:
+        spec["selector"] = {"matchLabels": dict(sorted(deploy["selector"].items()))}
+    else:
+        spec["targetRefs"] = [{"group": r.get("group", ""), "kind": r["kind"], "name": r["name"]} for r in deploy["target_refs"]]
+    spec["url"] = f"oci://{img['registry']}/{img['repository']}/{image}:{img['tag']}"
+    spec["sha256"] = entry["image_manifest_digest"].split(":", 1)[1]
+    spec["imagePullPolicy"] = deploy.get("image_pull_policy", "IfNotPresent")
+    if deploy.get("image_pull_secret"):
+        spec["imagePullSecret"] = deploy["image_pull_secret"]
+    spec["phase"] = "AUTHN"
+    spec["priority"] = PRIORITY
+    spec["failStrategy"] = "FAIL_CLOSE"
+    spec["type"] = "HTTP"
+    spec["pluginName"] = plugin_name
+    # pilot/pkg/model/extensions.go (workloadModeForListenerClass): a sidecar's inbound
+    # listeners are SERVER, a gateway's listeners are CLIENT; a plugin whose mode does not
+    # match the listener class is never attached.
+    mode = "SERVER" if "selector" in deploy else "CLIENT"
+    if deploy.get("match_ports"):
+        spec["match"] = [{"mode": mode, "ports": [{"number": p} for p in deploy["match_ports"]]}]
+    else:
+        spec["match"] = [{"mode": mode}]
+    spec["pluginConfig"] = policy
+    return [
+        {
+            "apiVersion": "extensions.istio.io/v1alpha1",
+            "kind": "WasmPlugin",
+            "metadata": {
+                "name": f"{api}-{name}",
+                "namespace": deploy["namespace"],
+                "labels": {
+                    "app.kubernetes.io/part-of": "fapi-guard",
+                    "app.kubernetes.io/managed-by": "gen_wasmplugins",
+                    "fapi-guard/api": api,
+                    "fapi-guard/filter": name,
                 },
-                "spec": spec,
-            }
-        )
-    return out
+                "annotations": {
+                    "fapi-guard/policy-source": sources[0],
+                    "fapi-guard/policy-sha256": policy_sha,
+                    "fapi-guard/wasm-sha256": entry.get("wasm_sha256", ""),
+                    "fapi-guard/requires-mesh-path-normalization": REQUIRED_PATH_NORMALIZATION,
+                },
+            },
+            "spec": spec,
+        }
+    ]
 
 
 def _labels(api: str, part: str) -> dict:

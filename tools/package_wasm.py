@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Package the three filters, and the one module holding all three (`guard`, fapi_guard.wasm),
-as Wasm OCI images that Istio's WasmPlugin can pull.
+"""Package the one module (`guard`, fapi_guard.wasm: the chain plugin) as the ONE Wasm OCI image
+that Istio's WasmPlugin pulls (tools/gen_wasmplugins.py), with one entry in the lock.
 
 Image format: the "compat" variant of the Wasm image spec, which Istio's agent accepts
 (pkg/wasm/imagefetcher.go: one `application/vnd.oci.image.layer.v1.tar+gzip` layer holding
@@ -45,11 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WASM_TARGET = "wasm32-wasip1"
 
 # image name -> (cargo package, wasm file produced by `cargo build --release`), from the one
-# registry (filters/registry.json): one image per filter, and `guard`, the one module holding
-# all three (fapi_guard.wasm; tools/gen_wasmplugins.py deploy `"one_module": true`).
+# registry (filters/registry.json): the one image, `guard`, of the one module (fapi_guard.wasm).
 _REGISTRY = json.loads((REPO_ROOT / "filters" / "registry.json").read_text())
 FILTERS: dict[str, tuple[str, str]] = {
-    **{f["name"]: (f["crate"], f["wasm"]) for f in _REGISTRY["filters"]},
     _REGISTRY["module"]["name"]: (_REGISTRY["module"]["crate"], _REGISTRY["module"]["wasm"]),
 }
 
@@ -174,7 +172,7 @@ def write_layout(image: dict, out_dir: Path, tag: str) -> None:
 
 def cargo_build() -> Path:
     """The one Wasm build, `scripts/build-wasm.sh --locked` (cargo build --release --target
-    wasm32-wasip1, then wasm-opt) of the three filters into the standard `target/`, exactly what
+    wasm32-wasip1, then wasm-opt) of the one module into the standard `target/`, exactly what
     the test suite builds (tests/harness.py, scripts/test.sh). Source paths are remapped by the
     repository's `.cargo/config.toml`, so the modules do not depend on where the checkout or the
     cargo home is."""
@@ -324,12 +322,12 @@ def push(out_dir: Path, summary: dict, repo: str, tag: str, pusher: str, plain_h
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", action="store_true", help="build the filters first (the same build the test suite makes)")
+    ap.add_argument("--build", action="store_true", help="build the module first (the same build the test suite makes)")
     ap.add_argument("--wasm-dir", type=Path, help=f"where the .wasm files are (default target/{WASM_TARGET}/release)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "target" / "wasm-oci", help="output directory")
     ap.add_argument("--tag", default="0.1.0", help="image tag (not part of the digest)")
-    ap.add_argument("--filters", default=",".join(FILTERS), help="comma-separated subset of " + ",".join(FILTERS))
-    ap.add_argument("--push", metavar="REGISTRY/REPOSITORY", help="push each filter to REGISTRY/REPOSITORY/<filter>:<tag>")
+    ap.add_argument("--filters", default=",".join(FILTERS), help="the images to package: " + ",".join(FILTERS))
+    ap.add_argument("--push", metavar="REGISTRY/REPOSITORY", help="push the image to REGISTRY/REPOSITORY/<image>:<tag>")
     ap.add_argument("--pusher", default="auto", choices=["auto", "crane", "skopeo", "oras", "builtin"])
     ap.add_argument("--plain-http", action="store_true", help="registry speaks HTTP (implied for localhost)")
     ap.add_argument("--dry-run", action="store_true", help="say what would be pushed, push nothing")
@@ -340,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     filters = [f for f in args.filters.split(",") if f]
     unknown = [f for f in filters if f not in FILTERS]
     if unknown:
-        ap.error(f"unknown filter(s): {', '.join(unknown)}")
+        ap.error(f"unknown image(s): {', '.join(unknown)}; the one image is {', '.join(FILTERS)} (fapi_guard.wasm, "
+                 "the chain plugin: the filters of earlier versions are its steps)")
     try:
         if args.build:
             wasm_dir = cargo_build()

@@ -46,23 +46,3 @@ def medplum():
     m = MedplumServer()
     yield m
     m.stop()
-
-
-# The three ways to attach the filters (envoy/render.py): three modules, one VM each
-# (`modules`), the one module `fapi_guard.wasm` with one VM for the three (`one_module`), or
-# the one module attached ONCE as the chain plugin (`one_plugin`: root id `fapi_guard`, the
-# filters as steps of one HTTP context). A test marked `one_module` runs with all three, so
-# the one module and the chain plugin are checked to give the same answers (`pytest -m
-# one_module` runs that subset); other tests run with `modules` only.
-LAYOUTS = {"modules": {}, "one_module": {"one_module": True}, "one_plugin": {"one_plugin": True}}
-
-
-def pytest_generate_tests(metafunc):
-    if "layout" in metafunc.fixturenames and metafunc.definition.get_closest_marker("one_module"):
-        metafunc.parametrize("layout", list(LAYOUTS), indirect=True, scope="module")
-
-
-@pytest.fixture(scope="module")
-def layout(request):
-    """`Envoy(...)` keyword arguments for the layout this test runs with (`**layout`)."""
-    return LAYOUTS[getattr(request, "param", "modules")]

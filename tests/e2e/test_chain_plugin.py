@@ -1,8 +1,12 @@
-"""The chain plugin (root id `fapi_guard`, envoy/render.py `one_plugin`): the one module
-attached ONCE, running token, DPoP and FHIR scope as steps of one HTTP context, the verified
-token handed on in memory (docs/checks.md, "One module"). The marked token/DPoP/FHIR tests run
-with it as the `one_plugin` layout (tests/e2e/conftest.py); these are the hazards of running
-the steps inside one context, in real Envoy:
+"""The chain plugin (root id `fapi_guard`): the one module `fapi_guard.wasm` attached ONCE, the
+one layout envoy/render.py renders, running token, DPoP and FHIR scope as steps of one HTTP
+context, the verified token handed on in memory (docs/checks.md, "One module"). Every e2e test
+runs with it; these are the plugin itself and the hazards of running the steps inside one
+context, in real Envoy:
+
+- one wasm filter, one V8 VM per thread; a root id that names no chain (unknown, missing, an
+  unknown step, steps out of order) is refused at configuration, fail closed; the shape Istio
+  renders from the one WasmPlugin (no vm_id) runs;
 
 - a step that pauses (the token step fetching keys for a new `kid`) must hold the whole
   stream: body and trailers that arrive meanwhile are held and the FHIR scope step decides on
@@ -22,13 +26,14 @@ import time
 import uuid
 
 import pytest
+import requests
 from joserfc import jws
 from joserfc.jwk import ECKey
 
 import render
 from fhir_e2e import ANNA, AUD, BJORN, policy_for
 from h2_tools import h1_chunked_request, h2_request
-from harness import Envoy, Issuer, JwksServer
+from harness import Envoy, EnvoyProcess, Issuer, JwksServer, build_wasm, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +86,7 @@ class Chain:
         self.issuer = issuer
         self.jwks = JwksServer(issuer.jwks())
         self.extra = []
-        self.envoy = Envoy(chain_policy(issuer, self.jwks), upstream_port, one_plugin=True, http1_trailers=True)
+        self.envoy = Envoy(chain_policy(issuer, self.jwks), upstream_port, http1_trailers=True)
         deadline = time.time() + 10
         while self.envoy.counter("token.jwks.fetch_ok") < 1 and time.time() < deadline:
             time.sleep(0.1)
@@ -141,7 +146,7 @@ def reason(body: bytes) -> str:
 
 
 def test_one_plugin_is_one_wasm_filter_with_the_chain_root_id(upstream, issuer):
-    cfg = render.render(policy_for(issuer), render.ORDER, "wasm", 1, upstream.port, 2, one_plugin=True)
+    cfg = render.render(policy_for(issuer), render.ORDER, "wasm", 1, upstream.port, 2)
     wasm = [f for f in cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
         "http_filters"] if f["name"] == "envoy.filters.http.wasm"]
     assert len(wasm) == 1
@@ -149,9 +154,86 @@ def test_one_plugin_is_one_wasm_filter_with_the_chain_root_id(upstream, issuer):
     assert c["root_id"] == "fapi_guard" and c["vm_config"]["vm_id"] == "fapi_guard"
     assert c["vm_config"]["code"]["local"]["filename"].endswith("/fapi_guard.wasm")
     assert c["allow_on_headers_stop_iteration"] is True
-    sub = render.render(policy_for(issuer), ["token", "dpop"], "wasm", 1, upstream.port, 2, one_plugin=True)
-    c = sub["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
-    assert c["typed_config"]["config"]["root_id"] == "fapi_guard:token,dpop"
+    sub = render.render(policy_for(issuer), ["token", "dpop"], "wasm", 1, upstream.port, 2)
+    (c,) = wasm_configs(sub)
+    assert c["root_id"] == "fapi_guard:token,dpop"
+    # No body to read without the FHIR scope step: the headers are not held for one.
+    assert "allow_on_headers_stop_iteration" not in c
+
+
+def wasm_configs(cfg):
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return [f["typed_config"]["config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm"]
+
+
+def plain_policy(issuer):
+    """Keys inline (no JWKS server), DPoP optional: a Bearer token reaches every step."""
+    p = policy_for(issuer)
+    p["token"] = {"schemes": ["DPoP", "Bearer"]}
+    p["dpop"] = {"required": False}
+    return p
+
+
+def v8_vms(envoy) -> int:
+    return envoy.stats("wasm.envoy.wasm.runtime.v8")["wasm.envoy.wasm.runtime.v8.active"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_chain_runs_in_one_vm_per_thread(upstream, issuer, workers):
+    # Envoy keys a VM by vm_id + vm_config.configuration + code (bench/README.md, "Memory"):
+    # one plugin -> one VM for the base, one on the main thread, one per worker.
+    with Envoy(plain_policy(issuer), upstream.port, concurrency=workers) as e:
+        tok = issuer.token("ES256", aud=AUD, scope="patient/*.rs", patient=ANNA)
+        r = e.get(f"/fhir/Patient/{ANNA}", {"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 200, r.text
+        # Each step ran (its own counters).
+        assert e.counter("token.allowed") >= 1 and e.counter("dpop.allowed") >= 1
+        assert e.counter("fhir_scope.allowed") >= 1
+        assert v8_vms(e) == workers + 2
+
+
+@pytest.mark.parametrize("root_id, want", [
+    ("fapi_bogus", "unknown plugin root_id `fapi_bogus`"),
+    ("", "no plugin root_id"),
+    (None, "no plugin root_id"),
+    ("fapi_guard:token,bogus", "plugin root_id `fapi_guard:token,bogus`: the chain plugin's steps name a step "
+                               "that is not token, dpop or fhir_scope"),
+    ("fapi_guard:dpop,token", "plugin root_id `fapi_guard:dpop,token`: the chain plugin's steps name steps "
+                              "repeated or out of chain order"),
+    ("fapi_guard:", "plugin root_id `fapi_guard:`: the chain plugin's steps name a step that is not"),
+])
+def test_a_root_id_naming_no_chain_is_refused_at_load(upstream, issuer, root_id, want):
+    """Fail closed: Envoy refuses the listener rather than run a chain without a step it was
+    told to run, or with one it does not know."""
+    port, admin = free_port(), free_port()
+    cfg = render.render(plain_policy(issuer), None, str(build_wasm()), port, upstream.port, admin)
+    (c,) = wasm_configs(cfg)
+    assert c["root_id"] == "fapi_guard"
+    if root_id is None:
+        del c["root_id"]
+    else:
+        c["root_id"] = root_id
+    with pytest.raises((RuntimeError, TimeoutError)) as refused:
+        EnvoyProcess(cfg, port, admin, "envoy-bad-root-id").stop()
+    log = str(refused.value)
+    assert want in log, log[-3000:]
+
+
+def test_istio_shape_of_the_one_wasmplugin(upstream, issuer):
+    """What Istio builds from the one WasmPlugin (pilot/pkg/model/extensions.go): `vm_id`
+    empty, `name` = `<namespace>.<WasmPlugin name>`, `root_id` = `pluginName`; one VM per
+    thread, and the chain decides."""
+    port, admin = free_port(), free_port()
+    cfg = render.render(plain_policy(issuer), None, str(build_wasm()), port, upstream.port, admin)
+    (c,) = wasm_configs(cfg)
+    c["name"] = "fhir.api-guard"
+    c["vm_config"]["vm_id"] = ""
+    with EnvoyProcess(cfg, port, admin, "envoy-istio-shape", concurrency=2) as e:
+        tok = issuer.token("ES256", aud=AUD, scope="patient/*.rs", patient=ANNA)
+        h = {"Authorization": f"Bearer {tok}"}
+        assert requests.get(f"http://127.0.0.1:{e.port}/fhir/Patient/{ANNA}", headers=h, timeout=10).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{e.port}/fhir/Patient/{BJORN}", headers=h, timeout=10).status_code == 403
+        assert e.stats("wasm.envoy.wasm.runtime.v8")["wasm.envoy.wasm.runtime.v8.active"] == 2 + 2
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -169,7 +251,7 @@ def test_cold_keys_search_form_for_another_patient_refused_on_the_held_body(echo
     assert r.status == 403, (r.status, r.reset, r.text[:300])
     assert reason(r.body) in ("compartment_escape", "unsafe_search")
     assert len(upstream.requests) == seen, "the request reached the API"
-    # Each step counted under its own name, as the three plugins do.
+    # Each step counted under its own name (stats prefix fapi_guard.<step>.).
     assert (e.counter("token.allowed"), e.counter("dpop.allowed")) == tuple(n + 1 for n in allowed_before)
     assert e.counter("fhir_scope.denied.compartment_escape") + e.counter(
         "fhir_scope.denied.unsafe_search") == denied_before + 1
@@ -270,15 +352,14 @@ def test_denial_by_each_step(api_chain, proofs):
 NONCE_SECRET = base64.urlsafe_b64encode(b"k" * 32).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize("chain", [{}, {"one_plugin": True}], ids=["modules", "one_plugin"])
-def test_response_held_by_the_fhir_step_then_the_dpop_nonce(api, issuer, proofs, chain):
+def test_response_held_by_the_fhir_step_then_the_dpop_nonce(api, issuer, proofs):
     """Responses run in reverse chain order: the FHIR scope step holds the headers of a read
     decided on its response; only once it let them go does the DPoP step add its fresh
     `DPoP-Nonce` (RFC 9449 §9). A refused response carries nothing of the foreign resource.
-    The same answers from the three plugins and from the chain plugin."""
+    """
     p = policy_for(issuer)
     p["dpop"] = {"nonce": {"enabled": True, "secret": NONCE_SECRET, "window_seconds": 60}}
-    with Envoy(p, api, **chain) as e:
+    with Envoy(p, api) as e:
         token = issuer.token("ES256", aud=AUD, scope="patient/*.rs", patient=ANNA, cnf={"jkt": proofs.jkt})
 
         def get(path, nonce=None):

@@ -31,15 +31,14 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def envoy(recorder, issuer, layout):
-    with Envoy(policy_for(issuer), recorder.port, filters=["token", "fhir_scope"], upstream_h2=True, **layout) as e:
+def envoy(recorder, issuer):
+    with Envoy(policy_for(issuer), recorder.port, filters=["token", "fhir_scope"], upstream_h2=True) as e:
         yield e
 
 
 @pytest.fixture(scope="module")
-def hidden(api, issuer, layout):
-    with Envoy(policy_for(issuer, hide_foreign_as_not_found=True), api, filters=["token", "fhir_scope"],
-               **layout) as e:
+def hidden(api, issuer):
+    with Envoy(policy_for(issuer, hide_foreign_as_not_found=True), api, filters=["token", "fhir_scope"]) as e:
         yield e
 
 
@@ -74,7 +73,6 @@ CONDITIONS = [
 ]
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("cond", CONDITIONS, ids=["if-none-match", "if-modified-since", "if-none-match-star"])
 def test_conditional_read_of_another_patient_refused_not_304(api, envoy, get, cond):
     path = "/fhir/Observation/obs-bjorn-hb"
@@ -84,7 +82,6 @@ def test_conditional_read_of_another_patient_refused_not_304(api, envoy, get, co
     assert b"15.4" not in body and BJORN.encode() not in body
 
 
-@pytest.mark.one_module
 def test_conditional_read_hidden_as_not_found(api, hidden, get):
     path = "/fhir/Observation/obs-bjorn-bp"
     status, body = get(hidden, path, {"if-none-match": etag(api, path)})
@@ -95,7 +92,6 @@ def test_conditional_read_hidden_as_not_found(api, hidden, get):
     assert status2 == 404
 
 
-@pytest.mark.one_module
 def test_conditional_own_read_gets_full_body(api, envoy, get, recorder):
     path = "/fhir/Observation/obs-anna-hb"
     status, body = get(envoy, path, {"if-none-match": etag(api, path), "if-modified-since": FAR_FUTURE,
@@ -108,7 +104,6 @@ def test_conditional_own_read_gets_full_body(api, envoy, get, recorder):
         assert h not in headers, f"{h} reached the API"
 
 
-@pytest.mark.one_module
 def test_conditional_headers_kept_where_the_request_decides(api, envoy, get, recorder):
     # Anna reading her own Patient is decided on the request: no response check, so her
     # conditional read works as the API means it.

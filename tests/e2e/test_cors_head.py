@@ -41,16 +41,15 @@ def cors_policy(issuer, **fhir_over):
 
 
 @pytest.fixture(scope="module")
-def envoy(recorder, issuer, layout):
-    with Envoy(cors_policy(issuer), recorder.port, filters=["token", "fhir_scope"], upstream_h2=True,
-               **layout) as e:
+def envoy(recorder, issuer):
+    with Envoy(cors_policy(issuer), recorder.port, filters=["token", "fhir_scope"], upstream_h2=True) as e:
         yield e
 
 
 @pytest.fixture(scope="module")
-def hidden(recorder, issuer, layout):
+def hidden(recorder, issuer):
     with Envoy(cors_policy(issuer, hide_foreign_as_not_found=True), recorder.port, filters=["token", "fhir_scope"],
-               upstream_h2=True, **layout) as e:
+               upstream_h2=True) as e:
         yield e
 
 
@@ -88,7 +87,6 @@ def listed(value):
 PREFLIGHT = {"access-control-request-method": "GET", "access-control-request-headers": "authorization,dpop"}
 
 
-@pytest.mark.one_module
 def test_preflight_answered_by_envoy_for_the_app_origin_only(envoy, recorder, call):
     path = "/fhir/Observation/obs-anna-hb"
     n = len(recorder.requests)
@@ -107,7 +105,6 @@ def test_preflight_answered_by_envoy_for_the_app_origin_only(envoy, recorder, ca
     assert seen_since(recorder, n) == [], "a preflight reached the API"
 
 
-@pytest.mark.one_module
 def test_answers_and_denials_to_the_app_carry_cors_headers(envoy, recorder, anna, call):
     status, h, body = call(envoy, "GET", "/fhir/Observation/obs-anna-hb", {"origin": APP, **anna})
     assert status == 200, (status, body[:300])
@@ -126,7 +123,6 @@ def test_answers_and_denials_to_the_app_carry_cors_headers(envoy, recorder, anna
     assert status == 200 and "access-control-allow-origin" not in h
 
 
-@pytest.mark.one_module
 def test_head_on_own_resource_decided_like_get(envoy, recorder, anna, call):
     path = "/fhir/Observation/obs-anna-hb"
     n = len(recorder.requests)
@@ -140,7 +136,6 @@ def test_head_on_own_resource_decided_like_get(envoy, recorder, anna, call):
     assert "authorization" not in get_headers and "dpop" not in get_headers
 
 
-@pytest.mark.one_module
 def test_head_on_another_patients_resource_refused_before_the_api(envoy, recorder, anna, call):
     path = "/fhir/Observation/obs-bjorn-hb"
     n = len(recorder.requests)
@@ -149,7 +144,6 @@ def test_head_on_another_patients_resource_refused_before_the_api(envoy, recorde
     assert seen_since(recorder, n) == [("GET", path)], "the HEAD reached the API"
 
 
-@pytest.mark.one_module
 def test_head_on_another_patients_resource_hidden_as_not_found(hidden, recorder, anna, call):
     path = "/fhir/Observation/obs-bjorn-hb"
     n = len(recorder.requests)
@@ -161,7 +155,6 @@ def test_head_on_another_patients_resource_hidden_as_not_found(hidden, recorder,
     assert status == 404
 
 
-@pytest.mark.one_module
 def test_head_search_decided_on_the_get_searchset(envoy, recorder, anna, call):
     path = f"/fhir/Observation?patient={ANNA}"
     n = len(recorder.requests)

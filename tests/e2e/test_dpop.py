@@ -157,9 +157,9 @@ def make_policy(issuer, dpop: dict | None = None, schemes=("DPoP", "Bearer"), na
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, issuer, layout):
+def envoy(upstream, issuer):
     # Three workers: replay must be caught across worker threads.
-    with Envoy(make_policy(issuer, {}), upstream.port, filters=["token", "dpop"], concurrency=3, **layout) as e:
+    with Envoy(make_policy(issuer, {}), upstream.port, filters=["token", "dpop"], concurrency=3) as e:
         yield e
 
 
@@ -194,7 +194,6 @@ def test_npm_dpop_client_with_jose_token_each_alg(envoy, issuer, upstream, alg):
     assert "dpop-nonce" not in r.headers  # nonces are off in this policy
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("alg", ["ES256", "PS256", "EdDSA"])
 def test_requests_oauth2client_dpop_key_each_alg(envoy, issuer, alg):
     key = DPoPKey.generate(alg=alg)
@@ -332,7 +331,6 @@ def test_each_check(envoy, issuer, alg, name, kind, expected):
     assert envoy.counter(f"dpop.denied.{code}") == before + 1
 
 
-@pytest.mark.one_module
 def test_bearer_downgrade_is_refused(envoy, issuer):
     # §2.14 / RFC 9449 §7.2: a DPoP-bound token with the Bearer scheme (the token filter refuses
     # it; the DPoP filter also refuses unbound Bearer tokens because this policy requires DPoP).
@@ -356,7 +354,6 @@ def test_bearer_downgrade_is_refused(envoy, issuer):
 
 # ---------------------------------------------------------------- replay across connections and workers
 
-@pytest.mark.one_module
 def test_replay_refused_across_connections_and_worker_threads(envoy, issuer):
     client = JoseProofs("ES256")
     token = bound_token(issuer, client.jkt)
@@ -383,7 +380,6 @@ def test_replay_refused_across_connections_and_worker_threads(envoy, issuer):
     assert others, f"all {replays} replay connections went to {first_worker}: {worker_connections(envoy)}"
 
 
-@pytest.mark.one_module
 def test_concurrent_replay_burst_accepts_exactly_one(envoy, issuer):
     client = JoseProofs("EdDSA")
     token = bound_token(issuer, client.jkt)
@@ -415,10 +411,10 @@ def test_concurrent_replay_burst_accepts_exactly_one(envoy, issuer):
 # ---------------------------------------------------------------- server nonces
 
 @pytest.fixture(scope="module")
-def nonce_envoy(upstream, issuer, layout):
+def nonce_envoy(upstream, issuer):
     p = make_policy(issuer, {"nonce": {"enabled": True, "secret": NONCE_SECRET, "window_seconds": 60}},
                     name="dpop-nonce-e2e")
-    with Envoy(p, upstream.port, filters=["token", "dpop"], concurrency=2, **layout) as e:
+    with Envoy(p, upstream.port, filters=["token", "dpop"], concurrency=2) as e:
         yield e
 
 
@@ -439,7 +435,6 @@ def test_nonce_challenge_and_retry_npm_client(nonce_envoy, issuer):
     assert r.headers.get("dpop-nonce")
 
 
-@pytest.mark.one_module
 def test_nonce_challenge_and_retry_python_client(nonce_envoy, issuer):
     key = DPoPKey.generate(alg="PS256")
     token = bound_token(issuer, key.private_key.public_jwk().thumbprint())
@@ -453,7 +448,6 @@ def test_nonce_challenge_and_retry_python_client(nonce_envoy, issuer):
     assert r.headers.get("dpop-nonce")
 
 
-@pytest.mark.one_module
 def test_nonce_that_is_not_ours_is_refused(nonce_envoy, issuer):
     client = JoseProofs("ES256")
     token = bound_token(issuer, client.jkt)

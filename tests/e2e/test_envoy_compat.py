@@ -60,8 +60,9 @@ def test_both_verifier_paths(upstream, issuer, verifier):
         print(f"{envoy_binary()}: verifier={verifier} host={host} software={software}")
 
 
-# The verifier is chosen at start (docs/checks.md §1): each signing filter probes the host
-# for `verify_signature` in `on_configure` and logs one `verifier: ...` line and the gauge
+# The verifier is chosen at start (docs/checks.md §1): each signing step of the chain plugin
+# probes the host for `verify_signature` in `on_configure` and logs a `verifier: ...` line (under
+# the plugin's name, `fapi_guard:token,dpop` here) and the gauge
 # `fapi_guard.verify.host_available` before any request (`docs/checks.md`).
 START_HOST = ("verifier: host verify_signature for ES256/ES384/ES512/RS256/RS384/RS512, "
               "software verifier for PS256/PS384/PS512/EdDSA")
@@ -73,15 +74,15 @@ def start_lines(logs):
 
 
 @pytest.mark.parametrize("verifier", ["host", "software"])
-def test_verifier_choice_is_logged_at_start_by_both_signing_filters(upstream, issuer, verifier):
+def test_verifier_choice_is_logged_at_start_by_the_signing_steps(upstream, issuer, verifier):
     port, admin = free_port(), free_port()
     cfg = render.render(policy(issuer), ["token", "dpop"], str(build_wasm()), port, upstream.port, admin,
                         vm_env={"FAPI_GUARD_VERIFIER": verifier})
     with EnvoyProcess(cfg, port, admin, "envoy") as e:
-        # No request sent: both filters say which verifier they use (waiting briefly for the
+        # No request sent: the plugin says which verifier it uses (waiting briefly for the
         # log to reach the file), and the listener has still served nothing.
         want = START_HOST if verifier == "host" else START_SOFTWARE
-        lines = wait_start_lines(e, want, ("fapi_token", "fapi_dpop"))
+        lines = wait_start_lines(e, want, (render.chain_name(["token", "dpop"]),))
         assert not [l for l in lines if "unavailable" in l], lines
         assert served(e) == 0
         assert list(e.stats("verify.host_available").values()) == [1]
@@ -123,7 +124,7 @@ def test_host_without_the_function_is_reported_at_start(tmp_path):
     port, admin = free_port(), free_port()
     cfg = render.render({"api": {"name": "probe"}}, [], "", port, 1, admin, direct_response=True)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    f = render.wasm_filter("token", json.dumps({"start_probe": "fapi_guard_no_such_function"}),
+    f = render.wasm_filter(["token"], json.dumps({"start_probe": "fapi_guard_no_such_function"}),
                            str(ROOT / "target/wasm32-wasip1/release"))
     c = f["typed_config"]["config"]
     c["vm_config"]["code"]["local"]["filename"] = str(ROOT / "target/wasm32-wasip1/release/fapi_verify_probe.wasm")

@@ -64,8 +64,8 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, issuer, layout):
-    with Envoy(policy_for(issuer), upstream.server_address[1], filters=["token", "fhir_scope"], **layout) as e:
+def envoy(upstream, issuer):
+    with Envoy(policy_for(issuer), upstream.server_address[1], filters=["token", "fhir_scope"]) as e:
         yield e
 
 
@@ -146,13 +146,11 @@ def test_without_token_refused(envoy):
 
 # ---- read / vread / instance history ----
 
-@pytest.mark.one_module
 def test_read_own_patient_allowed_other_refused(anna):
     assert allowed(anna("GET", "/fhir/Patient/pat-anna"))["id"] == ANNA
     denied(anna("GET", "/fhir/Patient/pat-bjorn"), "compartment_escape")
 
 
-@pytest.mark.one_module
 def test_read_by_id_decided_on_response(anna):
     assert allowed(anna("GET", "/fhir/Observation/obs-anna-hb"))["subject"]["reference"] == "Patient/pat-anna"
     r = denied(anna("GET", "/fhir/Observation/obs-bjorn-hb"), "response_outside_grant")
@@ -228,7 +226,6 @@ def test_include_inside_compartment_allowed_escape_refused(anna):
     denied(anna("GET", "/fhir/Patient?_id=pat-anna&_revinclude=Provenance:target"), "unsafe_search")
 
 
-@pytest.mark.one_module
 def test_search_result_checked_when_server_ignores_the_pin(anna):
     """Defence in depth: the sample server ignores `asserter` (lenient handling), so this
     search, pinned on the request side, would return every patient's Conditions."""
@@ -237,7 +234,6 @@ def test_search_result_checked_when_server_ignores_the_pin(anna):
     assert "search-type Condition" in r.json()["issue"][0]["diagnostics"]
 
 
-@pytest.mark.one_module
 def test_post_search_form_body(anna):
     b = allowed(anna("POST", "/fhir/Observation/_search", form="subject=Patient%2Fpat-anna&category=vital-signs"))
     assert ids(b) == ["Observation/obs-anna-bp"]
@@ -336,7 +332,6 @@ def stored(upstream, path):
 JSON_PATCH = {"content-type": "application/json-patch+json"}
 
 
-@pytest.mark.one_module
 def test_write_by_id_own_resource_allowed(envoy, upstream, anna):
     oid = allowed(anna("POST", "/fhir/Observation", body=obs_body(ANNA)), 201)["id"]
     path = f"/fhir/Observation/{oid}"
@@ -353,7 +348,6 @@ def test_write_by_id_own_resource_allowed(envoy, upstream, anna):
     assert envoy.counter("fhir_scope.stored_read") - before == 3
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_write_by_id_foreign_resource_refused(upstream, anna, method):
     path = "/fhir/Observation/obs-bjorn-hb"
@@ -395,7 +389,6 @@ def test_update_as_create_new_id(upstream, anna):
     denied(anna("DELETE", "/fhir/Observation/obs-anna-rbw-none"), "stored_resource_missing", 404)
 
 
-@pytest.mark.one_module
 def test_write_by_id_stored_read_failing_refused(upstream, anna):
     path = "/fhir/Observation/read-fails-anna"
     assert stored(upstream, path).status_code == 500
@@ -464,7 +457,6 @@ def test_batch_allowed_and_checked_per_entry(anna):
     assert b["type"] == "batch-response" and len(b["entry"]) == 3
 
 
-@pytest.mark.one_module
 def test_batch_with_one_foreign_entry_refused_naming_it(anna):
     r = denied(anna("POST", "/fhir", body=batch(
         "batch", ("GET", "Patient/pat-anna", None), ("GET", "Observation?subject=Patient/pat-anna", None),
@@ -472,7 +464,6 @@ def test_batch_with_one_foreign_entry_refused_naming_it(anna):
     assert "entry[2]" in r.json()["issue"][0]["diagnostics"]
 
 
-@pytest.mark.one_module
 def test_batch_foreign_read_by_id_refused_on_response(anna):
     r = denied(anna("POST", "/fhir", body=batch(
         "batch", ("GET", "Patient/pat-anna", None), ("GET", "Observation/obs-bjorn-hb", None))),
@@ -496,7 +487,6 @@ def test_transaction_binary_patch_entry_checked(anna):
         "bundle_entry_forbidden")
 
 
-@pytest.mark.one_module
 def test_request_body_over_limit_refused(anna):
     big = batch("batch", *[("GET", "Patient/pat-anna", None)] * 3000)
     denied(anna("POST", "/fhir", body=big), "request_too_large", 400)
@@ -540,7 +530,6 @@ def test_malformed_fhir_path_refused(anna):
     denied(anna("GET", "/fhir/Basic/b1"), "unknown_fhir_request", 400)
 
 
-@pytest.mark.one_module
 def test_stats_per_reason_and_no_patient_data_in_logs(envoy, anna):
     before = envoy.counter("fhir_scope.denied.unsafe_search")
     denied(anna("GET", "/fhir/Observation?category=laboratory"), "unsafe_search")
@@ -589,8 +578,7 @@ def test_bad_fhir_policy_refused_naming_field(upstream, issuer, mutate, field):
     assert f"`{field}`" in str(err.value), str(err.value)[-2000:]
 
 
-@pytest.mark.parametrize("chain", [{}, {"one_plugin": True}], ids=["modules", "one_plugin"])
-def test_host_without_header_hold(upstream, issuer, monkeypatch, chain):
+def test_host_without_header_hold(upstream, issuer, monkeypatch):
     """Hosts that cannot hold headers while a Wasm filter reads the body (Istio's WasmPlugin
     has no `allow_on_headers_stop_iteration`): with `hold_headers_while_buffering: false` the
     filter still reads bodies; a refusal decided on a response resets the stream, and nothing
@@ -607,7 +595,7 @@ def test_host_without_header_hold(upstream, issuer, monkeypatch, chain):
 
     monkeypatch.setattr(render, "wasm_filter", without_hold)
     with Envoy(policy_for(issuer, hold_headers_while_buffering=False), upstream.server_address[1],
-               filters=["token", "fhir_scope"], **chain) as e:
+               filters=["token", "fhir_scope"]) as e:
         c = Client(e, issuer, "patient/*.cruds")
         assert allowed(c("GET", "/fhir/Observation/obs-anna-hb"))["id"] == "obs-anna-hb"
         try:

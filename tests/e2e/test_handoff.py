@@ -46,11 +46,10 @@ def code(r):
 
 
 @pytest.mark.parametrize("filters,who", [(["dpop", "fhir_scope"], "dpop"), (["fhir_scope"], "fhir_scope")])
-@pytest.mark.one_module
-def test_forged_handoff_header_without_token_filter_is_refused(upstream, issuer, filters, who, layout):
+def test_forged_handoff_header_without_token_filter_is_refused(upstream, issuer, filters, who):
     """Even in a chain that lost its token filter (a misconfiguration), the later filters
     refuse: they read filter state only, never a header."""
-    with Envoy(policy(issuer), upstream.port, filters=filters, **layout) as e:
+    with Envoy(policy(issuer), upstream.port, filters=filters) as e:
         before = len(upstream.requests)
         r = e.get("/fhir/Patient/pat-bjorn", forged_headers(issuer.token(aud=AUD)))
         assert r.status_code == 401, r.text
@@ -59,10 +58,9 @@ def test_forged_handoff_header_without_token_filter_is_refused(upstream, issuer,
         assert len(upstream.requests) == before, "nothing reached the API"
 
 
-@pytest.mark.one_module
-def test_forged_handoff_header_in_full_chain_does_not_widen_the_grant(upstream, issuer, layout):
+def test_forged_handoff_header_in_full_chain_does_not_widen_the_grant(upstream, issuer):
     """With the whole chain, the verified token's own scopes decide, not the forged header's."""
-    with Envoy(policy(issuer), upstream.port, **layout) as e:
+    with Envoy(policy(issuer), upstream.port) as e:
         tok = issuer.token(aud=AUD, scope="patient/Patient.rs", patient="pat-anna")
         assert e.get("/fhir/Patient/pat-anna", {"Authorization": f"Bearer {tok}"}).status_code == 200
         r = e.get("/fhir/Patient/pat-bjorn", forged_headers(tok))

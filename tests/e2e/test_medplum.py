@@ -9,8 +9,7 @@ JSON Patch, conditional update and transaction are served; every way to reach Bj
 refused and Medplum's own state (read bypassing Envoy) shows nothing of his changed. Then the
 client patterns of real apps that Medplum answers: its paging links followed page by page,
 `_elements`, `_revinclude=Provenance:target`, `HEAD`. Each request goes over HTTP/1.1 and
-HTTP/2 (h2c, tests/h2_tools.py) where it matters; the tests marked `one_module` also run with the
-one module and the chain plugin (tests/e2e/conftest.py LAYOUTS).
+HTTP/2 (h2c, tests/h2_tools.py) where it matters, through the chain plugin (the one layout).
 
 Medplum's search matches a reference parameter on the typed form (`patient=Patient/pat-anna`;
 its in-memory matcher finds nothing for a bare id), so the tests pin with the typed form.
@@ -65,7 +64,7 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def envoy(medplum, issuer, layout):
+def envoy(medplum, issuer):
     policy = {
         "api": {"name": "fhir-medplum", "audience": AUD},
         "issuers": [{"issuer": issuer.iss, "jwks": issuer.jwks()}],
@@ -73,7 +72,7 @@ def envoy(medplum, issuer, layout):
         "routes": [{"path_prefix": "/fhir/metadata", "methods": ["GET"], "require": "none"}],
         "fhir": fhir_section(),
     }
-    with Envoy(policy, medplum.port, filters=["token", "fhir_scope"], **layout) as e:
+    with Envoy(policy, medplum.port, filters=["token", "fhir_scope"]) as e:
         yield e
 
 
@@ -186,7 +185,6 @@ def bjorn_untouched(medplum):
 
 # ---- Anna's own data is served ----
 
-@pytest.mark.one_module
 def test_own_read_and_searches_served(anna):
     assert served(anna("GET", "/fhir/Patient/pat-anna"))["id"] == ANNA
     assert served(anna("GET", "/fhir/Observation/obs-anna-hb"))["subject"]["reference"] == "Patient/pat-anna"
@@ -202,7 +200,6 @@ def test_own_read_and_searches_served(anna):
     assert "Patient/pat-anna" in refs(b, "include")
 
 
-@pytest.mark.one_module
 def test_own_writes_served(anna, medplum, proto):
     tag = f"own-{proto}-{uuid.uuid4().hex[:8]}"
     # Create: Medplum assigns the id; the test uses the one it returns.
@@ -266,7 +263,6 @@ def test_patient_write_linking_him_refused(anna, medplum, bjorn_untouched):
         requests.put(f"http://127.0.0.1:{medplum.port}/fhir/Patient/pat-anna", json=restore, timeout=5)
 
 
-@pytest.mark.one_module
 def test_foreign_read_by_id_refused_on_response(anna, bjorn_untouched):
     for path in ("/fhir/Observation/obs-bjorn-hb", "/fhir/Condition/cond-bjorn-1",
                  "/fhir/Observation/obs-bjorn-hb/_history", "/fhir/Provenance/prov-bjorn-hb"):
@@ -303,7 +299,6 @@ def test_conditional_create_matching_his_resource_refused(anna, criteria, bjorn_
     refused(anna("POST", "/fhir/Observation", body=obs_body(ANNA), headers={"If-None-Exist": criteria}))
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_foreign_write_by_id_refused(anna, method, bjorn_untouched):
     path = "/fhir/Observation/obs-bjorn-hb"

@@ -104,13 +104,19 @@ def tagged(stat: str) -> tuple[str, dict[str, str]]:
     return stat.removeprefix("wasmcustom.").replace(".", "_"), labels
 
 
+# Envoy's own stats of a Wasm plugin, named after the plugin (`wasm.<plugin name>.vm_reload*`;
+# the chain plugin's name is its root id, `fapi_guard:token` -> `wasm.fapi_guard_token.*`), are
+# not the guard's: the table lists what the guard defines (`wasmcustom.fapi_guard.*`).
+ENVOY_PLUGIN_STAT = re.compile(r"^(?:wasm\.|envoy_wasm_)fapi_guard[^.]*[._]vm_reload")
+
+
 def stats_text(e) -> dict[str, int]:
     """Admin `/stats` (text): `name: value` lines of the filters."""
     r = requests.get(f"http://127.0.0.1:{e.admin_port}/stats", timeout=5)
     out = {}
     for line in r.text.splitlines():
         name, sep, value = line.partition(": ")
-        if sep and "fapi_guard" in name:
+        if sep and "fapi_guard" in name and not ENVOY_PLUGIN_STAT.match(name):
             out[name] = int(value)
     return out
 

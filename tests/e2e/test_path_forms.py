@@ -138,14 +138,14 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def normalised(upstream, layout):
-    with Envoy(policy(), upstream.server_address[1], **layout) as e:
+def normalised(upstream):
+    with Envoy(policy(), upstream.server_address[1]) as e:
         yield e
 
 
 @pytest.fixture(scope="module")
-def unnormalised(upstream, layout):
-    with Envoy(policy(), upstream.server_address[1], normalize_paths=False, **layout) as e:
+def unnormalised(upstream):
+    with Envoy(policy(), upstream.server_address[1], normalize_paths=False) as e:
         yield e
 
 
@@ -166,7 +166,6 @@ def test_the_upstream_resolves_paths_like_a_servlet_container():
         assert path == want, (name, path)
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("proto", CLIENTS)
 def test_public_route_still_public(normalised, unnormalised, upstream, proto):
     """The plain public path, and one spelt with an encoded unreserved letter (decided on
@@ -179,7 +178,6 @@ def test_public_route_still_public(normalised, unnormalised, upstream, proto):
             assert len(hits) == 1
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("proto", CLIENTS)
 @pytest.mark.parametrize("name", REFUSED)
 def test_trick_refused_by_the_rendered_config(normalised, upstream, proto, name):
@@ -191,7 +189,6 @@ def test_trick_refused_by_the_rendered_config(normalised, upstream, proto, name)
     assert OTHER.encode() not in body
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("proto", CLIENTS)
 @pytest.mark.parametrize("name", REFUSED)
 def test_trick_refused_by_the_filters_alone(unnormalised, upstream, proto, name):

@@ -1,4 +1,4 @@
-"""What real FHIR clients send, in real Envoy over HTTP/1.1 and h2c, in the three layouts
+"""What real FHIR clients send, in real Envoy over HTTP/1.1 and h2c
 (docs/checks.md §3 "paging", "subsetted answers", "Provenance of the patient's data").
 
 - HAPI FHIR's paging link (`[base]?_getpages=<search id>&_getpagesoffset=N&...`) is served and
@@ -25,7 +25,7 @@ from harness import Envoy, Issuer
 
 import server as fhir_server  # tests/fhir_upstream/server.py
 
-pytestmark = [pytest.mark.e2e, pytest.mark.one_module]
+pytestmark = pytest.mark.e2e
 
 SCOPES = "patient/Observation.rs patient/Patient.rs patient/Provenance.rs"
 PROVENANCE = {
@@ -59,11 +59,11 @@ def issuer():
 
 
 @pytest.fixture(scope="module")
-def envoy(fhir_api, issuer, layout):
+def envoy(fhir_api, issuer):
     types = ["Patient", "Observation", "Condition", "Practitioner", "Medication", "Provenance"]
     policy = policy_for(issuer, resource_types=types)
     policy["dpop"] = {"required": False}  # Bearer tokens here; the DPoP test binds its own
-    with Envoy(policy, fhir_api[0], filters=["token", "dpop", "fhir_scope"], **layout) as e:
+    with Envoy(policy, fhir_api[0], filters=["token", "dpop", "fhir_scope"]) as e:
         yield e
 
 
@@ -199,7 +199,7 @@ def test_provenance_that_also_targets_another_patient_is_refused(envoy, get):
 
 def test_dpop_bound_request_with_elements(envoy, issuer):
     """The DPoP check reads the client's request (RFC 9449 §4.3 `htu`); the `_elements`
-    rewrite comes after it, in every layout."""
+    rewrite comes after it."""
     from joserfc import jws
     from joserfc.jwk import ECKey
     import base64

@@ -56,15 +56,14 @@ def reading(stub):
     stub.fhir.reading = set()
 
 
-def envoy_for(issuer, stub, server=None, layout=None):
+def envoy_for(issuer, stub, server=None):
     over = {"server": server} if server else {}
-    return Envoy(policy_for(issuer, **over), stub.server_address[1], filters=["token", "fhir_scope"],
-                 **(layout or {}))
+    return Envoy(policy_for(issuer, **over), stub.server_address[1], filters=["token", "fhir_scope"])
 
 
 @pytest.fixture(scope="module")
-def generic(issuer, stub, layout):
-    with envoy_for(issuer, stub, layout=layout) as e:
+def generic(issuer, stub):
+    with envoy_for(issuer, stub) as e:
         yield e
 
 
@@ -130,7 +129,6 @@ OVERRIDE_HEADERS = ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Overrid
 OVERRIDE_PARAMS = ["_method", "x-method-override", "X-HTTP-Method-Override", "%5Fmethod", "x%2Dmethod%2Doverride"]
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_method_override_refused_under_generic(generic, issuer, reading, transport):
     """Bypass 1: a read-only `patient/Observation.rs` token, `GET` another patient's
@@ -161,7 +159,6 @@ def test_method_override_refused_under_generic(generic, issuer, reading, transpo
     assert send(generic, transport, "GET", "/fhir/Observation/obs-anna-hb", token).status == 200
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_method_override_refused_on_public_routes(generic, reading, transport):
     """A public `GET` route plus an override must not become an unauthenticated write."""

@@ -36,9 +36,9 @@ def issuer2():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, issuer, issuer2, layout):
+def envoy(upstream, issuer, issuer2):
     p = policy_for([{"issuer": issuer.iss, "jwks": issuer.jwks()}, {"issuer": issuer2.iss, "jwks": issuer2.jwks()}])
-    with Envoy(p, upstream.port, filters=["token"], **layout) as e:
+    with Envoy(p, upstream.port, filters=["token"]) as e:
         yield e
 
 
@@ -66,7 +66,6 @@ def assert_denied(r, code, status=401, error="invalid_token"):
 
 # ---- allowed: each FAPI alg, each issuer, public routes ----
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("alg", ["ES256", "PS256", "EdDSA"])
 def test_valid_token_each_fapi_alg_reaches_api(envoy, issuer, upstream, alg):
     r = envoy.get("/fhir/Patient/1", dpop(issuer.token(alg, aud=AUD)))
@@ -94,7 +93,6 @@ def test_scp_array_instead_of_scope_is_accepted(envoy, issuer):
 
 # ---- §1.1 where the token comes from ----
 
-@pytest.mark.one_module
 def test_no_token_gets_challenge_without_error(envoy):
     r = envoy.get("/fhir/Patient")
     assert_denied(r, "missing_token", error=None)
@@ -111,7 +109,6 @@ def test_token_in_query_refused(envoy, issuer):
     assert_denied(r, "token_in_query", status=400, error="invalid_request")
 
 
-@pytest.mark.one_module
 def test_bearer_refused_on_dpop_only_api(envoy, issuer):
     r = envoy.get("/fhir/Patient", {"Authorization": "Bearer " + issuer.token(aud=AUD)})
     assert_denied(r, "scheme_not_allowed")
@@ -156,7 +153,6 @@ def test_typ_jwt_allowed_when_policy_says(upstream, issuer):
 
 # ---- §1.3 algorithms and keys ----
 
-@pytest.mark.one_module
 def test_alg_none_refused(envoy, issuer):
     tok = raw_jws({"alg": "none", "typ": "at+jwt"}, issuer.claims(aud=AUD))
     assert_denied(envoy.get("/fhir/Patient", dpop(tok)), "alg_not_allowed")
@@ -227,7 +223,6 @@ def test_crit_header_refused(envoy, issuer):
     assert_denied(envoy.get("/fhir/Patient", dpop(tok)), "unsupported_crit")
 
 
-@pytest.mark.one_module
 def test_tampered_signature_refused(envoy, issuer):
     tok = issuer.token(aud=AUD)
     head, body, sig = tok.split(".")
@@ -242,7 +237,6 @@ def test_tampered_payload_refused(envoy, issuer):
     assert_denied(envoy.get("/fhir/Patient", dpop(forged)), "bad_signature")
 
 
-@pytest.mark.one_module
 def test_unknown_kid_refused(envoy, issuer):
     tok = issuer.token(aud=AUD, header={"kid": "no-such-kid"})
     assert_denied(envoy.get("/fhir/Patient", dpop(tok)), "unknown_key")
@@ -256,7 +250,6 @@ def test_unknown_issuer_refused(envoy, issuer):
     assert_denied(envoy.get("/fhir/Patient", dpop(issuer.token(aud=AUD, iss=issuer.iss + "/"))), "unknown_issuer")
 
 
-@pytest.mark.one_module
 def test_wrong_audience_refused(envoy, issuer):
     assert_denied(envoy.get("/fhir/Patient", dpop(issuer.token(aud="other-api"))), "wrong_audience")
     assert_denied(envoy.get("/fhir/Patient", dpop(issuer.token(aud=["a", "b"]))), "wrong_audience")
@@ -271,7 +264,6 @@ def test_sole_audience(upstream, issuer):
         assert_denied(e.get("/fhir/Patient", dpop(issuer.token(aud=[AUD, "other"]))), "audience_not_sole")
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("claim", ["iss", "exp", "aud", "sub", "client_id", "iat", "jti"])
 def test_each_required_claim(envoy, issuer, claim):
     claims = {"aud": AUD, claim: None}
@@ -284,7 +276,6 @@ def test_claim_of_wrong_type_refused(envoy, issuer):
     assert_denied(envoy.get("/fhir/Patient", dpop(issuer.token(aud=AUD, sub=42))), "missing_claim")
 
 
-@pytest.mark.one_module
 def test_lifetime_with_skew(envoy, issuer):
     now = int(time.time())
     # Default skew 10 s: expired 5 s ago still passes, 30 s ago does not.

@@ -37,18 +37,18 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def plain(api, issuer, layout):
+def plain(api, issuer):
     """h2c (prior knowledge) and HTTP/1.1 with chunked trailers, HTTP/1.1 upstream."""
-    with Envoy(policy_for(issuer), api, filters=["token", "fhir_scope"], http1_trailers=True, **layout) as e:
+    with Envoy(policy_for(issuer), api, filters=["token", "fhir_scope"], http1_trailers=True) as e:
         yield e
 
 
 @pytest.fixture(scope="module")
-def tls(api, issuer, pki, layout):
+def tls(api, issuer, pki):
     """TLS listener offering h2 and http/1.1 by ALPN."""
     t = {"args": (pki.server_cert, pki.server_key, None)}
     with Envoy(policy_for(issuer), api, filters=["token", "fhir_scope"], tls=t, alpn=["h2", "http/1.1"],
-               http1_trailers=True, **layout) as e:
+               http1_trailers=True) as e:
         yield e
 
 
@@ -60,11 +60,11 @@ def h2_api(api):
 
 
 @pytest.fixture(scope="module")
-def h2_envoy(h2_api, issuer, layout):
+def h2_envoy(h2_api, issuer):
     """Cluster `api` speaks HTTP/2 to an upstream that ends every answer with trailers (also
     the stored read before a write goes there)."""
     with Envoy(policy_for(issuer), h2_api.port, filters=["token", "fhir_scope"], upstream_h2=True,
-               http1_trailers=True, **layout) as e:
+               http1_trailers=True) as e:
         yield e
 
 
@@ -152,14 +152,12 @@ def count(api, query):
 
 # ---- requests ending with trailers ----
 
-@pytest.mark.one_module
 def test_create_for_another_patient_refused(api, anna):
     before = count(api, f"patient={BJORN}")
     denied(anna("POST", "/fhir/Observation", body=obs_body(BJORN, value=66.6)), "write_outside_compartment")
     assert count(api, f"patient={BJORN}") == before, "the create reached the API"
 
 
-@pytest.mark.one_module
 def test_create_own_allowed_and_trailers_released(api, anna):
     before = count(api, f"patient={ANNA}")
     r = anna("POST", "/fhir/Observation", body=obs_body(ANNA))
@@ -167,7 +165,6 @@ def test_create_own_allowed_and_trailers_released(api, anna):
     assert count(api, f"patient={ANNA}") == before + 1
 
 
-@pytest.mark.one_module
 def test_batch_reading_another_patient_refused(anna):
     denied(anna("POST", "/fhir", body=batch(
         "batch", ("GET", "Patient/pat-anna", None), ("GET", f"Observation?subject={BJORN}", None))),
@@ -188,7 +185,6 @@ def test_batch_foreign_read_by_id_refused_on_response(anna):
     assert "15.4" not in r.text and BJORN not in r.text
 
 
-@pytest.mark.one_module
 def test_search_form_for_another_patient_refused(anna):
     r = anna("POST", "/fhir/Observation/_search", form=f"subject=Patient%2F{BJORN}")
     assert r.status == 403, (r.status, r.text[:300])
@@ -203,14 +199,12 @@ def test_search_form_bare_id_on_a_multi_type_reference_refused(anna):
     assert "glucose" not in r.text
 
 
-@pytest.mark.one_module
 def test_search_form_own_allowed(anna):
     r = anna("POST", "/fhir/Observation/_search", form=f"subject=Patient%2F{ANNA}&category=laboratory")
     assert r.status == 200, (r.status, r.text[:300])
     assert json.loads(r.body)["type"] == "searchset"
 
 
-@pytest.mark.one_module
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_write_by_id_of_another_patient_refused(api, anna, method):
     path = "/fhir/Observation/obs-bjorn-glucose"
@@ -226,7 +220,6 @@ def test_write_by_id_of_another_patient_refused(api, anna, method):
     assert upstream_view(api, path).json() == before, "the write reached the API"
 
 
-@pytest.mark.one_module
 def test_write_by_id_own_allowed(api, anna):
     created = anna("POST", "/fhir/Observation", body=obs_body(ANNA))
     assert created.status == 201, created.text
@@ -238,7 +231,6 @@ def test_write_by_id_own_allowed(api, anna):
     assert upstream_view(api, f"/fhir/Observation/{oid}").status_code == 404
 
 
-@pytest.mark.one_module
 def test_body_over_limit_refused_at_trailers(anna):
     big = batch("batch", *[("GET", "Patient/pat-anna", None)] * 3000)
     denied(anna("POST", "/fhir", body=big), "request_too_large", 400)
@@ -269,7 +261,6 @@ def via_h2_api(request, h2_envoy, issuer):
     return call
 
 
-@pytest.mark.one_module
 def test_response_check_with_upstream_trailers(via_h2_api):
     r = denied(via_h2_api("GET", "/fhir/Observation/obs-bjorn-hb"), "response_outside_grant")
     assert "15.4" not in r.text and BJORN not in r.text
@@ -277,7 +268,6 @@ def test_response_check_with_upstream_trailers(via_h2_api):
     assert "Hypertensive" not in r.text
 
 
-@pytest.mark.one_module
 def test_response_check_own_read_passes_with_trailers(via_h2_api):
     r = via_h2_api("GET", "/fhir/Observation/obs-anna-hb")
     assert r.status == 200, (r.status, r.text[:300])
@@ -290,7 +280,6 @@ def test_response_checked_batch_with_upstream_trailers(via_h2_api):
     assert BJORN not in r.text
 
 
-@pytest.mark.one_module
 def test_stored_read_from_http2_upstream(api, via_h2_api):
     path = "/fhir/Observation/obs-bjorn-bp"
     before = upstream_view(api, path).json()
@@ -298,7 +287,6 @@ def test_stored_read_from_http2_upstream(api, via_h2_api):
     assert upstream_view(api, path).json() == before
 
 
-@pytest.mark.one_module
 def test_response_trailers_reach_client_when_allowed(h2_envoy, issuer):
     token = issuer.token("ES256", aud=AUD, scope="patient/*.rs", patient=ANNA)
     r = h2_request(h2_envoy.port, "GET", "/fhir/Observation/obs-anna-glucose", {"authorization": f"Bearer {token}"})
@@ -307,8 +295,7 @@ def test_response_trailers_reach_client_when_allowed(h2_envoy, issuer):
 
 
 
-@pytest.mark.parametrize("chain", [{}, {"one_plugin": True}], ids=["modules", "one_plugin"])
-def test_host_without_header_hold(api, issuer, monkeypatch, chain):
+def test_host_without_header_hold(api, issuer, monkeypatch):
     """Istio's WasmPlugin cannot hold headers while the body is read (policy
     `hold_headers_while_buffering: false`): the headers go on, the body and the trailers are
     held, and a refusal at the trailers resets the upstream request before it has its body."""
@@ -325,7 +312,7 @@ def test_host_without_header_hold(api, issuer, monkeypatch, chain):
     token = issuer.token("ES256", aud=AUD, scope="patient/*.cruds", patient=ANNA)
     h = {"authorization": f"Bearer {token}", "content-type": FHIR_JSON}
     with Envoy(policy_for(issuer, hold_headers_while_buffering=False), api, filters=["token", "fhir_scope"],
-               http1_trailers=True, **chain) as e:
+               http1_trailers=True) as e:
         for send in (h2_request, h1_chunked_request):
             before = count(api, f"patient={BJORN}")
             r = send(e.port, "POST", "/fhir/Observation", h, json.dumps(obs_body(BJORN)).encode(), TRAILERS)

@@ -97,7 +97,7 @@ def probe():
     # the probe's local answer is the only one.
     cfg = render.render({"api": {"name": "probe"}}, [], "", port, admin, admin)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    probe_filter = render.wasm_filter("token", "{}", str(ROOT / "target/wasm32-wasip1/release"))
+    probe_filter = render.wasm_filter(["token"], "{}", str(ROOT / "target/wasm32-wasip1/release"))
     probe_filter["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"] = str(
         ROOT / "target/wasm32-wasip1/release/fapi_verify_probe.wasm")
     probe_filter["typed_config"]["config"]["name"] = probe_filter["typed_config"]["config"]["root_id"] = "probe"

@@ -1,6 +1,6 @@
 """The Envoy config the e2e tests run (envoy/render.py) builds the filter chain Istio builds from
-the generated WasmPlugins (pilot/pkg/model/extensions.go: buildWasmConfig/buildVMConfig):
-same filters in the same order, same root_id, same configuration bytes' meaning, V8, fail closed."""
+the generated WasmPlugin (pilot/pkg/model/extensions.go: buildWasmConfig/buildVMConfig): the one
+plugin, the same root_id (the chain's steps), same configuration bytes' meaning, V8, fail closed."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ import render
 GENERATED = sorted((REPO_ROOT / "policies" / "deploy" / "generated").glob("*.yaml")) + sorted(
     (REPO_ROOT / "kind-cluster" / "policies" / "deploy" / "generated").glob("*.yaml")
 )
-# generator filter name -> renderer filter name (filters/registry.json)
-NAMES = {f["name"]: f["envoy"] for f in render.REGISTRY}
+
+
+def chain_steps(root_id: str) -> list[str]:
+    """The steps a chain plugin root id names (filters/core/src/root_id.rs): `fapi_guard` is all
+    of them, `fapi_guard:<steps>` those listed."""
+    base, _, listed = root_id.partition(":")
+    assert base == render.MODULE["chain_root_id"], root_id
+    return listed.split(",") if listed else list(render.ORDER)
 
 
 def istio_chain(plugins: list[dict]) -> list[dict]:
@@ -72,30 +78,35 @@ def wasm_plugins(path: Path) -> list[dict]:
 def test_rendered_envoy_chain_equals_istio_chain(path: Path):
     plugins = wasm_plugins(path)
     istio = istio_chain(plugins)
+    # ONE plugin per API: the one module as the chain plugin.
+    assert [p["filter"] for p in istio] == [render.MODULE["name"]]
     policy = plugins[0]["spec"]["pluginConfig"]
-    filters = [NAMES[p["filter"]] for p in istio]
-    cfg = render.render(policy, filters, "/wasm", 10000, 8080, 9901)
+    steps = chain_steps(istio[0]["root_id"])
+    assert set(steps) <= set(render.policy_steps(policy)), steps
+    cfg = render.render(policy, steps, "/wasm", 10000, 8080, 9901)
     envoy, names = envoy_chain(cfg)
-    assert names[-1] == "envoy.filters.http.router", "the guard filters must all run before routing"
+    assert names[-1] == "envoy.filters.http.router", "the guard must run before routing"
     # The one known difference: a WasmPlugin cannot set `allow_on_headers_stop_iteration`, which
-    # the plain-Envoy configs give the FHIR scope filter. A policy deployed through Istio must
-    # therefore not rely on it (`fhir.hold_headers_while_buffering: false`; README "Known limits").
+    # the plain-Envoy configs give a chain with the FHIR scope step. A policy deployed through
+    # Istio must therefore not rely on it (`fhir.hold_headers_while_buffering: false`; README
+    # "Known limits").
     for p in envoy:
         if p.pop("allow_on_headers_stop_iteration"):
-            assert p["root_id"] == "fapi_fhir_scope"
+            assert "fhir_scope" in chain_steps(p["root_id"])
             assert policy.get("fhir", {}).get("hold_headers_while_buffering", True) is False, (
-                f"{path.name}: Istio cannot hold headers for the FHIR scope filter; "
+                f"{path.name}: Istio cannot hold headers for the FHIR scope step; "
                 "set fhir.hold_headers_while_buffering to false")
     assert [{k: v for k, v in p.items() if k != "filter"} for p in istio] == envoy
-    assert [p["filter"] for p in istio] == [f for f in ["token", "dpop", "fhir-scope"] if f in {p["filter"] for p in istio}]
 
 
-def test_parity_check_sees_a_wrong_order():
+def test_parity_check_sees_other_steps():
+    """A WasmPlugin whose pluginName names other steps than the rendered chain is seen."""
     path = GENERATED[0]
     plugins = wasm_plugins(path)
-    plugins[0]["spec"]["priority"] = 1  # token after the others
+    policy = plugins[0]["spec"]["pluginConfig"]
+    plugins[0]["spec"]["pluginName"] = "fapi_guard:token"  # the other steps left out
     istio = istio_chain(plugins)
-    cfg = render.render(plugins[1]["spec"]["pluginConfig"], ["token", "dpop", "fhir_scope"], "/w", 1, 2, 3)
+    cfg = render.render(policy, None, "/w", 1, 2, 3)
     envoy, _ = envoy_chain(cfg)
     for p in envoy:
         p.pop("allow_on_headers_stop_iteration")
@@ -111,12 +122,13 @@ DEPLOYED_POLICIES = sorted(
 
 
 @pytest.mark.parametrize("policy_path", DEPLOYED_POLICIES, ids=[p.stem for p in DEPLOYED_POLICIES])
-def test_every_deployed_policy_loads_in_the_real_token_filter(policy_path: Path, tmp_path):
-    """`envoy --mode validate` loads the token filter with the policy: a policy the filter refuses
-    would make Istio's fail-closed WasmPlugin reject every request."""
+def test_every_deployed_policy_loads_in_the_real_chain_plugin(policy_path: Path, tmp_path):
+    """`envoy --mode validate` loads the chain plugin (the steps the policy runs) with the
+    policy: a policy a step refuses would make Istio's fail-closed WasmPlugin reject every
+    request."""
     from harness import build_wasm, validate_config
 
-    cfg = render.render(json.loads(policy_path.read_text()), ["token"], str(build_wasm()), 10000, 8080, 9901)
+    cfg = render.render(json.loads(policy_path.read_text()), None, str(build_wasm()), 10000, 8080, 9901)
     out = tmp_path / "envoy.json"
     out.write_text(json.dumps(cfg))
     r = validate_config(out)
@@ -219,7 +231,7 @@ def rbw_target_envoy(cfg: dict, policy: dict) -> tuple[str, str] | None:
     return None
 
 
-FHIR_GENERATED = [p for p in GENERATED if any(d["metadata"]["labels"].get("fapi-guard/filter") == "fhir-scope" for d in wasm_plugins(p))]
+FHIR_GENERATED = [p for p in GENERATED if any("fhir_scope" in chain_steps(d["spec"]["pluginName"]) for d in wasm_plugins(p))]
 
 
 @pytest.mark.parametrize("path", FHIR_GENERATED, ids=[p.name for p in FHIR_GENERATED])

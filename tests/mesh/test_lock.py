@@ -31,11 +31,17 @@ def test_lock_drift_is_seen(package_wasm, tmp_path):
         (d / wasm_file).write_bytes(fake_wasm(wasm_file.encode()))
     summary = package_wasm.package(d, tmp_path / "out", "t", list(package_wasm.FILTERS))
     assert package_wasm.lock_drift(summary, json.loads(json.dumps(summary))) == []
-    (d / "fapi_dpop_filter.wasm").write_bytes(fake_wasm(b"changed"))
+    (d / "fapi_guard.wasm").write_bytes(fake_wasm(b"changed"))
     changed = package_wasm.package(d, tmp_path / "out2", "t", list(package_wasm.FILTERS))
     drift = package_wasm.lock_drift(changed, summary)
-    assert any(line.startswith("dpop.image_manifest_digest") for line in drift)
-    assert not any(line.startswith("token.") for line in drift)
+    assert any(line.startswith("guard.image_manifest_digest") for line in drift)
+    assert any(line.startswith("guard.wasm_sha256") for line in drift)
+    # A lock that still pins an image the build no longer makes (a filter of its own, as in
+    # earlier versions) is stale too.
+    old = json.loads(json.dumps(summary))
+    old["filters"]["token"] = dict(old["filters"]["guard"], wasm_file="fapi_token_filter.wasm")
+    assert any(line.startswith("token.image_manifest_digest: build None") for line in
+               package_wasm.lock_drift(summary, old))
 
 
 def test_built_modules_hold_no_local_paths(package_wasm):
@@ -50,9 +56,9 @@ def test_built_modules_hold_no_local_paths(package_wasm):
 def test_a_module_with_a_local_path_is_refused(package_wasm, tmp_path):
     d = tmp_path / "wasm"
     d.mkdir()
-    (d / "fapi_token_filter.wasm").write_bytes(fake_wasm(str(REPO_ROOT / "filters" / "x.rs").encode()))
+    (d / "fapi_guard.wasm").write_bytes(fake_wasm(str(REPO_ROOT / "filters" / "x.rs").encode()))
     try:
-        package_wasm.package(d, tmp_path / "out", "t", ["token"])
+        package_wasm.package(d, tmp_path / "out", "t", ["guard"])
     except package_wasm.PackagingError as e:
         assert "not reproducible" in str(e)
     else:

@@ -93,76 +93,53 @@ def test_check_mode_detects_drift(gen_wasmplugins, tmp_path):
     assert not (root / "deploy" / "generated" / "stale.yaml").exists()
 
 
-def test_one_plugin_per_filter_in_order_fail_closed(gen_wasmplugins, tmp_path):
-    docs = run_gen(gen_wasmplugins, make_root(tmp_path, policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
-    lock = json.loads(LOCK.read_text())["filters"]
-    assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-dpop", "placeholder-api-fhir-scope"]
-    priorities = [d["spec"]["priority"] for d in docs]
-    assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == 3, "token > dpop > fhir-scope"
-    for d, name in zip(docs, ["token", "dpop", "fhir-scope"]):
-        spec = d["spec"]
-        assert d["apiVersion"] == "extensions.istio.io/v1alpha1" and d["kind"] == "WasmPlugin"
-        assert d["metadata"]["namespace"] == "apis"
-        assert spec["phase"] == "AUTHN"
-        assert spec["failStrategy"] == "FAIL_CLOSE"
-        assert spec["type"] == "HTTP"
-        assert spec["url"] == f"oci://reg.test:5000/fg/{name}:1.2.3"
-        assert "sha256:" + spec["sha256"] == lock[name]["image_manifest_digest"]
-        assert d["metadata"]["annotations"]["fapi-guard/wasm-sha256"] == lock[name]["wasm_sha256"]
-        assert spec["pluginConfig"] == FHIR_POLICY, "pluginConfig must be the policy, unchanged"
-        assert spec["selector"] == {"matchLabels": {"app": "placeholder"}}
-        assert spec["match"] == [{"mode": "SERVER"}]
-        assert "targetRefs" not in spec
-
-
-def test_one_module_deploy_points_every_plugin_at_the_one_image(gen_wasmplugins, tmp_path):
-    """`one_module`: three WasmPlugins (same order, priorities, pluginNames) from the one image
-    `guard` (fapi_guard.wasm, pinned by its own digest): Istio then runs them in one VM per
-    thread (bench/README.md, "Memory")."""
-    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a", policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
-    one = run_gen(gen_wasmplugins, make_root(tmp_path / "b", policy=FHIR_POLICY, deploy=FHIR_DEPLOY | {"one_module": True}))
-    lock = json.loads(LOCK.read_text())["filters"]
-    assert lock["guard"]["wasm_file"] == "fapi_guard.wasm"
-    assert [d["metadata"]["name"] for d in one] == [d["metadata"]["name"] for d in three]
-    for d, before in zip(one, three):
-        spec = d["spec"]
-        assert spec["url"] == "oci://reg.test:5000/fg/guard:1.2.3"
-        assert "sha256:" + spec["sha256"] == lock["guard"]["image_manifest_digest"]
-        assert d["metadata"]["annotations"]["fapi-guard/wasm-sha256"] == lock["guard"]["wasm_sha256"]
-        for same in ("pluginName", "priority", "phase", "failStrategy", "pluginConfig", "match"):
-            assert spec[same] == before["spec"][same], same
-    assert [d["spec"]["pluginName"] for d in one] == ["fapi_token", "fapi_dpop", "fapi_fhir_scope"]
-
-
-def test_one_plugin_deploy_is_one_wasmplugin_running_the_chain(gen_wasmplugins, tmp_path):
-    """`one_plugin`: ONE WasmPlugin from the one image, pluginName the chain root id (the root id
-    envoy/render.py gives the chain plugin), first in AUTHN; a subset names its steps."""
+def test_one_wasmplugin_per_api_the_chain_plugin_fail_closed(gen_wasmplugins, tmp_path):
+    """ONE WasmPlugin per API: the one image `guard` (fapi_guard.wasm, pinned by its digest),
+    pluginName the chain root id envoy/render.py gives the chain plugin, fail closed."""
     import render
 
-    three = run_gen(gen_wasmplugins, make_root(tmp_path / "a", policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
-    (one,) = run_gen(gen_wasmplugins, make_root(tmp_path / "b", policy=FHIR_POLICY, deploy=FHIR_DEPLOY | {"one_plugin": True}))
+    (d,) = run_gen(gen_wasmplugins, make_root(tmp_path, policy=FHIR_POLICY, deploy=FHIR_DEPLOY))
     lock = json.loads(LOCK.read_text())["filters"]
-    spec = one["spec"]
-    assert one["metadata"]["name"].endswith("-guard")
+    assert list(lock) == ["guard"] and lock["guard"]["wasm_file"] == "fapi_guard.wasm"
+    spec = d["spec"]
+    assert d["apiVersion"] == "extensions.istio.io/v1alpha1" and d["kind"] == "WasmPlugin"
+    assert d["metadata"]["name"] == "placeholder-api-guard"
+    assert d["metadata"]["namespace"] == "apis"
+    assert spec["pluginName"] == "fapi_guard" == render.chain_name(render.ORDER)
+    assert spec["phase"] == "AUTHN" and spec["priority"] == 300
+    assert spec["failStrategy"] == "FAIL_CLOSE"
+    assert spec["type"] == "HTTP"
     assert spec["url"] == "oci://reg.test:5000/fg/guard:1.2.3"
     assert "sha256:" + spec["sha256"] == lock["guard"]["image_manifest_digest"]
-    assert spec["pluginName"] == "fapi_guard" == render.chain_name(render.ORDER)
-    assert spec["priority"] == three[0]["spec"]["priority"]
-    for same in ("phase", "failStrategy", "pluginConfig", "match"):
-        assert spec[same] == three[0]["spec"][same], same
-    (sub,) = run_gen(gen_wasmplugins, make_root(tmp_path / "c", deploy=DEPLOY | {
-        "one_plugin": True, "filters": ["token", "dpop"]}))
+    assert d["metadata"]["annotations"]["fapi-guard/wasm-sha256"] == lock["guard"]["wasm_sha256"]
+    assert spec["pluginConfig"] == FHIR_POLICY, "pluginConfig must be the policy, unchanged"
+    assert spec["selector"] == {"matchLabels": {"app": "placeholder"}}
+    assert spec["match"] == [{"mode": "SERVER"}]
+    assert "targetRefs" not in spec
+
+
+def test_a_subset_of_steps_is_named_in_the_plugin_name(gen_wasmplugins, tmp_path):
+    """`filters` in the deploy file picks the chain's steps: the pluginName names them."""
+    import render
+
+    (sub,) = run_gen(gen_wasmplugins, make_root(tmp_path / "c", policy=FHIR_POLICY, deploy=FHIR_DEPLOY | {
+        "filters": ["token", "dpop"]}))
     assert sub["spec"]["pluginName"] == "fapi_guard:token,dpop" == render.chain_name(["token", "dpop"])
-    # A REST API (no `fhir`): the chain plugin runs what the policy configures.
-    (rest,) = run_gen(gen_wasmplugins, make_root(tmp_path / "d", deploy=DEPLOY | {"one_plugin": True}))
-    assert rest["spec"]["pluginName"] == "fapi_guard:token,dpop"
+    assert sub["metadata"]["name"] == "placeholder-api-guard"
+
+
+@pytest.mark.parametrize("field", ["one_module", "one_plugin"])
+def test_removed_layout_fields_are_refused_naming_the_one_layout(gen_wasmplugins, tmp_path, field):
+    with pytest.raises(gen_wasmplugins.GenError, match=rf"\['{field}'\] removed: every API gets ONE WasmPlugin"):
+        gen_wasmplugins.generate([make_root(tmp_path, deploy=DEPLOY | {field: True})], LOCK)
 
 
 def test_rest_policy_runs_token_and_dpop_only(gen_wasmplugins, tmp_path):
-    """No `fhir` section: no fhir-scope WasmPlugin (in Istio it would refuse the policy and,
+    """No `fhir` section: no fhir_scope step (in Istio it would refuse the policy and,
     FAIL_CLOSE, take the whole API down); asking for it is refused, naming the field."""
-    docs = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
-    assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-dpop"]
+    (d,) = run_gen(gen_wasmplugins, make_root(tmp_path / "a"))
+    assert d["metadata"]["name"] == "placeholder-api-guard"
+    assert d["spec"]["pluginName"] == "fapi_guard:token,dpop"
     for asked in (["token", "dpop", "fhir-scope"], ["token", "fhir-scope"]):
         with pytest.raises(gen_wasmplugins.GenError, match=r"`filters`: fhir_scope needs the policy field `fhir`"):
             gen_wasmplugins.generate([make_root(tmp_path / "-".join(asked), deploy=DEPLOY | {"filters": asked})], LOCK)
@@ -172,17 +149,20 @@ def test_rest_policy_runs_token_and_dpop_only(gen_wasmplugins, tmp_path):
     shutil.copy(REPO_ROOT / "policies" / "helseid-rest-api.json", root / "helseid-rest-api.json")
     (root / "deploy" / "helseid-rest-api.json").write_text(json.dumps(DEPLOY))
     docs = run_gen_all(gen_wasmplugins, root)
-    assert [d["spec"]["pluginName"] for d in docs if d["kind"] == "WasmPlugin"] == ["fapi_token", "fapi_dpop"]
+    assert [d["spec"]["pluginName"] for d in docs if d["kind"] == "WasmPlugin"] == ["fapi_guard:token,dpop"]
     assert kinds(docs) == {"WasmPlugin", "ServiceEntry", "DestinationRule"}
 
 
-def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins):
+def test_plugin_names_match_the_envoy_renderer_root_ids(gen_wasmplugins, tmp_path):
+    """The pluginName of each subset is the root id envoy/render.py renders for it."""
     import render
 
-    rendered = render.wasm_filter("token", "{}", "/w")["typed_config"]["config"]["root_id"]
-    assert gen_wasmplugins.FILTERS["token"][1] == rendered
-    for ours, theirs in zip(gen_wasmplugins.FILTERS, render.ORDER):
-        assert gen_wasmplugins.FILTERS[ours][1] == render.wasm_filter(theirs, "{}", "/w")["typed_config"]["config"]["root_id"]
+    for i, asked in enumerate((["token"], ["token", "dpop"], ["token", "fhir-scope"], ["token", "dpop", "fhir-scope"])):
+        (d,) = run_gen(gen_wasmplugins, make_root(tmp_path / str(i), policy=FHIR_POLICY,
+                                                 deploy=FHIR_DEPLOY | {"filters": asked}))
+        steps = [gen_wasmplugins.STEP_NAME[f] for f in asked]
+        rendered = render.wasm_filter(steps, "{}", "/w")["typed_config"]["config"]["root_id"]
+        assert d["spec"]["pluginName"] == rendered
 
 
 def test_target_refs_and_ports_and_subset(gen_wasmplugins, tmp_path):
@@ -196,7 +176,8 @@ def test_target_refs_and_ports_and_subset(gen_wasmplugins, tmp_path):
     }
     policy = FHIR_POLICY | {"fhir": FHIR_POLICY["fhir"] | {"read_before_write_cluster": "outbound|8080||api.apis.svc.cluster.local"}}
     docs = run_gen(gen_wasmplugins, make_root(tmp_path, policy=policy, deploy=deploy))
-    assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-token", "placeholder-api-fhir-scope"]
+    assert [d["metadata"]["name"] for d in docs] == ["placeholder-api-guard"]
+    assert docs[0]["spec"]["pluginName"] == "fapi_guard:token,fhir_scope"
     for d in docs:
         assert d["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}]
         # A gateway's listeners are CLIENT in Istio (pilot/pkg/model/extensions.go): SERVER never attaches.
@@ -225,9 +206,8 @@ BAD_DEPLOYS = {
     "no-token-filter": DEPLOY | {"filters": ["dpop"]},
     "unknown-filter": DEPLOY | {"filters": ["token", "waf"]},
     "pull-policy-never": DEPLOY | {"image_pull_policy": "Never"},
-    "one-module-not-bool": DEPLOY | {"one_module": "yes"},
-    "one-plugin-not-bool": DEPLOY | {"one_plugin": 1},
-    "one-plugin-and-one-module": DEPLOY | {"one_plugin": True, "one_module": True},
+    "one-module-removed": DEPLOY | {"one_module": False},
+    "one-plugin-removed": DEPLOY | {"one_plugin": True},
 }
 
 
@@ -396,12 +376,12 @@ def test_same_api_in_two_roots_is_refused(gen_wasmplugins, tmp_path):
         gen_wasmplugins.generate([a, b], LOCK)
 
 
-def test_lock_without_a_filter_digest_is_refused(gen_wasmplugins, tmp_path):
+def test_lock_without_the_module_digest_is_refused(gen_wasmplugins, tmp_path):
     lock = json.loads(LOCK.read_text())
-    del lock["filters"]["dpop"]
+    del lock["filters"]["guard"]
     bad = tmp_path / "bad.lock.json"
     bad.write_text(json.dumps(lock))
-    with pytest.raises(gen_wasmplugins.GenError, match="dpop"):
+    with pytest.raises(gen_wasmplugins.GenError, match="image `guard`"):
         gen_wasmplugins.generate([make_root(tmp_path)], bad)
 
 

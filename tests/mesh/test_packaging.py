@@ -58,27 +58,27 @@ def test_same_wasm_gives_same_digest_and_bytes(package_wasm, tmp_path):
     s2 = package_wasm.package(wasm_dir, tmp_path / "out2", "0.1.0", list(package_wasm.FILTERS))
     assert s1 == s2
     assert tree(tmp_path / "out1") == tree(tmp_path / "out2")
-    digests = {e["image_manifest_digest"] for e in s1["filters"].values()}
-    assert len(digests) == len(package_wasm.FILTERS) == 4, "each filter and the one module get their own image"
+    assert list(s1["filters"]) == ["guard"], "ONE image: the one module"
+    assert s1["filters"]["guard"]["wasm_file"] == "fapi_guard.wasm"
 
 
 def test_tag_is_not_part_of_the_digest(package_wasm, tmp_path):
     wasm_dir = write_wasm_dir(package_wasm, tmp_path / "wasm", b"A")
-    a = package_wasm.package(wasm_dir, tmp_path / "a", "0.1.0", ["token"])
-    b = package_wasm.package(wasm_dir, tmp_path / "b", "9.9.9", ["token"])
+    a = package_wasm.package(wasm_dir, tmp_path / "a", "0.1.0", ["guard"])
+    b = package_wasm.package(wasm_dir, tmp_path / "b", "9.9.9", ["guard"])
     assert a == b
 
 
 def test_changed_wasm_changes_both_digests(package_wasm, tmp_path):
-    a = package_wasm.package(write_wasm_dir(package_wasm, tmp_path / "wa", b"A"), tmp_path / "a", "t", ["dpop"])
-    b = package_wasm.package(write_wasm_dir(package_wasm, tmp_path / "wb", b"B"), tmp_path / "b", "t", ["dpop"])
-    ea, eb = a["filters"]["dpop"], b["filters"]["dpop"]
+    a = package_wasm.package(write_wasm_dir(package_wasm, tmp_path / "wa", b"A"), tmp_path / "a", "t", ["guard"])
+    b = package_wasm.package(write_wasm_dir(package_wasm, tmp_path / "wb", b"B"), tmp_path / "b", "t", ["guard"])
+    ea, eb = a["filters"]["guard"], b["filters"]["guard"]
     assert ea["image_manifest_digest"] != eb["image_manifest_digest"]
     assert ea["wasm_sha256"] != eb["wasm_sha256"]
 
 
-@pytest.mark.parametrize("name", ["token", "dpop", "fhir-scope"])
-def test_layer_holds_the_exact_module_as_istio_reads_it(package_wasm, tmp_path, name):
+def test_layer_holds_the_exact_module_as_istio_reads_it(package_wasm, tmp_path):
+    name = "guard"
     wasm_dir = write_wasm_dir(package_wasm, tmp_path / "wasm", b"C")
     summary = package_wasm.package(wasm_dir, tmp_path / "out", "0.1.0", [name])
     original = (wasm_dir / package_wasm.FILTERS[name][1]).read_bytes()
@@ -103,15 +103,15 @@ def test_stored_gzip_round_trips_at_block_edges(package_wasm, size):
 def test_not_wasm_is_refused(package_wasm, tmp_path):
     d = tmp_path / "wasm"
     d.mkdir()
-    (d / "fapi_token_filter.wasm").write_bytes(b"#!/bin/sh\n")
+    (d / "fapi_guard.wasm").write_bytes(b"#!/bin/sh\n")
     with pytest.raises(package_wasm.PackagingError, match="not a Wasm module"):
-        package_wasm.package(d, tmp_path / "out", "t", ["token"])
+        package_wasm.package(d, tmp_path / "out", "t", ["guard"])
 
 
 def test_missing_module_is_refused(package_wasm, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(package_wasm.PackagingError, match="not found"):
-        package_wasm.package(tmp_path / "empty", tmp_path / "out", "t", ["token"])
+        package_wasm.package(tmp_path / "empty", tmp_path / "out", "t", ["guard"])
 
 
 class _Registry(http.server.BaseHTTPRequestHandler):
@@ -180,11 +180,11 @@ def test_builtin_push_keeps_the_digest(package_wasm, tmp_path):
 
 def test_dry_run_push_says_what_it_would_do(package_wasm, tmp_path, capsys):
     wasm_dir = write_wasm_dir(package_wasm, tmp_path / "wasm", b"E")
-    summary = package_wasm.package(wasm_dir, tmp_path / "out", "0.2.0", ["token"])
+    summary = package_wasm.package(wasm_dir, tmp_path / "out", "0.2.0", ["guard"])
     package_wasm.push(tmp_path / "out", summary, "registry.example/fapi-guard", "0.2.0", "auto", False, True)
     out = capsys.readouterr().out
-    assert "would push" in out and "registry.example/fapi-guard/token:0.2.0" in out
-    assert summary["filters"]["token"]["image_manifest_digest"] in out
+    assert "would push" in out and "registry.example/fapi-guard/guard:0.2.0" in out
+    assert summary["filters"]["guard"]["image_manifest_digest"] in out
 
 
 @pytest.mark.parametrize("tool", ["crane", "skopeo", "oras"])

@@ -1,7 +1,9 @@
 //! Which filter a plugin is, by its proxy-wasm root id (Envoy `root_id`, Istio `pluginName`).
-//! The one module (`filters/guard`, `fapi_guard.wasm`) holds the three filters and attaches
-//! each plugin as the filter its root id names; the names are those of `filters/registry.json`
-//! (`root_id`, and `module.chain_root_id` for the chain plugin), checked by `tests/root_id.rs`.
+//! The one module (`filters/guard`, `fapi_guard.wasm`) is attached as the chain plugin
+//! (`fapi_guard`, `fapi_guard:<steps>`): the names are those of `filters/registry.json`
+//! (`module.chain_root_id` and the steps' `envoy` names), checked by `tests/root_id.rs`. The
+//! single-filter root ids (`ROOT_IDS`) are still accepted by the module but no longer rendered,
+//! generated or listed in the registry.
 //! Fail closed: a missing or unknown root id is an error the module refuses to configure with
 //! (docs/checks.md, "One module").
 
@@ -84,7 +86,7 @@ fn chain_steps(list: &[u8]) -> Result<ChainSteps, &'static str> {
     Ok(steps)
 }
 
-/// Root id of each filter (filters/registry.json `root_id`).
+/// Root id of each filter attached alone (a layout of earlier versions; nothing renders it).
 pub const ROOT_IDS: [(&str, FilterKind); 3] = [
     ("fapi_token", FilterKind::Token),
     ("fapi_dpop", FilterKind::Dpop),
