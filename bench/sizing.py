@@ -6,9 +6,10 @@ doc and this script to the same names).
 Usage: .venv/bin/python bench/sizing.py [--workers 1,2,4] [--peaks 1000,5000,10000,40000]
                                         [--duration 10] [--parts memory,replay,cpu] [--no-build]
 
-- Memory per pod: idle RSS of Envoy (`--concurrency` = workers) with the full chain in each layout
-  (three modules; the one module, three plugins; the one plugin), minus a bare Envoy's RSS in the
-  same run, after a few requests on every worker and 3 s idle (bench/run.py's idle method).
+- Memory per pod: idle RSS of Envoy (`--concurrency` = workers) with the guard (the one plugin,
+  full chain) and, as the floor any Wasm filter costs, the empty Rust proxy-wasm filter, minus a
+  bare Envoy's RSS in the same run, after a few requests on every worker and 3 s idle
+  (bench/run.py's idle method).
 - Replay-cache budget by peak rate: the layout and memory bound the DPoP filter itself logs at
   start (`fapi_guard.dpop: replay cache ...`) for a policy sized for each peak
   (`dpop.replay_cache.peak_proofs_per_second`, default 70 s iat window).
@@ -44,11 +45,12 @@ CPU = "CPU per 1,000 req/s"
 MEMORY_HEAD = "| layout | workers | Envoy RSS MB | over a bare Envoy MB | bare Envoy MB |"
 REPLAY_HEAD = "| peak proofs/s | buckets | slots per bucket | live proofs at most | values MB at most |"
 CPU_HEAD = "| layout | req/s (1 worker, saturated) | requests | Envoy CPU s | CPU s per 1,000 requests = cores per 1,000 req/s |"
+# (row label, bench/run.py configuration): the memory rows, then the CPU rows.
 LAYOUTS = [
-    ("three modules", "full_chain"),
-    ("one module, three plugins", "full_chain_one_module"),
-    ("one plugin", "full_chain_one_plugin"),
+    ("the guard (one plugin, full chain)", "full_chain"),
+    ("empty Rust Wasm filter (floor)", "empty_wasm"),
 ]
+CPU_LAYOUTS = LAYOUTS[:1]
 REPLAY_LOG = re.compile(
     r"replay cache (\d+) buckets of (\d+) s x (\d+) slots x (\d+) entries: at most (\d+) live proofs, (\d+) bytes of values"
 )
@@ -108,7 +110,7 @@ def replay(issuer, wasm_dir: Path, peaks: list[int]) -> list[str]:
 def cpu(issuer, wasm_dir: Path, duration: int, connections: int) -> list[str]:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="fapi-sizing-"))
-    for label, key in LAYOUTS:
+    for label, key in CPU_LAYOUTS:
         clients = bench.ChainClients(issuer)
         clients.write_tokens(tmp / "tokens.txt")
         e = bench.BenchEnvoy(bench.BY_KEY[key], issuer, wasm_dir, concurrency=1)

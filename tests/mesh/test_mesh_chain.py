@@ -122,7 +122,9 @@ def fhir():
 
 
 def generated_rbw_cluster(app_port: int) -> dict:
-    (ef,) = [d for d in yaml.safe_load_all(KIND_GENERATED.read_text()) if d and d["kind"] == "EnvoyFilter"]
+    # The EnvoyFilter that adds a cluster (the generated file also holds the stats one).
+    (ef,) = [d for d in yaml.safe_load_all(KIND_GENERATED.read_text())
+             if d and d["kind"] == "EnvoyFilter" and d["spec"]["configPatches"][0]["applyTo"] == "CLUSTER"]
     c = copy.deepcopy(ef["spec"]["configPatches"][0]["patch"]["value"])
     sa = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
     assert sa["address"] == "127.0.0.1"
