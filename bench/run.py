@@ -379,6 +379,15 @@ class Run:
     non_2xx: int
     errors: int
     counters: dict = field(default_factory=dict)
+    # Envoy's own CPU time (user + system, all threads) per request served during the run, µs:
+    # steadier than req/s on a shared machine (wrk and the proof minting are other processes).
+    cpu_us: float = 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (utime + stime of /proc/<pid>/stat), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_wrk(out: str) -> Run:
@@ -521,16 +530,17 @@ def med(runs: list[Run], attr: str) -> float:
 
 def table(results: dict[str, list[Run]], keys: list[str]) -> str:
     base = med(results["none"], "rps") if "none" in results else None
-    lines = ["| configuration | chain | req/s (median) | req/s per round | added µs/request | p50 ms | p99 ms | "
-             "p99 added ms |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| configuration | chain | req/s (median) | req/s per round | added µs/request | Envoy CPU µs/request "
+             "(median) | p50 ms | p99 ms | p99 added ms |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for k in keys:
         runs = results[k]
         rps = med(runs, "rps")
         added = f"{(1 / rps - 1 / base) * 1e6:,.0f}" if base else "–"
         p99_added = f"{med(runs, 'p99_ms') - med(results['none'], 'p99_ms'):+.2f}" if base else "–"
         lines.append(f"| `{k}` | {BY_KEY[k].title} | {rps:,.0f} | {' / '.join(f'{r.rps:,.0f}' for r in runs)} | "
-                     f"{added} | {fmt_ms(med(runs, 'p50_ms'))} | {fmt_ms(med(runs, 'p99_ms'))} | {p99_added} |")
+                     f"{added} | {med(runs, 'cpu_us'):,.0f} | {fmt_ms(med(runs, 'p50_ms'))} | "
+                     f"{fmt_ms(med(runs, 'p99_ms'))} | {p99_added} |")
     return "\n".join(lines)
 
 
@@ -539,8 +549,12 @@ def ratio_lines(results: dict[str, list[Run]]) -> str:
     for num, den, what in RATIOS:
         for n, label in ((num, what), (f"{num}@before", f"{what}, before")):
             if n in results and den in results:
+                # By CPU: requests per Envoy CPU-second, the same ratio read from CPU per request.
+                cpu_n, cpu_d = med(results[n], "cpu_us"), med(results[den], "cpu_us")
+                by_cpu = f"; by Envoy CPU per request **{cpu_d / cpu_n:.2f}×** ({cpu_n:,.0f} / {cpu_d:,.0f} µs)" \
+                    if cpu_n > 0 and cpu_d > 0 else ""
                 out.append(f"- {label}: **{med(results[n], 'rps') / med(results[den], 'rps'):.2f}×** "
-                           f"({med(results[n], 'rps'):,.0f} / {med(results[den], 'rps'):,.0f} req/s)")
+                           f"({med(results[n], 'rps'):,.0f} / {med(results[den], 'rps'):,.0f} req/s){by_cpu}")
     return "\n".join(out)
 
 
@@ -744,14 +758,17 @@ def main(argv=None) -> int:
                     print(f"# minted {need:,} proofs in {took:.1f}s", file=sys.stderr)
                     lua = [str(tmp / "tokens.txt"), str(tmp / "proofs.txt")]
                 before = e.counters()
+                cpu_before = cpu_seconds(e.proc.pid)
                 run = run_wrk(e.url(), tokens[cfg.alg or "ES256"], a.duration, a.connections, lua)
+                run.cpu_us = (cpu_seconds(e.proc.pid) - cpu_before) * 1e6 / max(run.requests, 1)
                 time.sleep(0.2)  # let in-flight requests land before reading counters
                 after = e.counters()
                 run.counters = {n: after[n] - before[n] for n in after}
                 proof = prove_path(cfg, run)
                 results[k].append(run)
                 print(f"# round {rnd + 1} {k}: {run.rps:,.0f} req/s p50 {fmt_ms(run.p50_ms)} ms "
-                      f"p99 {fmt_ms(run.p99_ms)} ms; {proof}", file=sys.stderr)
+                      f"p99 {fmt_ms(run.p99_ms)} ms; Envoy CPU {run.cpu_us:,.0f} µs/request; {proof}",
+                      file=sys.stderr)
     finally:
         for e in envoys.values():
             e.stop()

@@ -56,11 +56,6 @@ REPLAY_LOG = re.compile(
 )
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 def memory(issuer, wasm_dir: Path, workers: list[int]) -> list[str]:
     clients = bench.ChainClients(issuer, 1)
     rows = []
@@ -120,9 +115,9 @@ def cpu(issuer, wasm_dir: Path, duration: int, connections: int) -> list[str]:
             bench.mint_parallel(clients, tmp / "proofs.txt", 20_000, bench.chain_htu(e))
             rate = bench.run_wrk(e.url(), None, 2, connections, lua).rps  # calibration, not reported
             bench.mint_parallel(clients, tmp / "proofs.txt", int(rate * duration * 1.5) + 5_000, bench.chain_htu(e))
-            before = cpu_seconds(e.proc.pid)
+            before = bench.cpu_seconds(e.proc.pid)
             run = bench.run_wrk(e.url(), None, duration, connections, lua)
-            used = cpu_seconds(e.proc.pid) - before
+            used = bench.cpu_seconds(e.proc.pid) - before
         finally:
             e.stop()
         if run.non_2xx or run.errors:

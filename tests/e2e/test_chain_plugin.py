@@ -1,6 +1,6 @@
 """The chain plugin (root id `fapi_guard`): the one module `fapi_guard.wasm` attached ONCE, the
 one layout envoy/render.py renders, running token, DPoP and FHIR scope as steps of one HTTP
-context, the verified token handed on in memory (docs/checks.md, "One module"). Every e2e test
+context, the verified token handed on in memory (docs/checks.md, "One pipeline"). Every e2e test
 runs with it; these are the plugin itself and the hazards of running the steps inside one
 context, in real Envoy:
 

@@ -5,7 +5,7 @@
 //! single-filter root ids (`ROOT_IDS`) are still accepted by the module but no longer rendered,
 //! generated or listed in the registry.
 //! Fail closed: a missing or unknown root id is an error the module refuses to configure with
-//! (docs/checks.md, "One module").
+//! (docs/checks.md, "One pipeline").
 
 /// The filters of the guard, in chain order, and the chain plugin that runs all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,7 +14,7 @@ pub enum FilterKind {
     Dpop,
     FhirScope,
     /// One plugin running the filters as steps of one HTTP context, in chain order
-    /// (docs/checks.md, "One module": the chain plugin).
+    /// (docs/checks.md, "One pipeline": the chain plugin).
     Chain(ChainSteps),
 }
 
