@@ -6,6 +6,7 @@ joserfc) in front of the sample FHIR API (tests/fhir_upstream/server.py: `pat-an
 """
 import json
 import os
+import socket
 import time
 import uuid
 
@@ -203,6 +204,26 @@ def test_refused_on_the_response(enforce, key):
     r, rid, _ = enforce.call(key, "/fhir/Observation/obs-anna-hb", token_claims=user())
     assert r.status_code == 200, r.text
     assert enforce.record(rid)[1]["decision"] == "allow"
+
+
+def test_client_reset_while_held(enforce, key):
+    """A `_search` by POST is decided on its form body: the client sends half of it and
+    closes. The stream ends in its log phase without a decision: one record, `undecided`."""
+    rid = uuid.uuid4().hex
+    url = enforce.envoy.url + "/fhir/Observation/_search"
+    t = enforce.helseid.token(AUD, key.thumbprint(), **user())
+    p = proof(key, "ES256", "POST", url, t)
+    enforce.secrets += [t.rsplit(".", 1)[1], p.rsplit(".", 1)[1]]
+    head = (f"POST /fhir/Observation/_search HTTP/1.1\r\nHost: 127.0.0.1:{enforce.envoy.port}\r\n"
+            f"x-request-id: {rid}\r\nAuthorization: DPoP {t}\r\nDPoP: {p}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\npatient=pat-")
+    with socket.create_connection(("127.0.0.1", enforce.envoy.port), timeout=5) as s:
+        s.sendall(head.encode())
+        time.sleep(0.5)
+    line, rec = enforce.record(rid)
+    assert "DC" in line["response_flags"], line
+    assert rec["decision"] == "undecided" and rec["method"] == "POST" and rec["token_verified"]
+    assert rec["fhir"]["interaction"] == "search-type"
 
 
 def test_public_route_has_no_record(enforce, key):

@@ -173,10 +173,10 @@ fn claim(t: &VerifiedToken, name: &str) -> Option<String> {
 /// `Patient/{id}` or a bare id).
 fn patients_named(r: &FhirRequest) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let is_patient = r.resource_type.as_deref() == Some("Patient");
-    if is_patient {
+    // `classify` reads only the Patient compartment.
+    out.extend(r.compartment_id.clone());
+    if r.resource_type.as_deref() == Some("Patient") {
         out.extend(r.id.clone());
-        out.extend(r.compartment_id.clone());
         if r.interaction == Interaction::SearchType {
             for p in r.params.iter().filter(|p| p.name == "_id") {
                 out.extend(p.value.split(',').map(str::to_string));
@@ -303,4 +303,116 @@ pub(super) fn record(trail: &Trail, s: &Seen<'_>) -> AuditRecord {
         r.jti = claim(t, "jti");
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::Scheme;
+    use serde_json::json;
+
+    fn token(claims: Value) -> VerifiedToken {
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        VerifiedToken {
+            scheme: Scheme::Dpop,
+            token_sha256: "ath-of-the-token".into(),
+            iss: "https://helseid-sts.test.nhn.no".into(),
+            sub: claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
+            client_id: "client-1".into(),
+            exp: 0,
+            scopes: vec![],
+            cnf_jkt: Some("jkt-1".into()),
+            cnf_x5t_s256: None,
+            claims,
+        }
+    }
+
+    fn seen<'a>(pq: &'a str, t: Option<&'a VerifiedToken>) -> Seen<'a> {
+        Seen {
+            now: 7,
+            api: "api",
+            route: "/fhir",
+            method: "GET",
+            path_with_query: Some(pq),
+            raw_path: pq,
+            decided: true,
+            token: t,
+            fhir: Some(("/fhir", "patient")),
+        }
+    }
+
+    #[test]
+    fn user_token_fields_and_patients_named() {
+        let t = token(json!({
+            "sub": "s-1", "jti": "J1", "patient": "p-ctx",
+            "helseid://claims/hpr/hpr_number": "565501872",
+            "helseid://claims/identity/security_level": "4",
+            "helseid://claims/identity/pid": "12345678901",
+            "authorization_details": [
+                {"type": "nhn:tillitsrammeverk:parameters",
+                 "care_relationship": {"purpose_of_use": {"code": "TREAT"}}},
+                {"type": "helseid_authorization", "practitioner_role": {"organization":
+                    {"identifier": {"value": "NO:ORGNR:999977775:999988887"}}}}
+            ]
+        }));
+        let trail = Trail::default();
+        let r = record(
+            &trail,
+            &seen("/fhir/Observation?subject=Patient/p-1&patient=p-2,p-1&code=x", Some(&t)),
+        );
+        assert_eq!(r.decision, Verdict::Allow);
+        assert_eq!(r.path, "/fhir/Observation");
+        assert_eq!(r.patients_named, ["p-1", "p-2"]);
+        assert_eq!(r.patient.as_deref(), Some("p-ctx"));
+        assert_eq!(r.hpr_number.as_deref(), Some("565501872"));
+        assert_eq!(r.security_level.as_deref(), Some("4"));
+        assert_eq!(r.purpose_of_use.as_deref(), Some("TREAT"));
+        assert_eq!(r.orgnr_parent.as_deref(), Some("999977775"));
+        assert_eq!(r.orgnr_child.as_deref(), Some("999988887"));
+        assert_eq!(r.jti.as_deref(), Some("J1"));
+        assert_eq!(r.jkt.as_deref(), Some("jkt-1"));
+        let text = String::from_utf8(r.to_json()).unwrap_or_default();
+        // Never the national identity number, the token hash, or the query's other values.
+        for absent in ["12345678901", "ath-of-the-token", "code"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+    }
+
+    #[test]
+    fn patient_compartment_and_read() {
+        let r = record(&Trail::default(), &seen("/fhir/Patient/p-9/Observation", None));
+        assert_eq!(r.patients_named, ["p-9"]);
+        assert_eq!(r.fhir.map(|f| f.interaction), Some("search-compartment"));
+        let r = record(&Trail::default(), &seen("/fhir/Patient?_id=a,b", None));
+        assert_eq!(r.patients_named, ["a", "b"]);
+        assert!(!r.token_verified && r.client_id.is_none());
+    }
+
+    #[test]
+    fn first_refusal_decides_and_enforce_ends() {
+        let mut trail = Trail::default();
+        trail.refused(StepName::Token, Reason::MissingToken, true, Some("c"));
+        assert!(!trail.done);
+        trail.refused(StepName::FhirScope, Reason::InsufficientScope, true, None);
+        let r = record(&trail, &seen("/fhir/Observation", None));
+        assert_eq!(r.decision, Verdict::ShadowDeny);
+        assert_eq!((r.step, r.reason), (Some("token"), Some("missing_token")));
+        assert_eq!(r.client_id.as_deref(), Some("c"));
+        let mut trail = Trail::default();
+        trail.refused(StepName::Dpop, Reason::MissingToken, false, None);
+        assert!(trail.done);
+        let mut s = seen("/x", None);
+        s.decided = false;
+        assert_eq!(record(&trail, &s).decision, Verdict::Deny);
+        assert_eq!(
+            record(&Trail::default(), &s).decision,
+            Verdict::Undecided
+        );
+    }
 }
