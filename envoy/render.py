@@ -332,6 +332,7 @@ AUDIT_FIELDS = {
     "response_code_details": "%RESPONSE_CODE_DETAILS%",
     "duration_ms": "%DURATION%",
     "upstream_host": "%UPSTREAM_HOST%",
+    "client_address": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     "fapi_guard_audit": "%FILTER_STATE(wasm.fapi_guard.audit:PLAIN)%",
 }
 

@@ -245,6 +245,23 @@ def test_shadow_denials(shadow, key):
     assert shadow.record(rid)[1]["decision"] == "allow"
 
 
+def test_access_log_converts_to_balp_audit_events(enforce):
+    """tools/audit_to_fhir.py on this run's access log: one AuditEvent per record, each valid
+    for an independent FHIR model library (fhir.resources, R4B's AuditEvent = R4's)."""
+    import audit_to_fhir  # tools/ (pytest.ini pythonpath)
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    with open(enforce.log_file, encoding="utf-8") as f:
+        pairs = list(audit_to_fhir.records(f))
+    assert len(pairs) >= 8
+    outcomes = set()
+    for rec, line in pairs:
+        ev = audit_to_fhir.audit_event(rec, line)
+        AuditEvent.model_validate(ev)
+        outcomes.add(ev["outcome"])
+    assert outcomes == {"0", "4", "8"}
+
+
 def test_no_token_or_proof_in_any_log(enforce, shadow):
     """Runs last in this file: every token signature and proof signature sent above is absent
     from the Envoy logs (info level, the harness default) and the access logs."""
