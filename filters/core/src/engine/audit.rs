@@ -294,7 +294,8 @@ pub(super) fn record(trail: &Trail, s: &Seen<'_>) -> AuditRecord {
         r.assurance_level = claim(t, ASSURANCE_LEVEL);
         r.pid_pseudonym = claim(t, PID_PSEUDONYM);
         r.orgnr_parent = claim(t, ORGNR_PARENT).or_else(|| orgs.clone().map(|o| o.0));
-        r.orgnr_child = claim(t, ORGNR_CHILD).or_else(|| orgs.map(|o| o.1).filter(|c| !c.is_empty()));
+        r.orgnr_child =
+            claim(t, ORGNR_CHILD).or_else(|| orgs.map(|o| o.1).filter(|c| !c.is_empty()));
         r.orgnr_supplier = claim(t, ORGNR_SUPPLIER);
         r.authorization_details_types = types;
         r.purpose_of_use = purpose;
@@ -364,7 +365,10 @@ mod tests {
         let trail = Trail::default();
         let r = record(
             &trail,
-            &seen("/fhir/Observation?subject=Patient/p-1&patient=p-2,p-1&code=x", Some(&t)),
+            &seen(
+                "/fhir/Observation?subject=Patient/p-1&patient=p-2,p-1&code=x",
+                Some(&t),
+            ),
         );
         assert_eq!(r.decision, Verdict::Allow);
         assert_eq!(r.path, "/fhir/Observation");
@@ -386,7 +390,10 @@ mod tests {
 
     #[test]
     fn patient_compartment_and_read() {
-        let r = record(&Trail::default(), &seen("/fhir/Patient/p-9/Observation", None));
+        let r = record(
+            &Trail::default(),
+            &seen("/fhir/Patient/p-9/Observation", None),
+        );
         assert_eq!(r.patients_named, ["p-9"]);
         assert_eq!(r.fhir.map(|f| f.interaction), Some("search-compartment"));
         let r = record(&Trail::default(), &seen("/fhir/Patient?_id=a,b", None));
@@ -410,9 +417,6 @@ mod tests {
         let mut s = seen("/x", None);
         s.decided = false;
         assert_eq!(record(&trail, &s).decision, Verdict::Deny);
-        assert_eq!(
-            record(&Trail::default(), &s).decision,
-            Verdict::Undecided
-        );
+        assert_eq!(record(&Trail::default(), &s).decision, Verdict::Undecided);
     }
 }

@@ -457,7 +457,9 @@ impl Pipeline {
             raw_path: &self.raw_path,
             decided: self.stage == Stage::Passed && self.fhir_action == Action::Continue,
             token: self.token.as_deref(),
-            fhir: w.fhir().map(|f| (f.base_path.as_str(), f.patient_claim.as_str())),
+            fhir: w
+                .fhir()
+                .map(|f| (f.base_path.as_str(), f.patient_claim.as_str())),
         };
         Some(audit::record(&self.audit, &seen))
     }
