@@ -381,7 +381,17 @@ mod tests {
         assert_eq!(r.orgnr_child.as_deref(), Some("999988887"));
         assert_eq!(r.jti.as_deref(), Some("J1"));
         assert_eq!(r.jkt.as_deref(), Some("jkt-1"));
-        let text = String::from_utf8(r.to_json()).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap_or_default();
+        assert_eq!(v["decision"], "allow");
+        assert_eq!(
+            v["fhir"],
+            json!({"interaction": "search-type", "resource_type": "Observation"})
+        );
+        assert_eq!(v["patients_named"], json!(["p-1", "p-2"]));
+        assert_eq!(v["token_verified"], true);
+        // Absent facts are left out, not null.
+        assert!(v.get("reason").is_none() && v.get("request_id").is_none());
+        let text = v.to_string();
         // Never the national identity number, the token hash, or the query's other values.
         for absent in ["12345678901", "ath-of-the-token", "code"] {
             assert!(!text.contains(absent), "{absent} in {text}");
