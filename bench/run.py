@@ -74,6 +74,9 @@ class Config:
     # The one module attached once as the chain plugin (root id `fapi_guard`): the filters as
     # steps of one HTTP context, the token handed on in memory (envoy/render.py `one_plugin`).
     one_plugin: bool = False
+    # A JSON access log with the guard's audit record (envoy/render.py `audit_log`, docs/audit.md),
+    # written to a file under the system's temp directory.
+    audit_log: bool = False
 
 
 CONFIGS = [
@@ -92,6 +95,8 @@ CONFIGS = [
            "token", "ES256", cache=True, one_plugin=True),
     Config("full_chain_one_plugin", "full chain as above, ONE plugin (root id fapi_guard): one HTTP context",
            "chain", "ES256", cache=True, expect_path="host", one_plugin=True),
+    Config("full_chain_one_plugin_audit_log", "full chain, one plugin, with the audit access log (JSON, a file)",
+           "chain", "ES256", cache=True, expect_path="host", one_plugin=True, audit_log=True),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
     Config("token_es256_software", "token filter ES256, no cache, software verify", "token", "ES256",
            software=True, expect_path="software"),
@@ -119,6 +124,7 @@ RATIOS = [
     ("token_cached_one_plugin", "jwt_authn_es256_cached",
      "cached token, one plugin / jwt_authn cached (target >= 1.0)"),
     ("full_chain_one_plugin", "full_chain_one_module", "full FAPI chain: one plugin / one module (three plugins)"),
+    ("full_chain_one_plugin_audit_log", "full_chain_one_plugin", "full FAPI chain, one plugin: with / without the audit log"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
 FILTER_FILES = {"token": "fapi_token_filter.wasm", "dpop": "fapi_dpop_filter.wasm",
@@ -204,8 +210,10 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
                              one_plugin=cfg.one_plugin)
     if cfg.kind == "chain":
         # The steps the policy runs (render.policy_steps: its `fhir` section adds the FHIR step).
+        audit = os.path.join(tempfile.gettempdir(), f"fapi-bench-audit-{port}.log") if cfg.audit_log else None
         return render.render(chain_policy(issuer), None, str(wasm_dir), port, 1, admin,
-                             direct_response=True, one_module=cfg.one_module, one_plugin=cfg.one_plugin)
+                             direct_response=True, one_module=cfg.one_module, one_plugin=cfg.one_plugin,
+                             audit_log=audit)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))
