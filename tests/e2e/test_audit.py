@@ -13,7 +13,7 @@ import uuid
 import pytest
 import requests
 
-from harness import Envoy
+from harness import Envoy, build_wasm, render, validate_config
 from helseid_shapes import HELSEID_DPOP_ALGS, ORG_PARENT, HelseId, proof, proof_key
 
 pytestmark = pytest.mark.e2e
@@ -260,6 +260,20 @@ def test_access_log_converts_to_balp_audit_events(enforce):
         AuditEvent.model_validate(ev)
         outcomes.add(ev["outcome"])
     assert outcomes == {"0", "4", "8"}
+
+
+def test_stdout_audit_log_validates(helseid, tmp_path):
+    """`--audit-log stdout`: Envoy's stdout access logger with the same JSON format."""
+    cfg = render.render(policy(helseid), None, str(build_wasm()), 10000, 8080, 9901, one_plugin=True,
+                        audit_log="stdout")
+    (log,) = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["access_log"]
+    assert log["name"] == "envoy.access_loggers.stdout"
+    assert log["typed_config"]["log_format"]["json_format"]["fapi_guard_audit"] == \
+        "%FILTER_STATE(wasm.fapi_guard.audit:PLAIN)%"
+    path = tmp_path / "stdout.json"
+    path.write_text(json.dumps(cfg))
+    r = validate_config(path)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_no_token_or_proof_in_any_log(enforce, shadow):
