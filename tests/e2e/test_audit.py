@@ -6,6 +6,7 @@ joserfc) in front of the sample FHIR API (tests/fhir_upstream/server.py: `pat-an
 """
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -287,3 +288,5 @@ def test_no_token_or_proof_in_any_log(enforce, shadow):
             assert len(text) > 100
             for s in secrets:
                 assert s not in text
+            # Nor any other compact JWS (token or proof: both start with a JSON header).
+            assert not re.search(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}", text)
