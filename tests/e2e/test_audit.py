@@ -207,6 +207,20 @@ def test_refused_on_the_response(enforce, key):
     assert enforce.record(rid)[1]["decision"] == "allow"
 
 
+def test_refused_after_the_stored_read(enforce, key):
+    """A delete by id under a patient grant: the guard reads the stored resource first (read
+    before write) and refuses it there, another patient's; the record is written then."""
+    reads = enforce.envoy.counter("fhir_scope.stored_read")
+    r, rid, _ = enforce.call(key, "/fhir/Observation/obs-bjorn-glucose", method="DELETE",
+                             token_claims=user(scope=("patient/Observation.d",)))
+    assert r.status_code in (403, 404), r.text
+    assert enforce.envoy.counter("fhir_scope.stored_read") == reads + 1
+    line, rec = enforce.record(rid)
+    assert line["response_code"] == r.status_code
+    assert rec["decision"] == "deny" and rec["step"] == "fhir_scope" and rec["method"] == "DELETE"
+    assert rec["fhir"] == {"interaction": "delete", "resource_type": "Observation", "id": "obs-bjorn-glucose"}
+
+
 def test_client_reset_while_held(enforce, key):
     """A `_search` by POST is decided on its form body: the client sends half of it and
     closes. The stream ends in its log phase without a decision: one record, `undecided`."""
