@@ -71,6 +71,9 @@ class Config:
     expect_path: str | None = None
     # Another build of the module (`--compare-wasm-dir`): the same configuration, before/after.
     wasm_dir: Path | None = None
+    # A JSON access log with the guard's audit record (envoy/render.py `audit_log`, docs/audit.md),
+    # written to a file under the system's temp directory.
+    audit_log: bool = False
 
 
 CONFIGS = [
@@ -81,6 +84,8 @@ CONFIGS = [
     Config("token_cached", "token step ES256, cached token (fapi_guard:token)", "token", "ES256", cache=True),
     Config("full_chain", "full chain, the one plugin: token (cached) + fresh ES256 DPoP proof + replay check + "
            "FHIR read", "chain", "ES256", cache=True, expect_path="host"),
+    Config("full_chain_audit_log", "full chain, the one plugin, with the audit access log (JSON, a file)",
+           "chain", "ES256", cache=True, expect_path="host", audit_log=True),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
     Config("token_es256_software", "token filter ES256, no cache, software verify", "token", "ES256",
            software=True, expect_path="software"),
@@ -100,6 +105,7 @@ RATIOS = [
     ("full_chain", "jwt_authn_es256", "full FAPI chain / jwt_authn uncached (target >= 0.9)"),
     ("token_cached", "jwt_authn_es256_cached", "cached token / jwt_authn cached (target >= 1.0)"),
     ("token_cached", "empty_wasm", "cached token / empty Wasm filter (target >= 0.95)"),
+    ("full_chain_audit_log", "full_chain", "full FAPI chain: with / without the audit access log"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
 FILTER_FILES = {"the one module (chain plugin: token + dpop + fhir_scope)": render.MODULE["wasm"],
@@ -182,8 +188,9 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
                              vm_env=env, direct_response=True)
     if cfg.kind == "chain":
         # The steps the policy runs (render.policy_steps: its `fhir` section adds the FHIR step).
+        audit = os.path.join(tempfile.gettempdir(), f"fapi-bench-audit-{port}.log") if cfg.audit_log else None
         return render.render(chain_policy(issuer), None, str(wasm_dir), port, 1, admin,
-                             direct_response=True)
+                             direct_response=True, audit_log=audit)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))

@@ -123,6 +123,8 @@ class RenderOptions:
     `jwks_plain`: every `jwks_uri` cluster speaks plain HTTP (the demo's local JWKS server).
     `request_headers_timeout`, `request_timeout`, `stream_idle_timeout`: the connection
     manager's stream timeouts (defaults STREAM_TIMEOUTS; None = Envoy's default).
+    `audit_log`: a JSON access log on the connection manager with the guard's audit record
+    (`audit_log_config`; docs/audit.md): a file path, or `stdout`.
     `check_steps=False` renders a filter the policy cannot run (tests only: shows the filter
     itself refuses such a policy, fail closed)."""
     jwks_address: str | None = None
@@ -141,6 +143,7 @@ class RenderOptions:
     request_timeout: str | None = "30s"
     stream_idle_timeout: str | None = "30s"
     check_steps: bool = True
+    audit_log: str | None = None
 
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
@@ -299,6 +302,37 @@ def downstream_tls(cert, key, client_ca, alpn=None):
     return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
 
 
+# The guard writes its audit record (docs/audit.md) as the Wasm property `fapi_guard.audit`;
+# Envoy's Wasm host keeps a property `p` as filter state `wasm.p`, which the access log's
+# FILTER_STATE command reads (PLAIN: the bytes as set, here a JSON object). With
+# `json_format` and `json_format_options` unset, Envoy writes the record as an escaped string;
+# docs/audit.md "Reading the log" parses it (tools/audit_to_fhir.py does).
+AUDIT_FIELDS = {
+    "start_time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "duration_ms": "%DURATION%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "client_address": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "fapi_guard_audit": "%FILTER_STATE(wasm.fapi_guard.audit:PLAIN)%",
+}
+
+
+def audit_log_config(where):
+    """The HCM `access_log` entry for the audit record: a file, or `stdout`."""
+    fmt = {"json_format": AUDIT_FIELDS}
+    if where == "stdout":
+        return {"name": "envoy.access_loggers.stdout", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": fmt}}
+    return {"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": where, "log_format": fmt}}
+
+
 def stream_options(hcm, clusters, http1_trailers=False, upstream_h2=False):
     """Options for the trailer tests (tests/e2e/test_trailers.py), off by default:
     `http1_trailers` makes the HTTP/1 codecs surface chunked trailers (Envoy drops them
@@ -355,6 +389,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
         + [{"name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
+    if o.audit_log:
+        hcm["access_log"] = [audit_log_config(o.audit_log)]
     chain = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
     if tls_cert:
         chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca, alpn)
@@ -503,6 +539,8 @@ def parse_args(argv=None):
     ap.add_argument("--one-plugin", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-path-normalization", action="store_true",
                     help="leave out the HCM path normalisation (tests only: the filters alone refuse)")
+    ap.add_argument("--audit-log", metavar="PATH|stdout",
+                    help="a JSON access log with the guard's audit record (docs/audit.md): a file path, or stdout")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     for flag, used in (("--one-module", a.one_module), ("--one-plugin", a.one_plugin)):
@@ -557,7 +595,7 @@ def render_text(a, root="."):
         jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
         forward_client_cert=a.forward_client_cert, normalize_paths=not a.no_path_normalization,
-        jwks_plain=a.jwks_plain))
+        jwks_plain=a.jwks_plain, audit_log=a.audit_log))
     text = HEADER.format(policy=a.policy, out=a.out or "-", chain=" -> ".join(f for f in ORDER if f in filters) + " (one plugin: root id "
                          + chain_name(filters) + ")", upstream=a.upstream_port)
     if a.forward_client_cert:

@@ -72,7 +72,10 @@ class EnvoyProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
-             "--use-dynamic-base-id", "-l", log_level, "--component-log-level", "wasm:info"],
+             "--use-dynamic-base-id", "-l", log_level, "--component-log-level", "wasm:info",
+             # Access logs (the audit log, tests/e2e/test_audit.py) reach their file within
+             # 200 ms (Envoy's default flush interval is 10 s).
+             "--file-flush-interval-msec", "200"],
             stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self._wait_ready()

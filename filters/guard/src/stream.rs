@@ -15,6 +15,9 @@ use proxy_wasm::types::{Action, LogLevel};
 
 use crate::host_env::{HostEnv, HostExchange, Shared};
 
+/// The filter-state property holding the audit record.
+const AUDIT_PROPERTY: &str = "fapi_guard.audit";
+
 /// How long the stored read before a write may take; no answer in time refuses the write.
 const STORED_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,8 +58,25 @@ impl GuardStream {
         f(&mut self.pipeline, &s, &env)
     }
 
+    /// Writes the stream's audit record (docs/audit.md) as filter state once its decision is
+    /// final: Envoy's access log reads `%FILTER_STATE(wasm.fapi_guard.audit:PLAIN)%` (the Wasm
+    /// host stores a property `p` under the filter-state key `wasm.p`, write-once).
+    fn write_audit(&mut self, at_end: bool) {
+        let w = &self.shared.worker;
+        let now = clock::now_seconds();
+        let record = if at_end {
+            self.pipeline.end_audit(w, now)
+        } else {
+            self.pipeline.take_audit(w, now)
+        };
+        if let Some(r) = record {
+            let _ = proxy_wasm::hostcalls::set_property(vec![AUDIT_PROPERTY], Some(&r.to_json()));
+        }
+    }
+
     /// Acts on an output: header edits first, then the action.
     fn act(&mut self, out: Output, within: In) -> Action {
+        self.write_audit(false);
         for (name, value) in &out.request_headers {
             let _ = proxy_wasm::hostcalls::set_map_value(
                 proxy_wasm::types::MapType::HttpRequestHeaders,
@@ -226,5 +246,10 @@ impl HttpContext for GuardStream {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         let out = self.call(|p, s, env| p.on_response_trailers(&s.worker, env, &HostExchange));
         self.act(out, In::Callback)
+    }
+
+    /// The stream is done: a record not written yet (reset before the response).
+    fn on_log(&mut self) {
+        self.write_audit(true);
     }
 }

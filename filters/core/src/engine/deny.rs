@@ -57,6 +57,12 @@ pub(super) fn refuse<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, r: Refusal) 
         (r.detail.as_deref(), r.required_scope.as_deref()),
         p.mode,
     );
+    p.audit.refused(
+        r.step,
+        r.reason,
+        p.mode == Mode::Shadow,
+        r.client.as_deref(),
+    );
     match p.mode {
         Mode::Enforce => {
             env.count(r.step, Count::Denied(r.reason));

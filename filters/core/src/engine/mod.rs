@@ -19,6 +19,7 @@
 //! - The response goes through the FHIR scope step first; the DPoP step's `DPoP-Nonce` is set
 //!   on the response headers once the FHIR scope step has let them go.
 
+pub mod audit;
 mod deny;
 mod dpop_step;
 mod fhir_step;
@@ -198,6 +199,8 @@ pub struct Pipeline {
     fhir_action: Action,
     /// The FHIR scope step holds the response headers (the DPoP nonce waits for them).
     response_held: bool,
+    /// The audit record's facts ([`Pipeline::take_audit`]).
+    audit: audit::Trail,
 }
 
 impl Default for Pipeline {
@@ -225,6 +228,7 @@ impl Pipeline {
             fhir: fhir_step::State::default(),
             fhir_action: Action::Continue,
             response_held: false,
+            audit: audit::Trail::default(),
         }
     }
 
@@ -252,6 +256,7 @@ impl Pipeline {
         let route = match w.policy.route(&self.method, &self.raw_path, &has_header) {
             Ok(route) => route,
             Err(f) => {
+                self.audit_ids(x);
                 trace::route_fault(env, &f);
                 self.mode = Mode::Enforce;
                 let refusal = deny::request_fault_reply(w, env, &f);
@@ -270,6 +275,7 @@ impl Pipeline {
         }
         trace::route(env, false, route.unlisted);
         self.route = Some(route);
+        self.audit_ids(x);
         self.stage = Stage::At(w.first_step());
         out.action = self.advance(w, env, x, &mut out);
         out
@@ -370,6 +376,8 @@ impl Pipeline {
                 return out;
             }
         }
+        // The response goes on unchecked: the decision is final.
+        self.audit.done = true;
         self.nonce_edit(&mut out);
         out
     }
@@ -407,8 +415,53 @@ impl Pipeline {
     /// The FHIR scope step let go of response headers it held: the nonce goes on them now.
     fn after_response_check(&mut self, out: &mut Output) {
         if out.action == Action::Continue && std::mem::take(&mut self.response_held) {
+            self.audit.done = true;
             self.nonce_edit(out);
         }
+    }
+
+    /// A protected request (or one refused before routing): it gets an audit record.
+    fn audit_ids(&mut self, x: &dyn Exchange) {
+        self.audit.protected = true;
+        self.audit.request_id = x.request_header("x-request-id");
+        self.audit.traceparent = x.request_header("traceparent");
+    }
+
+    /// The stream's audit record, once, when its decision is final (a reply was sent, or the
+    /// response went on past every check); the driver calls it after every call.
+    pub fn take_audit(&mut self, w: &Worker, now: i64) -> Option<audit::AuditRecord> {
+        if !self.audit.done {
+            return None;
+        }
+        self.audit_record(w, now)
+    }
+
+    /// The stream ended (its log phase): the record if it was not handed out yet (a stream
+    /// reset before its response; `undecided` if a step still held the request).
+    pub fn end_audit(&mut self, w: &Worker, now: i64) -> Option<audit::AuditRecord> {
+        self.audit_record(w, now)
+    }
+
+    fn audit_record(&mut self, w: &Worker, now: i64) -> Option<audit::AuditRecord> {
+        if !self.audit.protected || self.audit.written {
+            return None;
+        }
+        self.audit.written = true;
+        let route = self.route.as_ref();
+        let seen = audit::Seen {
+            now,
+            api: &w.policy.api_name,
+            route: route.map_or("(refused)", |r| w.policy.route_label(r.rule)),
+            method: &self.method,
+            path_with_query: route.map(|r| r.path_with_query.as_str()),
+            raw_path: &self.raw_path,
+            decided: self.stage == Stage::Passed && self.fhir_action == Action::Continue,
+            token: self.token.as_deref(),
+            fhir: w
+                .fhir()
+                .map(|f| (f.base_path.as_str(), f.patient_claim.as_str())),
+        };
+        Some(audit::record(&self.audit, &seen))
     }
 
     /// RFC 9449 §9: a fresh nonce on successful responses too, so clients rotate smoothly.
