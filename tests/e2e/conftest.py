@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+import fapi_guard_py.envoy as envoy_runner
 from harness import Upstream
 from h2_tools import H2Upstream
 
@@ -46,3 +47,16 @@ def medplum():
     m = MedplumServer()
     yield m
     m.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No token or proof in any Envoy log of the whole run (docs/audit.md): every Envoy the
+    tests started was scanned when it stopped (`fapi_guard_py.envoy.CREDENTIAL_LEAKS`)."""
+    leaks = envoy_runner.CREDENTIAL_LEAKS
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(f"A compact JWS (token or proof) in {len(leaks)} Envoy log(s) of this run:", red=True)
+            for path, start in leaks[:20]:
+                reporter.write_line(f"  {path}: {start}...", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

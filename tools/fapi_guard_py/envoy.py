@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import socket
@@ -17,6 +18,16 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 WASM_DIR = ROOT / "target" / "wasm32-wasip1" / "release"
 _built = False
+# A compact JWS (an access token or a DPoP proof: both start with a base64url JSON header).
+COMPACT_JWS = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
+# Logs of stopped Envoys that held one: (log path, the offending text's first 12 characters).
+CREDENTIAL_LEAKS: list[tuple[str, str]] = []
+
+
+def credentials_in(text: str) -> list[str]:
+    """The compact JWSs (tokens, proofs) in a log's text, each cut to 12 characters: what
+    the guard must never log (the tests check every Envoy log of the run)."""
+    return [m.group(0)[:12] for m in COMPACT_JWS.finditer(text)]
 
 
 def build_wasm() -> Path:
@@ -127,7 +138,10 @@ class EnvoyProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+            found = credentials_in(self.log_path.read_text(errors="replace"))
+            CREDENTIAL_LEAKS.extend((str(self.log_path), f) for f in found)
 
     def __enter__(self):
         return self
