@@ -223,10 +223,11 @@ def test_one_proof_one_use_across_replicas_then_store_gone_fails_closed(upstream
         got = uses(topo, issuer)
         assert [g for g in got if g[1] == 200] == [("gateway", 200, "")], got
         assert all(g[1:] == (401, "dpop_replay") for g in got[1:]), got
-        # Every replica claimed through the store (it saw the proof, the store refused it).
+        # Every replica claimed through the store, and every replica refused a replay.
         for r in topo.replicas:
             stats = r.stats("fapi_guard.dpop")
-            assert stats.get("fapi_guard.dpop.replay_store_claimed", 0) >= 1, stats
+            assert stats.get("wasmcustom.fapi_guard.dpop.replay_store_claimed", 0) >= 1, stats
+            assert stats.get("wasmcustom.fapi_guard.dpop.denied.dpop_replay", 0) >= 1, stats
         # The store goes away: fail closed, never a 200.
         etcd.stop()
         for _ in range(2 * REPLICAS):
@@ -237,7 +238,7 @@ def test_one_proof_one_use_across_replicas_then_store_gone_fails_closed(upstream
             assert reason(r) == "dpop_replay_store_unavailable", r.text
         for r in topo.replicas:
             stats = r.stats("fapi_guard.dpop")
-            assert stats.get("fapi_guard.dpop.denied.dpop_replay_store_unavailable", 0) >= 1, stats
+            assert stats.get("wasmcustom.fapi_guard.dpop.denied.dpop_replay_store_unavailable", 0) >= 1, stats
     finally:
         topo.close()
 
