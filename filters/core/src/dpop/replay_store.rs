@@ -201,10 +201,11 @@ mod tests {
             expires_at: 0,
         });
         assert_eq!(lease_ttl(&dpop), 130);
-        assert!(l.usable(&dpop, 1000 + 59));
-        assert!(!l.usable(&dpop, 1000 + 60));
-        assert!(!l.renew_due(&dpop, 1000 + 29));
-        assert!(l.renew_due(&dpop, 1000 + 30));
+        // Usable while now + 70 s (the iat window) + 1 s margin < 1130.
+        assert!(l.usable(&dpop, 1058));
+        assert!(!l.usable(&dpop, 1059));
+        assert!(!l.renew_due(&dpop, 1028));
+        assert!(l.renew_due(&dpop, 1029));
         assert_eq!(lease_answer(Some(500), b"{}", 0), None);
         assert_eq!(lease_answer(Some(200), br#"{"ID":"0","TTL":"5"}"#, 0), None);
     }
