@@ -253,3 +253,34 @@ def test_replica_scope_accepts_one_use_per_replica(upstream, issuer):
         assert len([g for g in ok if g[0] == "gateway"]) == REPLICAS, got
     finally:
         topo.close()
+
+
+def test_lost_lease_is_granted_again_within_seconds(upstream, issuer):
+    """The store forgets the leases (revoked here; a store that lost its data answers the same
+    "lease not found"): the guard drops its lease and grants a new one on its next tick, so
+    fresh proofs are accepted again within seconds, not after the lease's renewal period."""
+    store = Etcd()
+    try:
+        with Envoy(dpop_policy(issuer, "api"), upstream.port, filters=["token", "dpop"],
+                   replay_store_address=store.address) as replica:
+            topo = type("One", (), {"replicas": [replica]})()
+            wait_for_lease(topo, issuer)
+            leases = requests.post(f"{store.address_url}/v3/lease/leases", json={}, timeout=5).json()["leases"]
+            assert leases, "the guard holds no lease"
+            for lease in leases:
+                requests.post(f"{store.address_url}/v3/lease/revoke", json={"ID": lease["ID"]},
+                              timeout=5).raise_for_status()
+            statuses = []
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                client = JoseProofs("ES256")
+                token = bound_token(issuer, client.jkt)
+                r = Topology.direct(replica, token, client.proof("GET", ORIGIN + PATH, token))
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    break
+                assert (r.status_code, reason(r)) == (503, "dpop_replay_store_unavailable"), r.text
+                time.sleep(0.2)
+            assert statuses[0] == 503 and statuses[-1] == 200, statuses
+    finally:
+        store.stop()

@@ -231,6 +231,10 @@ impl Context for GuardStream {
             .ok()
             .flatten()
             .unwrap_or_default();
+            if fapi_guard_core::dpop::replay_store::lease_lost(status, &answer) {
+                // The root's next tick grants a new one.
+                self.shared.lease.set(None);
+            }
             let out = self.call(|p, s, env| {
                 p.on_claim_answer(&s.worker, env, &HostExchange, status, &answer)
             });

@@ -117,6 +117,18 @@ pub fn claim_answer(status: Option<u32>, body: &[u8]) -> Claim {
     }
 }
 
+/// Whether a claim's answer says the store no longer knows the lease it named (etcd's
+/// `ErrGRPCLeaseNotFound`, gRPC code 5, e.g. after the store lost its data): the driver
+/// drops its lease so the next tick grants a new one, instead of failing closed until the
+/// lease would have been renewed.
+pub fn lease_lost(status: Option<u32>, body: &[u8]) -> bool {
+    status.is_some_and(|s| s != 200)
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("code").and_then(serde_json::Value::as_i64))
+            == Some(5)
+}
+
 /// A lease grant (etcd `Lease.LeaseGrant`).
 pub fn lease_call(store: &ReplayStore, dpop: &DpopPolicy) -> StoreCall {
     post(
@@ -183,6 +195,10 @@ mod tests {
         assert_eq!(claim_answer(None, b""), Claim::Unavailable);
         assert_eq!(claim_answer(Some(200), b"<html>"), Claim::Unavailable);
         assert_eq!(claim_answer(Some(200), b"{}"), Claim::Unavailable);
+        assert!(lease_lost(Some(404), no_lease));
+        assert!(!lease_lost(Some(200), again));
+        assert!(!lease_lost(None, b""));
+        assert!(!lease_lost(Some(503), b"upstream connect error"));
     }
 
     #[test]
