@@ -74,6 +74,9 @@ class Config:
     # A JSON access log with the guard's audit record (envoy/render.py `audit_log`, docs/audit.md),
     # written to a file under the system's temp directory.
     audit_log: bool = False
+    # `dpop.replay_scope: api`: every proof is also claimed in a real etcd the bench starts
+    # on loopback (docs/dpop.md, "Replay across replicas").
+    replay_api: bool = False
 
 
 CONFIGS = [
@@ -86,6 +89,8 @@ CONFIGS = [
            "FHIR read", "chain", "ES256", cache=True, expect_path="host"),
     Config("full_chain_audit_log", "full chain, the one plugin, with the audit access log (JSON, a file)",
            "chain", "ES256", cache=True, expect_path="host", audit_log=True),
+    Config("full_chain_replay_api", "full chain, the one plugin, replay_scope api (each proof claimed in etcd)",
+           "chain", "ES256", cache=True, expect_path="host", replay_api=True),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
     Config("token_es256_software", "token filter ES256, no cache, software verify", "token", "ES256",
            software=True, expect_path="software"),
@@ -106,6 +111,7 @@ RATIOS = [
     ("token_cached", "jwt_authn_es256_cached", "cached token / jwt_authn cached (target >= 1.0)"),
     ("token_cached", "empty_wasm", "cached token / empty Wasm filter (target >= 0.95)"),
     ("full_chain_audit_log", "full_chain", "full FAPI chain: with / without the audit access log"),
+    ("full_chain_replay_api", "full_chain", "full FAPI chain: replay_scope api (etcd) / replica"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
 FILTER_FILES = {"the one module (chain plugin: token + dpop + fhir_scope)": render.MODULE["wasm"],
@@ -181,6 +187,43 @@ def hcm_of(boot: dict) -> dict:
     return boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
 
 
+_ETCD: list = []
+
+
+def replay_store_address() -> str:
+    """A real etcd (Debian `etcd-server`) on loopback with a throwaway data dir, started once per
+    bench run and stopped at exit; its client address."""
+    if _ETCD:
+        return _ETCD[0][1]
+    import atexit
+
+    binary = shutil.which("etcd")
+    if not binary:
+        raise SystemExit("full_chain_replay_api needs etcd (scripts/bootstrap.sh installs etcd-server)")
+    client, peer = tooling.free_port(), tooling.free_port()
+    data = tempfile.mkdtemp(prefix="fapi-bench-etcd-")
+    proc = subprocess.Popen([binary, "--data-dir", f"{data}/d", "--listen-client-urls", f"http://127.0.0.1:{client}",
+                             "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(lambda: (proc.terminate(), proc.wait(timeout=10), shutil.rmtree(data, ignore_errors=True)))
+    address = f"127.0.0.1:{client}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            if requests.get(f"http://{address}/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            raise SystemExit("etcd did not become healthy in 30 s")
+        time.sleep(0.2)
+    _ETCD.append((proc, address))
+    return address
+
+
 def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, admin: int) -> dict:
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
@@ -189,8 +232,13 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
     if cfg.kind == "chain":
         # The steps the policy runs (render.policy_steps: its `fhir` section adds the FHIR step).
         audit = os.path.join(tempfile.gettempdir(), f"fapi-bench-audit-{port}.log") if cfg.audit_log else None
-        return render.render(chain_policy(issuer), None, str(wasm_dir), port, 1, admin,
-                             direct_response=True, audit_log=audit)
+        policy, store = chain_policy(issuer), None
+        if cfg.replay_api:
+            store = replay_store_address()
+            policy["dpop"].update({"replay_scope": "api", "replay_store": {
+                "cluster": "fapi_guard_replay_store", "kind": "etcd", "key_prefix": f"bench/{port}/"}})
+        return render.render(policy, None, str(wasm_dir), port, 1, admin,
+                             direct_response=True, audit_log=audit, replay_store_address=store)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))
@@ -213,6 +261,10 @@ class BenchEnvoy(tooling.EnvoyProcess):
         wasm_dir = cfg.wasm_dir or wasm_dir
         super().__init__(bootstrap(cfg, issuer, wasm_dir, port, admin), port, admin, f"bench-{cfg.key}",
                          concurrency=concurrency, log_level="warning")
+        if cfg.replay_api:
+            # Each worker grants its store lease on its first tick (~200 ms); claims before
+            # that fail closed, so the measured run starts after it.
+            time.sleep(2)
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{PATH}"

@@ -144,6 +144,7 @@ class RenderOptions:
     stream_idle_timeout: str | None = "30s"
     check_steps: bool = True
     audit_log: str | None = None
+    replay_store_address: str | None = None
 
 
 # Envoy HCM path normalisation (CVE-2019-9901, CVE-2021-29492; Envoy's edge best practices):
@@ -286,6 +287,18 @@ def read_before_write_clusters(policy, upstream_port):
     return []
 
 
+def replay_store_clusters(policy, replay_store_address):
+    """`dpop.replay_scope: api` (docs/dpop.md, "Replay across replicas"): the cluster the guard
+    claims proofs through (etcd's HTTP/JSON gateway, plain HTTP on loopback here; in the mesh a
+    ServiceEntry names the store). Without an address none is rendered: every claim then fails
+    closed (`dpop_replay_store_unavailable`)."""
+    store = (policy.get("dpop") or {}).get("replay_store")
+    if (policy.get("dpop") or {}).get("replay_scope") != "api" or not store or not replay_store_address:
+        return []
+    host, port = replay_store_address.rsplit(":", 1)
+    return [cluster(store["cluster"], host, port)]
+
+
 def downstream_tls(cert, key, client_ca, alpn=None):
     ctx = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -395,7 +408,8 @@ def render(policy, filters, wasm_dir, listen_port, upstream_port, admin_port, op
     if tls_cert:
         chain["transport_socket"] = downstream_tls(tls_cert, tls_key, client_ca, alpn)
     clusters = ([cluster("api", "127.0.0.1", upstream_port)] + read_before_write_clusters(policy, upstream_port)
-                + jwks_clusters(policy, jwks_address, jwks_plain))
+                + jwks_clusters(policy, jwks_address, jwks_plain)
+                + replay_store_clusters(policy, o.replay_store_address))
     stream_options(hcm, clusters, http1_trailers, upstream_h2)
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},
@@ -525,6 +539,8 @@ def parse_args(argv=None):
     ap.add_argument("--internal-authority", default="fhir-api.fhir.svc.cluster.local:8080",
                     help="--gateway: the :authority the sidecar sees")
     ap.add_argument("--jwks-address", help="HOST:PORT every JWKS cluster connects to (local tests)")
+    ap.add_argument("--replay-store-address",
+                    help="HOST:PORT of the replay store (dpop.replay_scope api: etcd's client URL)")
     ap.add_argument("--jwks-plain", action="store_true",
                     help="JWKS clusters without TLS even for https jwks_uris (with --jwks-address: the demo)")
     ap.add_argument("--tls-cert")
@@ -592,7 +608,7 @@ def render_text(a, root="."):
         policy = json.load(f)
     filters = checked_steps(policy, a.filter_list)
     cfg = render(policy, filters, a.wasm_dir, a.listen_port, a.upstream_port, a.admin_port, RenderOptions(
-        jwks_address=a.jwks_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
+        jwks_address=a.jwks_address, replay_store_address=a.replay_store_address, tls_cert=a.tls_cert, tls_key=a.tls_key, client_ca=a.client_ca,
         vm_env=a.vm_env_dict or None, direct_response=a.direct_response,
         forward_client_cert=a.forward_client_cert, normalize_paths=not a.no_path_normalization,
         jwks_plain=a.jwks_plain, audit_log=a.audit_log))

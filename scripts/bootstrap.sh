@@ -83,15 +83,16 @@ fi
 # wasm-opt (package binaryen; scripts/build-wasm.sh shrinks the filters with it), prometheus
 # and promtool (package prometheus; tests/test_monitoring.py and tests/e2e/test_alerts.py),
 # skopeo and docker-registry (tools/push_image.py and its test against a real OCI registry on
-# loopback).
+# loopback), etcd (package etcd-server: the shared replay store of `dpop.replay_scope: api`,
+# tests/e2e/test_replay_replicas.py).
 missing=()
-for tool in shellcheck wrk wasm-opt promtool prometheus skopeo docker-registry; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+for tool in shellcheck wrk wasm-opt promtool prometheus skopeo docker-registry etcd; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (apt)"
     packages=()
     for tool in "${missing[@]}"; do
-      case "$tool" in wasm-opt) packages+=(binaryen) ;; promtool | prometheus) packages+=(prometheus) ;; *) packages+=("$tool") ;; esac
+      case "$tool" in wasm-opt) packages+=(binaryen) ;; etcd) packages+=(etcd-server) ;; promtool | prometheus) packages+=(prometheus) ;; *) packages+=("$tool") ;; esac
     done
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else

@@ -50,6 +50,7 @@ pub fn fix(reason: Reason) -> &'static str {
         DpopIatOutOfWindow => "Make a fresh proof per request; check the client clock.",
         DpopReplay => "Make a new proof (new `jti`) for every request, also for retries.",
         DpopReplayCacheFull => "Platform: raise `dpop.replay_cache`; retry after `Retry-After`.",
+        DpopReplayStoreUnavailable => "Platform: check the replay store (`dpop.replay_store`, its cluster and leases); clients retry with a fresh proof.",
         DpopAthMismatch => "Set `ath` to base64url(SHA-256(access token)) of the token sent.",
         DpopJktMismatch => "Sign the proof with the key the token is bound to (`cnf.jkt`).",
         DpopNonceRequired => "Retry with the `DPoP-Nonce` value of this answer as the proof's `nonce`.",

@@ -732,7 +732,7 @@ fn nonce_challenge_then_retry() {
     let mut c = claims("n2");
     c["nonce"] = json!(issued);
     match eval(&key.sign(&key.header(), &c), NOW + 1) {
-        Ok(Outcome::Accepted { nonce: Some(n) }) => assert!(nonce::verify(&cfg, &n, NOW + 1)),
+        Ok(Outcome::Accepted { nonce: Some(n), .. }) => assert!(nonce::verify(&cfg, &n, NOW + 1)),
         other => panic!("retry: {other:?}"),
     }
 
@@ -798,7 +798,13 @@ fn nonces_off_means_no_nonce_offered_and_nonce_claim_ignored() {
         &KeyBudget::new(),
         NOW,
     );
-    assert_eq!(got, Ok(Outcome::Accepted { nonce: None }));
+    assert_eq!(
+        got,
+        Ok(Outcome::Accepted {
+            nonce: None,
+            claim: None
+        })
+    );
 }
 
 type MtlsCase<'a> = (

@@ -408,7 +408,58 @@ fn bad_policies_name_the_field() {
             }),
             "issuers[0].jwks",
         ),
+        (
+            "replay_scope api without a store",
+            Box::new(|p| p["dpop"] = json!({"replay_scope": "api"})),
+            "dpop.replay_store",
+        ),
+        (
+            "replay_store without replay_scope api",
+            Box::new(|p| p["dpop"] = json!({"replay_store": {"cluster": "etcd", "kind": "etcd"}})),
+            "dpop.replay_store",
+        ),
+        (
+            "replay_scope unknown",
+            Box::new(|p| p["dpop"] = json!({"replay_scope": "cluster"})),
+            "dpop.replay_scope",
+        ),
+        (
+            "replay_store zero timeout",
+            Box::new(|p| {
+                p["dpop"] = json!({"replay_scope": "api",
+                    "replay_store": {"cluster": "etcd", "kind": "etcd", "timeout_ms": 0}})
+            }),
+            "dpop.replay_store.timeout_ms",
+        ),
+        (
+            "replay_store cluster with a space",
+            Box::new(|p| {
+                p["dpop"] = json!({"replay_scope": "api",
+                    "replay_store": {"cluster": "my etcd", "kind": "etcd"}})
+            }),
+            "dpop.replay_store.cluster",
+        ),
+        (
+            "replay_store kind redis",
+            Box::new(|p| {
+                p["dpop"] = json!({"replay_scope": "api",
+                    "replay_store": {"cluster": "etcd", "kind": "redis"}})
+            }),
+            "dpop.replay_store.kind",
+        ),
+        (
+            "replay_store unknown field",
+            Box::new(|p| {
+                p["dpop"] = json!({"replay_scope": "api",
+                    "replay_store": {"cluster": "etcd", "kind": "etcd", "ttl": 5}})
+            }),
+            "dpop.replay_store.ttl",
+        ),
     ];
+    let mut ok = base();
+    ok["dpop"] = json!({"replay_scope": "api",
+        "replay_store": {"cluster": "etcd", "kind": "etcd"}});
+    assert!(Policy::from_json(ok.to_string().as_bytes()).is_ok());
     for (name, mutate, field) in table {
         let mut p = base();
         mutate(&mut p);

@@ -1,6 +1,9 @@
 //! The pipeline's two views of the host: [`HostEnv`] (clock, verifier, shared data, stats,
 //! log) and [`HostExchange`] (the stream's headers and bodies, read on demand).
 
+use std::cell::Cell;
+
+use fapi_guard_core::dpop::replay_store::Lease;
 use fapi_guard_core::engine::{Count, Env, Exchange, Level, StepName, Worker};
 use fapi_guard_core::jose::SignatureVerifier;
 use fapi_guard_host::shared::HostSharedData;
@@ -15,6 +18,8 @@ pub struct Shared {
     pub worker: Worker,
     pub stats: Stats,
     pub verifier: HostVerifier,
+    /// `replay_scope: api`: this worker's current replay-store lease (the root grants it).
+    pub lease: Cell<Option<Lease>>,
 }
 
 /// The counters of each step (`fapi_guard.<step>.*`), defined at configuration.
@@ -52,8 +57,7 @@ impl Stats {
 }
 
 pub struct HostEnv<'a> {
-    pub stats: &'a Stats,
-    pub verifier: &'a HostVerifier,
+    pub shared: &'a Shared,
 }
 
 /// The one shared-data store of this VM id.
@@ -67,7 +71,7 @@ impl Env for HostEnv<'_> {
     }
 
     fn verifier(&self) -> &dyn SignatureVerifier {
-        self.verifier
+        &self.shared.verifier
     }
 
     fn store(&self) -> &HostSharedData {
@@ -75,7 +79,7 @@ impl Env for HostEnv<'_> {
     }
 
     fn count(&self, step: StepName, count: Count) {
-        let Some(s) = self.stats.of(step) else {
+        let Some(s) = self.shared.stats.of(step) else {
             return;
         };
         match count {
@@ -86,6 +90,12 @@ impl Env for HostEnv<'_> {
             Count::ShadowDenied(r) => s.shadow_denied(r),
             Count::Named(name) => FilterStats::bump(step.as_str(), name),
         }
+    }
+
+    fn replay_lease(&self) -> Option<i64> {
+        let dpop = &self.shared.worker.dpop;
+        let lease = self.shared.lease.get()?;
+        lease.usable(dpop, clock::now_seconds()).then_some(lease.id)
     }
 
     fn log(&self, level: Level, line: &str) {

@@ -12,6 +12,7 @@ use proxy_wasm::types::LogLevel;
 
 mod host_env;
 mod root;
+mod store_call;
 mod stream;
 
 proxy_wasm::main! {{

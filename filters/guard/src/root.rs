@@ -2,10 +2,11 @@
 //! does not load, or a step that cannot run under it, refuses the configuration), keeps the
 //! issuers' keys fresh on its tick (docs/checks.md §1.4), and creates each stream's context.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use fapi_guard_core::dpop::replay;
+use fapi_guard_core::dpop::{replay, replay_store};
 use fapi_guard_core::engine::{ChainSteps, Worker};
 use fapi_guard_core::policy::KeySource;
 use fapi_guard_host::shared::HostSharedData;
@@ -22,6 +23,8 @@ pub struct GuardRoot {
     shared: Option<Rc<Shared>>,
     /// Fetch call token → issuer index, for fetches the tick started.
     calls: Vec<(u32, usize)>,
+    /// `replay_scope: api`: the lease grant in flight (call token, sent at).
+    lease_call: Option<(u32, i64)>,
 }
 
 impl GuardRoot {
@@ -30,6 +33,7 @@ impl GuardRoot {
             steps,
             shared: None,
             calls: Vec::new(),
+            lease_call: None,
         }
     }
 }
@@ -43,11 +47,59 @@ fn refuse(why: &str) -> bool {
 }
 
 impl Context for GuardRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body: usize, _: usize) {
+    fn on_http_call_response(&mut self, token_id: u32, headers: usize, body: usize, _: usize) {
         let Some(s) = &self.shared else { return };
+        if let Some((token, sent_at)) = self.lease_call {
+            if token == token_id {
+                self.lease_call = None;
+                let status = if headers == 0 {
+                    None
+                } else {
+                    self.get_http_call_response_header(":status")
+                        .and_then(|v| v.parse().ok())
+                };
+                let answer = self.get_http_call_response_body(0, body.min(4096));
+                let lease = replay_store::lease_answer(
+                    status,
+                    answer.as_deref().unwrap_or_default(),
+                    sent_at,
+                );
+                match lease {
+                    Some(l) => s.lease.set(Some(l)),
+                    None => {
+                        let _ = proxy_wasm::hostcalls::log(
+                            LogLevel::Warn,
+                            "fapi_guard.dpop: replay store lease grant failed (claims fail closed until one succeeds)",
+                        );
+                    }
+                }
+                return;
+            }
+        }
         if let Some(pos) = self.calls.iter().position(|(t, _)| *t == token_id) {
             let (_, index) = self.calls.swap_remove(pos);
             jwks::answered(&s.worker, index, body);
+        }
+    }
+}
+
+impl GuardRoot {
+    /// `replay_scope: api`: grants the next replay-store lease one period before the current
+    /// one stops being usable (`dpop::replay_store`); one grant in flight at a time.
+    fn renew_lease(&mut self, s: &Shared, now: i64) {
+        let dpop = &s.worker.dpop;
+        let Some(store) = dpop.replay_store.as_ref() else {
+            return;
+        };
+        if !self.steps.dpop || self.lease_call.is_some() {
+            return;
+        }
+        if s.lease.get().is_some_and(|l| !l.renew_due(dpop, now)) {
+            return;
+        }
+        let call = replay_store::lease_call(store, dpop);
+        if let Some(token) = crate::store_call::send(self, &call) {
+            self.lease_call = Some((token, now));
         }
     }
 }
@@ -97,8 +149,14 @@ impl RootContext for GuardRoot {
             worker,
             stats,
             verifier: HostVerifier::from_env(),
+            lease: Cell::new(None),
         }));
-        if has_remote && self.steps.token {
+        let has_store = self.steps.dpop
+            && self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.worker.dpop.replay_store.is_some());
+        if (has_remote && self.steps.token) || has_store {
             // Fetch at start (first tick), then check the schedule every second.
             self.set_tick_period(Duration::from_millis(200));
         }
@@ -115,6 +173,7 @@ impl RootContext for GuardRoot {
                 self.calls.push((token, i));
             }
         }
+        self.renew_lease(&s, now);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

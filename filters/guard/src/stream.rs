@@ -28,7 +28,12 @@ pub struct GuardStream {
     keys_call: Option<(u32, usize)>,
     /// The request waits for this stored read (call token).
     read_call: Option<u32>,
+    /// The request waits for this replay-store claim (call token).
+    claim_call: Option<u32>,
 }
+
+/// The most of a replay-store answer read (a txn answer is a few hundred bytes).
+const MAX_STORE_ANSWER: usize = 4096;
 
 /// Where an output is acted on: in the callback of the part it is about (its return value
 /// lets the part go), or after a callout answered (the paused request is resumed).
@@ -45,16 +50,14 @@ impl GuardStream {
             pipeline: Pipeline::new(),
             keys_call: None,
             read_call: None,
+            claim_call: None,
         }
     }
 
     /// Runs one pipeline call with the host's views.
     fn call(&mut self, f: impl FnOnce(&mut Pipeline, &Shared, &HostEnv<'_>) -> Output) -> Output {
         let s = self.shared.clone();
-        let env = HostEnv {
-            stats: &s.stats,
-            verifier: &s.verifier,
-        };
+        let env = HostEnv { shared: &s };
         f(&mut self.pipeline, &s, &env)
     }
 
@@ -129,6 +132,19 @@ impl GuardStream {
                     self.act(out, within)
                 }
             },
+            Next::ClaimProof(call) => match crate::store_call::send(self, &call) {
+                Some(token) => {
+                    self.claim_call = Some(token);
+                    Action::Pause
+                }
+                None => {
+                    // Not sent: fails closed (`dpop_replay_store_unavailable`).
+                    let out = self.call(|p, s, env| {
+                        p.on_claim_answer(&s.worker, env, &HostExchange, None, &[])
+                    });
+                    self.act(out, within)
+                }
+            },
         }
     }
 
@@ -194,11 +210,34 @@ impl Context for GuardStream {
                 body: &read_body,
             };
             let s = self.shared.clone();
-            let env = HostEnv {
-                stats: &s.stats,
-                verifier: &s.verifier,
-            };
+            let env = HostEnv { shared: &s };
             let out = self.pipeline.on_stored_answer(&s.worker, &env, &answer);
+            self.act(out, In::CallAnswer);
+            return;
+        }
+        if self.claim_call == Some(token_id) {
+            self.claim_call = None;
+            let status = if headers == 0 {
+                None
+            } else {
+                self.get_http_call_response_header(":status")
+                    .and_then(|s| s.parse().ok())
+            };
+            let answer = proxy_wasm::hostcalls::get_buffer(
+                proxy_wasm::types::BufferType::HttpCallResponseBody,
+                0,
+                body.min(MAX_STORE_ANSWER),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            if fapi_guard_core::dpop::replay_store::lease_lost(status, &answer) {
+                // The root's next tick grants a new one.
+                self.shared.lease.set(None);
+            }
+            let out = self.call(|p, s, env| {
+                p.on_claim_answer(&s.worker, env, &HostExchange, status, &answer)
+            });
             self.act(out, In::CallAnswer);
         }
     }

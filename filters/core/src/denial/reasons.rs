@@ -139,6 +139,9 @@ reasons! {
     DpopReplay => "dpop_replay", InvalidDpopProof;
     /// §2.10: the replay cache is full of live entries; refusing beats accepting replays.
     DpopReplayCacheFull => "dpop_replay_cache_full", Unavailable;
+    /// §2.10, `replay_scope: api`: the store shared by every replica did not record the proof
+    /// (unreachable, timed out, no lease, an unknown answer); refusing beats a second use.
+    DpopReplayStoreUnavailable => "dpop_replay_store_unavailable", Unavailable;
     /// §2.10, fairness: this proof key already holds its budget of live replay-cache entries
     /// (`docs/dpop.md`); the proof is not recorded, other clients are unaffected.
     DpopKeyOverBudget => "dpop_key_over_budget", TooManyRequests;

@@ -10,6 +10,7 @@ pub mod mtls;
 pub mod nonce;
 pub mod proof;
 pub mod replay;
+pub mod replay_store;
 
 use crate::claims::VerifiedToken;
 use crate::denial::{Reason, Reply};
@@ -44,6 +45,9 @@ pub enum Outcome {
     Accepted {
         /// A fresh server nonce to offer in the response's `DPoP-Nonce` (RFC 9449 §9).
         nonce: Option<String>,
+        /// `replay_scope: api`: the digest of `(jkt, jti)` to claim in the shared store
+        /// before the request may go on ([`replay_store`]).
+        claim: Option<[u8; 16]>,
     },
 }
 
@@ -152,6 +156,7 @@ pub fn evaluate_cached(
     if !needs_proof {
         return Ok(Outcome::Accepted {
             nonce: fresh_nonce(),
+            claim: None,
         });
     }
     if token.scheme != Scheme::Dpop {
@@ -206,7 +211,14 @@ pub fn evaluate_cached(
     })?;
     budget.record(&dpop.replay, key, expires_at);
 
+    // The store's digest must be the same on every replica: keyed with the nonce secret
+    // (the same everywhere) when there is one, never with this proxy's random key.
+    let claim = dpop.replay_store.as_ref().map(|_| {
+        let secret = dpop.nonce.as_ref().map_or(&[][..], |n| n.secret.as_slice());
+        replay::JtiDigest::new(secret, &checked.jkt, &checked.jti).bytes()
+    });
     Ok(Outcome::Accepted {
         nonce: fresh_nonce(),
+        claim,
     })
 }

@@ -101,6 +101,11 @@ impl JtiDigest {
         JtiDigest(d)
     }
 
+    /// The digest's bytes (the shared store's key, `replay_store`).
+    pub fn bytes(&self) -> [u8; DIGEST_LEN] {
+        self.0
+    }
+
     fn slot(&self, slots: u32) -> u32 {
         let mut b = [0u8; 8];
         b.copy_from_slice(&self.0[..8]);

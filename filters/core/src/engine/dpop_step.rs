@@ -4,9 +4,13 @@
 
 use super::deny::{self, Refusal};
 use super::{trace, Action, Count, Env, Exchange, Flow, Pipeline, StepName, Worker};
+use crate::denial::Reason;
 use crate::diagnostics;
 use crate::dpop::policy::CertSource;
-use crate::dpop::{evaluate_cached, ClientCert, DpopRequest, Outcome, ProofRequest, RequestTarget};
+use crate::dpop::replay_store::{self, Claim};
+use crate::dpop::{
+    evaluate_cached, ClientCert, Denial, DpopRequest, Outcome, ProofRequest, RequestTarget,
+};
 
 pub(super) fn decide<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, x: &dyn Exchange) -> Flow {
     // One read of every header (not one per header); `DPoP` may repeat, and every value is
@@ -83,16 +87,22 @@ pub(super) fn decide<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, x: &dyn Exch
             env.count(StepName::Dpop, Count::Public);
             Flow::Next
         }
-        Ok(Outcome::Accepted { nonce }) => {
+        Ok(Outcome::Accepted { nonce, claim }) => {
             // Whether a proof was checked (an unbound Bearer token needs none when DPoP is
             // not required).
             let proof_checked = token.as_ref().is_some_and(|t| {
                 w.dpop.required || t.scheme == crate::scheme::Scheme::Dpop || t.cnf_jkt.is_some()
             });
             trace::dpop_checked(env, dpop_headers.first().copied(), proof_checked, None);
-            env.count(StepName::Dpop, Count::Allowed);
             p.dpop_nonce = nonce;
-            Flow::Next
+            match claim {
+                // docs/dpop.md "Replay across replicas": the store decides first use.
+                Some(digest) => claim_proof(p, w, env, &digest),
+                None => {
+                    env.count(StepName::Dpop, Count::Allowed);
+                    Flow::Next
+                }
+            }
         }
         Err(denial) => {
             // Safe facts (expected htu, iat against the clock).
@@ -131,4 +141,66 @@ pub(super) fn decide<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, x: &dyn Exch
             }
         }
     }
+}
+
+/// `replay_scope: api`: holds the request for the store's claim of `digest` under the
+/// current lease; without a usable lease the proof cannot be recorded: fail closed.
+fn claim_proof<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, digest: &[u8]) -> Flow {
+    let Some(store) = w.dpop.replay_store.as_ref() else {
+        return Flow::Next;
+    };
+    match env.replay_lease() {
+        Some(lease) => Flow::Stop(Action::ClaimProof(replay_store::claim_call(
+            store, digest, lease,
+        ))),
+        None => match refuse_claim(p, w, env, Reason::DpopReplayStoreUnavailable) {
+            Action::Continue => Flow::Next,
+            a => Flow::Stop(a),
+        },
+    }
+}
+
+/// The store answered the claim (`None` status: not sent, failed or timed out).
+pub(super) fn claim_answered<E: Env>(
+    p: &mut Pipeline,
+    w: &Worker,
+    env: &E,
+    status: Option<u32>,
+    body: &[u8],
+) -> Flow {
+    let reason = match replay_store::claim_answer(status, body) {
+        Claim::First => {
+            env.count(StepName::Dpop, Count::Named("replay_store_claimed"));
+            env.count(StepName::Dpop, Count::Allowed);
+            return Flow::Next;
+        }
+        Claim::Claimed => Reason::DpopReplay,
+        Claim::Unavailable => Reason::DpopReplayStoreUnavailable,
+    };
+    match refuse_claim(p, w, env, reason) {
+        Action::Continue => Flow::Next,
+        a => Flow::Stop(a),
+    }
+}
+
+fn refuse_claim<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, reason: Reason) -> Action {
+    let denial = Denial {
+        reason,
+        nonce: w
+            .dpop
+            .nonce
+            .as_ref()
+            .map(|c| crate::dpop::nonce::issue(c, env.now())),
+        retry_after: None,
+    };
+    let refusal = Refusal {
+        step: StepName::Dpop,
+        reason,
+        reply: denial.reply(&w.policy, &w.dpop),
+        detail: None,
+        required_scope: None,
+        client: p.token.as_ref().map(|t| t.client_id.clone()),
+        verified: true,
+    };
+    deny::refuse(p, w, env, refusal)
 }

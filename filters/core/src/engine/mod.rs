@@ -36,6 +36,7 @@ use crate::jose::SignatureVerifier;
 use crate::policy::RequestRoute;
 use crate::shared_store::SharedStore;
 
+pub use crate::dpop::replay_store::StoreCall;
 pub use crate::root_id::ChainSteps;
 pub use worker::Worker;
 
@@ -91,6 +92,11 @@ pub trait Env {
     fn tracer(&self) -> Option<&dyn trace::Tracer> {
         None
     }
+    /// `replay_scope: api`: the id of the store lease a claim made now may use (one that
+    /// outlives the `iat` window, `dpop::replay_store::Lease::usable`); `None`: none yet.
+    fn replay_lease(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The stream as the driver holds it, read on demand (a header no decision needs is never
@@ -128,6 +134,9 @@ pub enum Action {
     FetchKeys { issuer: usize },
     /// Hold, and send this read; then [`Pipeline::on_stored_answer`].
     ReadStored(StoredRead),
+    /// Hold, and send this claim of the proof to the replay store (`replay_scope: api`);
+    /// then [`Pipeline::on_claim_answer`].
+    ClaimProof(StoreCall),
 }
 
 /// A call's answer: the action, and header edits to make first (value `None`: remove).
@@ -357,6 +366,30 @@ impl Pipeline {
         }
         out.action = fhir_step::stored_answer(self, w, env, answer);
         self.fhir_action = out.action.clone();
+        out
+    }
+
+    /// The replay store answered the claim the pipeline asked for (`status` `None`: not
+    /// sent, failed or timed out; fails closed): first use goes on to the next step.
+    pub fn on_claim_answer<E: Env>(
+        &mut self,
+        w: &Worker,
+        env: &E,
+        x: &dyn Exchange,
+        status: Option<u32>,
+        body: &[u8],
+    ) -> Output {
+        let mut out = Output::new(Action::Hold);
+        if self.ended || self.stage != Stage::At(StepName::Dpop) {
+            return out;
+        }
+        out.action = match dpop_step::claim_answered(self, w, env, status, body) {
+            Flow::Next => {
+                self.stage = self.after(w, StepName::Dpop);
+                self.advance(w, env, x, &mut out)
+            }
+            Flow::Stop(a) => a,
+        };
         out
     }
 

@@ -37,6 +37,10 @@ impl Env for ExplainEnv<'_> {
     }
     fn count(&self, _: StepName, _: Count) {}
     fn log(&self, _: Level, _: &str) {}
+    /// No store is called: any lease id does (the claim is answered as a first use).
+    fn replay_lease(&self) -> Option<i64> {
+        Some(0)
+    }
     fn tracer(&self) -> Option<&dyn Tracer> {
         Some(self.recorder)
     }
@@ -243,6 +247,11 @@ fn drive(
             Action::Reply(_) => break Stopped::Through,
             // The given JWKS is what the refetch answers.
             Action::FetchKeys { .. } => out = p.on_keys(w, env, x),
+            // The explainer shows one request: its proof's first use across replicas.
+            Action::ClaimProof(_) => {
+                let first = br#"{"header":{},"succeeded":true}"#;
+                out = p.on_claim_answer(w, env, x, Some(200), first);
+            }
             Action::ReadStored(_) => {
                 let head = req.method == "HEAD";
                 match opts.response.filter(|_| head) {

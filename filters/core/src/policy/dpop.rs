@@ -12,7 +12,10 @@
 //!   "nonce": { "enabled": true, "secret": "<base64url, >= 32 bytes>", "window_seconds": 300 },
 //!   "replay_cache": { "peak_proofs_per_second": 40000, "max_live_proofs": 4194304,
 //!                     "max_live_proofs_per_key": 65536 },
-//!   "mtls": { "client_cert_source": "connection" }
+//!   "mtls": { "client_cert_source": "connection" },
+//!   "replay_scope": "api",
+//!   "replay_store": { "cluster": "fapi_guard_replay_store", "kind": "etcd",
+//!                     "key_prefix": "fapi-guard/dpop/", "timeout_ms": 250 }
 //! }
 //! ```
 
@@ -61,6 +64,51 @@ pub struct DpopDoc {
     /// RFC 8705 certificate-bound tokens.
     #[serde(default)]
     pub mtls: Option<MtlsDoc>,
+    /// Where one proof is used once (docs/dpop.md, "Replay across replicas"): `replica`
+    /// (this proxy's cache only) or `api` (every replica, through `replay_store`).
+    #[serde(default)]
+    pub replay_scope: ReplayScopeDoc,
+    /// The store all replicas claim proofs in; required with `replay_scope: api`.
+    #[serde(default)]
+    pub replay_store: Option<ReplayStoreDoc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayScopeDoc {
+    #[default]
+    Replica,
+    Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// etcd v3's HTTP/JSON gateway (`/v3/kv/txn`, `/v3/lease/grant`).
+    Etcd,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayStoreDoc {
+    /// The Envoy cluster that reaches the store.
+    pub cluster: String,
+    pub kind: StoreKind,
+    /// Prefix of every key this API writes (one API per prefix).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// How long a claim may take; no answer in time refuses the request (fail closed).
+    #[serde(default = "default_store_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// The compiled `replay_store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayStore {
+    pub cluster: String,
+    pub kind: StoreKind,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +184,12 @@ fn default_max_live() -> u64 {
 fn default_max_live_per_key() -> u64 {
     DEFAULT_MAX_LIVE_PROOFS_PER_KEY
 }
+fn default_key_prefix() -> String {
+    "fapi-guard/dpop/".to_string()
+}
+fn default_store_timeout() -> u64 {
+    250
+}
 fn default_cert_source() -> CertSourceDoc {
     CertSourceDoc::Connection
 }
@@ -171,6 +225,8 @@ impl Default for DpopDoc {
             nonce: None,
             replay_cache: None,
             mtls: None,
+            replay_scope: ReplayScopeDoc::Replica,
+            replay_store: None,
         }
     }
 }
@@ -248,6 +304,8 @@ pub struct DpopPolicy {
     pub cert_source: CertSource,
     /// Key for the replay cache's slot hash (the nonce secret when configured, else empty).
     pub replay_key: Vec<u8>,
+    /// `replay_scope: api`: the store every replica claims proofs in (else `None`).
+    pub replay_store: Option<ReplayStore>,
 }
 
 impl Default for DpopPolicy {
@@ -270,6 +328,7 @@ impl Default for DpopPolicy {
             ),
             cert_source: CertSource::Connection,
             replay_key: Vec::new(),
+            replay_store: None,
         })
     }
 }
@@ -347,6 +406,7 @@ impl DpopDoc {
             _ => CertSource::Connection,
         };
         let replay_key = nonce.as_ref().map(|n| n.secret.clone()).unwrap_or_default();
+        let replay_store = self.compile_store()?;
         Ok(DpopPolicy {
             required: self.required,
             algs,
@@ -360,7 +420,57 @@ impl DpopDoc {
             replay,
             cert_source,
             replay_key,
+            replay_store,
         })
+    }
+
+    fn compile_store(&self) -> Result<Option<ReplayStore>, PolicyError> {
+        let doc = match (self.replay_scope, &self.replay_store) {
+            (ReplayScopeDoc::Replica, None) => return Ok(None),
+            (ReplayScopeDoc::Replica, Some(_)) => {
+                return Err(PolicyError::new(
+                    "dpop.replay_store",
+                    "is only used with `replay_scope: api`",
+                ))
+            }
+            (ReplayScopeDoc::Api, None) => {
+                return Err(PolicyError::new(
+                    "dpop.replay_store",
+                    "is required with `replay_scope: api`",
+                ))
+            }
+            (ReplayScopeDoc::Api, Some(d)) => d,
+        };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 200
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-|:/".contains(&b))
+        };
+        if !name_ok(&doc.cluster) {
+            return Err(PolicyError::new(
+                "dpop.replay_store.cluster",
+                "must be an Envoy cluster name (letters, digits, `._-|:/`)",
+            ));
+        }
+        if !name_ok(&doc.key_prefix) {
+            return Err(PolicyError::new(
+                "dpop.replay_store.key_prefix",
+                "must be 1 to 200 characters of letters, digits, `._-|:/`",
+            ));
+        }
+        if doc.timeout_ms == 0 || doc.timeout_ms > 5_000 {
+            return Err(PolicyError::new(
+                "dpop.replay_store.timeout_ms",
+                "must be between 1 and 5000",
+            ));
+        }
+        Ok(Some(ReplayStore {
+            cluster: doc.cluster.clone(),
+            kind: doc.kind,
+            key_prefix: doc.key_prefix.clone(),
+            timeout_ms: doc.timeout_ms,
+        }))
     }
 
     fn compile_replay(&self) -> Result<ReplayConfig, PolicyError> {
