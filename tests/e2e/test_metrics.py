@@ -129,7 +129,9 @@ def prometheus(e) -> tuple[dict[tuple, int], dict[str, str], str]:
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             types[name] = kind
-        elif "fapi_guard" in line and not line.startswith("#"):
+        # Envoy's own stats of the plugin (`envoy_wasm_vm_reload*{plugin="fapi_guard..."}`) are
+        # not the guard's: the table lists what the guard defines.
+        elif "fapi_guard" in line and not line.startswith(("#", "envoy_")):
             series, value = line.rsplit(" ", 1)
             name, labels = split_series(series)
             values[(name, frozenset(labels.items()))] = int(float(value))
