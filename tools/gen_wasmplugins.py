@@ -660,7 +660,7 @@ def generate_mesh(roots: list[Path]) -> dict[Path, dict[str, str]]:
 def mesh_settings_file(root: Path, audit: bool = False) -> str:
     """The meshConfig fragment every API of `root` depends on (one per mesh, not per API);
     `audit`: an API of `root` has `audit_log: true` (the audit log's provider is added)."""
-    fragment = mesh_settings.mesh_config_fragment(REQUIRED_PATH_NORMALIZATION)
+    fragment = mesh_settings.mesh_config_fragment(REQUIRED_PATH_NORMALIZATION, stats_config.ISTIO_PROXY_CONFIG)
     if audit:
         fragment["spec"]["meshConfig"]["extensionProviders"] = [audit_provider()]
     return (

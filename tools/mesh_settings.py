@@ -60,14 +60,19 @@ def stream_timeouts(api: str, deploy: dict, timeouts: dict, labels: dict) -> lis
     return docs
 
 
-def mesh_config_fragment(normalization: str) -> dict:
+def mesh_config_fragment(normalization: str, proxy_config: dict | None = None) -> dict:
     """What the guard expects of the mesh config: merge into your IstioOperator's
-    `spec.meshConfig` or the `istio` ConfigMap's `data.mesh`."""
+    `spec.meshConfig` or the `istio` ConfigMap's `data.mesh`. `proxy_config`: the ProxyConfig
+    the guard's metrics need (the stats matcher, the bootstrap through istiod), as the mesh's
+    `defaultConfig` (a pod's `proxy.istio.io/config` annotation may set it instead)."""
+    mesh: dict = {"pathNormalization": {"normalization": normalization}}
+    if proxy_config:
+        mesh["defaultConfig"] = proxy_config
     return {
         "apiVersion": "install.istio.io/v1alpha1",
         "kind": "IstioOperator",
         "metadata": {"name": "fapi-guard-mesh-settings"},
-        "spec": {"meshConfig": {"pathNormalization": {"normalization": normalization}}},
+        "spec": {"meshConfig": mesh},
     }
 
 

@@ -76,8 +76,12 @@ def test_mesh_settings_fragment_passes_the_mesh_check(gen_wasmplugins, root):
     assert gen_wasmplugins.check_mesh(root / "deploy" / "generated" / "mesh" / "mesh-config.yaml") == []
     # The kind cluster installs Istio with at least what the fragment asks for.
     kind = yaml.safe_load((REPO_ROOT / "kind-cluster" / "istio-operator.yaml").read_text())
-    for key, value in doc["spec"]["meshConfig"].items():
-        assert kind["spec"]["meshConfig"][key] == value
+    mesh = doc["spec"]["meshConfig"]
+    assert kind["spec"]["meshConfig"]["pathNormalization"] == mesh["pathNormalization"]
+    kind_proxy, proxy = kind["spec"]["meshConfig"]["defaultConfig"], mesh["defaultConfig"]
+    assert proxy["proxyMetadata"].items() <= kind_proxy["proxyMetadata"].items()
+    for prefix in proxy["proxyStatsMatcher"]["inclusionPrefixes"]:
+        assert any(prefix.startswith(k) for k in kind_proxy["proxyStatsMatcher"]["inclusionPrefixes"]), prefix
 
 
 def sidecar(ns: str, hosts: list[str], labels: dict | None = None) -> dict:
@@ -130,3 +134,15 @@ def test_external_issuer_needs_its_host_in_the_api_namespace(gen_wasmplugins, tm
     for ok in (["istio-system/*", "./*"], ["./helseid-sts.test.nhn.no"], ["hs/*.nhn.no"]):
         f.write_text(yaml.safe_dump(sidecar("hs", ok)))
         assert gen_wasmplugins.check_sidecars([f], [root]) == [], ok
+
+
+@pytest.mark.parametrize("root", ROOTS, ids=lambda r: str(r.relative_to(REPO_ROOT)))
+def test_mesh_settings_fragment_keeps_the_guards_stats(root):
+    """The stats matcher and the bootstrap through istiod the metrics need (docs/platform-guide.md,
+    "Metrics"), as the mesh's default ProxyConfig: without them Istio drops `wasmcustom.fapi_guard.*`
+    and the stats tags never reach the agent's bootstrap."""
+    (doc,) = generated(root)["mesh-config.yaml"]
+    proxy = doc["spec"]["meshConfig"]["defaultConfig"]
+    assert "wasmcustom.fapi_guard" in proxy["proxyStatsMatcher"]["inclusionPrefixes"]
+    assert "wasm." in proxy["proxyStatsMatcher"]["inclusionPrefixes"]
+    assert proxy["proxyMetadata"]["BOOTSTRAP_XDS_AGENT"] == "true"
