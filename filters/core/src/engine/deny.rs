@@ -28,8 +28,8 @@ pub(super) struct Refusal {
 /// the token step's challenge, every scheme the API accepts.
 pub(super) fn request_fault_reply<E: Env>(w: &Worker, env: &E, f: &RequestFault) -> Refusal {
     let reason = f.reason();
-    let token = None::<&str>;
-    let detail = diagnostics::token_detail(&w.policy, token, reason, env.now());
+    // No token facts: the token is not read before the request is routed.
+    let detail = diagnostics::token_detail(&w.policy, None, reason, env.now());
     let reply = challenge::reply(
         &w.policy,
         reason,

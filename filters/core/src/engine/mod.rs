@@ -293,13 +293,28 @@ impl Pipeline {
     /// The JWKS fetch the pipeline asked for was answered and applied to the worker's keys
     /// (`Worker::fetch_answered`), or could not be sent: the token step decides again.
     pub fn on_keys<E: Env>(&mut self, w: &Worker, env: &E, x: &dyn Exchange) -> Output {
+        self.resume(w, env, x, StepName::Token, |p| {
+            token_step::decide(p, w, env, x, false)
+        })
+    }
+
+    /// A step held the request for a callout that answered: it decides again (`decide`) and,
+    /// if it lets the request go, the steps after it run. Ignored unless that step holds it.
+    fn resume<E: Env>(
+        &mut self,
+        w: &Worker,
+        env: &E,
+        x: &dyn Exchange,
+        step: StepName,
+        decide: impl FnOnce(&mut Self) -> Flow,
+    ) -> Output {
         let mut out = Output::new(Action::Hold);
-        if self.ended || self.stage != Stage::At(StepName::Token) {
+        if self.ended || self.stage != Stage::At(step) {
             return out;
         }
-        out.action = match token_step::decide(self, w, env, x, false) {
+        out.action = match decide(self) {
             Flow::Next => {
-                self.stage = self.after(w, StepName::Token);
+                self.stage = self.after(w, step);
                 self.advance(w, env, x, &mut out)
             }
             Flow::Stop(a) => a,
@@ -379,18 +394,9 @@ impl Pipeline {
         status: Option<u32>,
         body: &[u8],
     ) -> Output {
-        let mut out = Output::new(Action::Hold);
-        if self.ended || self.stage != Stage::At(StepName::Dpop) {
-            return out;
-        }
-        out.action = match dpop_step::claim_answered(self, w, env, status, body) {
-            Flow::Next => {
-                self.stage = self.after(w, StepName::Dpop);
-                self.advance(w, env, x, &mut out)
-            }
-            Flow::Stop(a) => a,
-        };
-        out
+        self.resume(w, env, x, StepName::Dpop, |p| {
+            dpop_step::claim_answered(p, w, env, status, body)
+        })
     }
 
     pub fn on_response_headers<E: Env>(

@@ -148,16 +148,13 @@ pub(super) fn decide<E: Env>(
         Checked::Accepted((token, authz)) => {
             trace::token_checked(env, &token_str, None);
             p.token = Some(token.clone());
-            let has_authz = p
-                .route
-                .as_ref()
-                .and_then(|r| r.rule)
-                .is_some_and(|i| w.policy.routes.authz_of(i).is_some());
             match authz {
                 Ok(()) => {
-                    if has_authz {
-                        trace::authz(env, None);
-                    }
+                    // Shown only for a route that has an `authz` (the trace's check list).
+                    let rule = p.route.as_ref().and_then(|r| r.rule);
+                    trace::authz_passed(env, || {
+                        rule.is_some_and(|i| w.policy.routes.authz_of(i).is_some())
+                    });
                     env.count(StepName::Token, Count::Allowed);
                     Flow::Next
                 }

@@ -115,6 +115,13 @@ pub(super) fn authz<E: Env>(env: &E, refused: Option<&AuthzDenial>) {
     }
 }
 
+/// The route's `authz` passed: recorded when `has_authz()` (asked only while tracing).
+pub(super) fn authz_passed<E: Env>(env: &E, has_authz: impl FnOnce() -> bool) {
+    if env.tracer().is_some() && has_authz() {
+        authz(env, None);
+    }
+}
+
 pub(super) fn dpop_checked<E: Env>(
     env: &E,
     proof: Option<&str>,

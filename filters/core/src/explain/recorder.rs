@@ -63,6 +63,11 @@ fn step(
     }
 }
 
+/// The path canonicalisation check (every step, every route).
+fn canonical(outcome: Outcome, reason: Option<Reason>, detail: Option<String>) -> Step {
+    step("all", CANONICAL, CANONICAL_SPEC, outcome, reason, detail)
+}
+
 fn fstep(
     check: &'static str,
     spec: &'static str,
@@ -287,14 +292,7 @@ impl Tracer for Recorder {
                 method_override,
             } => {
                 if method_override {
-                    r.steps.push(step(
-                        "all",
-                        CANONICAL,
-                        CANONICAL_SPEC,
-                        Outcome::Pass,
-                        None,
-                        None,
-                    ));
+                    r.steps.push(canonical(Outcome::Pass, None, None));
                     r.steps.push(step(
                         "all",
                         "method override (every filter, every route)",
@@ -304,25 +302,12 @@ impl Tracer for Recorder {
                         Some(detail.into()),
                     ));
                 } else {
-                    r.steps.push(step(
-                        "all",
-                        CANONICAL,
-                        CANONICAL_SPEC,
-                        Outcome::Fail,
-                        Some(reason),
-                        Some(detail.into()),
-                    ));
+                    r.steps
+                        .push(canonical(Outcome::Fail, Some(reason), Some(detail.into())));
                 }
             }
             Event::Route { public, unlisted } => {
-                r.steps.push(step(
-                    "all",
-                    CANONICAL,
-                    CANONICAL_SPEC,
-                    Outcome::Pass,
-                    None,
-                    None,
-                ));
+                r.steps.push(canonical(Outcome::Pass, None, None));
                 r.public = public;
                 if unlisted {
                     r.steps.push(step(
