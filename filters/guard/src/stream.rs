@@ -67,13 +67,20 @@ impl GuardStream {
     fn write_audit(&mut self, at_end: bool) {
         let w = &self.shared.worker;
         let now = clock::now_seconds();
+        let t0 = stages::now();
         let record = if at_end {
             self.pipeline.end_audit(w, now)
         } else {
             self.pipeline.take_audit(w, now)
         };
         if let Some(r) = record {
-            let _ = proxy_wasm::hostcalls::set_property(vec![AUDIT_PROPERTY], Some(&r.to_json()));
+            stages::add("audit_record", t0);
+            let t1 = stages::now();
+            let json = r.to_json();
+            stages::add("audit_json", t1);
+            let t2 = stages::now();
+            let _ = proxy_wasm::hostcalls::set_property(vec![AUDIT_PROPERTY], Some(&json));
+            stages::add("audit_set", t2);
         }
     }
 
