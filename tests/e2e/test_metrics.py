@@ -178,6 +178,11 @@ def test_doc_metric_names_are_what_envoy_exports(upstream, issuer):
             assert call("/api/x", issuer.token(aud="other", cnf={"jkt": jkt})) == 401
             assert e.get("/public/x").status_code == 200
             assert call("/dry/x", issuer.token(aud=AUD, cnf={"jkt": jkt})) == 200
+            # The replay cache's gauges are brought up to date on each worker's tick (1 s),
+            # not on the request path: wait for the tick after the last request.
+            deadline = time.time() + 5
+            while e.counter("dpop.replay_cache.live_proofs") < 4 and time.time() < deadline:
+                time.sleep(0.1)
             stats = stats_text(e)
             prom, types, raw = prometheus(e)
     finally:

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use fapi_guard_core::dpop::{replay, replay_store};
-use fapi_guard_core::engine::{ChainSteps, Worker};
+use fapi_guard_core::engine::{ChainSteps, StepName, Worker};
 use fapi_guard_core::policy::KeySource;
 use fapi_guard_host::shared::HostSharedData;
 use fapi_guard_host::verify::HostVerifier;
-use fapi_guard_host::{clock, config, jwks};
+use fapi_guard_host::{clock, config, gauges, jwks};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
@@ -174,6 +174,11 @@ impl RootContext for GuardRoot {
             }
         }
         self.renew_lease(&s, now);
+        if s.worker.has(StepName::Dpop) {
+            // This worker's share of the replay cache's occupancy (docs/platform-guide.md,
+            // "Metrics"), brought up to date once a tick, not on the request path.
+            gauges::replay_cache(&s.worker.budget, &s.worker.dpop.replay, now);
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

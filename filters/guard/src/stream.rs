@@ -5,11 +5,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use fapi_guard_core::engine::{
-    Action as Next, Output, Pipeline, StepName, StoredAnswer, StoredRead,
-};
+use fapi_guard_core::engine::{Action as Next, Output, Pipeline, StoredAnswer, StoredRead};
 use fapi_guard_host::stats::FilterStats;
-use fapi_guard_host::{clock, gauges, jwks, reply, stages};
+use fapi_guard_host::{clock, jwks, reply, stages};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 
@@ -255,12 +253,6 @@ impl HttpContext for GuardStream {
         let _timed = stages::Guard::new("guard", "request_headers");
         let out = self
             .call(|p, s, env| p.on_request_headers(&s.worker, env, &HostExchange, end_of_stream));
-        let w = &self.shared.worker;
-        if w.has(StepName::Dpop) {
-            // This worker's share of the replay cache's occupancy (docs/platform-guide.md,
-            // "Metrics"); set only when it changed.
-            gauges::replay_cache(&w.budget, &w.dpop.replay, clock::now_seconds());
-        }
         self.act(out, In::Callback)
     }
 
