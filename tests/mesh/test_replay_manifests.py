@@ -212,7 +212,7 @@ def test_the_layers_plugin_is_not_checked_as_a_sidecars(gen_wasmplugins, tmp_pat
     f = tmp_path / "sidecar.yaml"
     f.write_text(yaml.safe_dump({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
                                  "metadata": {"name": "s", "namespace": "istio-system"},
-                                 "spec": {"egress": [{"hosts": ["./*"]}]}}))
+                                 "spec": {"egress": [{"hosts": ["default/*"]}]}}))
     assert gen_wasmplugins.check_sidecars([f], [root]) == []
 
 
