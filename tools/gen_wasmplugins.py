@@ -20,10 +20,13 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
     "image": {"registry": "kind-registry:5000", "repository": "fapi-guard", "tag": "0.1.0"},
     "match_ports": [8080],                        # optional: only these inbound ports
     "image_pull_policy": "IfNotPresent",          # optional
-    "filters": ["token", "dpop", "fhir-scope"]    # optional: the chain plugin's steps, a subset
-  }                                               # of what the policy runs (default: token, dpop,
+    "filters": ["token", "dpop", "fhir-scope"],   # optional: the chain plugin's steps, a subset
+                                                  # of what the policy runs (default: token, dpop,
                                                   # and fhir-scope only when the policy has `fhir`:
                                                   # render.policy_steps)
+    "replay_store": {...},                        # with dpop.replay_scope "api" only
+    "partition": {...}                            # with dpop.replay_scope "partitioned" only
+  }                                               # (tools/replay_mesh.py: fields and manifests)
 (`one_module` and `one_plugin`, the other layouts of earlier versions, are refused naming the one
 layout.)
 
@@ -34,6 +37,9 @@ bootstrap patch, with the `proxy.istio.io/config` the pods need to apply it in i
 A policy with a `cors` section also gets, for a sidecar, an EnvoyFilter `<api>-cors` that puts
 Envoy's CORS filter before the WasmPlugins (docs/platform-guide.md, "CORS"); at a gateway the
 VirtualService `corsPolicy` does it, and `cors` in the policy is refused.
+
+`dpop.replay_scope: api` or `partitioned` adds what that scope needs from the mesh
+(tools/replay_mesh.py; docs/platform-guide.md, "Replay across replicas").
 
 Usage:
   tools/gen_wasmplugins.py                 # both roots, writes <root>/deploy/generated/
