@@ -188,20 +188,64 @@ def hcm_of(boot: dict) -> dict:
 
 
 _ETCD: list = []
+STORE_CLUSTER = "fapi_guard_replay_store"
+STORE_NO_FSYNC = False
+STORE_STUB_DELAY_MS: int | None = None
+
+
+def stub_store_address(delay_ms: int) -> str:
+    """--store-stub DELAY_MS (a diagnostic): instead of etcd, an Envoy answering every claim
+    "first use" and every lease grant from `direct_response`, after DELAY_MS (fault filter; 0:
+    at once). It separates the guard's and Envoy's own cost of a claim from the store's latency
+    and CPU. The buffer filter reads each request whole first, so connections are kept alive."""
+    import atexit
+
+    port, admin = tooling.free_port(), tooling.free_port()
+
+    def route(prefix: str, body: str) -> dict:
+        return {"match": {"prefix": prefix}, "direct_response": {"status": 200, "body": {"inline_string": body}}}
+
+    filters = [{"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 65536}}]
+    if delay_ms:
+        filters.append({"name": "envoy.filters.http.fault", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "delay": {"fixed_delay": f"{delay_ms / 1000}s", "percentage": {"numerator": 100}}}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": "stub_store", "http_filters": filters,
+           "route_config": {"virtual_hosts": [{"name": "store", "domains": ["*"], "routes": [
+               route("/v3/kv/txn", '{"header":{"revision":"5"},"succeeded":true,"responses":[]}'),
+               route("/v3/lease/grant", '{"header":{},"ID":"7","TTL":"130"}')]}]}}
+    boot = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+            "static_resources": {"listeners": [{
+                "name": "stub_store", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                "typed_config": hcm}]}]}]}}
+    stub = tooling.EnvoyProcess(boot, port, admin, "bench-stub-store", log_level="warning")
+    atexit.register(stub.stop)
+    return f"127.0.0.1:{port}"
 
 
 def replay_store_address() -> str:
     """A real etcd (Debian `etcd-server`) on loopback with a throwaway data dir, started once per
-    bench run and stopped at exit; its client address."""
+    bench run and stopped at exit; its client address. With --store-stub, the stub store."""
     if _ETCD:
         return _ETCD[0][1]
     import atexit
+
+    if STORE_STUB_DELAY_MS is not None:
+        _ETCD.append((None, stub_store_address(STORE_STUB_DELAY_MS)))
+        return _ETCD[0][1]
 
     binary = shutil.which("etcd")
     if not binary:
         raise SystemExit("full_chain_replay_api needs etcd (scripts/bootstrap.sh installs etcd-server)")
     client, peer = tooling.free_port(), tooling.free_port()
-    data = tempfile.mkdtemp(prefix="fapi-bench-etcd-")
+    # --store-no-fsync: the data dir on tmpfs, where etcd's WAL fsync returns at once. A
+    # diagnostic (how much of the cost is the durable write), never a production number.
+    data = tempfile.mkdtemp(prefix="fapi-bench-etcd-", dir="/dev/shm" if STORE_NO_FSYNC else None)
     proc = subprocess.Popen([binary, "--data-dir", f"{data}/d", "--listen-client-urls", f"http://127.0.0.1:{client}",
                              "--advertise-client-urls", f"http://127.0.0.1:{client}",
                              "--listen-peer-urls", f"http://127.0.0.1:{peer}",
@@ -224,6 +268,38 @@ def replay_store_address() -> str:
     return address
 
 
+STORE_STATS = ("upstream_cx_total", "upstream_rq_total", "upstream_cx_http1_total", "upstream_cx_http2_total",
+               "upstream_cx_destroy_remote", "upstream_rq_pending_overflow")
+
+
+def store_usage(e) -> dict[str, float]:
+    """The replay store cluster's counters (connections opened vs requests sent: is each claim
+    its own connection? HTTP/1.1 or HTTP/2?) and etcd's CPU seconds so far."""
+    stats = e.stats(f"cluster.{STORE_CLUSTER}.")
+    out: dict[str, float] = {n: stats.get(f"cluster.{STORE_CLUSTER}.{n}", 0) for n in STORE_STATS}
+    out["etcd_cpu_s"] = cpu_seconds(_ETCD[0][0].pid) if _ETCD and _ETCD[0][0] else 0.0
+    return out
+
+
+def store_line(d: dict) -> str:
+    return (f"{d['upstream_rq_total']:,} calls on {d['upstream_cx_total']:,} new connections "
+            f"(HTTP/1.1 {d['upstream_cx_http1_total']:,}, HTTP/2 {d['upstream_cx_http2_total']:,}; "
+            f"closed by the store {d['upstream_cx_destroy_remote']:,}), etcd CPU {d['etcd_cpu_us']:,.0f} µs/request")
+
+
+def wait_for_lease(timeout: float = 15.0) -> None:
+    proc, address = _ETCD[0]
+    deadline = time.time() + timeout
+    while proc is not None and time.time() < deadline:
+        try:
+            if requests.post(f"http://{address}/v3/lease/leases", json={}, timeout=2).json().get("leases"):
+                break
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.2)
+    time.sleep(0.5 if proc is not None else 2)
+
+
 def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, admin: int) -> dict:
     if cfg.kind == "token":
         env = {"FAPI_GUARD_VERIFIER": "software"} if cfg.software else None
@@ -236,7 +312,7 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
         if cfg.replay_api:
             store = replay_store_address()
             policy["dpop"].update({"replay_scope": "api", "replay_store": {
-                "cluster": "fapi_guard_replay_store", "kind": "etcd", "key_prefix": f"bench/{port}/"}})
+                "cluster": STORE_CLUSTER, "kind": "etcd", "key_prefix": f"bench/{port}/"}})
         return render.render(policy, None, str(wasm_dir), port, 1, admin,
                              direct_response=True, audit_log=audit, replay_store_address=store)
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
@@ -262,9 +338,10 @@ class BenchEnvoy(tooling.EnvoyProcess):
         super().__init__(bootstrap(cfg, issuer, wasm_dir, port, admin), port, admin, f"bench-{cfg.key}",
                          concurrency=concurrency, log_level="warning")
         if cfg.replay_api:
-            # Each worker grants its store lease on its first tick (~200 ms); claims before
-            # that fail closed, so the measured run starts after it.
-            time.sleep(2)
+            # Each worker grants its store lease on its first tick (~200 ms; on a loaded machine
+            # etcd's first write may miss the 250 ms timeout, and the next try is a second later);
+            # claims before that fail closed, so the measured run starts once etcd holds a lease.
+            wait_for_lease()
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{PATH}"
@@ -441,6 +518,9 @@ class Run:
     # Envoy's own CPU time (user + system, all threads) per request served during the run, µs:
     # steadier than req/s on a shared machine (wrk and the proof minting are other processes).
     cpu_us: float = 0.0
+    # `replay_scope: api` only: the store cluster's counter deltas (connections opened, requests,
+    # by protocol) and the store's (etcd's) own CPU per request, µs.
+    store: dict = field(default_factory=dict)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -738,8 +818,16 @@ def main(argv=None) -> int:
     ap.add_argument("--one-module", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--one-plugin", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the raw results here")
+    ap.add_argument("--store-no-fsync", action="store_true",
+                    help="full_chain_replay_api: etcd's data on tmpfs (its WAL fsync is free): a diagnostic, NOT a "
+                         "production number (etcd 3.4 has no --unsafe-no-fsync)")
+    ap.add_argument("--store-stub", type=int, metavar="DELAY_MS",
+                    help="full_chain_replay_api: an Envoy answering every claim `first use` after DELAY_MS instead of "
+                         "etcd (a diagnostic: the claim's own cost in Envoy, without the store's)")
     ap.add_argument("--no-build", action="store_true", help="use the wasm already built (also FAPI_GUARD_SKIP_BUILD)")
     a = ap.parse_args(argv)
+    global STORE_NO_FSYNC, STORE_STUB_DELAY_MS
+    STORE_NO_FSYNC, STORE_STUB_DELAY_MS = a.store_no_fsync, a.store_stub
     for flag, used in (("--one-module", a.one_module), ("--one-plugin", a.one_plugin)):
         if used:
             ap.error(f"{flag} was removed: the guard is always the one module fapi_guard.wasm attached once, as "
@@ -817,17 +905,21 @@ def main(argv=None) -> int:
                     print(f"# minted {need:,} proofs in {took:.1f}s", file=sys.stderr)
                     lua = [str(tmp / "tokens.txt"), str(tmp / "proofs.txt")]
                 before = e.counters()
+                store_before = store_usage(e) if cfg.replay_api else {}
                 cpu_before = cpu_seconds(e.proc.pid)
                 run = run_wrk(e.url(), tokens[cfg.alg or "ES256"], a.duration, a.connections, lua)
                 run.cpu_us = (cpu_seconds(e.proc.pid) - cpu_before) * 1e6 / max(run.requests, 1)
+                if cfg.replay_api:
+                    run.store = {n: v - store_before[n] for n, v in store_usage(e).items()}
+                    run.store["etcd_cpu_us"] = run.store.pop("etcd_cpu_s") * 1e6 / max(run.requests, 1)
                 time.sleep(0.2)  # let in-flight requests land before reading counters
                 after = e.counters()
                 run.counters = {n: after[n] - before[n] for n in after}
                 proof = prove_path(cfg, run)
                 results[k].append(run)
                 print(f"# round {rnd + 1} {k}: {run.rps:,.0f} req/s p50 {fmt_ms(run.p50_ms)} ms "
-                      f"p99 {fmt_ms(run.p99_ms)} ms; Envoy CPU {run.cpu_us:,.0f} µs/request; {proof}",
-                      file=sys.stderr)
+                      f"p99 {fmt_ms(run.p99_ms)} ms; Envoy CPU {run.cpu_us:,.0f} µs/request; {proof}"
+                      + (f"; store: {store_line(run.store)}" if run.store else ""), file=sys.stderr)
     finally:
         for e in envoys.values():
             e.stop()

@@ -20,10 +20,13 @@ The deployment file (not the policy: the filters refuse unknown policy fields) s
     "image": {"registry": "kind-registry:5000", "repository": "fapi-guard", "tag": "0.1.0"},
     "match_ports": [8080],                        # optional: only these inbound ports
     "image_pull_policy": "IfNotPresent",          # optional
-    "filters": ["token", "dpop", "fhir-scope"]    # optional: the chain plugin's steps, a subset
-  }                                               # of what the policy runs (default: token, dpop,
+    "filters": ["token", "dpop", "fhir-scope"],   # optional: the chain plugin's steps, a subset
+                                                  # of what the policy runs (default: token, dpop,
                                                   # and fhir-scope only when the policy has `fhir`:
                                                   # render.policy_steps)
+    "replay_store": {...},                        # with dpop.replay_scope "api" only
+    "partition": {...}                            # with dpop.replay_scope "partitioned" only
+  }                                               # (tools/replay_mesh.py: fields and manifests)
 (`one_module` and `one_plugin`, the other layouts of earlier versions, are refused naming the one
 layout.)
 
@@ -34,6 +37,9 @@ bootstrap patch, with the `proxy.istio.io/config` the pods need to apply it in i
 A policy with a `cors` section also gets, for a sidecar, an EnvoyFilter `<api>-cors` that puts
 Envoy's CORS filter before the WasmPlugins (docs/platform-guide.md, "CORS"); at a gateway the
 VirtualService `corsPolicy` does it, and `cors` in the policy is refused.
+
+`dpop.replay_scope: api` or `partitioned` adds what that scope needs from the mesh
+(tools/replay_mesh.py; docs/platform-guide.md, "Replay across replicas").
 
 Usage:
   tools/gen_wasmplugins.py                 # both roots, writes <root>/deploy/generated/
@@ -65,6 +71,8 @@ import stats_config  # noqa: E402  (envoy/stats_config.py: reason, issuer and ap
 sys.path.insert(0, str(REPO_ROOT / "tools"))
 # The mesh settings the WasmPlugins depend on (stream timeouts, meshConfig, Sidecar egress hosts).
 import mesh_settings  # noqa: E402
+# What `dpop.replay_scope` api / partitioned needs from the mesh (store egress, partitioning layer).
+import replay_mesh  # noqa: E402
 # Beside each root's generated WasmPlugins, in their own folder (apply with `kubectl apply -f`,
 # except mesh-config.yaml: a fragment for `istioctl install` / the `istio` ConfigMap).
 MESH_DIR = "mesh"
@@ -77,9 +85,11 @@ STEP_NAME = {f["name"]: f["envoy"] for f in _REGISTRY["steps"]}
 FILTERS = list(STEP_NAME)
 MODULE = _REGISTRY["module"]["name"]
 PRIORITY = _REGISTRY["module"]["istio_priority"]
+# The root id of the partitioning layer's plugin (`replay_scope: partitioned`; filters/core/src/root_id.rs).
+PARTITION_ROOT_ID = _REGISTRY["module"].get("partition_root_id", "fapi_guard:partition")
 DEPLOY_KEYS = {
     "namespace", "selector", "target_refs", "image", "match_ports", "image_pull_policy", "image_pull_secret",
-    "app_port", "filters", "description", "audit_log",
+    "app_port", "filters", "description", "audit_log", "replay_store", "partition",
 }
 # Deploy fields of the layouts earlier versions had: refused with what replaced them.
 REMOVED_DEPLOY_KEYS = {"one_module", "one_plugin"}
@@ -265,6 +275,10 @@ def check_deploy(path: Path, d: object) -> dict:
         raise GenError(f"{where}: `filters` must include `token`: the other steps read what it verified")
     if not isinstance(d.get("audit_log", False), bool):
         raise GenError(f"{where}: `audit_log` must be true or false")
+    try:
+        replay_mesh.check_deploy(where, d)
+    except replay_mesh.ReplayMeshError as e:
+        raise GenError(str(e)) from e
     return d
 
 
@@ -538,6 +552,21 @@ def audit_log(api: str, deploy: dict) -> list[dict]:
     }]
 
 
+def replay_scope(api: str, policy: dict, deploy: dict, sources: list[str], plugin: dict) -> list[dict]:
+    """What `dpop.replay_scope` needs besides the plugin (tools/replay_mesh.py): `api`, the
+    store's egress and TLS; `partitioned`, the hashing layer, its plugin and the lock-down."""
+    try:
+        replay_mesh.check_policy(policy, deploy, sources[0], sources[1])
+        scope = replay_mesh.scope_of(policy)
+        if scope == "api":
+            return replay_mesh.store_manifests(api, deploy, _labels(api, "replay-store"))
+        if scope == "partitioned":
+            return replay_mesh.partition_manifests(api, policy, deploy, _labels(api, "partition"), plugin, PARTITION_ROOT_ID)
+    except replay_mesh.ReplayMeshError as e:
+        raise GenError(str(e)) from e
+    return []
+
+
 def audit_provider() -> dict:
     """The meshConfig `extensionProviders` entry: Envoy's file access logger on the proxy's
     stdout, JSON (`labels`) with the audit record from filter state (render.AUDIT_FIELDS, the
@@ -625,6 +654,7 @@ def generate(roots: list[Path], lock_path: Path) -> tuple[dict[Path, dict[str, s
             docs += cors(stem, policy, deploy, rel(ppath))
             docs += stats(stem, policy, deploy)
             docs += audit_log(stem, deploy)
+            docs += replay_scope(stem, policy, deploy, sources, docs[0])
             header = HEADER.format(sources=", ".join(sources) + ", " + rel(lock_path))
             files[f"{stem}.yaml"] = header + "".join("---\n" + to_yaml(d) for d in docs)
     return result, notes

@@ -8,7 +8,7 @@
 - `mesh_config_fragment`: the meshConfig the guard expects (`pathNormalization`), as an
   IstioOperator fragment, checked by `gen_wasmplugins.py --check-mesh` like any other.
 - `sidecar_egress_hosts` / `sidecar_errors`: the `Sidecar` egress hosts a sidecar needs to reach
-  each issuer's JWKS. A Sidecar resource that limits `egress.hosts` keeps Istio from pushing any
+  each issuer's JWKS (and the replay store, `dpop.replay_scope: api`). A Sidecar resource that limits `egress.hosts` keeps Istio from pushing any
   other cluster to the proxy, so the token filter's fetch answers 503 `jwks_unavailable`.
   `gen_wasmplugins.py --check-sidecar FILE` checks a namespace's Sidecars against the generated
   manifests (the WasmPlugins' pluginConfig is the policy, unchanged).
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import fnmatch
 from urllib.parse import urlsplit
+
+import replay_mesh  # tools/replay_mesh.py: the replay store's host (`dpop.replay_scope: api`)
 
 # The label Istio puts on the pods it deploys for a Gateway API `Gateway`
 # (pilot/pkg/config/kube/gateway/deploymentcontroller.go; the Gateway API's own label name).
@@ -130,19 +132,24 @@ def sidecar_errors(sidecars: list[dict], generated: list[dict]) -> list[str]:
         spec, meta = wp.get("spec") or {}, wp.get("metadata") or {}
         selector = (spec.get("selector") or {}).get("matchLabels")
         policy = spec.get("pluginConfig")
-        if not selector or not isinstance(policy, dict):
-            continue  # a gateway's plugin: Sidecar resources do not limit gateways here
+        if not selector or not isinstance(policy, dict) or any(m.get("mode") != "SERVER" for m in spec.get("match") or []):
+            # A gateway's plugin (Sidecar resources do not limit gateways here), or the partitioning
+            # layer's (`replay_scope: partitioned`), which calls no cluster.
+            continue
         ns = meta.get("namespace", "default")
         ranked = sorted(((_applies(s, ns, selector), i) for i, s in enumerate(sidecars)), reverse=True)
         if not ranked or ranked[0][0] == 0:
             continue
         sidecar = sidecars[ranked[0][1]]
         entries = [h for e in (sidecar.get("spec") or {}).get("egress") or [] for h in e.get("hosts") or []]
-        for want in sidecar_egress_hosts(policy, ns):
+        needs = [(h, "JWKS host", "every token is refused 503 jwks_unavailable") for h in sidecar_egress_hosts(policy, ns)]
+        needs += [(h, "replay store host", "every proof is refused 503 dpop_replay_store_unavailable")
+                  for h in replay_mesh.sidecar_egress_host(policy, ns)]
+        for want, what, outcome in needs:
             if not any(_covers(e, want, ns) for e in entries):
                 errors.append(
-                    f"Sidecar {ns}/{(sidecar.get('metadata') or {}).get('name')}: egress.hosts lacks `{want}`, the JWKS host of "
+                    f"Sidecar {ns}/{(sidecar.get('metadata') or {}).get('name')}: egress.hosts lacks `{want}`, the {what} of "
                     f"WasmPlugin {ns}/{meta.get('name')}: Istio does not push that "
-                    "cluster to the proxy and every token is refused 503 jwks_unavailable"
+                    f"cluster to the proxy and {outcome}"
                 )
     return sorted(set(errors))
