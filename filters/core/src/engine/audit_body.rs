@@ -89,8 +89,9 @@ pub(super) fn start(dir: Dir, content_type: Option<&str>, encoding: Option<&str>
 }
 
 impl Reading {
+    /// The record waits for the body's end (or its first byte, for one it cannot read).
     pub fn active(&self) -> bool {
-        matches!(self, Reading::On(..))
+        !matches!(self, Reading::Off)
     }
 
     /// A part of `size` bytes went by (`read(n)`: its first `n` bytes); `held`: the host
@@ -125,10 +126,14 @@ impl Reading {
 
     /// The body ended: its patients go on the record.
     pub fn end(&mut self, trail: &mut Trail) {
-        if let Reading::On(dir, buf) = self {
-            let buf = std::mem::take(buf);
-            let dir = *dir;
-            self.whole(trail, &buf, dir);
+        match self {
+            Reading::On(dir, buf) => {
+                let buf = std::mem::take(buf);
+                let dir = *dir;
+                self.whole(trail, &buf, dir);
+            }
+            // No byte of it came.
+            _ => *self = Reading::Off,
         }
     }
 
@@ -148,10 +153,13 @@ impl Reading {
     /// The record is written: a body still going by was not read whole (unless the stream
     /// was refused: then it reached no one).
     pub fn close(&mut self, trail: &mut Trail, refused: bool) {
-        if let Reading::On(dir, _) = std::mem::take(self) {
-            if !refused {
-                trail.unread(code(dir, Why::Cut));
-            }
+        let why = match std::mem::take(self) {
+            Reading::On(dir, _) => code(dir, Why::Cut),
+            Reading::Unreadable(why) => why,
+            Reading::Off => return,
+        };
+        if !refused {
+            trail.unread(why);
         }
     }
 }
