@@ -2,56 +2,18 @@
 //! is built at all, whether the FHIR scope step reads the patients bodies name, and which
 //! request parameter names a REST route's patient.
 
-use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::PolicyError;
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditDoc {
-    /// `false`: no audit record is built or written. Default `true`.
-    #[serde(default)]
-    pub record: Option<bool>,
-    /// Name the patients of request and response bodies (FHIR JSON). Default `true` with a
-    /// `fhir` section; only a FHIR API can have it.
-    #[serde(default)]
-    pub patients_in_bodies: Option<bool>,
-}
 
 /// The compiled `audit` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditPolicy {
+    /// `false`: no audit record is built or written. Default `true`.
     pub record: bool,
+    /// Name the patients of request and response bodies (FHIR JSON). Default `true` with a
+    /// `fhir` section; only a FHIR API can have it.
     pub patients_in_bodies: bool,
-}
-
-impl AuditDoc {
-    pub fn compile(&self, fhir: bool) -> Result<AuditPolicy, PolicyError> {
-        let record = self.record.unwrap_or(true);
-        let bodies = self.patients_in_bodies.unwrap_or(fhir);
-        if bodies && !fhir {
-            return Err(PolicyError::new(
-                "audit.patients_in_bodies",
-                "needs a `fhir` section (a REST route names its patient with `routes[].audit`)",
-            ));
-        }
-        Ok(AuditPolicy {
-            record,
-            patients_in_bodies: bodies && record,
-        })
-    }
-}
-
-/// A route's `audit`: which parameter of the request names the patient (a plain REST API).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteAuditDoc {
-    /// A `{name}` template parameter of the route's `path` / `path_prefix`.
-    #[serde(default)]
-    pub patient_path_param: Option<String>,
-    /// A query parameter (its first occurrence, percent-decoded).
-    #[serde(default)]
-    pub patient_query_param: Option<String>,
 }
 
 /// Where a route's patient is named.
@@ -61,22 +23,73 @@ pub enum PatientParam {
     Query(String),
 }
 
-impl RouteAuditDoc {
-    /// `template`: the route's template parameter names.
-    pub fn compile(&self, i: usize, template: &[String]) -> Result<PatientParam, PolicyError> {
-        let field = |f: &str| format!("routes[{i}].audit.{f}");
-        match (&self.patient_path_param, &self.patient_query_param) {
-            (Some(p), None) if template.contains(p) => Ok(PatientParam::Path(p.clone())),
-            (Some(p), None) => Err(PolicyError::new(
-                field("patient_path_param"),
-                format!("`{p}` is not a `{{name}}` parameter of the route's path"),
-            )),
-            (None, Some(q)) if !q.is_empty() => Ok(PatientParam::Query(q.clone())),
-            _ => Err(PolicyError::new(
-                field("patient_path_param"),
-                "give one of `patient_path_param` or `patient_query_param`",
-            )),
-        }
+/// The members of an `audit` object, each checked by `member` (read as a JSON value, like
+/// `cors`: a derived reader costs the module more bytes). Errors name the field.
+fn members(
+    v: &Value,
+    at: &str,
+    mut member: impl FnMut(&str, &Value) -> Result<(), &'static str>,
+) -> Result<(), PolicyError> {
+    let o: &Map<String, Value> = v
+        .as_object()
+        .ok_or_else(|| PolicyError::new(at, "must be an object"))?;
+    for (k, x) in o {
+        member(k, x).map_err(|why| PolicyError::new(format!("{at}.{k}"), why))?;
+    }
+    Ok(())
+}
+
+/// The policy's `audit` (`None`: left out).
+pub fn compile(v: Option<&Value>, fhir: bool) -> Result<AuditPolicy, PolicyError> {
+    let (mut record, mut bodies) = (true, fhir);
+    if let Some(v) = v {
+        members(v, "audit", |k, x| {
+            let slot = match k {
+                "record" => &mut record,
+                "patients_in_bodies" => &mut bodies,
+                _ => return Err("unknown field"),
+            };
+            *slot = x.as_bool().ok_or("true or false")?;
+            Ok(())
+        })?;
+    }
+    if bodies && !fhir {
+        return Err(PolicyError::new(
+            "audit.patients_in_bodies",
+            "needs a `fhir` section (a REST route names its patient with `routes[].audit`)",
+        ));
+    }
+    Ok(AuditPolicy {
+        record,
+        patients_in_bodies: bodies && record,
+    })
+}
+
+/// Route `i`'s `audit`: `patient_path_param` (a `{name}` segment of `pattern`) or
+/// `patient_query_param`.
+pub fn compile_route(v: &Value, i: usize, pattern: &str) -> Result<PatientParam, PolicyError> {
+    let at = format!("routes[{i}].audit");
+    let mut found = Vec::new();
+    members(v, &at, |k, x| {
+        let make = match k {
+            "patient_path_param" => PatientParam::Path,
+            "patient_query_param" => PatientParam::Query,
+            _ => return Err("unknown field"),
+        };
+        let s = x.as_str().filter(|s| !s.is_empty()).ok_or("a non-empty string")?;
+        found.push(make(s.to_string()));
+        Ok(())
+    })?;
+    let field = format!("{at}.patient_path_param");
+    match found.pop() {
+        Some(PatientParam::Path(p)) if !pattern.split('/').any(|s| s == format!("{{{p}}}")) => Err(
+            PolicyError::new(field, format!("`{p}` is not a `{{name}}` segment of the route's path")),
+        ),
+        Some(p) if found.is_empty() => Ok(p),
+        _ => Err(PolicyError::new(
+            field,
+            "give one of `patient_path_param` or `patient_query_param`",
+        )),
     }
 }
 

@@ -108,7 +108,7 @@ impl Policy {
                 "a FHIR API (`fhir` section) answers with an OperationOutcome: use `operation_outcome`",
             ));
         }
-        let audit = doc.audit.unwrap_or_default().compile(fhir.is_some())?;
+        let audit = crate::audit_policy::compile(doc.audit.as_ref(), fhir.is_some())?;
         if !audit.record && routes.names_patients() {
             return Err(PolicyError::new(
                 "audit.record",

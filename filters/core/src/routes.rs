@@ -52,7 +52,7 @@ pub struct RouteDoc {
     pub mode: Option<Mode>,
     /// Which parameter names the patient in the audit record (docs/audit.md "Patients").
     #[serde(default)]
-    pub audit: Option<crate::audit_policy::RouteAuditDoc>,
+    pub audit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,10 +192,7 @@ impl RouteTable {
                 }
             };
             let patient = match &d.audit {
-                Some(a) => {
-                    let names = authz::template_params(pattern, &field)?;
-                    Some(a.compile(i, &names)?)
-                }
+                Some(a) => Some(crate::audit_policy::compile_route(a, i, pattern)?),
                 None => None,
             };
             routes.push(Route {

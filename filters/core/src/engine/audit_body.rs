@@ -73,11 +73,10 @@ pub(super) fn named(trail: &mut Trail, v: &Value) {
 pub(super) fn start(dir: Dir, content_type: Option<&str>, encoding: Option<&str>) -> Reading {
     let media = content_type
         .and_then(|c| c.split(';').next())
-        .map(str::trim)
-        .unwrap_or_default();
-    let json = ["application/fhir+json", "application/json"]
-        .iter()
-        .any(|m| media.eq_ignore_ascii_case(m));
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = matches!(media.as_str(), "application/fhir+json" | "application/json");
     // RFC 9110 §8.4: any coding but `identity` is bytes the record cannot read.
     if encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
         Reading::Unreadable(code(dir, Why::Encoded))

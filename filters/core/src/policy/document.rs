@@ -33,7 +33,7 @@ pub struct PolicyDoc {
     pub cors: Option<serde_json::Value>,
     /// The audit record (docs/audit.md, `super::audit`).
     #[serde(default)]
-    pub audit: Option<crate::audit_policy::AuditDoc>,
+    pub audit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
