@@ -16,11 +16,11 @@ pub struct AuditPolicy {
     pub patients_in_bodies: bool,
 }
 
-/// Where a route's patient is named.
+/// Where a route's patient is named: the `{name}` path parameter, or the query parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PatientParam {
-    Path(String),
-    Query(String),
+pub struct PatientParam {
+    pub name: String,
+    pub in_path: bool,
 }
 
 /// The members of an `audit` object, each checked by `member` (read as a JSON value, like
@@ -71,23 +71,29 @@ pub fn compile_route(v: &Value, i: usize, pattern: &str) -> Result<PatientParam,
     let at = format!("routes[{i}].audit");
     let mut found = Vec::new();
     members(v, &at, |k, x| {
-        let make = match k {
-            "patient_path_param" => PatientParam::Path,
-            "patient_query_param" => PatientParam::Query,
+        let in_path = match k {
+            "patient_path_param" => true,
+            "patient_query_param" => false,
             _ => return Err("unknown field"),
         };
-        let s = x.as_str().filter(|s| !s.is_empty()).ok_or("a non-empty string")?;
-        found.push(make(s.to_string()));
+        let name = x
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or("a non-empty string")?;
+        let segment = |s: &str| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) == Some(name);
+        if in_path && !pattern.split('/').any(segment) {
+            return Err("not a `{name}` segment of the route's path");
+        }
+        found.push(PatientParam {
+            name: name.to_string(),
+            in_path,
+        });
         Ok(())
     })?;
-    let field = format!("{at}.patient_path_param");
-    match found.pop() {
-        Some(PatientParam::Path(p)) if !pattern.split('/').any(|s| s == format!("{{{p}}}")) => Err(
-            PolicyError::new(field, format!("`{p}` is not a `{{name}}` segment of the route's path")),
-        ),
-        Some(p) if found.is_empty() => Ok(p),
+    match (found.pop(), found.is_empty()) {
+        (Some(p), true) => Ok(p),
         _ => Err(PolicyError::new(
-            field,
+            format!("{at}.patient_path_param"),
             "give one of `patient_path_param` or `patient_query_param`",
         )),
     }
@@ -96,15 +102,14 @@ pub fn compile_route(v: &Value, i: usize, pattern: &str) -> Result<PatientParam,
 impl PatientParam {
     /// The patient the request names: the bound path parameter, or the query parameter.
     pub fn value(&self, params: &[(String, String)], path_with_query: &str) -> Option<String> {
-        let v = match self {
-            PatientParam::Path(name) => params.iter().find(|(n, _)| n == name)?.1.clone(),
-            PatientParam::Query(name) => {
-                let q = path_with_query.split_once('?')?.1;
-                crate::fhir::query::parse(q)?
-                    .into_iter()
-                    .find(|p| &p.name == name)?
-                    .value
-            }
+        let v = if self.in_path {
+            params.iter().find(|(n, _)| *n == self.name)?.1.clone()
+        } else {
+            let q = path_with_query.split_once('?')?.1;
+            crate::fhir::query::parse(q)?
+                .into_iter()
+                .find(|p| p.name == self.name)?
+                .value
         };
         Some(v).filter(|v| !v.is_empty())
     }

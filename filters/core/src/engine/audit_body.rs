@@ -17,7 +17,7 @@ pub(super) enum Dir {
     Response,
 }
 
-/// Why a body's patients are not known.
+/// Why a body's patients are not known (the index in [`CODES`]).
 #[derive(Clone, Copy)]
 enum Why {
     NotJson,
@@ -28,19 +28,30 @@ enum Why {
     Cut,
 }
 
+/// `patients_unread` codes: the request's, then the response's, in [`Why`] order.
+const CODES: [[&str; 5]; 2] = [
+    [
+        "request_not_json",
+        "request_encoded",
+        "request_over_limit",
+        "request_unparsed",
+        "request_cut",
+    ],
+    [
+        "response_not_json",
+        "response_encoded",
+        "response_over_limit",
+        "response_unparsed",
+        "response_cut",
+    ],
+];
+
 fn code(dir: Dir, why: Why) -> &'static str {
-    match (dir, why) {
-        (Dir::Request, Why::NotJson) => "request_not_json",
-        (Dir::Request, Why::Encoded) => "request_encoded",
-        (Dir::Request, Why::OverLimit) => "request_over_limit",
-        (Dir::Request, Why::Unparsed) => "request_unparsed",
-        (Dir::Request, Why::Cut) => "request_cut",
-        (Dir::Response, Why::NotJson) => "response_not_json",
-        (Dir::Response, Why::Encoded) => "response_encoded",
-        (Dir::Response, Why::OverLimit) => "response_over_limit",
-        (Dir::Response, Why::Unparsed) => "response_unparsed",
-        (Dir::Response, Why::Cut) => "response_cut",
-    }
+    CODES
+        .get(dir as usize)
+        .and_then(|c| c.get(why as usize))
+        .copied()
+        .unwrap_or_default()
 }
 
 /// One direction's body as the record reads it.
@@ -95,13 +106,14 @@ impl Reading {
 
     /// A part of `size` bytes went by (`read(n)`: its first `n` bytes); `held`: the host
     /// buffers the body so far, and `size` is all of it.
+    #[inline(never)]
     pub fn part(
         &mut self,
         trail: &mut Trail,
         limit: usize,
         size: usize,
         held: bool,
-        read: impl FnOnce(usize) -> Vec<u8>,
+        read: &dyn Fn(usize) -> Vec<u8>,
     ) {
         match self {
             Reading::On(dir, buf) => {
@@ -124,6 +136,7 @@ impl Reading {
     }
 
     /// The body ended: its patients go on the record.
+    #[inline(never)]
     pub fn end(&mut self, trail: &mut Trail) {
         match self {
             Reading::On(dir, buf) => {
@@ -151,6 +164,7 @@ impl Reading {
 
     /// The record is written: a body still going by was not read whole (unless the stream
     /// was refused: then it reached no one).
+    #[inline(never)]
     pub fn close(&mut self, trail: &mut Trail, refused: bool) {
         let why = match std::mem::take(self) {
             Reading::On(dir, _) => code(dir, Why::Cut),
@@ -171,7 +185,7 @@ mod tests {
         let mut t = Trail::default();
         let mut r = start(dir, Some(ct), ce);
         for p in parts {
-            r.part(&mut t, limit, p.len(), false, |n| p[..n].to_vec());
+            r.part(&mut t, limit, p.len(), false, &|n| p[..n].to_vec());
         }
         r.end(&mut t);
         t
@@ -245,7 +259,7 @@ mod tests {
     fn a_body_cut_short_is_said_unless_refused() {
         let mut t = Trail::default();
         let mut r = start(Dir::Response, Some("application/json"), None);
-        r.part(&mut t, 99, 3, false, |_| b"{\"a".to_vec());
+        r.part(&mut t, 99, 3, false, &|_| b"{\"a".to_vec());
         assert!(r.active());
         r.close(&mut t, false);
         assert_eq!(t.unread, Some("response_cut"));

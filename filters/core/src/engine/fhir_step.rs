@@ -294,7 +294,7 @@ pub(super) fn request_body<E: Env>(
             // Observed for the record, not held (`audit_body`).
             p.watch
                 .req
-                .part(&mut p.audit, limit, size, false, |n| x.request_body(n));
+                .part(&mut p.audit, limit, size, false, &|n| x.request_body(n));
             if end_of_stream {
                 p.watch.req.end(&mut p.audit);
             }
@@ -309,7 +309,7 @@ pub(super) fn request_body<E: Env>(
                 // Held for the stored read: the host buffers the body so far.
                 p.watch
                     .req
-                    .part(&mut p.audit, limit, size, true, |n| x.request_body(n));
+                    .part(&mut p.audit, limit, size, true, &|n| x.request_body(n));
             }
             Action::Hold
         }
@@ -427,7 +427,7 @@ pub(super) fn response_body<E: Env>(
         Step::Release => {
             p.watch
                 .resp
-                .part(&mut p.audit, limit, size, false, |n| x.response_body(n));
+                .part(&mut p.audit, limit, size, false, &|n| x.response_body(n));
             if end_of_stream {
                 p.watch.resp.end(&mut p.audit);
             }
