@@ -483,3 +483,16 @@ def test_rest_route_names_its_patient(helseid, chunked, key):
             assert "fhir" not in rec and "patients_complete" not in rec
     finally:
         run.envoy.stop()
+
+
+def test_record_false_writes_no_record(helseid, chunked, key):
+    """`"audit": {"record": false}`: no record is built, the access-log line stays."""
+    pol = {**policy(helseid), "audit": {"record": False}}
+    run = Run(helseid, chunked.port, "enforce", pol, name="norecord")
+    try:
+        r, rid, _ = run.call(key, "/fhir/Observation?code=718-7", token_claims=PRACTITIONER, headers=IDENTITY)
+        assert r.status_code == 200, r.text
+        mine = [x for x in run.lines(rid) if x.get("request_id") == rid]
+        assert len(mine) == 1 and mine[0]["fapi_guard_audit"] is None, mine
+    finally:
+        run.envoy.stop()
