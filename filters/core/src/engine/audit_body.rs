@@ -185,7 +185,9 @@ mod tests {
         let mut t = Trail::default();
         let mut r = start(dir, Some(ct), ce);
         for p in parts {
-            r.part(&mut t, limit, p.len(), false, &|n| p.get(..n).unwrap_or_default().to_vec());
+            r.part(&mut t, limit, p.len(), false, &|n| {
+                p.get(..n).unwrap_or_default().to_vec()
+            });
         }
         r.end(&mut t);
         t

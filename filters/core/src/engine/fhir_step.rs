@@ -11,6 +11,9 @@
 //!   resource from `fhir.read_before_write_cluster`; it goes on only if the answer passes.
 //! - Either direction may end with trailers instead of END_STREAM on DATA: every body and
 //!   trailers call follows `fhir::stream::step`, so nothing is released undecided.
+//! - The audit record's patients (`super::audit_body`, docs/audit.md "Patients"): a body this
+//!   step decides on or checks gives them from what it read; a body it lets go is observed
+//!   (copied as it goes on, never held) and read at its end.
 
 use super::audit_body::{self, Dir};
 use super::deny::{self, Refusal};

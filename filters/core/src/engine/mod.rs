@@ -18,6 +18,8 @@
 //!   without counting it again.
 //! - The response goes through the FHIR scope step first; the DPoP step's `DPoP-Nonce` is set
 //!   on the response headers once the FHIR scope step has let them go.
+//! - The audit record is handed out once the decision is final; when it reads the response
+//!   body for its patients (`audit_body`), at the response's end.
 
 pub mod audit;
 mod audit_body;
