@@ -212,9 +212,7 @@ fn patients_named(r: &FhirRequest) -> Vec<String> {
             }
         }
     }
-    out.retain(|v| !v.is_empty());
-    out.sort();
-    out.dedup();
+    // Sorted, without repeats or empty ids, with the other patients, in `record`.
     out
 }
 
@@ -307,6 +305,7 @@ pub(super) fn record(trail: &Trail, s: &Seen<'_>) -> AuditRecord {
     };
     r.patients_named.extend(trail.patients.iter().cloned());
     r.patients_named.extend(s.route_patient.clone());
+    r.patients_named.retain(|v| !v.is_empty());
     r.patients_named.sort();
     r.patients_named.dedup();
     if let Some(t) = s.token {
