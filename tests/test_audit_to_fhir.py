@@ -70,6 +70,31 @@ def test_denied_read_by_client_credentials():
     assert "Patient/pat-bjorn" in refs
 
 
+def test_every_named_patient_is_an_entity_and_incompleteness_is_carried():
+    """docs/audit.md "Patients": a practitioner's search whose answer named two patients, one
+    record complete, one whose answer could not be read (`patients_complete: false`)."""
+    search = {**USER, "patient": None, "patients_named": ["pat-anna", "pat-bjorn"], "patients_complete": True}
+    unread = {**USER, "request_id": "r-9", "patient": None, "patients_named": [], "patients_complete": False,
+              "patients_unread": "response_encoded"}
+    rest = {**REFUSED, "request_id": "r-8", "route": "/patients/{pid}", "path": "/patients/p-1",
+            "decision": "allow", "patients_named": ["p-1"], "patients_complete": False,
+            "patients_unread": "response_cut"}
+    complete, partial, plain = convert([line(search), line(unread), line(rest)])
+    for e in (complete, partial, plain):
+        AuditEvent.model_validate(e)
+    refs = [x["what"]["reference"] for x in complete["entity"] if x.get("role", {}).get("code") == "1"]
+    assert refs == ["Patient/pat-anna", "Patient/pat-bjorn"]
+    assert not any("detail" in x for x in complete["entity"])
+    (query,) = [x for x in partial["entity"] if x.get("role", {}).get("code") == "24"]
+    assert query["detail"] == [{"type": "patients_complete", "valueString": "false"},
+                               {"type": "patients_unread", "valueString": "response_encoded"}]
+    # No query or data entity (not FHIR): the flag still goes with the event.
+    (flag,) = [x for x in plain["entity"] if "detail" in x]
+    assert flag["detail"][1]["valueString"] == "response_cut"
+    assert [x["what"]["reference"] for x in plain["entity"] if x.get("role", {}).get("code") == "1"] == \
+        ["Patient/p-1"]
+
+
 def test_cli_bundle(tmp_path, capsys):
     log = tmp_path / "access.log"
     log.write_text(line(USER) + "\n" + line(SYSTEM) + "\n")

@@ -121,3 +121,29 @@ def test_every_schema_object_says_type_object():
     policy = json.loads((ROOT / "policies" / "demo-fhir-api.json").read_text())
     policy["api"] = list(policy["api"].values())
     assert any(e.path and e.path[0] == "api" for e in validator().iter_errors(policy))
+
+
+@pytest.mark.parametrize("audit, route_audit, fhir, ok", [
+    ({"record": True, "patients_in_bodies": True}, None, True, True),
+    ({"record": False}, None, False, True),
+    (None, {"patient_path_param": "orgnr"}, False, True),
+    (None, {"patient_query_param": "patient"}, False, True),
+    ({"record": "yes"}, None, False, False),
+    ({"extra": 1}, None, False, False),
+    (None, {"patient_path_param": "orgnr", "patient_query_param": "p"}, False, False),
+    (None, {}, False, False),
+    (None, {"patient_param": "orgnr"}, False, False),
+])
+def test_audit_options_in_schema(audit, route_audit, fhir, ok):
+    # The schema refuses what `audit` / `routes[].audit` refuse at load (audit_policy::tests;
+    # a path parameter the route does not have, and `patients_in_bodies` without `fhir`, only
+    # the loader can tell).
+    doc = json.loads((ROOT / "policies" / "helseid-rest-api.json").read_text())
+    if audit is not None:
+        doc["audit"] = audit
+    if route_audit is not None:
+        doc["routes"][1]["audit"] = route_audit
+    if fhir:
+        doc["fhir"] = {"base_path": "/fhir"}
+    errors = list(validator().iter_errors(doc))
+    assert (not errors) == ok, [e.message for e in errors]

@@ -107,6 +107,17 @@ def entities(rec, fhir, query):
         out.append({"what": {"reference": ref} if fhir.get("id") else {"display": ref},
                     "type": coding(ENTITY_TYPE, "2", "System Object"),
                     "role": coding(OBJECT_ROLE, "4", "Domain Resource")})
+    if rec.get("patients_complete") is False:
+        # docs/audit.md "Patients": the list above is not all the bodies named; carried as
+        # entity.detail (R4 AuditEvent.entity.detail, type + valueString) on the accessed data.
+        detail = [{"type": "patients_complete", "valueString": "false"},
+                  {"type": "patients_unread", "valueString": rec.get("patients_unread") or "unknown"}]
+        data = [e for e in out if e.get("role", {}).get("code") in ("4", "24")]
+        if data:
+            data[0]["detail"] = detail
+        else:
+            out.append({"type": coding(ENTITY_TYPE, "2", "System Object"), "detail": detail,
+                        "description": f"{rec.get('method')} {rec.get('path')}"})
     if rec.get("request_id"):
         out.append({"what": {"identifier": {"value": rec["request_id"]}},
                     "type": coding(BALP_ENTITY_TYPE, "XrequestId")})

@@ -4,16 +4,20 @@ one record per request a protected route sees as filter state, and the rendered 
 joserfc) in front of the sample FHIR API (tests/fhir_upstream/server.py: `pat-anna`,
 `pat-bjorn`). Every request carries its own `x-request-id`, so "exactly once" is counted per id.
 """
+import gzip
 import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
+import server as fhir_server  # tests/fhir_upstream/server.py (pytest.ini pythonpath)
 from harness import Envoy, build_wasm, render, validate_config
 from helseid_shapes import HELSEID_DPOP_ALGS, ORG_PARENT, HelseId, proof, proof_key
 
@@ -53,16 +57,17 @@ def key():
 class Run:
     """One Envoy with the audit log in a file; remembers every token and proof it sent."""
 
-    def __init__(self, helseid, api, mode):
+    def __init__(self, helseid, api, mode, pol=None, name=None):
         self.secrets: list[str] = []
         self.helseid = helseid
         d = os.environ.get("FAPI_GUARD_AUDIT_DIR") or f"/tmp/fapi-guard-audit-{uuid.uuid4().hex}"
         os.makedirs(d, exist_ok=True)
-        self.log_file = os.path.join(d, f"access-{mode}.log")
-        self.envoy = Envoy(policy(helseid, mode), api, audit_log=self.log_file,
+        self.log_file = os.path.join(d, f"access-{name or mode}.log")
+        self.envoy = Envoy(pol or policy(helseid, mode), api, audit_log=self.log_file,
                            log_level="info")
 
-    def call(self, key, path, method="GET", token_claims=None, tamper_proof=False, token=True, headers=None):
+    def call(self, key, path, method="GET", token_claims=None, tamper_proof=False, token=True, headers=None,
+             json_body=None, stream=False):
         rid = uuid.uuid4().hex
         h = {"x-request-id": rid, "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
              **(headers or {})}
@@ -75,7 +80,7 @@ class Run:
                 p = head + "." + ("A" if sig[0] != "A" else "B") + sig[1:]
             self.secrets += [t.rsplit(".", 1)[1], p.rsplit(".", 1)[1]]
             h.update({"Authorization": f"DPoP {t}", "DPoP": p})
-        r = requests.request(method, url, headers=h, timeout=10)
+        r = requests.request(method, url, headers=h, timeout=10, json=json_body, stream=stream)
         return r, rid, h["traceparent"]
 
     def lines(self, rid=None):
@@ -304,3 +309,190 @@ def test_no_token_or_proof_in_any_log(enforce, shadow):
                 assert s not in text
             # Nor any other compact JWS (token or proof: both start with a JSON header).
             assert not re.search(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}", text)
+
+
+# ---- Patients the bodies name (docs/audit.md "Patients") ----
+
+class ChunkedFhir:
+    """The sample FHIR API (tests/fhir_upstream/server.py) answering with a chunked body
+    (RFC 9112 §7.1) in two chunks, as HAPI FHIR streams a response it writes through the
+    servlet's writer. With `Accept-Encoding: gzip` it compresses the answer, as HAPI's
+    `RestfulServerUtils.determineResponseEncodingWithDefault`/`GZIPOutputStream` path does;
+    `_format=xml` answers FHIR XML (`application/fhir+xml`, R4 http.html "Content Types").
+    A request with `x-test-wait: 1` gets its second chunk only once `go` is set (or after
+    5 s, noted in `timed_out`), so a test sees whether the first bytes went by early."""
+
+    def __init__(self):
+        self.fhir = fhir_server.Fhir()
+        self.go = threading.Event()
+        self.timed_out = False
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, res, _ = outer.fhir.handle(self.command, self.path, body, headers)
+                data = json.dumps(res).encode() if res is not None else b""
+                ctype = "application/fhir+json; charset=utf-8"
+                if "_format=xml" in self.path:
+                    ctype = "application/fhir+xml; charset=utf-8"
+                    data = b'<Bundle xmlns="http://hl7.org/fhir"><type value="searchset"/></Bundle>'
+                self.send_response(status)
+                if "gzip" in (headers.get("accept-encoding") or ""):
+                    data = gzip.compress(data)
+                    self.send_header("content-encoding", "gzip")
+                self.send_header("content-type", ctype)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                half = len(data) // 2
+                for i, part in enumerate((data[:half], data[half:])):
+                    if i == 1 and headers.get("x-test-wait") == "1":
+                        outer.timed_out = not outer.go.wait(5)
+                    if part:
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def chunked():
+    u = ChunkedFhir()
+    yield u
+    u.stop()
+
+
+@pytest.fixture(scope="module")
+def bodies(helseid, chunked):
+    r = Run(helseid, chunked.port, "enforce", name="bodies")
+    yield r
+    r.envoy.stop()
+
+
+IDENTITY = {"Accept-Encoding": "identity"}
+PRACTITIONER = {"scope": ("user/Observation.cruds", "user/Patient.rs"), HPR: "565501872",
+                "authorization_details": TRUST}
+
+
+def test_user_search_names_every_patient_of_the_searchset(bodies, key):
+    r, rid, _ = bodies.call(key, "/fhir/Observation?code=718-7", token_claims=PRACTITIONER, headers=IDENTITY)
+    assert r.status_code == 200, r.text
+    assert {e["resource"]["subject"]["reference"] for e in r.json()["entry"]} == \
+        {f"Patient/{ANNA}", f"Patient/{BJORN}"}
+    _, rec = bodies.record(rid)
+    assert rec["decision"] == "allow" and "patient" not in rec
+    assert rec["patients_named"] == [ANNA, BJORN]
+    assert rec["patients_complete"] is True and "patients_unread" not in rec
+    # Ids only: nothing of the bodies.
+    assert "718-7" not in json.dumps(rec) and "Hemoglobin" not in json.dumps(rec)
+
+
+def test_user_create_names_the_subject_of_its_body(bodies, key):
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": f"Patient/{BJORN}"}}
+    r, rid, _ = bodies.call(key, "/fhir/Observation", method="POST", token_claims=PRACTITIONER,
+                            json_body=obs, headers={"Content-Type": "application/fhir+json", **IDENTITY})
+    assert r.status_code == 201, r.text
+    _, rec = bodies.record(rid)
+    assert rec["fhir"]["interaction"] == "create"
+    assert rec["patients_named"] == [BJORN] and rec["patients_complete"] is True
+
+
+def test_patient_grant_refusal_names_the_other_patient(bodies, key):
+    r, rid, _ = bodies.call(key, "/fhir/Observation/obs-bjorn-hb", token_claims=user(), headers=IDENTITY)
+    assert r.status_code in (403, 404), r.text
+    _, rec = bodies.record(rid)
+    assert rec["decision"] == "deny" and rec["step"] == "fhir_scope"
+    assert rec["patient"] == ANNA and rec["patients_named"] == [BJORN]
+
+
+@pytest.mark.parametrize("case, unread", [("xml", "response_not_json"), ("gzip", "response_encoded")])
+def test_what_the_record_cannot_read_is_said(bodies, key, case, unread):
+    path = "/fhir/Observation?code=718-7" + ("&_format=xml" if case == "xml" else "")
+    r, rid, _ = bodies.call(key, path, token_claims=PRACTITIONER,
+                            headers={"Accept-Encoding": "gzip" if case == "gzip" else "identity"})
+    assert r.status_code == 200, r.text
+    if case == "gzip":
+        assert r.headers["content-encoding"] == "gzip" and r.json()["resourceType"] == "Bundle"
+    _, rec = bodies.record(rid)
+    assert rec["decision"] == "allow" and "patients_named" not in rec
+    assert rec["patients_complete"] is False and rec["patients_unread"] == unread
+
+
+def test_the_observed_response_is_not_held(bodies, chunked, key):
+    """The first chunk reaches the client while the upstream still holds back the second:
+    the guard observes the body (user grant, nothing to check), it does not buffer it."""
+    chunked.go.clear()
+    r, rid, _ = bodies.call(key, "/fhir/Observation?code=718-7", token_claims=PRACTITIONER,
+                            headers={"x-test-wait": "1", "Accept-Encoding": "identity"}, stream=True)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    parts = r.iter_content(chunk_size=1)
+    first = next(parts)
+    early = not chunked.timed_out
+    chunked.go.set()
+    rest = first + b"".join(parts)
+    assert early, "the first bytes came only after the upstream gave up waiting"
+    assert json.loads(rest)["resourceType"] == "Bundle"
+    _, rec = bodies.record(rid)
+    assert rec["patients_named"] == [ANNA, BJORN] and rec["patients_complete"] is True
+
+
+REST_AUD = "nhn:audit-rest-e2e"
+
+
+def test_rest_route_names_its_patient(helseid, chunked, key):
+    """A plain REST API: `routes[].audit.patient_path_param` names the patient of the path."""
+    pol = {
+        "api": {"name": "audit-rest-e2e", "audience": REST_AUD, "denial_format": "problem+json"},
+        "issuers": [{"issuer": "https://helseid-sts.test.nhn.no", "jwks": helseid.jwks()}],
+        "token": {"schemes": ["DPoP"], "allowed_algs": ["RS256"], "require_sub": False, "allow_typ_jwt": True},
+        "dpop": {"allowed_algs": HELSEID_DPOP_ALGS},
+        "routes": [{"path_prefix": "/patients/{pid}/notes", "require": "token",
+                    "audit": {"patient_path_param": "pid"}},
+                   {"path_prefix": "/journal", "require": "token",
+                    "audit": {"patient_query_param": "patient"}}],
+    }
+    run = Run(helseid, chunked.port, "enforce", pol, name="rest")
+    try:
+        for path, pid in (("/patients/p-77/notes/3", "p-77"), ("/journal?x=1&patient=p%2D88", "p-88")):
+            rid = uuid.uuid4().hex
+            url = run.envoy.url + path
+            t = helseid.token(REST_AUD, key.thumbprint(), scope=("nhn:sample-rest/read",))
+            h = {"x-request-id": rid, "Authorization": f"DPoP {t}", "DPoP": proof(key, "ES256", "GET", url, t)}
+            r = requests.get(url, headers=h, timeout=10)
+            assert r.status_code == 404, r.text  # the upstream has no such path; the guard let it go
+            _, rec = run.record(rid)
+            assert rec["decision"] == "allow" and rec["patients_named"] == [pid]
+            assert "fhir" not in rec and "patients_complete" not in rec
+    finally:
+        run.envoy.stop()
+
+
+def test_record_false_writes_no_record(helseid, chunked, key):
+    """`"audit": {"record": false}`: no record is built, the access-log line stays."""
+    pol = {**policy(helseid), "audit": {"record": False}}
+    run = Run(helseid, chunked.port, "enforce", pol, name="norecord")
+    try:
+        r, rid, _ = run.call(key, "/fhir/Observation?code=718-7", token_claims=PRACTITIONER, headers=IDENTITY)
+        assert r.status_code == 200, r.text
+        mine = [x for x in run.lines(rid) if x.get("request_id") == rid]
+        assert len(mine) == 1 and mine[0]["fapi_guard_audit"] is None, mine
+    finally:
+        run.envoy.stop()

@@ -4,6 +4,7 @@
 //! decision; the proxy-wasm crates only translate host calls. Spec references point at
 //! `docs/checks.md` (§1 token, §2 DPoP, §3 SMART scopes, §4 per-route authz) and the RFCs.
 
+pub mod audit_policy;
 pub mod authz;
 pub mod b64;
 pub mod cache;

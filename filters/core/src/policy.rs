@@ -42,6 +42,8 @@ pub struct Policy {
     pub unmatched: crate::routes::Unmatched,
     /// The body of every denial (`api.denial_format`).
     pub denial_format: crate::denial::DenialFormat,
+    /// The `audit` section (docs/audit.md).
+    pub audit: crate::audit_policy::AuditPolicy,
 }
 
 impl Policy {
@@ -106,7 +108,15 @@ impl Policy {
                 "a FHIR API (`fhir` section) answers with an OperationOutcome: use `operation_outcome`",
             ));
         }
+        let audit = crate::audit_policy::compile(doc.audit.as_ref(), fhir.is_some())?;
+        if !audit.record && routes.names_patients() {
+            return Err(PolicyError::new(
+                "audit.record",
+                "is false, yet a route's `audit` names its patient for the record",
+            ));
+        }
         Ok(Policy {
+            audit,
             api_name: doc.api.name,
             audience: doc.api.audience,
             sole_audience: doc.api.sole_audience,

@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use crate::audit_policy::PatientParam;
 use crate::authz::{self, Authz, AuthzDoc, Mode};
 use crate::error::PolicyError;
 use crate::path::{self, CanonicalPath};
@@ -49,6 +50,9 @@ pub struct RouteDoc {
     /// `enforce` or `shadow` for this rule; unset = the policy's `mode`.
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Which parameter names the patient in the audit record (docs/audit.md "Patients").
+    #[serde(default)]
+    pub audit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +65,7 @@ struct Route {
     require: Requirement,
     authz: Option<Authz>,
     mode: Option<Mode>,
+    patient: Option<PatientParam>,
 }
 
 /// Compiled route rules.
@@ -186,7 +191,12 @@ impl RouteTable {
                     None
                 }
             };
+            let patient = match &d.audit {
+                Some(a) => Some(crate::audit_policy::compile_route(a, i, pattern)?),
+                None => None,
+            };
             routes.push(Route {
+                patient,
                 pattern: pattern.to_string(),
                 exact,
                 methods: d.methods.clone(),
@@ -219,6 +229,16 @@ impl RouteTable {
     /// Rule `index`'s `path` or `path_prefix`, as written.
     pub fn pattern_of(&self, index: usize) -> Option<&str> {
         self.routes.get(index).map(|r| r.pattern.as_str())
+    }
+
+    /// Rule `index`'s patient parameter (`routes[].audit`).
+    pub fn patient_of(&self, index: usize) -> Option<&PatientParam> {
+        self.routes.get(index).and_then(|r| r.patient.as_ref())
+    }
+
+    /// Some route names its patient for the audit record.
+    pub fn names_patients(&self) -> bool {
+        self.routes.iter().any(|r| r.patient.is_some())
     }
 
     /// Rule `index`'s `authz` (for a [`RouteMatch::rule`] kept from [`Self::lookup`]).
@@ -324,6 +344,7 @@ mod tests {
                 require: Requirement::None,
                 authz: None,
                 mode: None,
+                audit: None,
             }];
             let err = RouteTable::compile(Some(&docs)).err().map(|e| e.field);
             assert_eq!(err.as_deref(), Some("routes[0].path_prefix"), "{bad}");

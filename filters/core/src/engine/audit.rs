@@ -100,9 +100,15 @@ pub struct AuditRecord {
     /// The token's patient claim (SMART launch context).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
-    /// Patients the request named in its path or query (docs/audit.md "Patients").
+    /// Patients the request and response named (docs/audit.md "Patients").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub patients_named: Vec<String>,
+    /// The bodies were read for patients: whether every one named is in `patients_named`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patients_complete: Option<bool>,
+    /// Why not (`request_not_json`, `response_encoded`, `response_over_limit`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patients_unread: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,9 +142,19 @@ pub(super) struct Trail {
     pub done: bool,
     /// The record was handed out.
     pub written: bool,
+    /// The bodies are read for patients (`audit.patients_in_bodies`, the FHIR scope step).
+    pub bodies: bool,
+    /// Patients the bodies named.
+    pub patients: Vec<String>,
+    /// Why a body's patients are not all known (the first reason).
+    pub unread: Option<&'static str>,
 }
 
 impl Trail {
+    pub fn unread(&mut self, why: &'static str) {
+        self.unread.get_or_insert(why);
+    }
+
     /// A refusal (only the first counts; an enforced one ends the stream).
     pub fn refused(&mut self, step: StepName, reason: Reason, shadow: bool, client: Option<&str>) {
         if self.refusal.is_none() {
@@ -164,6 +180,8 @@ pub(super) struct Seen<'a> {
     pub token: Option<&'a VerifiedToken>,
     /// `fhir.base_path` and `fhir.patient_claim` (no FHIR policy: `None`).
     pub fhir: Option<(&'a str, &'a str)>,
+    /// The patient a REST route's `audit` parameter names.
+    pub route_patient: Option<String>,
 }
 
 fn claim(t: &VerifiedToken, name: &str) -> Option<String> {
@@ -200,9 +218,7 @@ fn patients_named(r: &FhirRequest) -> Vec<String> {
             }
         }
     }
-    out.retain(|v| !v.is_empty());
-    out.sort();
-    out.dedup();
+    // Sorted, without repeats or empty ids, with the other patients, in `record`.
     out
 }
 
@@ -288,9 +304,16 @@ pub(super) fn record(trail: &Trail, s: &Seen<'_>) -> AuditRecord {
         purpose_of_use: None,
         patient: None,
         patients_named: classified.as_ref().map(patients_named).unwrap_or_default(),
+        patients_complete: trail.bodies.then_some(trail.unread.is_none()),
+        patients_unread: trail.unread,
         jkt: None,
         jti: None,
     };
+    r.patients_named.extend(trail.patients.iter().cloned());
+    r.patients_named.extend(s.route_patient.clone());
+    r.patients_named.retain(|v| !v.is_empty());
+    r.patients_named.sort();
+    r.patients_named.dedup();
     if let Some(t) = s.token {
         let (types, purpose, orgs) = details(t);
         r.client_id = Some(t.client_id.clone()).filter(|c| !c.is_empty());
@@ -351,6 +374,7 @@ mod tests {
             decided: true,
             token: t,
             fhir: Some(("/fhir", "patient")),
+            route_patient: None,
         }
     }
 

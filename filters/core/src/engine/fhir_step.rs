@@ -11,7 +11,11 @@
 //!   resource from `fhir.read_before_write_cluster`; it goes on only if the answer passes.
 //! - Either direction may end with trailers instead of END_STREAM on DATA: every body and
 //!   trailers call follows `fhir::stream::step`, so nothing is released undecided.
+//! - The audit record's patients (`super::audit_body`, docs/audit.md "Patients"): a body this
+//!   step decides on or checks gives them from what it read; a body it lets go is observed
+//!   (copied as it goes on, never held) and read at its end.
 
+use super::audit_body::{self, Dir};
 use super::deny::{self, Refusal};
 use super::{
     trace, Action, Count, Env, Exchange, Output, Pipeline, StepName, StoredAnswer, StoredRead,
@@ -23,7 +27,7 @@ use crate::fhir::exchange::{self, HeldRead};
 use crate::fhir::policy::FhirPolicy;
 use crate::fhir::stream::{step, Gate, Part, Step};
 use crate::fhir::{
-    check_response_meta, decide, Decision, Denial, RequestView, ResponseCheck, ResponseMeta,
+    check_response_into, decide, Decision, Denial, RequestView, ResponseCheck, ResponseMeta,
 };
 
 /// The FHIR scope step's state for one stream.
@@ -56,6 +60,13 @@ fn fhir(w: &Worker) -> Option<&FhirPolicy> {
     w.fhir()
 }
 
+impl State {
+    /// The response waits for its check.
+    pub(super) fn response_pending(&self) -> bool {
+        self.response_gate == Gate::Buffering
+    }
+}
+
 pub(super) fn request_headers<E: Env>(
     p: &mut Pipeline,
     w: &Worker,
@@ -83,6 +94,15 @@ pub(super) fn request_headers<E: Env>(
     p.fhir.if_none_exist = x.request_header("if-none-exist");
     p.fhir.content_type = x.request_header("content-type");
     p.fhir.authority = x.request_header(":authority").unwrap_or_default();
+    p.audit.bodies = w.policy.audit.patients_in_bodies;
+    if p.audit.bodies && !p.headers_eos {
+        let encoding = x.request_header("content-encoding");
+        p.watch.req = audit_body::start(
+            Dir::Request,
+            p.fhir.content_type.as_deref(),
+            encoding.as_deref(),
+        );
+    }
     if !fp.read_before_write_headers.is_empty() {
         p.fhir.stored_read_headers = fp.stored_read_headers(&x.request_headers());
     }
@@ -273,12 +293,29 @@ pub(super) fn request_body<E: Env>(
         return Action::Continue;
     };
     match step(p.fhir.request_gate, Part::Data { end_of_stream }) {
-        Step::Release => Action::Continue,
+        Step::Release => {
+            // Observed for the record, not held (`audit_body`).
+            p.watch
+                .req
+                .part(&mut p.audit, limit, size, false, &|n| x.request_body(n));
+            if end_of_stream {
+                p.watch.req.end(&mut p.audit);
+            }
+            Action::Continue
+        }
         // The host keeps buffering while the step holds body data.
         Step::Hold if p.fhir.request_gate == Gate::Buffering && size > limit => {
             refuse(p, w, env, Reason::RequestTooLarge, None)
         }
-        Step::Hold => Action::Hold,
+        Step::Hold => {
+            if p.fhir.request_gate == Gate::Waiting {
+                // Held for the stored read: the host buffers the body so far.
+                p.watch
+                    .req
+                    .part(&mut p.audit, limit, size, true, &|n| x.request_body(n));
+            }
+            Action::Hold
+        }
         Step::Decide if size > limit => refuse(p, w, env, Reason::RequestTooLarge, None),
         Step::Decide => {
             let body = x.request_body(size);
@@ -300,7 +337,10 @@ pub(super) fn request_trailers<E: Env>(
         return Action::Continue;
     };
     match step(p.fhir.request_gate, Part::Trailers) {
-        Step::Release => Action::Continue,
+        Step::Release => {
+            p.watch.req.end(&mut p.audit);
+            Action::Continue
+        }
         Step::Hold => Action::Hold,
         Step::Decide => {
             let body = x.request_body(limit.saturating_add(1));
@@ -323,6 +363,7 @@ fn decide_body<E: Env>(
 ) -> Action {
     p.fhir.request_gate = Gate::Open;
     p.fhir.used_body = true;
+    p.watch.req.whole(&mut p.audit, body, Dir::Request);
     let d = decide_on(p, w, Some(body));
     apply(p, w, env, x, out, d)
 }
@@ -338,6 +379,14 @@ pub(super) fn response_headers<E: Env>(
         return Action::Continue;
     };
     if p.fhir.response_gate != Gate::Buffering || p.fhir.check.is_none() {
+        if p.audit.bodies && !end_of_stream && !p.ended {
+            // Not checked: observed for the record (`audit_body`), never held.
+            let (ct, ce) = (
+                x.response_header("content-type"),
+                x.response_header("content-encoding"),
+            );
+            p.watch.resp = audit_body::start(Dir::Response, ct.as_deref(), ce.as_deref());
+        }
         return Action::Continue;
     }
     p.fhir.status = x
@@ -378,7 +427,15 @@ pub(super) fn response_body<E: Env>(
         return Action::Continue;
     };
     match step(p.fhir.response_gate, Part::Data { end_of_stream }) {
-        Step::Release => Action::Continue,
+        Step::Release => {
+            p.watch
+                .resp
+                .part(&mut p.audit, limit, size, false, &|n| x.response_body(n));
+            if end_of_stream {
+                p.watch.resp.end(&mut p.audit);
+            }
+            Action::Continue
+        }
         Step::Hold | Step::Decide if size > limit => {
             refuse(p, w, env, Reason::ResponseTooLarge, None)
         }
@@ -402,7 +459,10 @@ pub(super) fn response_trailers<E: Env>(
         return Action::Continue;
     };
     match step(p.fhir.response_gate, Part::Trailers) {
-        Step::Release => Action::Continue,
+        Step::Release => {
+            p.watch.resp.end(&mut p.audit);
+            Action::Continue
+        }
         Step::Hold => Action::Hold,
         Step::Decide => {
             let body = x.response_body(limit.saturating_add(1));
@@ -425,7 +485,13 @@ fn finish_response<E: Env>(p: &mut Pipeline, w: &Worker, env: &E, body: &[u8]) -
     let meta = ResponseMeta {
         security_context: p.fhir.security_context.as_deref(),
     };
-    let verdict = check_response_meta(fp, &check, p.fhir.status, &meta, body);
+    // The record names the patients of the answer as the check parsed it (the other one too).
+    let (bodies, trail) = (p.audit.bodies, &mut p.audit);
+    let verdict = check_response_into(fp, &check, p.fhir.status, &meta, body, &mut |v| {
+        if bodies {
+            audit_body::named(trail, v);
+        }
+    });
     trace::fhir_response(env, &p.method, verdict);
     match verdict {
         Ok(()) => {

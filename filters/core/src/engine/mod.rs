@@ -18,8 +18,11 @@
 //!   without counting it again.
 //! - The response goes through the FHIR scope step first; the DPoP step's `DPoP-Nonce` is set
 //!   on the response headers once the FHIR scope step has let them go.
+//! - The audit record is handed out once the decision is final; when it reads the response
+//!   body for its patients (`audit_body`), at the response's end.
 
 pub mod audit;
+mod audit_body;
 mod deny;
 mod dpop_step;
 mod fhir_step;
@@ -210,6 +213,8 @@ pub struct Pipeline {
     response_held: bool,
     /// The audit record's facts ([`Pipeline::take_audit`]).
     audit: audit::Trail,
+    /// The bodies the record reads patients from.
+    watch: audit_body::Watch,
 }
 
 impl Default for Pipeline {
@@ -238,6 +243,7 @@ impl Pipeline {
             fhir_action: Action::Continue,
             response_held: false,
             audit: audit::Trail::default(),
+            watch: audit_body::Watch::default(),
         }
     }
 
@@ -265,7 +271,7 @@ impl Pipeline {
         let route = match w.policy.route(&self.method, &self.raw_path, &has_header) {
             Ok(route) => route,
             Err(f) => {
-                self.audit_ids(x);
+                self.audit_ids(w, x);
                 trace::route_fault(env, &f);
                 self.mode = Mode::Enforce;
                 let refusal = deny::request_fault_reply(w, env, &f);
@@ -284,7 +290,7 @@ impl Pipeline {
         }
         trace::route(env, false, route.unlisted);
         self.route = Some(route);
-        self.audit_ids(x);
+        self.audit_ids(w, x);
         self.stage = Stage::At(w.first_step());
         out.action = self.advance(w, env, x, &mut out);
         out
@@ -415,8 +421,8 @@ impl Pipeline {
                 return out;
             }
         }
-        // The response goes on unchecked: the decision is final.
-        self.audit.done = true;
+        // The response goes on unchecked: the decision is final (once the record has read it).
+        self.response_final(&out);
         self.nonce_edit(&mut out);
         out
     }
@@ -432,6 +438,7 @@ impl Pipeline {
         let mut out = Output::new(Action::Continue);
         if w.has(StepName::FhirScope) {
             out.action = fhir_step::response_body(self, w, env, x, size, end_of_stream);
+            self.response_final(&out);
             self.after_response_check(&mut out);
         }
         out
@@ -446,9 +453,21 @@ impl Pipeline {
         let mut out = Output::new(Action::Continue);
         if w.has(StepName::FhirScope) {
             out.action = fhir_step::response_trailers(self, w, env, x);
+            self.response_final(&out);
             self.after_response_check(&mut out);
         }
         out
+    }
+
+    /// A response part went on: the decision is final once no check and no record reading
+    /// waits for the rest of the body.
+    fn response_final(&mut self, out: &Output) {
+        if out.action == Action::Continue
+            && !self.fhir.response_pending()
+            && !self.watch.resp.active()
+        {
+            self.audit.done = true;
+        }
     }
 
     /// The FHIR scope step let go of response headers it held: the nonce goes on them now.
@@ -460,8 +479,8 @@ impl Pipeline {
     }
 
     /// A protected request (or one refused before routing): it gets an audit record.
-    fn audit_ids(&mut self, x: &dyn Exchange) {
-        self.audit.protected = true;
+    fn audit_ids(&mut self, w: &Worker, x: &dyn Exchange) {
+        self.audit.protected = w.policy.audit.record;
         self.audit.request_id = x.request_header("x-request-id");
         self.audit.traceparent = x.request_header("traceparent");
     }
@@ -486,6 +505,9 @@ impl Pipeline {
             return None;
         }
         self.audit.written = true;
+        let refused = matches!(self.audit.refusal, Some((_, _, false)));
+        self.watch.req.close(&mut self.audit, refused);
+        self.watch.resp.close(&mut self.audit, refused);
         let route = self.route.as_ref();
         let seen = audit::Seen {
             now,
@@ -499,6 +521,10 @@ impl Pipeline {
             fhir: w
                 .fhir()
                 .map(|f| (f.base_path.as_str(), f.patient_claim.as_str())),
+            route_patient: route.and_then(|r| {
+                let param = w.policy.routes.patient_of(r.rule?)?;
+                param.value(&r.params, &r.path_with_query)
+            }),
         };
         Some(audit::record(&self.audit, &seen))
     }

@@ -27,5 +27,7 @@ pub mod stream;
 pub mod subsetting;
 
 pub use decide::{decide, Decision, Denial, RequestView};
-pub use response::{check_response, check_response_meta, check_stored, ResponseMeta};
+pub use response::{
+    check_response, check_response_into, check_response_meta, check_stored, ResponseMeta,
+};
 pub use response_check::{PageCheck, PageGrant, ResponseCheck, StoredCheck, StoredSearch};

@@ -301,6 +301,19 @@ pub fn check_response_meta(
     meta: &ResponseMeta<'_>,
     body: &[u8],
 ) -> Result<(), Reason> {
+    check_response_into(policy, check, status, meta, body, &mut |_| {})
+}
+
+/// [`check_response_meta`] that also hands the answer it parsed to `seen` (the audit
+/// record's patients, without a second parse).
+pub fn check_response_into(
+    policy: &FhirPolicy,
+    check: &ResponseCheck,
+    status: u32,
+    meta: &ResponseMeta<'_>,
+    body: &[u8],
+    seen: &mut dyn FnMut(&Value),
+) -> Result<(), Reason> {
     if body.len() > policy.max_response_bytes {
         return Err(Reason::ResponseTooLarge);
     }
@@ -319,6 +332,9 @@ pub fn check_response_meta(
     }
     if success {
         if let Some(binary) = raw_binary(check, meta, body) {
+            if let Ok(v) = &binary {
+                seen(v);
+            }
             return match binary {
                 Ok(v) if check_any(policy, check, &v) => Ok(()),
                 Ok(_) => Err(foreign),
@@ -329,6 +345,7 @@ pub fn check_response_meta(
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return Err(foreign);
     };
+    seen(&v);
     if !success && is_outcome(&v) {
         return Ok(());
     }

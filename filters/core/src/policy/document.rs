@@ -31,6 +31,9 @@ pub struct PolicyDoc {
     /// guard, not by the filters (`cors.rs`, docs/platform-guide.md "CORS").
     #[serde(default)]
     pub cors: Option<serde_json::Value>,
+    /// The audit record (docs/audit.md, `super::audit`).
+    #[serde(default)]
+    pub audit: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

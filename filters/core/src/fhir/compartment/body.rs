@@ -34,7 +34,7 @@ pub fn is_patient_ref(reference: &str, pid: &str) -> bool {
 
 /// The patient id a reference string names (`Patient/<id>`, versioned, or an absolute URL
 /// ending so); `Some("")` for a conditional `Patient?...` reference (cannot be resolved).
-fn referenced_patient(reference: &str) -> Option<&str> {
+pub(super) fn referenced_patient(reference: &str) -> Option<&str> {
     if reference.contains("Patient?") {
         return Some("");
     }

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::body::{is_patient_ref, values_at};
+use super::body::{is_patient_ref, referenced_patient, values_at};
 use super::definition::PATIENT_COMPARTMENT;
 
 /// One type's compartment parameters: (search parameter, element path).
@@ -127,6 +127,34 @@ impl Compartment {
             return resource.get("id").and_then(Value::as_str) == Some(pid) && foreign == 0;
         }
         mine > 0 && foreign == 0
+    }
+
+    /// The patients a resource names (docs/audit.md "Patients"): a Patient's own id, the
+    /// `Patient` references of its compartment elements (R4 compartmentdefinition-patient),
+    /// and those of every `entry.resource` of a Bundle. Pushed to `out`; `false` when a
+    /// reference names a patient it cannot resolve (logical, conditional `Patient?...`).
+    pub fn patients_named(&self, v: &Value, out: &mut Vec<String>) -> bool {
+        let Some(rt) = v.get("resourceType").and_then(Value::as_str) else {
+            return true;
+        };
+        let mut resolved = true;
+        if rt == "Bundle" {
+            for r in values_at(v, "entry.resource") {
+                resolved &= self.patients_named(r, out);
+            }
+            return resolved;
+        }
+        if rt == "Patient" {
+            out.extend(v.get("id").and_then(Value::as_str).map(str::to_string));
+        }
+        for r in self.patient_refs(v, rt) {
+            match referenced_patient(&r) {
+                Some("") => resolved = false,
+                Some(id) => out.push(id.to_string()),
+                None => resolved &= !r.is_empty(),
+            }
+        }
+        resolved
     }
 
     /// Top-level element names of `resource_type`'s compartment paths (`subject`, `performer`).
