@@ -18,6 +18,10 @@
 //!   without counting it again.
 //! - The response goes through the FHIR scope step first; the DPoP step's `DPoP-Nonce` is set
 //!   on the response headers once the FHIR scope step has let them go.
+//!
+//! The partition step (`fapi_guard:partition`, `partition_step.rs`) is not a step of the chain:
+//! it runs alone at the layer in front of the replicas, sets their routing key and lets every
+//! request go (docs/dpop.md, "Replay across replicas").
 
 pub mod audit;
 mod deny;

@@ -46,7 +46,6 @@ impl Worker {
         if !(steps.token || steps.dpop || steps.fhir_scope || steps.partition) {
             return Err("no step to run".to_string());
         }
-
         let n = policy.issuers.len();
         Ok(Worker {
             ring: RefCell::new(KeyRing::new(&policy)),
