@@ -14,7 +14,6 @@ more (the documented bounds); with round robin instead of the hash, the gap is b
 """
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 import ipaddress
