@@ -20,6 +20,7 @@ import ipaddress
 import json
 import os
 import tempfile
+import time
 
 import pytest
 import requests
@@ -204,9 +205,19 @@ class Partitioned:
         self.gateway = EnvoyProcess(cfg, port, admin, "gateway", log_level="warning")
 
     def restart_replica(self, i: int):
+        """Replica `i` stops and a fresh one (an empty cache) starts on the same port, so the
+        gateway's ring is unchanged."""
         old = self.replicas[i]
         old.stop()
-        self.replicas[i] = Replica(self.policy, self.upstream_port, self.pki, port=old.port)
+        for attempt in range(10):
+            try:
+                self.replicas[i] = Replica(self.policy, self.upstream_port, self.pki, port=old.port)
+                return
+            except RuntimeError as e:
+                # The port not yet free to bind again (the old sockets closing): retry.
+                if "Address already in use" not in str(e) or attempt == 9:
+                    raise
+                time.sleep(0.5)
 
     def close(self):
         for e in [self.gateway, *self.replicas]:
