@@ -24,6 +24,8 @@ pub struct ChainSteps {
     pub token: bool,
     pub dpop: bool,
     pub fhir_scope: bool,
+    /// The partition step, alone ([`PARTITION_ROOT_ID`]): no check, only the routing key.
+    pub partition: bool,
 }
 
 impl ChainSteps {
@@ -32,6 +34,15 @@ impl ChainSteps {
         token: true,
         dpop: true,
         fhir_scope: true,
+        partition: false,
+    };
+
+    /// The partition step alone (docs/dpop.md, "Replay across replicas": `partitioned`).
+    pub const PARTITION: ChainSteps = ChainSteps {
+        token: false,
+        dpop: false,
+        fhir_scope: false,
+        partition: true,
     };
 
     /// The steps, in chain order.
@@ -52,6 +63,11 @@ impl ChainSteps {
 /// order: e.g. `fapi_guard:token,dpop` for an API without a `fhir` section).
 pub const CHAIN_ROOT_ID: &str = "fapi_guard";
 
+/// Root id of the partition step (filters/registry.json `module.partition_root_id`), run alone
+/// at the layer in front of an API's replicas: it sets the routing key of the proof and checks
+/// nothing (docs/dpop.md, "Replay across replicas").
+pub const PARTITION_ROOT_ID: &str = "fapi_guard:partition";
+
 /// The step names of `fapi_guard:<steps>` (filters/registry.json `envoy`), in chain order.
 pub const STEP_NAMES: [(&str, FilterKind); 3] = [
     ("token", FilterKind::Token),
@@ -62,9 +78,8 @@ pub const STEP_NAMES: [(&str, FilterKind); 3] = [
 /// The steps of `fapi_guard:<list>` (`list` after the colon), or why not.
 fn chain_steps(list: &[u8]) -> Result<ChainSteps, &'static str> {
     let mut steps = ChainSteps {
-        token: false,
-        dpop: false,
-        fhir_scope: false,
+        partition: false,
+        ..ChainSteps::PARTITION
     };
     // Position in chain order of the last step named: each later one must come after it.
     let mut last: Option<usize> = None;
@@ -113,6 +128,9 @@ pub fn filter_for_root_id(root_id: Option<&[u8]>) -> Result<FilterKind, String> 
     }
     if raw == CHAIN_ROOT_ID.as_bytes() {
         return Ok(FilterKind::Chain(ChainSteps::ALL));
+    }
+    if raw == PARTITION_ROOT_ID.as_bytes() {
+        return Ok(FilterKind::Chain(ChainSteps::PARTITION));
     }
     let shown: String = String::from_utf8_lossy(raw)
         .chars()
@@ -174,6 +192,21 @@ mod tests {
         );
         assert_eq!(steps(b"fapi_guard:token"), Ok(vec![Token]));
         assert_eq!(steps(b"fapi_guard:dpop"), Ok(vec![Dpop]));
+        assert_eq!(
+            filter_for_root_id(Some(b"fapi_guard:partition")),
+            Ok(Chain(ChainSteps::PARTITION))
+        );
+        // The partition step runs alone, never as a step of the chain.
+        for not_alone in [
+            &b"fapi_guard:token,partition"[..],
+            b"fapi_guard:partition,dpop",
+        ] {
+            let e = steps(not_alone).unwrap_err();
+            assert!(
+                e.contains("a step that is not token, dpop or fhir_scope"),
+                "{e}"
+            );
+        }
         for bad in [
             &b"fapi_guard:"[..],
             b"fapi_guard:dpop,token",

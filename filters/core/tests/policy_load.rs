@@ -419,6 +419,14 @@ fn bad_policies_name_the_field() {
             "dpop.replay_store",
         ),
         (
+            "replay_store with replay_scope partitioned",
+            Box::new(|p| {
+                p["dpop"] = json!({"replay_scope": "partitioned",
+                    "replay_store": {"cluster": "etcd", "kind": "etcd"}})
+            }),
+            "dpop.replay_store",
+        ),
+        (
             "replay_scope unknown",
             Box::new(|p| p["dpop"] = json!({"replay_scope": "cluster"})),
             "dpop.replay_scope",
@@ -460,6 +468,10 @@ fn bad_policies_name_the_field() {
     ok["dpop"] = json!({"replay_scope": "api",
         "replay_store": {"cluster": "etcd", "kind": "etcd"}});
     assert!(Policy::from_json(ok.to_string().as_bytes()).is_ok());
+    let mut partitioned = base();
+    partitioned["dpop"] = json!({"replay_scope": "partitioned"});
+    let loaded = Policy::from_json(partitioned.to_string().as_bytes()).unwrap();
+    assert!(loaded.dpop.unwrap().replay_store.is_none());
     for (name, mutate, field) in table {
         let mut p = base();
         mutate(&mut p);

@@ -3,7 +3,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::panic)]
 
 use fapi_guard_core::root_id::{
-    filter_for_root_id, ChainSteps, FilterKind, CHAIN_ROOT_ID, STEP_NAMES,
+    filter_for_root_id, ChainSteps, FilterKind, CHAIN_ROOT_ID, PARTITION_ROOT_ID, STEP_NAMES,
 };
 
 #[test]
@@ -18,6 +18,14 @@ fn chain_root_id_and_steps_match_the_registry() {
     assert_eq!(
         filter_for_root_id(Some(CHAIN_ROOT_ID.as_bytes())),
         Ok(FilterKind::Chain(ChainSteps::ALL))
+    );
+    assert_eq!(
+        registry["module"]["partition_root_id"].as_str(),
+        Some(PARTITION_ROOT_ID)
+    );
+    assert_eq!(
+        filter_for_root_id(Some(PARTITION_ROOT_ID.as_bytes())),
+        Ok(FilterKind::Chain(ChainSteps::PARTITION))
     );
     // The chain's step names are the registry's `envoy` names, in chain order, and each alone
     // is a chain plugin of that one step (`fapi_guard:<step>`).

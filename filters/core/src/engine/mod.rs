@@ -20,12 +20,17 @@
 //!   on the response headers once the FHIR scope step has let them go.
 //! - The audit record is handed out once the decision is final; when it reads the response
 //!   body for its patients (`audit_body`), at the response's end.
+//!
+//! The partition step (`fapi_guard:partition`, `partition_step.rs`) is not a step of the chain:
+//! it runs alone at the layer in front of the replicas, sets their routing key and lets every
+//! request go (docs/dpop.md, "Replay across replicas").
 
 pub mod audit;
 mod audit_body;
 mod deny;
 mod dpop_step;
 mod fhir_step;
+mod partition_step;
 mod token_step;
 pub mod trace;
 mod worker;
@@ -41,6 +46,7 @@ use crate::shared_store::SharedStore;
 
 pub use crate::dpop::replay_store::StoreCall;
 pub use crate::root_id::ChainSteps;
+pub use partition_step::{partition_key, PARTITION_HEADER};
 pub use worker::Worker;
 
 /// A step of the chain; its name is the stats prefix `fapi_guard.<name>.` and the `filter` of
@@ -260,6 +266,10 @@ impl Pipeline {
         x: &dyn Exchange,
         end_of_stream: bool,
     ) -> Output {
+        if w.partitions() {
+            // Alone at the layer in front of the replicas: no route, no check, no audit.
+            return partition_step::request_headers(x);
+        }
         self.headers_eos = end_of_stream;
         self.method = x.request_header(":method").unwrap_or_default();
         self.raw_path = x.request_header(":path").unwrap_or_default();

@@ -43,7 +43,7 @@ impl Worker {
                     .to_string(),
             );
         }
-        if !(steps.token || steps.dpop || steps.fhir_scope) {
+        if !(steps.token || steps.dpop || steps.fhir_scope || steps.partition) {
             return Err("no step to run".to_string());
         }
         let n = policy.issuers.len();
@@ -60,7 +60,7 @@ impl Worker {
         })
     }
 
-    /// The steps this chain runs, in chain order.
+    /// The checking steps this chain runs, in chain order (never the partition step).
     pub fn steps(&self) -> impl Iterator<Item = StepName> + '_ {
         [
             (self.steps.token, StepName::Token),
@@ -77,6 +77,11 @@ impl Worker {
             StepName::Dpop => self.steps.dpop,
             StepName::FhirScope => self.steps.fhir_scope,
         }
+    }
+
+    /// Whether this plugin is the partition step (alone; `steps()` is then empty).
+    pub fn partitions(&self) -> bool {
+        self.steps.partition
     }
 
     /// The first step (it answers refusals made before any step, e.g. a non-canonical path).

@@ -90,6 +90,7 @@ fn chain_steps(filters: &[String]) -> ChainSteps {
         token: has("token"),
         dpop: has("dpop"),
         fhir_scope: has("fhir_scope"),
+        partition: false,
     }
 }
 

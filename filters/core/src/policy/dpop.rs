@@ -65,7 +65,9 @@ pub struct DpopDoc {
     #[serde(default)]
     pub mtls: Option<MtlsDoc>,
     /// Where one proof is used once (docs/dpop.md, "Replay across replicas"): `replica`
-    /// (this proxy's cache only) or `api` (every replica, through `replay_store`).
+    /// (this proxy's cache only), `api` (every replica, through `replay_store`) or
+    /// `partitioned` (this proxy's cache, behind a layer that sends every use of a proof to
+    /// one replica: the `fapi_guard:partition` step and a hashing load balancer).
     #[serde(default)]
     pub replay_scope: ReplayScopeDoc,
     /// The store all replicas claim proofs in; required with `replay_scope: api`.
@@ -79,6 +81,8 @@ pub enum ReplayScopeDoc {
     #[default]
     Replica,
     Api,
+    /// The local cache, as `replica`; the partitioning layer in front does the rest.
+    Partitioned,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -426,8 +430,9 @@ impl DpopDoc {
 
     fn compile_store(&self) -> Result<Option<ReplayStore>, PolicyError> {
         let doc = match (self.replay_scope, &self.replay_store) {
-            (ReplayScopeDoc::Replica, None) => return Ok(None),
-            (ReplayScopeDoc::Replica, Some(_)) => {
+            (ReplayScopeDoc::Replica | ReplayScopeDoc::Partitioned, None) => return Ok(None),
+            // `partitioned` replicas keep their own cache, as `replica` ones do.
+            (ReplayScopeDoc::Replica | ReplayScopeDoc::Partitioned, Some(_)) => {
                 return Err(PolicyError::new(
                     "dpop.replay_store",
                     "is only used with `replay_scope: api`",
