@@ -28,12 +28,13 @@ if ! command -v wasm-opt >/dev/null 2>&1 || ! command -v wasm-metadce >/dev/null
   exit 1
 fi
 # The proxy-wasm ABI exports an HTTP filter is called through (the ABI's memory and start,
-# the root context's lifecycle, the stream callbacks, the tick, HTTP call answers).
+# the root context's lifecycle, the stream callbacks, the tick, HTTP call answers; and the
+# foreign-function callback, kept because the filters call Envoy's `verify_signature`).
 HTTP_FILTER_EXPORTS="memory _initialize proxy_abi_version_0_2_1 proxy_on_memory_allocate
   proxy_on_vm_start proxy_on_configure proxy_on_context_create proxy_on_tick proxy_on_done
   proxy_on_delete proxy_on_log proxy_on_request_headers proxy_on_request_body
   proxy_on_request_trailers proxy_on_response_headers proxy_on_response_body
-  proxy_on_response_trailers proxy_on_http_call_response"
+  proxy_on_response_trailers proxy_on_http_call_response proxy_on_foreign_function"
 for name in fapi_guard fapi_bench_empty_filter; do
   raw="$OUT/deps/$name.wasm"
   [ -f "$raw" ] || continue
@@ -47,10 +48,9 @@ for name in fapi_guard fapi_bench_empty_filter; do
   # -Oz without inlining (-aimfs/-fimfs/-ocimfs 0): the same size as -O3 (the Rust side is
   # already optimised, LTO) but no huge inlined functions, which cost V8 ~16 MB more RSS for
   # the filters (bench/README.md, "Size" and "Memory"). Strips names and debug info.
-  # First drop the exports of callbacks an HTTP filter that makes no gRPC call, uses no shared
-  # queue and calls no foreign function is never sent (the proxy-wasm SDK exports every ABI
-  # callback: network-filter, gRPC, queue and foreign-function ones), and the code only they
-  # reach (-22 KB). The host looks each callback up at load and skips one that is not
+  # First drop the exports of callbacks an HTTP filter that makes no gRPC call and uses no
+  # shared queue is never sent (the proxy-wasm SDK exports every ABI callback: network-filter,
+  # gRPC and queue ones), and the code only they reach (-20 KB). The host looks each callback up at load and skips one that is not
   # exported. tests/test_module_size.py fails if the filters start using one of them.
   graph="$OUT/$name.exports.json"
   {
