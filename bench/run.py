@@ -61,7 +61,7 @@ PATH = "/fhir/Patient/1"
 class Config:
     key: str
     title: str
-    kind: str  # "none" | "token" (the token step) | "jwt_authn" | "empty" (floor filter) | "chain" (all steps)
+    kind: str  # "none" | "token" (the token step) | "jwt_authn" | "empty" (floor filter) | "chain" (all steps) | "partition"
     alg: str | None = None
     cache: bool = False
     software: bool = False
@@ -77,6 +77,8 @@ class Config:
     # `dpop.replay_scope: api`: every proof is also claimed in a real etcd the bench starts
     # on loopback (docs/dpop.md, "Replay across replicas").
     replay_api: bool = False
+    # `audit.record: false` (docs/audit.md, "Policy"): the chain builds and writes no audit record.
+    no_audit: bool = False
 
 
 CONFIGS = [
@@ -89,6 +91,10 @@ CONFIGS = [
            "FHIR read", "chain", "ES256", cache=True, expect_path="host"),
     Config("full_chain_audit_log", "full chain, the one plugin, with the audit access log (JSON, a file)",
            "chain", "ES256", cache=True, expect_path="host", audit_log=True),
+    Config("full_chain_no_audit", "full chain, the one plugin, audit.record false (no audit record built)",
+           "chain", "ES256", cache=True, expect_path="host", no_audit=True),
+    Config("partition_step", "the partition step alone (fapi_guard:partition: the layer in front of "
+           "the replicas), the full chain's requests", "partition"),
     Config("full_chain_replay_api", "full chain, the one plugin, replay_scope api (each proof claimed in etcd)",
            "chain", "ES256", cache=True, expect_path="host", replay_api=True),
     Config("token_es256_host", "token filter ES256, no cache, host verify", "token", "ES256", expect_path="host"),
@@ -112,6 +118,8 @@ RATIOS = [
     ("token_cached", "empty_wasm", "cached token / empty Wasm filter (target >= 0.95)"),
     ("full_chain_audit_log", "full_chain", "full FAPI chain: with / without the audit access log"),
     ("full_chain_replay_api", "full_chain", "full FAPI chain: replay_scope api (etcd) / replica"),
+    ("full_chain_no_audit", "full_chain", "full FAPI chain: without / with the audit record"),
+    ("partition_step", "empty_wasm", "partition step (the layer in front) / empty Wasm filter"),
     ("empty_wasm", "jwt_authn_es256_cached", "empty Wasm filter / jwt_authn cached (the floor)"),
 ]
 FILTER_FILES = {"the one module (chain plugin: token + dpop + fhir_scope)": render.MODULE["wasm"],
@@ -313,8 +321,23 @@ def bootstrap(cfg: Config, issuer: tooling.Issuer, wasm_dir: Path, port: int, ad
             store = replay_store_address()
             policy["dpop"].update({"replay_scope": "api", "replay_store": {
                 "cluster": STORE_CLUSTER, "kind": "etcd", "key_prefix": f"bench/{port}/"}})
+        if cfg.no_audit:
+            policy["audit"] = {"record": False}
         return render.render(policy, None, str(wasm_dir), port, 1, admin,
                              direct_response=True, audit_log=audit, replay_store_address=store)
+    if cfg.kind == "partition":
+        # The partition step alone, as the layer in front of the replicas runs it (docs/dpop.md,
+        # "Replay across replicas"); the answer carries the routing key it set, so the checks
+        # below see that the step ran.
+        boot = render.render(chain_policy(issuer), None, str(wasm_dir), port, 1, admin, direct_response=True)
+        hcm = hcm_of(boot)
+        wasm = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+        wasm["typed_config"]["config"]["name"] = wasm["typed_config"]["config"]["root_id"] = \
+            render.MODULE["partition_root_id"]
+        for vh in hcm["route_config"]["virtual_hosts"]:
+            vh["response_headers_to_add"] = [{"header": {"key": "x-partition-seen",
+                                                         "value": "%REQ(x-fapi-guard-partition)%"}}]
+        return boot
     boot = render.render({"api": {"name": "bench"}}, [], str(wasm_dir), port, 1, admin, direct_response=True)
     if cfg.kind == "jwt_authn":
         hcm_of(boot)["http_filters"].insert(0, jwt_authn_filter(issuer, cfg.alg, cfg.cache))
@@ -491,6 +514,22 @@ def check_chain_answers(e: BenchEnvoy, clients: ChainClients) -> None:
         r = get(i, clients.proof(i, htu, uuid.uuid4().hex, int(time.time())))
         if r.status_code != 200:
             raise SystemExit(f"[{e.cfg.key}] client {i}: expected 200, got {r.status_code}: {r.text[:300]}")
+
+
+def check_partition_answers(e: BenchEnvoy, clients: ChainClients) -> None:
+    """The partition step sets a 64-hex-digit key for a request with a proof, the same for the
+    same proof, and none without one (it never refuses)."""
+    htu = chain_htu(e)
+    p = clients.proof(0, htu, uuid.uuid4().hex, int(time.time()))
+    keys = []
+    for proof in (p, p, None):
+        h = {"Authorization": f"DPoP {clients.tokens[0]}", **({"DPoP": proof} if proof else {})}
+        r = requests.get(e.url(), headers=h, timeout=5)
+        if r.status_code != 200:
+            raise SystemExit(f"[{e.cfg.key}] expected 200, got {r.status_code}: {r.text[:300]}")
+        keys.append(r.headers.get("x-partition-seen", ""))
+    if not (re.fullmatch(r"[0-9a-f]{64}", keys[0]) and keys[1] == keys[0] and keys[2] == ""):
+        raise SystemExit(f"[{e.cfg.key}] the partition step did not set its key: {keys}")
 
 
 # ---------- wrk ----------
@@ -867,7 +906,7 @@ def main(argv=None) -> int:
 
     long_exp = int(time.time()) + 30 * 24 * 3600
     tokens = {alg: issuer.token(alg, aud=AUD, exp=long_exp) for alg in issuer.keys}
-    chain_keys = [k for k in keys if BY_KEY[k].kind == "chain"]
+    chain_keys = [k for k in keys if BY_KEY[k].kind in ("chain", "partition")]
     clients = ChainClients(issuer) if chain_keys else None
     tmp = Path(tempfile.mkdtemp(prefix="fapi-bench-"))
     if clients:
@@ -880,6 +919,8 @@ def main(argv=None) -> int:
             envoys[k] = BenchEnvoy(BY_KEY[k], issuer, wasm_dir)
             if BY_KEY[k].kind == "chain":
                 check_chain_answers(envoys[k], clients)
+            elif BY_KEY[k].kind == "partition":
+                check_partition_answers(envoys[k], clients)
             else:
                 check_answers(envoys[k], tokens.get(BY_KEY[k].alg or "ES256"))
         chain_rate = a.chain_rate
@@ -898,7 +939,7 @@ def main(argv=None) -> int:
             for k in order:
                 e, cfg = envoys[k], BY_KEY[k]
                 lua = None
-                if cfg.kind == "chain":
+                if cfg.kind in ("chain", "partition"):
                     # Fresh proofs for this run only (iat = now; the run is shorter than the window).
                     need = int(chain_rate * a.duration * 1.5) + 5_000
                     took = mint_parallel(clients, tmp / "proofs.txt", need, chain_htu(e))
