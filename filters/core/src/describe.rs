@@ -246,6 +246,8 @@ pub fn describe(policy: &Policy, doc: Option<&PolicyDoc>) -> Vec<String> {
     if dp.nonce.is_some() {
         out.push("DPoP nonces: on (401 use_dpop_nonce with a DPoP-Nonce header until the proof carries a current one).".into());
     }
+    out.push(replay_scope(&dp, doc));
+    out.push(audit_record(policy));
     match &policy.fhir {
         None => out.push("Filters: token -> DPoP (a plain REST API: no `fhir` section, so no FHIR scope step and no SMART scope or compartment checks).".into()),
         Some(f) => {
@@ -419,6 +421,43 @@ fn bind(b: &BindDoc) -> String {
     }
 }
 
+/// What `dpop.replay_scope` guarantees (docs/dpop.md, "Replay across replicas").
+fn replay_scope(dp: &crate::policy::dpop::DpopPolicy, doc: Option<&PolicyDoc>) -> String {
+    use crate::policy::dpop::ReplayScopeDoc;
+    let scope = doc
+        .and_then(|d| d.dpop.as_ref())
+        .map_or(ReplayScopeDoc::Replica, |d| d.replay_scope);
+    match (scope, &dp.replay_store) {
+        (_, Some(s)) => format!(
+            "DPoP replay (`replay_scope: api`): each proof is claimed once across every replica in the etcd store behind the Envoy cluster `{}` (keys under `{}`, an answer within {} ms); when the store cannot answer, requests with a proof are refused with 503 dpop_replay_store_unavailable.",
+            s.cluster, s.key_prefix, s.timeout_ms
+        ),
+        (ReplayScopeDoc::Partitioned, None) => "DPoP replay (`replay_scope: partitioned`): each proof once per replica; once across the replicas only if every call comes through a layer running `fapi_guard:partition` whose balancer hashes `x-fapi-guard-partition` (ring_hash or maglev), and then at most once more per proof when the replica set changes or a replica restarts.".into(),
+        _ => "DPoP replay (`replay_scope: replica`): each proof once per proxy; an API with N replicas accepts a captured proof up to N times within its iat window (`api` or `partitioned` close that gap).".into(),
+    }
+}
+
+/// Whether the audit record is written, and which patients it names (docs/audit.md).
+fn audit_record(policy: &Policy) -> String {
+    if !policy.audit.record {
+        return "Audit record: off (`audit.record: false`): the guard records no decision, no caller and no patient; the API must log who accessed which patient itself.".into();
+    }
+    let patients = if policy.fhir.is_none() {
+        if policy.routes.names_patients() {
+            "the patient named by the route's `audit` parameter"
+        } else {
+            "no patient (no route names one with `routes[].audit`)"
+        }
+    } else if policy.audit.patients_in_bodies {
+        "the patients from the path and query, and from JSON request and response bodies (observed, never held)"
+    } else {
+        "the patients from the path and query"
+    };
+    format!(
+        "Audit record: one per request a protected route sees, as filter state `wasm.fapi_guard.audit` for the access log to write (docs/audit.md); it names the caller, the decision and {patients}."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,5 +480,62 @@ mod tests {
         );
         assert!(istio_jwks_cluster("http://sts.example.org/jwks", "sts.example.org").is_err());
         assert!(istio_jwks_cluster("https://a_b.example/jwks", "a_b.example").is_err());
+    }
+
+    fn said(policy: serde_json::Value) -> Vec<String> {
+        let bytes = serde_json::to_vec(&policy).unwrap_or_default();
+        let (Ok(p), Ok(doc)) = (
+            Policy::from_json(&bytes),
+            serde_json::from_slice::<PolicyDoc>(&bytes),
+        ) else {
+            unreachable!("the test policy loads")
+        };
+        describe(&p, Some(&doc))
+    }
+
+    fn base(dpop: serde_json::Value, more: serde_json::Value) -> serde_json::Value {
+        let mut p = serde_json::json!({
+            "api": {"name": "a", "audience": "a"},
+            "issuers": [{"issuer": "https://i", "jwks_uri": "https://i/jwks", "jwks_cluster": "c"}],
+            "dpop": dpop
+        });
+        if let (Some(p), serde_json::Value::Object(m)) = (p.as_object_mut(), more) {
+            p.extend(m);
+        }
+        p
+    }
+
+    #[test]
+    fn says_what_each_replay_scope_and_the_audit_record_do() {
+        let line = |v: &[String], prefix: &str| {
+            v.iter()
+                .find(|l| l.starts_with(prefix))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let none = serde_json::json!({});
+        let r = said(base(serde_json::json!({}), none.clone()));
+        assert!(line(&r, "DPoP replay").contains("up to N times"), "{r:?}");
+        assert!(line(&r, "Audit record").contains("no patient"), "{r:?}");
+        let r = said(base(
+            serde_json::json!({"replay_scope": "partitioned"}),
+            none.clone(),
+        ));
+        assert!(
+            line(&r, "DPoP replay").contains("fapi_guard:partition"),
+            "{r:?}"
+        );
+        let r = said(base(
+            serde_json::json!({"replay_scope": "api", "replay_store":
+                {"cluster": "store", "kind": "etcd"}}),
+            none,
+        ));
+        assert!(line(&r, "DPoP replay").contains("`store`"), "{r:?}");
+        assert!(line(&r, "DPoP replay").contains("503"), "{r:?}");
+        let r = said(base(
+            serde_json::json!({}),
+            serde_json::json!({"audit": {"record": false}}),
+        ));
+        assert!(line(&r, "Audit record").contains("off"), "{r:?}");
     }
 }
