@@ -67,7 +67,7 @@ class Run:
                            log_level="info")
 
     def call(self, key, path, method="GET", token_claims=None, tamper_proof=False, token=True, headers=None,
-             json_body=None, stream=False):
+             json_body=None, stream=False, data=None):
         rid = uuid.uuid4().hex
         h = {"x-request-id": rid, "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
              **(headers or {})}
@@ -80,7 +80,7 @@ class Run:
                 p = head + "." + ("A" if sig[0] != "A" else "B") + sig[1:]
             self.secrets += [t.rsplit(".", 1)[1], p.rsplit(".", 1)[1]]
             h.update({"Authorization": f"DPoP {t}", "DPoP": p})
-        r = requests.request(method, url, headers=h, timeout=10, json=json_body, stream=stream)
+        r = requests.request(method, url, headers=h, timeout=10, json=json_body, stream=stream, data=data)
         return r, rid, h["traceparent"]
 
     def lines(self, rid=None):
@@ -413,6 +413,19 @@ def test_user_create_names_the_subject_of_its_body(bodies, key):
     _, rec = bodies.record(rid)
     assert rec["fhir"]["interaction"] == "create"
     assert rec["patients_named"] == [BJORN] and rec["patients_complete"] is True
+
+
+def test_user_form_search_names_the_patient_of_its_body(bodies, key):
+    # FHIR R4 http.html#search: a `POST _search` form body holds search parameters.
+    r, rid, _ = bodies.call(key, "/fhir/Observation/_search?code=718-7", method="POST",
+                            token_claims=PRACTITIONER, data=f"patient={BJORN}",
+                            headers={"Content-Type": "application/x-www-form-urlencoded", **IDENTITY})
+    assert r.status_code == 200, r.text
+    assert {e["resource"]["subject"]["reference"] for e in r.json()["entry"]} == {f"Patient/{BJORN}"}
+    _, rec = bodies.record(rid)
+    assert rec["fhir"]["interaction"] == "search-type"
+    assert rec["patients_named"] == [BJORN] and rec["patients_complete"] is True, rec
+    assert "718-7" not in json.dumps(rec)
 
 
 def test_patient_grant_refusal_names_the_other_patient(bodies, key):

@@ -148,6 +148,8 @@ pub(super) struct Trail {
     pub patients: Vec<String>,
     /// Why a body's patients are not all known (the first reason).
     pub unread: Option<&'static str>,
+    /// A `_search` form body, read with the query's parameters (`audit_body::Reading::Form`).
+    pub search_form: Option<String>,
 }
 
 impl Trail {
@@ -270,10 +272,21 @@ pub(super) fn record(trail: &Trail, s: &Seen<'_>) -> AuditRecord {
         Some(p) => p.split('?').next().unwrap_or_default(),
         None => s.raw_path.split('?').next().unwrap_or_default(),
     };
-    let classified = match (s.fhir, s.path_with_query) {
+    let mut classified = match (s.fhir, s.path_with_query) {
         (Some((base, _)), Some(pq)) => interaction::classify(base, s.method, pq).ok(),
         _ => None,
     };
+    // A `_search` form body's parameters are the search's (FHIR R4 http.html#search).
+    let mut form_unread = None;
+    if let (Some(c), Some(form)) = (classified.as_mut(), &trail.search_form) {
+        if c.via_post {
+            match crate::fhir::query::parse(form) {
+                Some(params) => c.params.extend(params),
+                None => form_unread = Some("request_unparsed"),
+            }
+        }
+    }
+    let unread = trail.unread.or(form_unread);
     let mut r = AuditRecord {
         time: s.now,
         request_id: trail.request_id.clone(),
@@ -304,8 +317,8 @@ pub(super) fn record(trail: &Trail, s: &Seen<'_>) -> AuditRecord {
         purpose_of_use: None,
         patient: None,
         patients_named: classified.as_ref().map(patients_named).unwrap_or_default(),
-        patients_complete: trail.bodies.then_some(trail.unread.is_none()),
-        patients_unread: trail.unread,
+        patients_complete: trail.bodies.then_some(unread.is_none()),
+        patients_unread: unread,
         jkt: None,
         jti: None,
     };
@@ -458,5 +471,26 @@ mod tests {
         s.decided = false;
         assert_eq!(record(&trail, &s).decision, Verdict::Deny);
         assert_eq!(record(&Trail::default(), &s).decision, Verdict::Undecided);
+    }
+
+    #[test]
+    fn a_search_form_body_names_its_patients() {
+        let mut trail = Trail {
+            bodies: true,
+            search_form: Some("patient=p-7&code=x".into()),
+            ..Trail::default()
+        };
+        let mut s = seen("/fhir/Observation/_search?subject=Patient/p-1", None);
+        s.method = "POST";
+        let r = record(&trail, &s);
+        assert_eq!(r.patients_named, ["p-1", "p-7"]);
+        assert_eq!(r.patients_complete, Some(true));
+        // A GET's query is the search; a form body only counts for `POST _search`.
+        let r = record(&trail, &seen("/fhir/Observation?code=y", None));
+        assert!(r.patients_named.is_empty());
+        trail.search_form = Some("patient=%zz".into());
+        let r = record(&trail, &s);
+        assert_eq!(r.patients_unread, Some("request_unparsed"));
+        assert_eq!(r.patients_complete, Some(false));
     }
 }

@@ -62,6 +62,9 @@ pub(super) enum Reading {
     Off,
     /// JSON: copied as it goes by.
     On(Dir, Vec<u8>),
+    /// A `_search` form body (`application/x-www-form-urlencoded`): its parameters are the
+    /// search's as much as the query's (FHIR R4 http.html#search), read with them for the record.
+    Form(Vec<u8>),
     /// A body the record cannot read: this code, if any byte of it comes.
     Unreadable(&'static str),
 }
@@ -91,6 +94,8 @@ pub(super) fn start(dir: Dir, content_type: Option<&str>, encoding: Option<&str>
     // RFC 9110 §8.4: any coding but `identity` is bytes the record cannot read.
     if encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
         Reading::Unreadable(code(dir, Why::Encoded))
+    } else if matches!(dir, Dir::Request) && media == "application/x-www-form-urlencoded" {
+        Reading::Form(Vec::new())
     } else if json {
         Reading::On(dir, Vec::new())
     } else {
@@ -115,15 +120,19 @@ impl Reading {
         held: bool,
         read: &dyn Fn(usize) -> Vec<u8>,
     ) {
+        let dir = match self {
+            Reading::On(dir, _) => *dir,
+            _ => Dir::Request,
+        };
         match self {
-            Reading::On(dir, buf) => {
+            Reading::On(_, buf) | Reading::Form(buf) => {
                 if held {
                     buf.clear();
                 }
                 let room = limit.saturating_add(1).saturating_sub(buf.len());
                 buf.extend(read(size.min(room)));
                 if buf.len() > limit {
-                    trail.unread(code(*dir, Why::OverLimit));
+                    trail.unread(code(dir, Why::OverLimit));
                     *self = Reading::Off;
                 }
             }
@@ -144,6 +153,10 @@ impl Reading {
                 let dir = *dir;
                 self.whole(trail, &buf, dir);
             }
+            Reading::Form(buf) => {
+                let buf = std::mem::take(buf);
+                self.whole(trail, &buf, Dir::Request);
+            }
             // No byte of it came.
             _ => *self = Reading::Off,
         }
@@ -157,6 +170,11 @@ impl Reading {
                 Ok(v) => named(trail, &v),
                 Err(_) => trail.unread(code(dir, Why::Unparsed)),
             },
+            Reading::Form(_) => match String::from_utf8(body.to_vec()) {
+                // Read with the query when the record is written (`audit::record`).
+                Ok(form) => trail.search_form = Some(form),
+                Err(_) => trail.unread(code(dir, Why::Unparsed)),
+            },
             Reading::Unreadable(why) => trail.unread(why),
             Reading::Off => {}
         }
@@ -168,6 +186,7 @@ impl Reading {
     pub fn close(&mut self, trail: &mut Trail, refused: bool) {
         let why = match std::mem::take(self) {
             Reading::On(dir, _) => code(dir, Why::Cut),
+            Reading::Form(_) => code(Dir::Request, Why::Cut),
             Reading::Unreadable(why) => why,
             Reading::Off => return,
         };
@@ -269,5 +288,20 @@ mod tests {
         let mut r = start(Dir::Request, Some("application/json"), None);
         r.close(&mut t, true);
         assert_eq!(t.unread, None);
+    }
+
+    #[test]
+    fn a_request_form_body_is_kept_for_the_record_a_response_one_is_not_read() {
+        let ct = "Application/x-www-form-urlencoded; charset=utf-8";
+        let t = read(Dir::Request, ct, None, &[b"patient=", b"p-3"], 100);
+        assert_eq!(t.search_form.as_deref(), Some("patient=p-3"));
+        assert_eq!(t.unread, None);
+        let t = read(Dir::Request, ct, None, &[b"patient=p-3"], 4);
+        assert_eq!(
+            (t.search_form, t.unread),
+            (None, Some("request_over_limit"))
+        );
+        let t = read(Dir::Response, ct, None, &[b"patient=p-3"], 100);
+        assert_eq!((t.search_form, t.unread), (None, Some("response_not_json")));
     }
 }
