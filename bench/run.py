@@ -881,7 +881,7 @@ def main(argv=None) -> int:
                      "module attached as the chain plugin; build the older commit with scripts/build-wasm.sh)")
         for k in list(keys):
             c = BY_KEY[k]
-            if c.kind in ("token", "chain"):
+            if c.kind in ("token", "chain", "partition"):
                 before = Config(**{**vars(c), "key": f"{k}@before", "title": f"{c.title} (before: {a.compare_wasm_dir})",
                                    "wasm_dir": Path(a.compare_wasm_dir)})
                 BY_KEY[before.key] = before

@@ -299,3 +299,47 @@ fn no_key_for_zero_two_or_unparseable_proofs_and_never_a_refusal() {
     let out = run("/fhir/../Patient/1", &[("dpop", &p)]);
     assert_eq!(out.request_headers.len(), 2);
 }
+
+/// The routing key of one request through `w` (the worker's header cache kept across calls).
+fn key_with(w: &Worker, dpop: &str) -> Option<String> {
+    let env = TestEnv {
+        store: MemoryStore::default(),
+    };
+    let headers = Headers(vec![
+        (":method".to_string(), "GET".to_string()),
+        (":path".to_string(), "/fhir/Patient/123".to_string()),
+        ("dpop".to_string(), dpop.to_string()),
+    ]);
+    let out = Pipeline::new().on_request_headers(w, &env, &headers, true);
+    out.request_headers.get(1).and_then(|(_, v)| v.clone())
+}
+
+#[test]
+fn a_cached_header_gives_the_key_a_full_parse_gives() {
+    // The first proof of a client parses its header; the next ones (same header text) take
+    // its thumbprint from the worker's cache, and must get exactly what a fresh worker gives.
+    let w = worker();
+    let k = Key::es(11);
+    let first = proof(&k, &k.header(), "jti-a");
+    assert_eq!(key_with(&w, &first), Some(replica_key(&k, &first)));
+    for jti in ["jti-b", "jti-c"] {
+        let next = proof(&k, &k.header(), jti);
+        assert_eq!(key_with(&w, &next), Some(replica_key(&k, &next)), "{jti}");
+        assert_eq!(key_with(&w, &twin(&next)), key_with(&worker(), &next));
+    }
+    // The same header with a payload or signature a full parse refuses: no key, cached or not.
+    let (head, _) = first.split_once('.').unwrap();
+    let dup = b64(br#"{"jti":"a","jti":"b","htm":"GET"}"#);
+    let sig = first.rsplit_once('.').unwrap().1;
+    for bad in [
+        format!("{head}.{dup}.{sig}"),
+        format!("{head}.{}.", b64(claims("jti-d").to_string().as_bytes())),
+        format!(
+            "{head}.{}.{sig}.x",
+            b64(claims("jti-e").to_string().as_bytes())
+        ),
+    ] {
+        assert_eq!(key_with(&w, &bad), None, "{bad}");
+        assert_eq!(key_with(&worker(), &bad), None, "{bad}");
+    }
+}

@@ -268,7 +268,7 @@ impl Pipeline {
     ) -> Output {
         if w.partitions() {
             // Alone at the layer in front of the replicas: no route, no check, no audit.
-            return partition_step::request_headers(x);
+            return partition_step::request_headers(x, &w.partition_headers);
         }
         self.headers_eos = end_of_stream;
         self.method = x.request_header(":method").unwrap_or_default();

@@ -16,10 +16,45 @@
 //! so it fails there. What it parses, it parses as the replica does (the same trim, JWS parser,
 //! JWK parser and thumbprint), so every proof a replica can accept gets its key here.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use sha2::{Digest, Sha256};
 
 use super::{Action, Exchange, Output};
+use crate::b64;
+use crate::jose::jws::parse_strict_object;
 use crate::jose::{CompactJws, Jwk};
+
+/// Distinct proof headers one worker remembers the thumbprint of.
+const HEADER_ENTRIES: usize = 256;
+
+/// Per worker: the RFC 7638 thumbprint of each proof header (its base64url text) that parsed,
+/// so the next proof of the same client skips the header's JSON and JWK parse (the point check)
+/// and the thumbprint, as the replica's `ProofKeyCache` does. The header text alone decides
+/// them, so a cached header gives the key a full parse would. Bounded: at `HEADER_ENTRIES` it
+/// starts over.
+#[derive(Default)]
+pub struct HeaderThumbprints(RefCell<HashMap<String, String>>);
+
+impl HeaderThumbprints {
+    fn get_or_parse(&self, header_b64: &str, compact: &str) -> Option<String> {
+        if let Some(jkt) = self.0.borrow().get(header_b64) {
+            return Some(jkt.clone());
+        }
+        let jws = CompactJws::parse(compact).ok()?;
+        let jkt = Jwk::from_json(jws.header.get("jwk")?)
+            .ok()?
+            .key
+            .thumbprint_s256();
+        let mut m = self.0.borrow_mut();
+        if m.len() >= HEADER_ENTRIES {
+            m.clear();
+        }
+        m.insert(header_b64.to_string(), jkt.clone());
+        Some(jkt)
+    }
+}
 
 /// The request header the layer's load balancer hashes (its `hash_policy`).
 pub const PARTITION_HEADER: &str = "x-fapi-guard-partition";
@@ -41,18 +76,31 @@ pub fn partition_key(jkt: &str, jti: &str) -> String {
 
 /// The routing key of the `DPoP` header values, if there is exactly one and it parses as a
 /// proof (RFC 9449 §4.2: the header `jwk`, the payload `jti`); nothing else is checked.
-fn proof_key(values: &[&str]) -> Option<String> {
+fn proof_key(values: &[&str], seen: &HeaderThumbprints) -> Option<String> {
     // RFC 9449 §4.3 step 1: exactly one; the replica refuses none or two.
     let [one] = values else { return None };
-    let jws = CompactJws::parse(one.trim()).ok()?;
-    let jwk = Jwk::from_json(jws.header.get("jwk")?).ok()?;
-    let jti = jws.payload.get("jti")?.as_str().filter(|j| !j.is_empty())?;
-    Some(partition_key(&jwk.key.thumbprint_s256(), jti))
+    let one = one.trim();
+    // RFC 7515 §7.1: three parts, each read as `CompactJws::parse` reads it (the header on a
+    // miss; the payload as a strict JSON object and a non-empty signature every time), so
+    // whether the header was cached never changes which proofs get a key.
+    let mut parts = one.split('.');
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let jkt = seen.get_or_parse(h, one)?;
+    let payload = parse_strict_object(&b64::decode(p)?)?;
+    if b64::decode(sig)?.is_empty() {
+        return None;
+    }
+    let jti = payload.get("jti")?.as_str().filter(|j| !j.is_empty())?;
+    Some(partition_key(&jkt, jti))
 }
 
 /// The request headers: any incoming [`PARTITION_HEADER`] removed (a client never picks the
 /// replica), then set from the proof when there is one. Always lets the request go.
-pub(super) fn request_headers(x: &dyn Exchange) -> Output {
+pub(super) fn request_headers(x: &dyn Exchange, seen: &HeaderThumbprints) -> Output {
     let all = x.request_headers();
     let values: Vec<&str> = all
         .iter()
@@ -61,7 +109,7 @@ pub(super) fn request_headers(x: &dyn Exchange) -> Output {
         .collect();
     let mut out = Output::new(Action::Continue);
     out.request_headers.push((PARTITION_HEADER, None));
-    if let Some(key) = proof_key(&values) {
+    if let Some(key) = proof_key(&values, seen) {
         out.request_headers.push((PARTITION_HEADER, Some(key)));
     }
     out

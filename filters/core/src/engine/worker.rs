@@ -28,6 +28,8 @@ pub struct Worker {
     pub budget: KeyBudget,
     /// Proof headers that passed the header checks, with their parsed key and thumbprint.
     pub proof_keys: ProofKeyCache,
+    /// The partition step's proof-header thumbprints (`partition_step.rs`).
+    pub(super) partition_headers: super::partition_step::HeaderThumbprints,
     /// Per remote issuer: the last shared-data version seen, and whether a fetch is in flight.
     seen_cas: RefCell<Vec<Option<u32>>>,
     in_flight: RefCell<Vec<bool>>,
@@ -53,6 +55,7 @@ impl Worker {
             dpop: policy.dpop.clone().unwrap_or_default(),
             budget: KeyBudget::new(),
             proof_keys: ProofKeyCache::new(PROOF_KEY_CACHE_ENTRIES),
+            partition_headers: Default::default(),
             seen_cas: RefCell::new(vec![None; n]),
             in_flight: RefCell::new(vec![false; n]),
             steps,
